@@ -1,0 +1,160 @@
+"""Where the database is, how to connect to it, and read-only transactions.
+
+This module only connects and opens transactions; queries live in `auditor.queries`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+
+from auditor.errors import InputError, UnavailableError
+
+EMBEDDED = "embedded sample"
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseTarget:
+    """The database a command will read, and which setting chose it (shown by doctor)."""
+
+    url: URL
+    origin: str  # "--db", "AUDITOR_DATABASE_URL", "DATABASE_URL" or EMBEDDED
+
+    @property
+    def masked(self) -> str:
+        return mask_url(self.url)
+
+    @property
+    def dialect(self) -> str:
+        return self.url.get_backend_name()
+
+
+def parse_database_url(raw: str) -> URL:
+    """Accept what LiteLLM users have: postgres://, postgresql://, sqlite:///path; always psycopg 3."""
+    raw = raw.strip()
+    if raw.startswith("postgres://"):
+        raw = "postgresql://" + raw[len("postgres://") :]
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise InputError(
+            f"database URL {mask_text(raw)!r} does not parse: use postgresql://USER@HOST:PORT/DB or sqlite:///PATH"
+        ) from None
+    backend = url.get_backend_name()
+    if backend == "postgresql":
+        return url.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        return url
+    raise InputError(f"unsupported database {backend!r}: auditor reads PostgreSQL (LiteLLM's database) or SQLite")
+
+
+def database_from(explicit: str | None, environ: Mapping[str, str] = os.environ) -> DatabaseTarget | None:
+    """--db, else AUDITOR_DATABASE_URL, else LiteLLM's own DATABASE_URL; None means the embedded sample."""
+    for origin, value in (("--db", explicit), *((name, environ.get(name)) for name in ("AUDITOR_DATABASE_URL", "DATABASE_URL"))):
+        if value:
+            return DatabaseTarget(parse_database_url(value), origin)
+    return None
+
+
+def mask_url(url: URL | str) -> str:
+    if isinstance(url, str):
+        return mask_text(url)
+    return url.render_as_string(hide_password=True)
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@\s]*)@", re.IGNORECASE)
+
+
+def mask_text(message: str, secrets: tuple[str, ...] = ()) -> str:
+    """Hide passwords in URLs, and any known secret verbatim, before a message reaches the user."""
+    masked = _URL_PASSWORD.sub(lambda m: f"{m['head']}***@", message)
+    for secret in secrets:
+        if secret:
+            masked = masked.replace(secret, "***")
+    return masked
+
+
+def engine_for(target: DatabaseTarget) -> Engine:
+    if target.dialect == "postgresql":
+        return create_engine(
+            target.url,
+            connect_args={"connect_timeout": 10, "application_name": "auditor"},
+            pool_pre_ping=False,
+        )
+    engine = create_engine(target.url)
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection, _record):  # pragma: no cover - trivial
+        dbapi_connection.execute("PRAGMA foreign_keys=OFF")
+
+    return engine
+
+
+def describe_db_error(target: DatabaseTarget, err: DBAPIError) -> str:
+    """One line for the user: what failed, without the password, and what to try."""
+    detail = str(getattr(err, "orig", err)).strip().splitlines()
+    first = detail[0] if detail else type(err).__name__
+    secrets = (target.url.password,) if target.url.password else ()
+    return mask_text(f"{first}", secrets)
+
+
+@contextmanager
+def connect(target: DatabaseTarget, *, read_only: bool = True, statement_timeout_s: float | None = None) -> Iterator[Connection]:
+    """A connection inside one transaction; READ ONLY on PostgreSQL unless a writer asks otherwise."""
+    engine = engine_for(target)
+    try:
+        try:
+            conn = engine.connect()
+        except OperationalError as err:
+            raise UnavailableError(
+                f"cannot connect to {target.masked} ({target.origin}): {describe_db_error(target, err)}"
+            ) from None
+        with conn:
+            try:
+                with conn.begin():
+                    if target.dialect == "postgresql":
+                        if read_only:
+                            conn.execute(text("SET TRANSACTION READ ONLY"))
+                        if statement_timeout_s:
+                            conn.execute(text(f"SET LOCAL statement_timeout = {int(statement_timeout_s * 1000)}"))
+                    elif read_only:
+                        conn.exec_driver_sql("PRAGMA query_only = ON")
+                    yield conn
+            except DBAPIError as err:
+                raise _db_failure(target, err) from None
+            finally:
+                if target.dialect == "sqlite" and read_only and not conn.closed and not conn.invalidated:
+                    try:
+                        conn.exec_driver_sql("PRAGMA query_only = OFF")
+                    except DBAPIError:
+                        pass
+    finally:
+        engine.dispose()
+
+
+def _db_failure(target: DatabaseTarget, err: DBAPIError) -> UnavailableError:
+    detail = describe_db_error(target, err)
+    if "statement timeout" in detail:
+        return UnavailableError(f"a query on {target.masked} hit the statement timeout: raise --statement-timeout or narrow with --since")
+    if err.connection_invalidated or isinstance(err, OperationalError):
+        return UnavailableError(f"lost the connection to {target.masked}: {detail}")
+    return UnavailableError(f"database error on {target.masked}: {detail}")
+
+
+def analyze(target: DatabaseTarget, tables: list[str]) -> None:
+    """Refresh planner statistics after a bulk load, so estimates (doctor) and plans are right."""
+    engine = engine_for(target)
+    try:
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            for table in tables:
+                conn.exec_driver_sql(f'ANALYZE "{table}"')
+    finally:
+        engine.dispose()

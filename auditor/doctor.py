@@ -1,0 +1,120 @@
+"""What a user needs to know before trusting a scan: the inventory behind `auditor doctor`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Connection
+
+from auditor.capabilities import CREATE_API_KEY_START_INDEX, Capabilities
+from auditor.errors import AuditorError
+from auditor.queries import estimated_rows, spend_time_range
+from auditor.schema import TABLES
+
+OK, INFO, WARN, FAIL = "ok", "info", "warn", "fail"
+
+
+@dataclass(frozen=True)
+class Check:
+    topic: str
+    status: str  # ok | info | warn | fail
+    detail: str
+    fix: str | None = None
+
+
+@dataclass
+class DoctorReport:
+    checks: list[Check] = field(default_factory=list)
+
+    def add(self, topic: str, status: str, detail: str, fix: str | None = None) -> None:
+        self.checks.append(Check(topic, status, detail, fix))
+
+    @property
+    def can_scan(self) -> bool:
+        return not any(check.status == FAIL for check in self.checks)
+
+
+def database_checks(report: DoctorReport, conn: Connection, caps: Capabilities) -> None:
+    report.add("server", INFO, caps.server_version)
+    if not caps.has_spend_logs:
+        report.add(
+            "LiteLLM tables",
+            FAIL,
+            "LiteLLM_SpendLogs is missing: this is not a LiteLLM database (or the wrong schema)",
+            "point --db at the database LiteLLM's DATABASE_URL names",
+        )
+        return
+    missing = caps.missing_tables
+    report.add(
+        "LiteLLM tables",
+        OK if not missing else INFO,
+        f"{len(caps.columns)} of {len(TABLES)} found" + (f"; absent: {', '.join(missing)}" if missing else ""),
+    )
+    report.add("LiteLLM version", INFO, caps.describe_version())
+    if not caps.has_column("LiteLLM_SpendLogs", "status"):
+        report.add(
+            "failure rows",
+            WARN,
+            'LiteLLM_SpendLogs has no "status" column (LiteLLM < 1.68): failed requests cannot be told apart; '
+            "rows with spend 0 are treated as uncharged",
+        )
+    if caps.has_table("LiteLLM_BudgetWindowSpend"):
+        report.add("shared windows", INFO, "LiteLLM_BudgetWindowSpend present: its per-model window counters are audited")
+    if caps.dialect == "postgresql" and not caps.has_api_key_start_index:
+        report.add(
+            "index",
+            WARN,
+            'no (api_key, "startTime") index on LiteLLM_SpendLogs: per-key windowing will scan the table',
+            f"run (auditor never does): {CREATE_API_KEY_START_INDEX}",
+        )
+    for table in ("LiteLLM_SpendLogs", "LiteLLM_VerificationToken", "LiteLLM_DailyUserSpend"):
+        if caps.has_table(table):
+            rows = estimated_rows(conn, table)
+            label = "estimated rows" if caps.dialect == "postgresql" else "rows"
+            detail = f"{rows:,}" if rows is not None else "unknown (never analyzed; ANALYZE gives an estimate)"
+            report.add(f"{table} {label}", INFO, detail)
+    oldest, newest = spend_time_range(conn)
+    if oldest is None:
+        report.add("spend logs", WARN, "LiteLLM_SpendLogs is empty: nothing to audit")
+    else:
+        report.add("spend logs", INFO, f"{oldest:%Y-%m-%d %H:%M} .. {newest:%Y-%m-%d %H:%M} UTC")
+
+
+def config_checks(report: DoctorReport, config_path: str | None, origin: str) -> None:
+    from auditor.config import load_config
+
+    if not config_path:
+        report.add(
+            "LiteLLM config",
+            WARN,
+            "none given: aliases are resolved from the database and the rows alone",
+            "pass --config PATH (or set CONFIG_FILE_PATH) to the proxy's config.yaml",
+        )
+        return
+    try:
+        loaded = load_config(Path(config_path))
+    except AuditorError as err:
+        report.add("LiteLLM config", FAIL, str(err))
+        return
+    names = sorted({entry["model_name"] for entry in loaded.data.get("model_list", [])})
+    shown = ", ".join(names[:8]) + (f", … (+{len(names) - 8})" if len(names) > 8 else "")
+    report.add("LiteLLM config", OK, f"{config_path} ({origin}): {len(names)} model groups: {shown}")
+    for warning in loaded.warnings:
+        report.add("LiteLLM config", WARN, warning)
+
+
+def redis_checks(report: DoctorReport, target) -> None:
+    from auditor.redis_store import connect_redis, scan_keys
+
+    if target is None:
+        report.add("Redis", INFO, "not configured: Redis counters are not audited (--redis URL or REDIS_URL)")
+        return
+    try:
+        client = connect_redis(target)
+    except AuditorError as err:
+        report.add("Redis", FAIL, str(err), "check --redis / REDIS_URL, or leave Redis out to audit the database only")
+        return
+    with client:
+        counters = sum(1 for _ in scan_keys(client))
+    report.add("Redis", OK, f"{target.masked} ({target.origin}): {counters:,} LiteLLM per-model counter keys")
