@@ -9,17 +9,10 @@ from urllib.parse import quote
 
 import redis
 
+from auditor.counters import MODEL_COUNTER_PREFIXES, Counter, epoch_to_utc, parse_counter_key, parse_float
 from auditor.db import mask_text
 from auditor.errors import InputError, UnavailableError
 
-# Per-model limiter counters, LiteLLM 1.99+ (semantics.md (b)): spend prefix -> start-time prefix.
-MODEL_COUNTER_PREFIXES: Mapping[str, str] = {
-    "virtual_key_spend": "virtual_key_budget_start_time",
-    "user_model_spend": "user_model_budget_start_time",
-    "end_user_model_spend": "end_user_budget_start_time",
-    "team_model_spend": "team_model_budget_start_time",
-    "team_member_model_spend": "team_member_model_budget_start_time",
-}
 COUNTER_PATTERNS = tuple(f"{prefix}:*" for pair in MODEL_COUNTER_PREFIXES.items() for prefix in pair)
 
 
@@ -70,3 +63,25 @@ def redis_error_text(target: RedisTarget, err: Exception) -> str:
 def scan_keys(client: redis.Redis, patterns: tuple[str, ...] = COUNTER_PATTERNS, count: int = 1000) -> Iterator[str]:
     for pattern in patterns:
         yield from client.scan_iter(match=pattern, count=count)
+
+
+def read_counters(client: redis.Redis, batch: int = 500) -> list[Counter]:
+    """Every per-model spend counter with its value and window start (entry-level start key, else
+    the one per entity of LiteLLM 1.82–1.98)."""
+    parsed = []
+    for key in scan_keys(client, tuple(f"{prefix}:*" for prefix in MODEL_COUNTER_PREFIXES)):
+        counter_key = parse_counter_key(key)
+        if counter_key is not None:
+            parsed.append(counter_key)
+    counters = []
+    for start in range(0, len(parsed), batch):
+        chunk = parsed[start : start + batch]
+        values = client.mget([k.key for k in chunk])
+        starts = client.mget([k.start_key for k in chunk])
+        entity_starts = client.mget([k.entity_start_key for k in chunk])
+        for key, value, own, shared in zip(chunk, values, starts, entity_starts, strict=True):
+            if value is None:
+                continue  # expired between SCAN and MGET
+            started = parse_float(own if own is not None else shared)
+            counters.append(Counter("redis", key, parse_float(value), str(value), epoch_to_utc(started) if started is not None else None))
+    return counters

@@ -1,0 +1,139 @@
+"""The scan's result: findings with stable kinds, row accounting, and windowed spend. Plain data."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+SCHEMA_VERSION = 1
+
+ERROR, WARNING, INFO = "error", "warning", "info"
+SEVERITY_RANK = {INFO: 0, WARNING: 1, ERROR: 2}
+
+# Stable kind names: cron jobs and the run history key on them.
+OVER_BUDGET = "over_budget"
+COUNTER_DRIFT = "counter_drift"
+MISKEYED_COUNTER = "miskeyed_counter"
+INVALID_BUDGET = "invalid_budget"
+UNENFORCEABLE_BUDGET = "unenforceable_budget"
+UNRESOLVED_MODEL = "unresolved_model"
+AMBIGUOUS_MODEL = "ambiguous_model"
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    severity: str
+    message: str
+    scope: str | None = None
+    entity_id: str | None = None
+    entity_alias: str | None = None
+    budget_model: str | None = None
+    model_group: str | None = None
+    time_period: str | None = None
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    expected_window_start: datetime | None = None
+    budget_limit: float | None = None
+    logged_spend: float | None = None
+    cached_spend: float | None = None
+    counter_source: str | None = None
+    counter_key: str | None = None
+    spend_after_limit: float | None = None
+    requests_after_limit: int | None = None
+    requests: int | None = None
+    model: str | None = None
+    resolves_to: str | None = None
+
+    @property
+    def sort_key(self) -> tuple:
+        return (-SEVERITY_RANK[self.severity], self.scope or "", self.entity_alias or self.entity_id or "", self.kind,
+                self.budget_model or "", self.window_start or datetime.min, self.counter_key or "", self.model or "")
+
+
+@dataclass(frozen=True)
+class WindowSpend:
+    scope: str
+    entity_id: str
+    model_group: str | None
+    budget_model: str
+    time_period: str
+    window_start: datetime
+    window_end: datetime
+    logged_spend: float
+    requests: int
+
+
+@dataclass
+class RowCounts:
+    """Every spend row read lands in exactly one bucket: read = attributed + unresolved + ignored."""
+
+    attributed: int = 0
+    unresolved: int = 0
+    ignored_by_reason: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ignored(self) -> int:
+        return sum(self.ignored_by_reason.values())
+
+    @property
+    def read(self) -> int:
+        return self.attributed + self.unresolved + self.ignored
+
+
+@dataclass
+class ScanResult:
+    as_of: datetime
+    source: dict
+    rows: RowCounts
+    spend: list[WindowSpend]
+    findings: list[Finding]
+    notes: list[str] = field(default_factory=list)
+    resolutions: list[dict] = field(default_factory=list)
+
+    def worst(self) -> str | None:
+        return max((f.severity for f in self.findings), key=SEVERITY_RANK.__getitem__, default=None)
+
+    def as_record(self) -> dict:
+        """The versioned JSON contract (auditor/scan.schema.json)."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "as_of": iso(self.as_of),
+            "source": self.source,
+            "rows": {
+                "read": self.rows.read,
+                "attributed": self.rows.attributed,
+                "unresolved": self.rows.unresolved,
+                "ignored": self.rows.ignored,
+                "ignored_by_reason": dict(sorted(self.rows.ignored_by_reason.items())),
+            },
+            "totals": totals(self.findings),
+            "notes": list(self.notes),
+            "spend": [_record(asdict(s)) for s in self.spend],
+            "findings": [_record(asdict(f)) for f in sorted(self.findings, key=lambda f: f.sort_key)],
+        }
+
+
+def totals(findings: list[Finding]) -> dict:
+    over = [f for f in findings if f.kind == OVER_BUDGET]
+    return {
+        "money_leaked": round(sum(f.spend_after_limit or 0.0 for f in over), 6),
+        "money_over_budget": round(sum((f.logged_spend or 0.0) - (f.budget_limit or 0.0) for f in over), 6),
+        "entities_over_budget": len({(f.scope, f.entity_id) for f in over}),
+        "entities_leaking": len({(f.scope, f.entity_id) for f in over if f.severity == ERROR}),
+        "counters_drifting": sum(1 for f in findings if f.kind == COUNTER_DRIFT),
+        "findings_by_severity": {s: sum(1 for f in findings if f.severity == s) for s in (ERROR, WARNING, INFO)},
+    }
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a Z; LiteLLM stores naive UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value.isoformat(timespec="milliseconds") + "Z"
+
+
+def _record(values: dict) -> dict:
+    return {k: iso(v) if isinstance(v, datetime) else v for k, v in values.items()}
