@@ -115,6 +115,10 @@ class Catalogue:
         """Access group -> the names it serves (public group names and wildcard patterns)."""
         return _frozen_sets((group, d.public_name) for d in self.deployments for group in d.access_groups)
 
+    def wildcard_serves(self, name: str) -> bool:
+        """Whether a wildcard route (`openai/*`) lets requests name `name` itself."""
+        return any(glob_matches(d.model_name, name) for d in self.wildcard_routes)
+
     def alias_target(self, name: str) -> str | None:
         """One `model_group_alias` step, as the router takes it (no chains)."""
         return self.group_aliases.get(name)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+from contextlib import contextmanager
+from enum import Enum
 import sys
 from collections.abc import Callable
 from typing import Annotated, Optional
@@ -120,11 +122,8 @@ def doctor(db: DbOption = None, config: ConfigOption = None, redis_url: RedisOpt
     target = resolve_database(db)
     report = DoctorReport()
     report.add("database", "info", f"{target.masked} ({target.origin})")
-    try:
-        with connect(target) as conn:
-            database_checks(report, conn, inspect_database(conn))
-    except AuditorError as error:
-        report.add("database", FAIL, str(error))
+    with connect(target) as conn:  # unreachable: one line and exit 3, from handles_errors
+        database_checks(report, conn, inspect_database(conn))
     config_path, origin = resolve_config(config, target)
     config_checks(report, config_path, origin)
     try:
@@ -151,6 +150,128 @@ def _render_doctor(report) -> None:
         table.add_row(f"[{_STATUS_STYLE[check.status]}]{check.status}[/]", escape(check.topic), detail)
     out.print(table)
     out.print("scan can run" if report.can_scan else "[bold red]scan cannot run[/] (exit 3)")
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    markdown = "markdown"
+
+
+class FailOn(str, Enum):
+    error = "error"
+    warning = "warning"
+    never = "never"
+
+
+@app.command()
+@handles_errors
+def scan(
+    db: DbOption = None,
+    config: ConfigOption = None,
+    redis_url: RedisOption = None,
+    since: Annotated[Optional[str], typer.Option(help='Only spend logs with "startTime" at or after this (ISO 8601, or an age like 30d).', show_default=False)] = None,
+    until: Annotated[Optional[str], typer.Option(help='Only spend logs with "startTime" before this.', show_default=False)] = None,
+    key: Annotated[Optional[list[str]], typer.Option("--key", help="A key hash or alias; repeat for several.", show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option(help="Only findings about this model group or budget entry.", show_default=False)] = None,
+    output_format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+    output: Annotated[Optional[str], typer.Option(help="Write the output to this file (atomically, mode 0600).", show_default=False)] = None,
+    now: Annotated[Optional[str], typer.Option(help="Judge the scan at this instant (default: the current time), for reproducible results.", show_default=False)] = None,
+    tolerance: Annotated[float, typer.Option(help="Dollars a counter may differ from the ledger before it is drift.")] = 0.0001,
+    window_slack: Annotated[float, typer.Option(help="Seconds before a counter's start that still count in its window.")] = 1.0,
+    settle: Annotated[float, typer.Option(help="Seconds before --now whose charges counters may not hold yet.")] = 120.0,
+    fail_on: Annotated[FailOn, typer.Option(help="Exit 1 when a finding of this severity or worse is found.")] = FailOn.error,
+    statement_timeout: Annotated[Optional[float], typer.Option(help="PostgreSQL statement_timeout for the scan's queries, in seconds.", show_default=False)] = None,
+) -> None:
+    """How much leaked past each per-model budget, and are the counters right now.
+
+    Reads LiteLLM_SpendLogs (the ledger) in a read-only transaction, rebuilds every budget window
+    the way LiteLLM opens them, and compares the counters enforcement reads (Redis,
+    LiteLLM_BudgetWindowSpend) with it. Exit 0 clean, 1 findings at or above --fail-on,
+    2 bad input, 3 could not run.
+
+    Example:
+
+        auditor scan --db postgresql://auditor@db.internal:5432/litellm --config proxy_config.yaml --since 30d
+    """
+    from datetime import timedelta
+
+    from auditor import queries, render
+    from auditor.capabilities import inspect_database
+    from auditor.clock import parse_instant, utc_now
+    from auditor.db import connect
+    from auditor.errors import InputError, UnavailableError
+    from auditor.findings import SEVERITY_RANK
+    from auditor.output import write_atomic
+    from auditor.redis_store import connect_redis, read_counters, redis_from
+    from auditor.scan import ScanOptions, load_catalogue, run_scan
+
+    if tolerance < 0 or window_slack < 0 or settle < 0:
+        raise InputError("--tolerance, --window-slack and --settle take values >= 0")
+    judged_at = parse_instant(now, utc_now(), "--now") if now else utc_now()
+    options = ScanOptions(
+        now=judged_at,
+        since=parse_instant(since, judged_at, "--since") if since else None,
+        until=parse_instant(until, judged_at, "--until") if until else None,
+        keys=tuple(key or ()),
+        model=model,
+        tolerance=tolerance,
+        window_slack=timedelta(seconds=window_slack),
+        settle=timedelta(seconds=settle),
+    )
+    target = resolve_database(db)
+    config_path, _ = resolve_config(config, target)
+    redis_target = redis_from(redis_url)
+    client = connect_redis(redis_target) if redis_target is not None else None
+    with connect(target, statement_timeout_s=statement_timeout) as conn:
+        caps = inspect_database(conn)
+        if not caps.has_spend_logs:
+            raise UnavailableError(f"{target.masked} has no LiteLLM_SpendLogs table: point --db at LiteLLM's database")
+        key_rows = queries.keys(conn, caps)
+        catalogue = load_catalogue(conn, caps, config_path, key_rows)
+        source = {
+            "dialect": caps.dialect,
+            "database": target.masked,
+            "litellm_version": caps.describe_version(),
+            "config": config_path,
+            "redis": redis_target.masked if redis_target else None,
+        }
+        with _progress() as advance:
+            result = run_scan(
+                conn, caps, catalogue, options,
+                redis_counters=(lambda: read_counters(client)) if client is not None else None,
+                progress=advance, source=source, key_rows=key_rows,
+            )
+    if client is not None:
+        client.close()
+    if output_format is Format.table and not output:
+        render.print_table(result, out)
+    else:
+        text = {
+            Format.json: render.to_json, Format.csv: render.to_csv, Format.markdown: render.to_markdown,
+            Format.table: render.to_markdown,
+        }[output_format](result)
+        if output:
+            write_atomic(output, text)
+        else:
+            sys.stdout.write(text)
+    worst = result.worst()
+    if fail_on is not FailOn.never and worst is not None and SEVERITY_RANK[worst] >= SEVERITY_RANK[fail_on.value]:
+        raise typer.Exit(int(ExitCode.FINDINGS))
+
+
+@contextmanager
+def _progress():
+    """A progress line on stderr while charges stream, only on a terminal."""
+    if not err.is_terminal:
+        yield None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    with Progress(SpinnerColumn(), TextColumn("windowing {task.completed:,} charged rows"), console=err, transient=True) as progress:
+        task = progress.add_task("scan", total=None)
+        yield lambda n: progress.advance(task, n)
 
 
 @sample_app.command("load")

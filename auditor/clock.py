@@ -1,0 +1,30 @@
+"""Instants on the command line (--now, --since, --until), all held as naive UTC like LiteLLM's columns."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+from auditor.errors import InputError
+
+_AGO = re.compile(r"^(\d+)([smhdw])$")
+_UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def parse_instant(value: str, now: datetime, option: str) -> datetime:
+    """ISO 8601 (a date, or a time with Z/offset; naive means UTC), or an age such as 7d meaning now minus 7 days."""
+    text = value.strip()
+    ago = _AGO.match(text)
+    if ago:
+        return now - timedelta(**{_UNIT[ago[2]]: int(ago[1])})
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise InputError(f"{option} {value!r} is not a time: use ISO 8601 (2026-11-01, 2026-11-01T12:00:00Z) or an age such as 7d") from None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    return parsed

@@ -1,0 +1,137 @@
+"""Renderers of one ScanResult: a Rich table for people, JSON/CSV/Markdown for machines and mail.
+
+Every value that came from the database is user input (key aliases, model names): it is escaped
+for the medium it lands in.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections import defaultdict
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from auditor.findings import ScanResult
+
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+CSV_FIELDS = (
+    "severity", "kind", "scope", "entity_id", "entity_alias", "budget_model", "model_group", "model", "time_period",
+    "window_start", "window_end", "budget_limit", "logged_spend", "cached_spend", "requests_after_limit",
+    "spend_after_limit", "counter_source", "counter_key", "message",
+)
+
+
+def clean(text: object) -> str:
+    """Terminal-safe: no control characters or escape sequences, no Rich markup."""
+    return escape(_CONTROL.sub("", str(text)))
+
+
+def to_json(result: ScanResult) -> str:
+    return json.dumps(result.as_record(), indent=2, sort_keys=False) + "\n"
+
+
+def to_csv(result: ScanResult) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for finding in result.as_record()["findings"]:
+        writer.writerow({k: _csv_cell(finding.get(k)) for k in CSV_FIELDS})
+    return buffer.getvalue()
+
+
+def _csv_cell(value: object) -> object:
+    """Spreadsheets run cells that start with = + - @ as formulas: neutralise them."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return "" if value is None else value
+
+
+def _md(text: object) -> str:
+    escaped = _CONTROL.sub("", str(text))
+    for char in "\\`*_{}[]<>()#+!|":
+        escaped = escaped.replace(char, "\\" + char)
+    return escaped.replace("\n", " ")
+
+
+def to_markdown(result: ScanResult) -> str:
+    record = result.as_record()
+    totals, rows = record["totals"], record["rows"]
+    lines = [
+        f"# auditor scan, as of {record['as_of']}",
+        "",
+        f"- money leaked past working limits: **${totals['money_leaked']:,.4f}**",
+        f"- entities over budget: **{totals['entities_over_budget']}** ({totals['entities_leaking']} with enforcement failing)",
+        f"- counters drifting: **{totals['counters_drifting']}**",
+        f"- rows: {rows['read']:,} read = {rows['attributed']:,} attributed + {rows['unresolved']:,} unresolved + {rows['ignored']:,} ignored",
+        "",
+    ]
+    if record["findings"]:
+        lines += ["| severity | kind | entity | budget | message |", "|---|---|---|---|---|"]
+        for f in record["findings"]:
+            entity = f["entity_alias"] or (f["entity_id"] or "")[:12]
+            lines.append(f"| {f['severity']} | {f['kind']} | {_md(entity)} | {_md(f['budget_model'] or f['model'] or '')} | {_md(f['message'])} |")
+    else:
+        lines.append("No findings.")
+    for note in record["notes"]:
+        lines += ["", f"> {_md(note)}"]
+    return "\n".join(lines) + "\n"
+
+
+def _usd(value: object) -> str:
+    return "" if value is None else f"${value:,.4f}"
+
+
+def print_table(result: ScanResult, console: Console) -> None:
+    """One table per entity with findings, worst first, then the totals line."""
+    record = result.as_record()
+    by_entity: dict[str, list[dict]] = defaultdict(list)
+    for finding in record["findings"]:
+        alias, entity = finding["entity_alias"], finding["entity_id"]
+        name = f"{alias} ({entity[:8]}…)" if alias and entity else alias or (f"{entity[:12]}…" if entity else "models")
+        by_entity[f"{finding['scope'] or 'deployment'}: {name}"].append(finding)
+    if not by_entity:
+        console.print("[green]No findings.[/]")
+    for entity, findings in by_entity.items():
+        table = Table(title=clean(entity), title_justify="left", title_style="bold", header_style="bold", expand=False)
+        table.add_column("severity", no_wrap=True)
+        table.add_column("kind", no_wrap=True)
+        table.add_column("budget / model", max_width=28, overflow="fold")
+        table.add_column("window start (UTC)", no_wrap=True)
+        table.add_column("logged", justify="right", no_wrap=True)
+        table.add_column("limit", justify="right", no_wrap=True)
+        table.add_column("cached", justify="right", no_wrap=True)
+        table.add_column("after limit", justify="right", no_wrap=True)
+        table.add_column("why", ratio=1, overflow="fold")
+        for f in sorted(findings, key=lambda f: (f["kind"], f["budget_model"] or "", f["window_start"] or "")):
+            leaked = f"{f['requests_after_limit']} · {_usd(f['spend_after_limit'])}" if f["requests_after_limit"] else ""
+            table.add_row(
+                f"[{SEVERITY_STYLE[f['severity']]}]{f['severity']}[/]",
+                f["kind"],
+                clean(f["budget_model"] or f["model"] or f["model_group"] or ""),
+                (f["window_start"] or "")[:16].replace("T", " "),
+                _usd(f["logged_spend"]),
+                _usd(f["budget_limit"]),
+                _usd(f["cached_spend"]),
+                leaked,
+                "" if f["kind"] == "over_budget" else clean(f["message"]),
+            )
+        console.print(table)
+    totals, rows = record["totals"], record["rows"]
+    ignored = ", ".join(f"{n:,} {reason}" for reason, n in rows["ignored_by_reason"].items()) or "none"
+    console.print(
+        f"[bold]${totals['money_leaked']:,.4f} leaked[/] past limits that should have held · "
+        f"{totals['entities_over_budget']} over budget ({totals['entities_leaking']} leaking) · "
+        f"{totals['counters_drifting']} counters drifting"
+    )
+    console.print(
+        f"rows: {rows['read']:,} read = {rows['attributed']:,} attributed + {rows['unresolved']:,} unresolved + "
+        f"{rows['ignored']:,} ignored ({ignored})"
+    )
+    for note in record["notes"]:
+        console.print(f"[dim]note: {clean(note)}[/]")

@@ -1,0 +1,78 @@
+"""The shell around the core: where the database comes from, one-line errors, masked passwords."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from auditor.cli import app
+from auditor.db import database_from, mask_text, parse_database_url
+from auditor.errors import InputError
+from auditor.redis_store import redis_from
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    ("raw", "driver"),
+    [
+        ("postgres://litellm:s3cret@db:5432/litellm", "postgresql+psycopg"),
+        ("postgresql://litellm@db/litellm", "postgresql+psycopg"),
+        ("postgresql+psycopg://litellm@db/litellm", "postgresql+psycopg"),
+        ("sqlite:////tmp/x.sqlite", "sqlite"),
+    ],
+)
+def test_database_urls_users_have_are_accepted(raw, driver):
+    assert parse_database_url(raw).drivername == driver
+
+
+def test_unsupported_database_is_a_usage_error():
+    with pytest.raises(InputError, match="unsupported database 'mysql'"):
+        parse_database_url("mysql://root@localhost/x")
+
+
+def test_database_precedence_flag_then_auditor_then_litellm_variable():
+    env = {"AUDITOR_DATABASE_URL": "postgresql://a@h/a", "DATABASE_URL": "postgresql://b@h/b"}
+    assert database_from("sqlite:///x", env).origin == "--db"
+    assert database_from(None, env).origin == "AUDITOR_DATABASE_URL"
+    assert database_from(None, {"DATABASE_URL": "postgres://b@h/b"}).url.database == "b"
+    assert database_from(None, {}) is None
+
+
+def test_passwords_are_masked_in_urls_and_messages():
+    target = database_from("postgresql://litellm:hunter2@db:5432/litellm", {})
+    assert "hunter2" not in target.masked
+    assert mask_text("failed for postgresql://u:hunter2@h/db") == "failed for postgresql://u:***@h/db"
+    assert mask_text("password hunter2 rejected", ("hunter2",)) == "password *** rejected"
+
+
+def test_redis_from_litellm_variables():
+    target = redis_from(None, {"REDIS_HOST": "cache", "REDIS_PORT": "6380", "REDIS_PASSWORD": "p@ss"})
+    assert target.origin == "REDIS_HOST"
+    assert target.url == "redis://:p%40ss@cache:6380/0"
+    assert "p%40ss" not in target.masked and "p@ss" not in target.masked
+    assert redis_from("redis://:pw@localhost:6379/2", {}).password == "pw"
+    assert redis_from(None, {}) is None
+
+
+def test_doctor_on_an_unreachable_database_prints_one_line_and_exits_3():
+    result = runner.invoke(app, ["doctor", "--db", "postgresql://nobody:topsecret@127.0.0.1:1/x"])
+    assert result.exit_code == 3, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("auditor: cannot connect to postgresql+psycopg://nobody:***@127.0.0.1:1/x (--db): ")
+    assert "topsecret" not in result.output
+
+
+def test_a_bad_database_url_is_a_usage_error():
+    result = runner.invoke(app, ["scan", "--db", "mysql://root:pw@localhost/x"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == ["auditor: unsupported database 'mysql': auditor reads PostgreSQL (LiteLLM's database) or SQLite"]
+
+
+@pytest.mark.parametrize("command", [["--help"], ["doctor", "--help"], ["scan", "--help"], ["sample", "load", "--help"], ["resolve", "--help"]])
+def test_every_help_shows_a_ready_to_paste_example(command):
+    result = runner.invoke(app, command)
+    assert result.exit_code == 0
+    assert "Example" in result.output
+    assert "auditor " in result.output.split("Example", 1)[1]
