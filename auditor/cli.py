@@ -274,6 +274,95 @@ def _progress():
         yield lambda n: progress.advance(task, n)
 
 
+@app.command()
+@handles_errors
+def resolve(
+    name: Annotated[Optional[str], typer.Argument(help="A model name as logged or requested.", show_default=False)] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+    key: Annotated[Optional[str], typer.Option("--key", help="Also say which of this key's budget entries governs the name (hash or alias).", show_default=False)] = None,
+    all_models: Annotated[bool, typer.Option("--all", help="Every distinct logged model with its resolution, rows and spend.")] = False,
+) -> None:
+    """Explain how a model name resolves to the model group budgets are written against.
+
+    Prints the canonical group, the rule and config entry that decided, LiteLLM's candidate
+    names for budget entries, and with --key which entry governs and why. --all lists every
+    logged (model, model_group, model_id), unresolved and ambiguous first.
+
+    Example:
+
+        auditor resolve vertex_ai/claude-opus-4-6@default --key research-agent
+    """
+    from auditor import queries
+    from auditor.capabilities import inspect_database
+    from auditor.db import connect
+    from auditor.errors import InputError, UnavailableError
+    from auditor.resolver import Resolver, budget_candidates, explain_governing
+    from auditor.scan import key_budgets, load_catalogue, select_keys
+
+    if (name is None) == (not all_models):
+        raise InputError("give a model NAME, or --all for every logged model (not both)")
+    target = resolve_database(db)
+    config_path, _ = resolve_config(config, target)
+    with connect(target) as conn:
+        caps = inspect_database(conn)
+        if not caps.has_spend_logs:
+            raise UnavailableError(f"{target.masked} has no LiteLLM_SpendLogs table: point --db at LiteLLM's database")
+        key_rows = queries.keys(conn, caps)
+        catalogue = load_catalogue(conn, caps, config_path, key_rows)
+        triples = queries.model_triples(conn, caps, queries.SpendFilter()) if all_models else []
+    resolver = Resolver(catalogue)
+    for note in catalogue.notes:
+        err.print(f"note: {escape(note)}")
+    if all_models:
+        _render_all_models(triples, resolver)
+        return
+    resolution = resolver(name, "", "")
+    style = {"resolved": "green", "ambiguous": "yellow", "unresolved": "bold red"}[resolution.status]
+    out.print(f"[bold]{escape(name)}[/] → [{style}]{escape(resolution.group or resolution.status)}[/]")
+    out.print(f"  rule: {resolution.rule}; decided by: {escape(resolution.decided_by)}")
+    if resolution.candidates:
+        out.print(f"  candidates: {escape(', '.join(resolution.candidates))}")
+    requested = resolution.group or name
+    out.print(f"  LiteLLM's budget-entry candidates for {escape(requested)}: {escape(', '.join(budget_candidates(requested)))}")
+    access_groups = catalogue.access_groups_of(requested)
+    if access_groups:
+        out.print(f"  access groups serving it: {escape(', '.join(sorted(access_groups)))}")
+    if key is None:
+        return
+    (token,) = select_keys(key_rows, (key,))[:1]
+    row = next(r for r in key_rows if r.token == token)
+    budgets = key_budgets(row)
+    entries = {**budgets.entries, **{p.name: p for p in budgets.problems}}
+    considered = explain_governing(requested, entries, access_groups)
+    label = escape(row.key_alias or token[:12])
+    if not considered:
+        out.print(f"  key {label}: no budget entry governs {escape(requested)} (entries: {escape(', '.join(entries) or 'none')})")
+        return
+    out.print(f"  key {label} ({budgets.source}): entries LiteLLM considers, in order:")
+    chosen = next((c.entry for c in considered if c.usable), None)
+    for consideration in considered:
+        mark = "→ governs" if consideration.entry == chosen else ("unusable, falls through" if not consideration.usable else "shadowed")
+        out.print(f"    {escape(consideration.entry)}: {escape(consideration.why)} [{mark}]")
+
+
+def _render_all_models(triples, resolver) -> None:
+    order = {"unresolved": 0, "ambiguous": 1, "resolved": 2}
+    rows = sorted(((t, resolver(t.model, t.model_group, t.model_id)) for t in triples), key=lambda tr: (order[tr[1].status], -tr[0].spend))
+    table = Table(header_style="bold")
+    for column in ("status", "model", "model_group", "model_id", "group", "rule", "rows", "spend", "decided by"):
+        table.add_column(column, justify="right" if column in ("rows", "spend") else "left", overflow="fold")
+    for totals, resolution in rows:
+        table.add_row(
+            resolution.status, escape(totals.model), escape(totals.model_group), escape(totals.model_id),
+            escape(resolution.group or ", ".join(resolution.candidates)), resolution.rule,
+            f"{totals.requests:,}", f"${totals.spend:,.4f}", escape(resolution.decided_by),
+        )
+    out.print(table)
+    unresolved = sum(t.requests for t, r in rows if r.status != "resolved")
+    out.print(f"{len(rows)} distinct logged models; {unresolved:,} rows unresolved or ambiguous")
+
+
 @sample_app.command("load")
 @handles_errors
 def sample_load(

@@ -87,8 +87,15 @@ def row_outcome(caps: Capabilities) -> ColumnElement[str]:
     ).label("outcome")
 
 
-def _text_or_empty(table, column: str) -> ColumnElement[str]:
-    return func.coalesce(table.c[column], "") if column in table.c else literal("", String)
+def model_triple(caps: Capabilities) -> tuple[ColumnElement[str], ColumnElement[str], ColumnElement[str]]:
+    """(model, model_group, model_id) as non-null text; columns an old proxy lacks read as ''."""
+
+    def text_or_empty(column: str) -> ColumnElement[str]:
+        if caps.has_column("LiteLLM_SpendLogs", column):
+            return func.coalesce(spend_logs.c[column], "")
+        return literal("", String)
+
+    return text_or_empty("model"), text_or_empty("model_group"), text_or_empty("model_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +113,9 @@ class SpendGroup:
 
 def spend_groups(conn: Connection, caps: Capabilities, where: SpendFilter) -> list[SpendGroup]:
     """One grouped query over the whole ledger: memory grows with distinct (key, model triple), not rows."""
-    model_group = _text_or_empty(spend_logs, "model_group") if caps.has_column("LiteLLM_SpendLogs", "model_group") else literal("")
-    model_id = _text_or_empty(spend_logs, "model_id") if caps.has_column("LiteLLM_SpendLogs", "model_id") else literal("")
+    model, model_group, model_id = model_triple(caps)
     outcome = row_outcome(caps)
     key = func.coalesce(spend_logs.c.api_key, "")
-    model = func.coalesce(spend_logs.c.model, "")
     query = (
         select(
             key.label("api_key"),
@@ -152,15 +157,14 @@ def stream_charges(
     """Charged rows of the given keys in (key, charge time) order, through a server-side cursor."""
     if not api_keys:
         return
-    model_group = _text_or_empty(spend_logs, "model_group") if caps.has_column("LiteLLM_SpendLogs", "model_group") else literal("")
-    model_id = _text_or_empty(spend_logs, "model_id") if caps.has_column("LiteLLM_SpendLogs", "model_id") else literal("")
+    model, model_group, model_id = model_triple(caps)
     query = (
         select(
             spend_logs.c.api_key,
             spend_logs.c.startTime,
             spend_logs.c.endTime,
             spend_logs.c.spend,
-            func.coalesce(spend_logs.c.model, "").label("model"),
+            model.label("model"),
             model_group.label("model_group"),
             model_id.label("model_id"),
         )
@@ -235,3 +239,24 @@ def proxy_models(conn: Connection, caps: Capabilities) -> list[dict]:
         {"model_id": r.model_id, "model_name": r.model_name, "litellm_params": r.litellm_params, "model_info": r.model_info}
         for r in conn.execute(select(t.c.model_id, t.c.model_name, t.c.litellm_params, t.c.model_info))
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class TripleTotals:
+    model: str
+    model_group: str
+    model_id: str
+    requests: int
+    spend: float
+
+
+def model_triples(conn: Connection, caps: Capabilities, where: SpendFilter) -> list[TripleTotals]:
+    """Every distinct logged (model, model_group, model_id), with rows and spend: one GROUP BY."""
+    model, model_group, model_id = model_triple(caps)
+    query = (
+        select(model.label("model"), model_group.label("model_group"), model_id.label("model_id"),
+               func.count().label("requests"), func.coalesce(func.sum(spend_logs.c.spend), 0.0).label("spend"))
+        .where(*where.where())
+        .group_by(model, model_group, model_id)
+    )
+    return [TripleTotals(r.model, r.model_group, r.model_id, int(r.requests), float(r.spend)) for r in conn.execute(query)]
