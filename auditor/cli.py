@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from contextlib import contextmanager
 from enum import Enum
 import sys
@@ -36,6 +37,8 @@ app.add_typer(sample_app, name="sample")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+if not out.is_terminal and "COLUMNS" not in os.environ:
+    out.width = 160  # piped or mailed by cron: no terminal to fit, so do not squeeze tables into 80 columns
 
 DbOption = Annotated[
     Optional[str],

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from auditor.findings import ScanResult
+from auditor.findings import SEVERITY_RANK, ScanResult
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -97,8 +97,20 @@ def print_table(result: ScanResult, console: Console) -> None:
         by_entity[f"{finding['scope'] or 'deployment'}: {name}"].append(finding)
     if not by_entity:
         console.print("[green]No findings.[/]")
-    for entity, findings in by_entity.items():
-        table = Table(title=clean(entity), title_justify="left", title_style="bold", header_style="bold", expand=False)
+
+    def weight(item: tuple[str, list[dict]]) -> tuple:
+        """Worst first: highest severity, then the most money leaked."""
+        findings = item[1]
+        worst = max(SEVERITY_RANK[f["severity"]] for f in findings)
+        return (-worst, -sum(f["spend_after_limit"] or 0.0 for f in findings), item[0])
+
+    for entity, findings in sorted(by_entity.items(), key=weight):
+        explained = any(f["kind"] != "over_budget" for f in findings)
+        leaked = sum(f["spend_after_limit"] or 0.0 for f in findings)
+        leaking = sum(1 for f in findings if f["kind"] == "over_budget" and f["severity"] == "error")
+        caption = f"{_usd(leaked)} leaked in {leaking} window{'s' if leaking != 1 else ''}" if leaking else None
+        table = Table(title=clean(entity), title_justify="left", title_style="bold", header_style="bold", expand=False,
+                      caption=caption, caption_justify="left")
         table.add_column("severity", no_wrap=True)
         table.add_column("kind", no_wrap=True)
         table.add_column("budget / model", max_width=28, overflow="fold")
@@ -107,9 +119,10 @@ def print_table(result: ScanResult, console: Console) -> None:
         table.add_column("limit", justify="right", no_wrap=True)
         table.add_column("cached", justify="right", no_wrap=True)
         table.add_column("after limit", justify="right", no_wrap=True)
-        table.add_column("why", ratio=1, overflow="fold")
+        if explained:
+            table.add_column("why", ratio=1, overflow="fold")
         for f in sorted(findings, key=lambda f: (f["kind"], f["budget_model"] or "", f["window_start"] or "")):
-            leaked = f"{f['requests_after_limit']} · {_usd(f['spend_after_limit'])}" if f["requests_after_limit"] else ""
+            after = f"{f['requests_after_limit']} · {_usd(f['spend_after_limit'])}" if f["requests_after_limit"] else ""
             table.add_row(
                 f"[{SEVERITY_STYLE[f['severity']]}]{f['severity']}[/]",
                 f["kind"],
@@ -118,8 +131,8 @@ def print_table(result: ScanResult, console: Console) -> None:
                 _usd(f["logged_spend"]),
                 _usd(f["budget_limit"]),
                 _usd(f["cached_spend"]),
-                leaked,
-                "" if f["kind"] == "over_budget" else clean(f["message"]),
+                after,
+                *(["" if f["kind"] == "over_budget" else clean(f["message"])] if explained else []),
             )
         console.print(table)
     totals, rows = record["totals"], record["rows"]

@@ -1191,6 +1191,15 @@ def reference(tables: dict, deployments: list, redis_dump: dict) -> dict:
             "unresolved": sum(r["_group"] is None for r in rows), "unresolved_models": sorted({r["model"] for r in rows if r["_group"] is None}),
             "spend": money(math.fsum(r["spend"] for r in ok_rows)), "first_start": min(r["startTime"] for r in rows), "last_end": max(r["endTime"] for r in rows),
         },
+        # The scan's row accounting: a failure is ignored first, then a row without api_key; the rest is
+        # attributed when its model resolves, unresolved otherwise. read = attributed + unresolved + ignored.
+        "scan_rows": {
+            "read": len(rows),
+            "ignored_failure": sum(r["status"] == "failure" for r in rows),
+            "ignored_empty_api_key": sum(r["status"] != "failure" and not r["api_key"] for r in rows),
+            "unresolved": sum(r["status"] != "failure" and bool(r["api_key"]) and r["_group"] is None for r in rows),
+            "attributed": sum(r["status"] != "failure" and bool(r["api_key"]) and r["_group"] is not None for r in rows),
+        },
         "keys": key_results,
         "other_scopes": other_scopes,
         "counters": counters,
@@ -1299,6 +1308,7 @@ def readme(w: World, expected: dict) -> str:
     for alias, k in w.keys.items():
         out.append(f"| {alias}{' (deleted)' if alias in w.deleted else ''} | `{short(k.token)}` | {k.user_id} | {k.team_id or ''} | "
                    f"`{json.dumps(k.model_max_budget)}` | {k.extra.get('budget_id') or ''} | {k.scenario} |")
+    sr = expected["scan_rows"]
     out += ["", "## What a correct scan must find", "",
             "Semantics (LiteLLM 1.99+), as `reference()` in `generate.py` applies them:", ""]
     out += doc_bullets(reference.__doc__)
@@ -1306,7 +1316,11 @@ def readme(w: World, expected: dict) -> str:
             "", "### Totals", "",
             "| rows read | successful | failed | cache hits | empty api_key | unresolved | spend (successful) |", "|---|---|---|---|---|---|---|",
             f"| {t['rows']} | {t['successful']} | {t['failed']} | {t['cache_hits']} | {t['empty_api_key']} | {t['unresolved']} "
-            f"(`{'`, `'.join(t['unresolved_models'])}`) | {usd(t['spend'])} |", ""]
+            f"(`{'`, `'.join(t['unresolved_models'])}`) | {usd(t['spend'])} |", "",
+            "How the scan accounts for every row (`rows` in its JSON): failures are ignored first, then rows without",
+            "an `api_key`; the rest are attributed when their model resolves, unresolved otherwise.", "",
+            "| read | attributed | unresolved | ignored: failure | ignored: empty api_key |", "|---|---|---|---|---|",
+            f"| {sr['read']} | {sr['attributed']} | {sr['unresolved']} | {sr['ignored_failure']} | {sr['ignored_empty_api_key']} |", ""]
     for number, title, fn in sorted(SCENARIOS, key=lambda s: s[0]):
         out += [f"### {number}. {title}", "", " ".join(line.strip() for line in fn.__doc__.split("\n")), ""]
         for alias, k in w.keys.items():
