@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 from contextlib import contextmanager
 from enum import Enum
@@ -149,9 +150,11 @@ def _render_doctor(report) -> None:
     table.add_column("check", no_wrap=True)
     table.add_column("what auditor sees")
     for check in report.checks:
-        detail = escape(check.detail) + (f"\n  [dim]fix:[/dim] {escape(check.fix)}" if check.fix else "")
-        table.add_row(f"[{_STATUS_STYLE[check.status]}]{check.status}[/]", escape(check.topic), detail)
+        table.add_row(f"[{_STATUS_STYLE[check.status]}]{check.status}[/]", escape(check.topic), escape(check.detail))
     out.print(table)
+    for check in report.checks:
+        if check.fix:  # unwrapped, so a statement can be pasted as is
+            out.print(f"[{_STATUS_STYLE[check.status]}]fix[/] {escape(check.topic)}: {escape(check.fix)}")
     out.print("scan can run" if report.can_scan else "[bold red]scan cannot run[/] (exit 3)")
 
 
@@ -285,6 +288,7 @@ def resolve(
     config: ConfigOption = None,
     key: Annotated[Optional[str], typer.Option("--key", help="Also say which of this key's budget entries governs the name (hash or alias).", show_default=False)] = None,
     all_models: Annotated[bool, typer.Option("--all", help="Every distinct logged model with its resolution, rows and spend.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Explain how a model name resolves to the model group budgets are written against.
 
@@ -318,9 +322,24 @@ def resolve(
     for note in catalogue.notes:
         err.print(f"note: {escape(note)}")
     if all_models:
-        _render_all_models(triples, resolver)
+        if as_json:
+            order = {"unresolved": 0, "ambiguous": 1, "resolved": 2}
+            listed = sorted(((t, resolver(t.model, t.model_group, t.model_id)) for t in triples), key=lambda tr: (order[tr[1].status], -tr[0].spend))
+            sys.stdout.write(json.dumps([
+                {"model": t.model, "model_group": t.model_group, "model_id": t.model_id, "rows": t.requests, "spend": t.spend,
+                 **_resolution_record(r)} for t, r in listed
+            ], indent=2) + "\n")
+        else:
+            _render_all_models(triples, resolver)
         return
     resolution = resolver(name, "", "")
+    if as_json and key is None:
+        requested = resolution.group or name
+        sys.stdout.write(json.dumps({
+            "name": name, **_resolution_record(resolution), "budget_candidates": list(budget_candidates(requested)),
+            "access_groups": sorted(catalogue.access_groups_of(requested)),
+        }, indent=2) + "\n")
+        return
     style = {"resolved": "green", "ambiguous": "yellow", "unresolved": "bold red"}[resolution.status]
     out.print(f"[bold]{escape(name)}[/] → [{style}]{escape(resolution.group or resolution.status)}[/]")
     out.print(f"  rule: {resolution.rule}; decided by: {escape(resolution.decided_by)}")
@@ -347,6 +366,11 @@ def resolve(
     for consideration in considered:
         mark = "→ governs" if consideration.entry == chosen else ("unusable, falls through" if not consideration.usable else "shadowed")
         out.print(f"    {escape(consideration.entry)}: {escape(consideration.why)} [{mark}]")
+
+
+def _resolution_record(resolution) -> dict:
+    return {"status": resolution.status, "group": resolution.group, "rule": resolution.rule,
+            "decided_by": resolution.decided_by, "candidates": list(resolution.candidates)}
 
 
 def _render_all_models(triples, resolver) -> None:

@@ -123,7 +123,7 @@ def connect(target: DatabaseTarget, *, read_only: bool = True, statement_timeout
                         if read_only:
                             conn.execute(text("SET TRANSACTION READ ONLY"))
                         if statement_timeout_s:
-                            conn.execute(text(f"SET LOCAL statement_timeout = {int(statement_timeout_s * 1000)}"))
+                            conn.execute(text(f"SET LOCAL statement_timeout = {max(1, round(statement_timeout_s * 1000))}"))
                     elif read_only:
                         conn.exec_driver_sql("PRAGMA query_only = ON")
                     yield conn
