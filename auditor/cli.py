@@ -189,6 +189,7 @@ def scan(
     settle: Annotated[float, typer.Option(help="Seconds before --now whose charges counters may not hold yet.")] = 120.0,
     fail_on: Annotated[FailOn, typer.Option(help="Exit 1 when a finding of this severity or worse is found.")] = FailOn.error,
     statement_timeout: Annotated[Optional[float], typer.Option(help="PostgreSQL statement_timeout for the scan's queries, in seconds.", show_default=False)] = None,
+    timezone: Annotated[Optional[str], typer.Option(help="Zone LiteLLM aligns budget resets to. Default: litellm_settings.timezone, else UTC.", show_default=False)] = None,
 ) -> None:
     """How much leaked past each per-model budget, and are the counters right now.
 
@@ -211,6 +212,11 @@ def scan(
     from auditor.findings import SEVERITY_RANK
     from auditor.output import write_atomic
     from auditor.redis_store import connect_redis, read_counters, redis_from
+    from dataclasses import replace
+    from pathlib import Path
+
+    from auditor.config import load_config, spend_log_retention
+    from auditor.periods import zone
     from auditor.scan import ScanOptions, load_catalogue, run_scan
 
     if tolerance < 0 or window_slack < 0 or settle < 0:
@@ -228,6 +234,13 @@ def scan(
     )
     target = resolve_database(db)
     config_path, _ = resolve_config(config, target)
+    loaded = load_config(Path(config_path)) if config_path else None
+    options = replace(
+        options,
+        timezone=timezone or (loaded.timezone if loaded else None),
+        retention=spend_log_retention(loaded.data) if loaded else None,
+    )
+    zone(options.timezone)  # an unknown zone is a usage error before anything connects
     redis_target = redis_from(redis_url)
     client = connect_redis(redis_target) if redis_target is not None else None
     with connect(target, statement_timeout_s=statement_timeout) as conn:
@@ -235,7 +248,7 @@ def scan(
         if not caps.has_spend_logs:
             raise UnavailableError(f"{target.masked} has no LiteLLM_SpendLogs table: point --db at LiteLLM's database")
         key_rows = queries.keys(conn, caps)
-        catalogue = load_catalogue(conn, caps, config_path, key_rows)
+        catalogue = load_catalogue(conn, caps, loaded, key_rows)
         source = {
             "dialect": caps.dialect,
             "database": target.masked,
@@ -305,6 +318,9 @@ def resolve(
     from auditor.db import connect
     from auditor.errors import InputError, UnavailableError
     from auditor.resolver import Resolver, budget_candidates, explain_governing
+    from pathlib import Path
+
+    from auditor.config import load_config
     from auditor.scan import key_budgets, load_catalogue, select_keys
 
     if (name is None) == (not all_models):
@@ -316,7 +332,7 @@ def resolve(
         if not caps.has_spend_logs:
             raise UnavailableError(f"{target.masked} has no LiteLLM_SpendLogs table: point --db at LiteLLM's database")
         key_rows = queries.keys(conn, caps)
-        catalogue = load_catalogue(conn, caps, config_path, key_rows)
+        catalogue = load_catalogue(conn, caps, load_config(Path(config_path)) if config_path else None, key_rows)
         triples = queries.model_triples(conn, caps, queries.SpendFilter()) if all_models else []
     resolver = Resolver(catalogue)
     for note in catalogue.notes:

@@ -229,6 +229,18 @@ def _alias_cycles(aliases: Mapping[str, str], names: set[str]) -> tuple[list[str
     return cycles, reported
 
 
+def spend_log_retention(data: Mapping) -> str | bool | None:
+    """How LiteLLM trims old spend logs: the `maximum_spend_logs_retention_period` string, True for a
+    size cap (`maximum_spend_logs_size`, which deletes by size, not age), None when it keeps everything."""
+    settings = data.get("general_settings")
+    if not isinstance(settings, Mapping):
+        return None
+    period = settings.get("maximum_spend_logs_retention_period")
+    if isinstance(period, str) and period.strip():
+        return period
+    return True if settings.get("maximum_spend_logs_size") else None
+
+
 def _timezone(data: Mapping) -> str | None:
     settings = data.get("litellm_settings")
     zone = settings.get("timezone") if isinstance(settings, Mapping) else None

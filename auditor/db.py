@@ -143,7 +143,7 @@ def _db_failure(target: DatabaseTarget, err: DBAPIError) -> UnavailableError:
     detail = describe_db_error(target, err)
     if "statement timeout" in detail:
         return UnavailableError(f"a query on {target.masked} hit the statement timeout: raise --statement-timeout or narrow with --since")
-    if err.connection_invalidated or isinstance(err, OperationalError):
+    if err.connection_invalidated:
         return UnavailableError(f"lost the connection to {target.masked}: {detail}")
     return UnavailableError(f"database error on {target.masked}: {detail}")
 

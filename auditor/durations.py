@@ -62,7 +62,7 @@ class Duration:
                 return datetime.max.replace(tzinfo=start.tzinfo)
         seconds = self.seconds
         if seconds is None:
-            return _shift_months(start, self.value)
+            return shift_months(start, self.value)
         try:
             return start + timedelta(seconds=seconds)
         except OverflowError:
@@ -90,7 +90,7 @@ def parse_duration(raw: object, *, now: datetime | None = None) -> Duration:
     return Duration(raw=raw, value=value, unit=unit)
 
 
-def _shift_months(moment: datetime, months: int) -> datetime:
+def shift_months(moment: datetime, months: int) -> datetime:
     """`moment` moved forward `months` calendar months, day clamped to the month's end; max if past 9999."""
     total = moment.year * 12 + moment.month - 1 + months
     year, month_index = divmod(total, 12)

@@ -18,6 +18,7 @@ INVALID_BUDGET = "invalid_budget"
 UNENFORCEABLE_BUDGET = "unenforceable_budget"
 UNRESOLVED_MODEL = "unresolved_model"
 AMBIGUOUS_MODEL = "ambiguous_model"
+ROLLUP_DRIFT = "rollup_drift"
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Finding:
     spend_after_limit: float | None = None
     requests_after_limit: int | None = None
     requests: int | None = None
+    cached_requests: int | None = None
     model: str | None = None
     resolves_to: str | None = None
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, String, and_, case, func, literal, or_, select, text
+from sqlalchemy import Connection, DateTime, String, and_, case, column, func, literal, or_, select, text, tuple_, union_all, values
 from sqlalchemy.sql import ColumnElement
 
 from auditor.capabilities import Capabilities
@@ -14,9 +14,14 @@ from auditor.schema import (
     TABLES,
     budget_table,
     budget_window_spend,
+    daily_user_spend,
     deleted_verification_token,
+    end_user_table,
     proxy_model_table,
     spend_logs,
+    team_membership,
+    team_table,
+    user_table,
     verification_token,
 )
 
@@ -142,6 +147,7 @@ def spend_groups(conn: Connection, caps: Capabilities, where: SpendFilter) -> li
 
 @dataclass(frozen=True, slots=True)
 class ChargeRow:
+    entity_id: str
     api_key: str
     start_time: datetime
     end_time: datetime
@@ -151,15 +157,37 @@ class ChargeRow:
     model_id: str
 
 
+def team_member_entity_id(user_id: str, team_id: str) -> str:
+    """How LiteLLM keys a team member's counters (`team_member_budget_entity_id`)."""
+    return f"{len(user_id)}:{user_id}:{team_id}"
+
+
+# The spend-log columns that attribute a row to an entity of each scope (semantics.md (c), (d)).
+SCOPE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "key": ("api_key",),
+    "team": ("team_id",),
+    "user": ("user",),
+    "end_user": ("end_user",),
+    "team_member": ("user", "team_id"),
+}
+
+
 def stream_charges(
-    conn: Connection, caps: Capabilities, where: SpendFilter, api_keys: Sequence[str], batch: int = 5000
+    conn: Connection, caps: Capabilities, where: SpendFilter, scope: str, entity_ids: Sequence[str | tuple[str, str]],
+    batch: int = 5000,
 ) -> Iterator[ChargeRow]:
-    """Charged rows of the given keys in (key, charge time) order, through a server-side cursor."""
-    if not api_keys:
+    """Charged rows of the given entities in (entity, charge time) order, through a server-side cursor.
+
+    Only budgeted entities' rows are read, and only the narrow columns windowing needs.
+    """
+    if not entity_ids:
         return
+    columns = [spend_logs.c[name] for name in SCOPE_COLUMNS[scope]]
+    matches = columns[0].in_(list(entity_ids)) if len(columns) == 1 else tuple_(*columns).in_(list(entity_ids))
     model, model_group, model_id = model_triple(caps)
     query = (
         select(
+            *columns,
             spend_logs.c.api_key,
             spend_logs.c.startTime,
             spend_logs.c.endTime,
@@ -168,12 +196,16 @@ def stream_charges(
             model_group.label("model_group"),
             model_id.label("model_id"),
         )
-        .where(*where.where(), spend_logs.c.api_key.in_(list(api_keys)), row_outcome(caps) == CHARGED)
-        .order_by(spend_logs.c.api_key, spend_logs.c.endTime, spend_logs.c.startTime, spend_logs.c.request_id)
+        .where(*where.where(), matches, row_outcome(caps) == CHARGED)
+        .order_by(*columns, spend_logs.c.endTime, spend_logs.c.startTime, spend_logs.c.request_id)
     )
     result = conn.execution_options(yield_per=batch).execute(query)
     for r in result:
-        yield ChargeRow(r.api_key, _as_datetime(r.startTime), _as_datetime(r.endTime), float(r.spend or 0.0), r.model, r.model_group, r.model_id)
+        entity = r[0] if len(columns) == 1 else team_member_entity_id(r[0], r[1])
+        yield ChargeRow(
+            entity, r.api_key, _as_datetime(r.startTime), _as_datetime(r.endTime), float(r.spend or 0.0),
+            r.model, r.model_group, r.model_id,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +219,11 @@ class KeyRow:
     aliases: object
     model_spend: object
     deleted: bool = False
+    spend: float | None = None
+    max_budget: float | None = None
+    budget_duration: str | None = None
+    budget_reset_at: datetime | None = None
+    total_spend: float | None = None
 
 
 def keys(conn: Connection, caps: Capabilities) -> list[KeyRow]:
@@ -194,13 +231,19 @@ def keys(conn: Connection, caps: Capabilities) -> list[KeyRow]:
     vt = verification_token
     has_budget_table = caps.has_table("LiteLLM_BudgetTable") and caps.has_column("LiteLLM_VerificationToken", "budget_id")
     budget_mmb = budget_table.c.model_max_budget if has_budget_table else literal(None)
+    total = vt.c.total_spend if caps.has_column("LiteLLM_VerificationToken", "total_spend") else literal(None)
     query = select(
         vt.c.token, vt.c.key_alias, vt.c.model_max_budget, budget_mmb.label("budget_mmb"), vt.c.team_id, vt.c.user_id,
-        vt.c.aliases, vt.c.model_spend,
+        vt.c.aliases, vt.c.model_spend, vt.c.spend, vt.c.max_budget, vt.c.budget_duration, vt.c.budget_reset_at,
+        total.label("total_spend"),
     )
     if has_budget_table:
         query = query.select_from(vt.outerjoin(budget_table, budget_table.c.budget_id == vt.c.budget_id))
-    rows = [KeyRow(r.token, r.key_alias, r.model_max_budget, r.budget_mmb, r.team_id, r.user_id, r.aliases, r.model_spend) for r in conn.execute(query)]
+    rows = [
+        KeyRow(r.token, r.key_alias, r.model_max_budget, r.budget_mmb, r.team_id, r.user_id, r.aliases, r.model_spend,
+               False, r.spend, r.max_budget, r.budget_duration, _as_datetime(r.budget_reset_at), r.total_spend)
+        for r in conn.execute(query)
+    ]
     if caps.has_table("LiteLLM_DeletedVerificationToken"):
         live = {row.token for row in rows}
         dt = deleted_verification_token
@@ -260,3 +303,171 @@ def model_triples(conn: Connection, caps: Capabilities, where: SpendFilter) -> l
         .group_by(model, model_group, model_id)
     )
     return [TripleTotals(r.model, r.model_group, r.model_id, int(r.requests), float(r.spend)) for r in conn.execute(query)]
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """An entity that may carry budgets, at one scope: its per-model budget and its scalar spend."""
+
+    scope: str
+    entity_id: str | tuple[str, str]  # team members: (user_id, team_id)
+    alias: str | None
+    model_max_budget: object
+    budget_source: str  # where model_max_budget came from, for humans
+    spend: float | None = None
+    max_budget: float | None = None
+    budget_duration: str | None = None
+    budget_reset_at: datetime | None = None
+    total_spend: float | None = None
+    spend_column: str = ""
+    deleted: bool = False
+
+
+def _budget_rows(conn: Connection, caps: Capabilities) -> dict[str, object]:
+    if not caps.has_table("LiteLLM_BudgetTable"):
+        return {}
+    t = budget_table
+    return {r.budget_id: r for r in conn.execute(select(t.c.budget_id, t.c.model_max_budget, t.c.max_budget, t.c.budget_duration, t.c.budget_reset_at))}
+
+
+def key_holder(row: KeyRow) -> Holder:
+    """A key's own model_max_budget, else its budget table's when the key's is empty (LiteLLM 1.82+)."""
+    inherits = row.model_max_budget in (None, {}, "") and row.budget_table_model_max_budget not in (None, {}, "")
+    return Holder(
+        "key", row.token, row.key_alias,
+        row.budget_table_model_max_budget if inherits else row.model_max_budget, "budget_id" if inherits else "key",
+        row.spend, row.max_budget, row.budget_duration, row.budget_reset_at, row.total_spend,
+        "LiteLLM_VerificationToken.spend", row.deleted,
+    )
+
+
+def holders(conn: Connection, caps: Capabilities, key_rows: list[KeyRow]) -> list[Holder]:
+    """Every entity of every scope LiteLLM budgets: keys, teams, internal users, end users, team members."""
+    found = [key_holder(row) for row in key_rows]
+    budgets = _budget_rows(conn, caps)
+    member_default: dict[str, str] = {}
+    if caps.has_table("LiteLLM_TeamTable"):
+        t = team_table
+        for r in conn.execute(select(t.c.team_id, t.c.team_alias, t.c.model_max_budget, t.c.metadata, t.c.spend, t.c.max_budget,
+                                     t.c.budget_duration, t.c.budget_reset_at)):
+            found.append(Holder("team", r.team_id, r.team_alias, r.model_max_budget, "team", r.spend, r.max_budget,
+                                r.budget_duration, _as_datetime(r.budget_reset_at), None, "LiteLLM_TeamTable.spend"))
+            default = r.metadata.get("team_member_budget_id") if isinstance(r.metadata, dict) else None
+            if isinstance(default, str) and default:
+                member_default[r.team_id] = default
+    if caps.has_table("LiteLLM_UserTable"):
+        u = user_table
+        for r in conn.execute(select(u.c.user_id, u.c.user_alias, u.c.user_email, u.c.model_max_budget, u.c.spend, u.c.max_budget,
+                                     u.c.budget_duration, u.c.budget_reset_at)):
+            found.append(Holder("user", r.user_id, r.user_alias or r.user_email, r.model_max_budget, "user", r.spend, r.max_budget,
+                                r.budget_duration, _as_datetime(r.budget_reset_at), None, "LiteLLM_UserTable.spend"))
+    if caps.has_table("LiteLLM_EndUserTable"):
+        e = end_user_table
+        for r in conn.execute(select(e.c.user_id, e.c.alias, e.c.budget_id, e.c.spend)):
+            b = budgets.get(r.budget_id)
+            found.append(Holder("end_user", r.user_id, r.alias, b.model_max_budget if b else None,
+                                f"budget_id {r.budget_id}" if b else "none", r.spend, b.max_budget if b else None,
+                                b.budget_duration if b else None, _as_datetime(b.budget_reset_at) if b else None, None,
+                                "LiteLLM_EndUserTable.spend"))
+    if caps.has_table("LiteLLM_TeamMembership"):
+        m = team_membership
+        total = m.c.total_spend if caps.has_column("LiteLLM_TeamMembership", "total_spend") else literal(None)
+        for r in conn.execute(select(m.c.user_id, m.c.team_id, m.c.budget_id, m.c.spend, total.label("total_spend"))):
+            budget_id = r.budget_id or member_default.get(r.team_id)
+            b = budgets.get(budget_id) if budget_id else None
+            source = f"budget_id {budget_id}" if r.budget_id else f"team metadata team_member_budget_id {budget_id}"
+            found.append(Holder("team_member", (r.user_id, r.team_id), f"{r.user_id} in {r.team_id}",
+                                b.model_max_budget if b else None, source if b else "none", r.spend,
+                                b.max_budget if b else None, b.budget_duration if b else None,
+                                _as_datetime(b.budget_reset_at) if b else None, r.total_spend, "LiteLLM_TeamMembership.spend"))
+    return found
+
+
+def period_spend(
+    conn: Connection, caps: Capabilities, scope: str, starts: Sequence[tuple[str | tuple[str, str], datetime]], until: datetime
+) -> dict[str | tuple[str, str], tuple[float, int]]:
+    """Charged spend and rows of each entity since its own period start, in one grouped join.
+
+    The (entity, start) pairs travel as a VALUES list, so every entity's period is summed in
+    the database in a single statement whatever its start.
+    """
+    if not starts:
+        return {}
+    names = SCOPE_COLUMNS[scope]
+    keyed = [((entity,) if isinstance(entity, str) else tuple(entity)) + (start,) for entity, start in starts]
+    periods = _rows_as_table(keyed, [*(f"e{i}" for i in range(len(names))), "period_start"], [*(String,) * len(names), DateTime], conn)
+    matches = [spend_logs.c[name] == periods.c[f"e{i}"] for i, name in enumerate(names)]
+    entity_columns = [periods.c[f"e{i}"] for i in range(len(names))]
+    query = (
+        select(*entity_columns, func.coalesce(func.sum(spend_logs.c.spend), 0.0), func.count())
+        .select_from(periods.join(spend_logs, and_(*matches, spend_logs.c.startTime >= periods.c.period_start)))
+        .where(spend_logs.c.startTime <= until, row_outcome(caps) == CHARGED)
+        .group_by(*entity_columns)
+    )
+    found: dict[str | tuple[str, str], tuple[float, int]] = {}
+    for row in conn.execute(query):
+        entity = row[0] if len(names) == 1 else (row[0], row[1])
+        found[entity] = (float(row[-2]), int(row[-1]))
+    return found
+
+
+def _rows_as_table(rows: list[tuple], names: list[str], types: list, conn: Connection):
+    """Literal rows to join against: VALUES on PostgreSQL; SQLite takes no column list after VALUES,
+    so there a UNION ALL of one-row SELECTs."""
+    if conn.dialect.name == "postgresql":
+        return values(*(column(n, t) for n, t in zip(names, types, strict=True)), name="periods").data(rows)
+    selects = [select(*(literal(v, t).label(n) for v, n, t in zip(row, names, types, strict=True))) for row in rows]
+    return (selects[0] if len(selects) == 1 else union_all(*selects)).subquery("periods")
+
+
+RollupKey = tuple[str, str, str, str]  # (date, api_key, model, custom_llm_provider)
+
+
+@dataclass(frozen=True, slots=True)
+class DayTotals:
+    spend: float
+    requests: int
+    successes: int
+    failures: int
+
+
+def _day_of(conn: Connection, column) -> ColumnElement[str]:
+    """`YYYY-MM-DD` of a UTC timestamp, as LiteLLM writes DailyUserSpend.date."""
+    if conn.dialect.name == "postgresql":
+        return func.to_char(column, "YYYY-MM-DD")
+    return func.substr(column, 1, 10)
+
+
+def ledger_days(conn: Connection, caps: Capabilities, first_day: str, last_day: str) -> dict[RollupKey, DayTotals]:
+    """The ledger grouped like LiteLLM_DailyUserSpend: rows with a user, per UTC day, key, model and provider."""
+    day = _day_of(conn, spend_logs.c.startTime)
+    provider = func.coalesce(spend_logs.c.custom_llm_provider, "") if caps.has_column("LiteLLM_SpendLogs", "custom_llm_provider") else literal("", String)
+    failed = row_outcome(caps) == IGNORED_FAILURE
+    query = (
+        select(day, spend_logs.c.api_key, spend_logs.c.model, provider, func.coalesce(func.sum(spend_logs.c.spend), 0.0),
+               func.count(), func.sum(case((failed, 0), else_=1)), func.sum(case((failed, 1), else_=0)))
+        .where(func.coalesce(spend_logs.c.user, "") != "", spend_logs.c.startTime >= datetime.fromisoformat(first_day),
+               spend_logs.c.startTime < datetime.fromisoformat(last_day) + timedelta(days=1))
+        .group_by(day, spend_logs.c.api_key, spend_logs.c.model, provider)
+    )
+    return {(r[0], r[1], r[2] or "", r[3] or ""): DayTotals(float(r[4]), int(r[5]), int(r[6]), int(r[7])) for r in conn.execute(query)}
+
+
+def rollup_days(conn: Connection, caps: Capabilities, first_day: str, last_day: str) -> dict[RollupKey, DayTotals]:
+    """LiteLLM_DailyUserSpend summed over users, tools and endpoints to the ledger's grain."""
+    t = daily_user_spend
+    provider = func.coalesce(t.c.custom_llm_provider, "")
+    model = func.coalesce(t.c.model, "")
+    query = (
+        select(t.c.date, t.c.api_key, model, provider, func.sum(t.c.spend), func.sum(t.c.api_requests),
+               func.sum(t.c.successful_requests), func.sum(t.c.failed_requests))
+        .where(t.c.date >= first_day, t.c.date <= last_day)
+        .group_by(t.c.date, t.c.api_key, model, provider)
+    )
+    return {(r[0], r[1], r[2], r[3]): DayTotals(float(r[4] or 0.0), int(r[5] or 0), int(r[6] or 0), int(r[7] or 0)) for r in conn.execute(query)}
+
+
+def rollup_date_range(conn: Connection) -> tuple[str | None, str | None]:
+    t = daily_user_spend
+    row = conn.execute(select(func.min(t.c.date), func.max(t.c.date))).one()
+    return row[0], row[1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from auditor.budgets import BudgetEntry
 from auditor.catalogue import Catalogue
@@ -17,6 +17,7 @@ from auditor.findings import (
     INVALID_BUDGET,
     MISKEYED_COUNTER,
     OVER_BUDGET,
+    ROLLUP_DRIFT,
     UNENFORCEABLE_BUDGET,
     UNRESOLVED_MODEL,
     WARNING,
@@ -52,15 +53,16 @@ class CounterLedger:
 
     def __init__(self, counters: Iterable[Counter], options) -> None:
         self._options = options
-        self._by_entry: dict[tuple[str, str, str], list[Counter]] = defaultdict(list)
+        self._by_entry: dict[tuple[str, str, str, str], list[Counter]] = defaultdict(list)
         self.values: dict[Counter, float] = {}
         for counter in counters:
-            if counter.key.scope == KEY and counter.window_start is not None:
-                self._by_entry[(counter.key.entity_id, counter.key.budget_model, counter.key.duration)].append(counter)
+            if counter.window_start is not None:
+                key = counter.key
+                self._by_entry[(key.scope, key.entity_id, key.budget_model, key.duration)].append(counter)
                 self.values[counter] = 0.0
 
-    def add(self, token: str, entry: BudgetEntry, charged_at: datetime, spend: float) -> None:
-        counters = self._by_entry.get((token, entry.name, entry.duration.raw))
+    def add(self, scope: str, entity_id: str, entry: BudgetEntry, charged_at: datetime, spend: float) -> None:
+        counters = self._by_entry.get((scope, entity_id, entry.name, entry.duration.raw))
         if not counters or charged_at > self._options.now - self._options.settle:
             return
         for counter in counters:
@@ -79,24 +81,24 @@ def budget_findings(
 ) -> list[Finding]:
     findings: list[Finding] = []
     names = {n for n in catalogue.served_names if GLOB not in n} | set(logged_groups)
-    for token, kb in budgets.items():
+    for (scope, token), kb in budgets.items():
         for problem in kb.problems:
             findings.append(Finding(
-                kind=INVALID_BUDGET, severity=ERROR, scope=KEY, entity_id=token, entity_alias=_alias(kb),
+                kind=INVALID_BUDGET, severity=ERROR, scope=scope, entity_id=token, entity_alias=_alias(kb),
                 budget_model=problem.name or None,
                 message=f"budget entry {problem.name!r} enforces nothing: {problem.reason}",
             ))
         for name, entry in kb.entries.items():
             if not _enforceable(entry, kb.entries, names, catalogue):
                 findings.append(Finding(
-                    kind=UNENFORCEABLE_BUDGET, severity=WARNING, scope=KEY, entity_id=token, entity_alias=_alias(kb),
+                    kind=UNENFORCEABLE_BUDGET, severity=WARNING, scope=scope, entity_id=token, entity_alias=_alias(kb),
                     budget_model=name, time_period=entry.duration.raw, budget_limit=entry.limit,
                     message=f"budget entry {name!r} governs no model this proxy serves or has logged, so it never applies",
                 ))
             if not entry.enforced:
                 continue
-            groups = groups_by_entry.get((token, name), set())
-            for window in windows.get((token, name), []):
+            groups = groups_by_entry.get((scope, token, name), set())
+            for window in windows.get((scope, token, name), []):
                 if window.spend <= entry.limit:
                     continue
                 leaked = window.requests_after_limit > 0
@@ -108,7 +110,7 @@ def budget_findings(
                        if leaked else f"; only the crossing request overshot (by {_money(over)})")
                 )
                 findings.append(Finding(
-                    kind=OVER_BUDGET, severity=ERROR if leaked else WARNING, scope=KEY, entity_id=token, entity_alias=_alias(kb),
+                    kind=OVER_BUDGET, severity=ERROR if leaked else WARNING, scope=scope, entity_id=token, entity_alias=_alias(kb),
                     budget_model=name, model_group=_single(groups), time_period=entry.duration.raw,
                     window_start=window.start, window_end=window.end, budget_limit=entry.limit,
                     logged_spend=window.spend, requests=window.requests, requests_after_limit=window.requests_after_limit,
@@ -142,8 +144,8 @@ def counter_findings(
     read_source: str | None,
 ) -> list[Finding]:
     findings: list[Finding] = []
-    for token, counters in counters_by_key.items():
-        kb = budgets.get(token)
+    for (scope, token), counters in counters_by_key.items():
+        kb = budgets.get((scope, token))
         alias = _alias(kb)
         entries = kb.entries if kb is not None else {}
         for counter in counters:
@@ -159,9 +161,9 @@ def counter_findings(
                 continue
             end = entry.duration.end_of_window(counter.window_start)
             is_open = counter.window_start <= options.now < end
-            expected = _window_containing(windows.get((token, entry.name), []), counter.window_start, options)
+            expected = _window_containing(windows.get((scope, token, entry.name), []), counter.window_start, options)
             findings.append(Finding(
-                kind=COUNTER_DRIFT, severity=ERROR if is_open else WARNING, scope=KEY, entity_id=token, entity_alias=alias,
+                kind=COUNTER_DRIFT, severity=ERROR if is_open else WARNING, scope=scope, entity_id=token, entity_alias=alias,
                 budget_model=entry.name, time_period=entry.duration.raw, window_start=counter.window_start, window_end=end,
                 expected_window_start=expected, budget_limit=entry.limit, logged_spend=logged, cached_spend=cached,
                 counter_source=counter.source, counter_key=counter.key.key,
@@ -172,10 +174,10 @@ def counter_findings(
                     + (" (open now: enforcement reads it)" if is_open else "")
                 ),
             ))
-        findings += _missing_counters(kb, token, windows, counters, options, read_source) if kb is not None else []
-    for token, kb in budgets.items():
-        if token not in counters_by_key:
-            findings += _missing_counters(kb, token, windows, [], options, read_source)
+        findings += _missing_counters(kb, windows, counters, options, read_source) if kb is not None else []
+    for key, kb in budgets.items():
+        if key not in counters_by_key:
+            findings += _missing_counters(kb, windows, [], options, read_source)
     return findings
 
 
@@ -187,27 +189,33 @@ def _window_containing(windows: list[Window], start: datetime, options) -> datet
     return None
 
 
-def _missing_counters(kb, token, windows, counters, options, read_source) -> list[Finding]:
-    """An open window with ledger spend but no counter: LiteLLM reads the missing counter as zero."""
+def _missing_counters(kb, windows, counters, options, read_source) -> list[Finding]:
+    """An open window with ledger spend but no counter where enforcement reads: LiteLLM reads it as zero.
+
+    End users are never shared through LiteLLM_BudgetWindowSpend (their counters stay per replica)."""
+    if read_source is None or (read_source == "budget_window_spend" and kb.scope == "end_user"):
+        return []
     findings = []
-    have = {(c.source, c.key.budget_model, c.key.duration) for c in counters}
     for name, entry in kb.entries.items():
-        history = windows.get((token, name)) or []
+        history = windows.get((kb.scope, kb.entity_id, name)) or []
         if not history:
             continue
         last = history[-1]
         if not (last.start <= options.now < last.end) or last.spend <= options.tolerance:
             continue
-        for source in (read_source,):
-            if (source, name, entry.duration.raw) in have:
-                continue
-            key = spend_key(KEY, token, name, entry.duration.raw)
-            findings.append(Finding(
-                kind=COUNTER_DRIFT, severity=ERROR, scope=KEY, entity_id=token, entity_alias=_alias(kb), budget_model=name,
-                time_period=entry.duration.raw, window_start=last.start, window_end=last.end, budget_limit=entry.limit,
-                logged_spend=last.spend, cached_spend=0.0, counter_source=source, counter_key=key,
-                message=f"no {source} counter {key} for the open window; LiteLLM reads it as $0 while the ledger has {_money(last.spend)}",
-            ))
+        if any(  # a counter left on an expired window does not cover the open one
+            c.source == read_source and c.key.budget_model == name and c.key.duration == entry.duration.raw
+            and (c.window_start is None or last.start - options.window_slack <= c.window_start < last.end)
+            for c in counters
+        ):
+            continue
+        key = spend_key(kb.scope, kb.entity_id, name, entry.duration.raw)
+        findings.append(Finding(
+            kind=COUNTER_DRIFT, severity=ERROR, scope=kb.scope, entity_id=kb.entity_id, entity_alias=_alias(kb), budget_model=name,
+            time_period=entry.duration.raw, window_start=last.start, window_end=last.end, budget_limit=entry.limit,
+            logged_spend=last.spend, cached_spend=0.0, counter_source=read_source, counter_key=key,
+            message=f"no {read_source} counter {key} for the open window; LiteLLM reads it as $0 while the ledger has {_money(last.spend)}",
+        ))
     return findings
 
 
@@ -218,12 +226,13 @@ def _miskeyed(counter: Counter, token, alias, kb, catalogue, resolutions) -> Fin
     if kb is not None and target is not None:
         found = governing_entry(target, kb.entries, catalogue.access_groups_of(target))
         governs = found.name if found is not None else None
-    why = "the key has no such budget entry" if kb is not None else "no such key"
+    scope = counter.key.scope.replace("_", " ")
+    why = f"the {scope} has no such budget entry" if kb is not None else f"no such {scope} in LiteLLM's tables"
     if kb is not None and counter.key.budget_model in kb.entries:
         why = f"the entry's period is {kb.entries[counter.key.budget_model].duration.raw!r}, not {counter.key.duration!r}"
     value = _money(counter.value) if counter.value is not None else repr(counter.raw_value)
     return Finding(
-        kind=MISKEYED_COUNTER, severity=WARNING, scope=KEY, entity_id=token, entity_alias=alias,
+        kind=MISKEYED_COUNTER, severity=WARNING, scope=counter.key.scope, entity_id=token, entity_alias=alias,
         budget_model=governs, model=counter.key.budget_model, model_group=target, time_period=counter.key.duration,
         window_start=counter.window_start, cached_spend=counter.value, counter_source=counter.source, counter_key=counter.key.key,
         resolves_to=target,
@@ -309,9 +318,100 @@ def model_spend_findings(key_rows, groups, resolutions, options, selected) -> li
 
 def window_spend(budgets, windows, groups_by_entry) -> list[WindowSpend]:
     spend = []
-    for (token, name), history in sorted(windows.items()):
-        entry = budgets[token].entries[name]
-        group = _single(groups_by_entry.get((token, name), set()))
+    for (scope, entity_id, name), history in sorted(windows.items()):
+        entry = budgets[(scope, entity_id)].entries[name]
+        group = _single(groups_by_entry.get((scope, entity_id, name), set()))
         for window in history:
-            spend.append(WindowSpend(KEY, token, group, name, entry.duration.raw, window.start, window.end, window.spend, window.requests))
+            spend.append(WindowSpend(scope, entity_id, group, name, entry.duration.raw, window.start, window.end, window.spend, window.requests))
     return spend
+
+
+LIFETIME = datetime(1, 1, 1)
+
+
+def scalar_period(holder, tz) -> datetime | None:
+    """Where the entity's current `spend` period starts: LIFETIME without budget_duration, None when unknowable."""
+    if not holder.budget_duration:
+        return LIFETIME
+    if holder.budget_reset_at is None:
+        return None  # LiteLLM never scheduled a reset (keys with budget_id, issue #20688): the period is unknown
+    from auditor.periods import period_start
+
+    return period_start(holder.budget_duration, holder.budget_reset_at, tz)
+
+
+def scalar_findings(holders, period_sums, lifetime_sums, starts, options) -> list[Finding]:
+    """Scalar `spend` (and lifetime `total_spend`) against the ledger, and whole-entity budgets.
+
+    `starts` maps (scope, entity) to the period start compared; entities left out could not be
+    compared (unknown period, or a ledger that does not reach back far enough).
+    """
+    findings = []
+    for holder in holders:
+        if holder.deleted:
+            continue
+        entity = holder.entity_id
+        entity_id = f"{len(entity[0])}:{entity[0]}:{entity[1]}" if isinstance(entity, tuple) else entity
+        start = starts.get((holder.scope, entity))
+        if start is None:
+            continue
+        logged = period_sums.get((holder.scope, entity), (0.0, 0))[0]
+        lifetime = start == LIFETIME
+        common = dict(scope=holder.scope, entity_id=entity_id, entity_alias=holder.alias,
+                      window_start=None if lifetime else start, window_end=None if lifetime else holder.budget_reset_at,
+                      time_period=holder.budget_duration or None, budget_limit=holder.max_budget, logged_spend=logged)
+        period = "lifetime" if lifetime else f"period since {start:%Y-%m-%d %H:%M} UTC"
+        if holder.spend is not None and abs(holder.spend - logged) > options.tolerance:
+            undercounts = holder.max_budget is not None and holder.spend < logged
+            findings.append(Finding(
+                kind=COUNTER_DRIFT, severity=ERROR if undercounts else WARNING, cached_spend=holder.spend,
+                counter_source="spend", counter_key=holder.spend_column, **common,
+                message=(f"{holder.spend_column} is {_money(holder.spend)} but the ledger has {_money(logged)} for its {period}"
+                         + ("; the whole-entity budget is enforced from the lower figure" if undercounts else "")),
+            ))
+        if holder.max_budget is not None and logged > holder.max_budget:
+            findings.append(Finding(
+                kind=OVER_BUDGET, severity=WARNING, **common,
+                message=f"spent {_money(logged)} in its {period} against a max_budget of {_money(holder.max_budget)}",
+            ))
+        if holder.total_spend is not None and (holder.scope, entity) in lifetime_sums:
+            total_logged = lifetime_sums[(holder.scope, entity)][0]
+            if abs(holder.total_spend - total_logged) > options.tolerance:
+                column = holder.spend_column.rsplit(".", 1)[0] + ".total_spend"
+                findings.append(Finding(
+                    kind=COUNTER_DRIFT, severity=WARNING, scope=holder.scope, entity_id=entity_id, entity_alias=holder.alias,
+                    cached_spend=holder.total_spend, logged_spend=total_logged, counter_source="total_spend", counter_key=column,
+                    message=f"{column} is {_money(holder.total_spend)} but the ledger's lifetime total is {_money(total_logged)}",
+                ))
+    return findings
+
+
+def rollup_findings(ledger_days, rollup_days, aliases: Mapping[str, str | None], options) -> list[Finding]:
+    """LiteLLM_DailyUserSpend against the ledger per (day, key, model, provider): spend and request counts.
+
+    Daily rollups merge model groups that share a deployment (issue #36172), so they are compared at
+    the grain they keep, never by model group.
+    """
+    findings = []
+    for day_key in sorted(set(ledger_days) | set(rollup_days)):
+        day, api_key, model, provider = day_key
+        logged = ledger_days.get(day_key)
+        cached = rollup_days.get(day_key)
+        logged_spend = logged.spend if logged else 0.0
+        cached_spend = cached.spend if cached else 0.0
+        logged_requests = logged.requests if logged else 0
+        cached_requests = cached.requests if cached else 0
+        if abs(logged_spend - cached_spend) <= options.tolerance and logged_requests == cached_requests:
+            continue
+        start = datetime.fromisoformat(day)
+        findings.append(Finding(
+            kind=ROLLUP_DRIFT, severity=WARNING, scope=KEY, entity_id=api_key or None, entity_alias=aliases.get(api_key),
+            model=model, window_start=start, window_end=start + timedelta(days=1), logged_spend=logged_spend,
+            cached_spend=cached_spend, requests=logged_requests, cached_requests=cached_requests,
+            counter_source="daily_user_spend", counter_key=f"{day} {model} {provider}".strip(),
+            message=(
+                f"LiteLLM_DailyUserSpend for {day} {model} ({provider or 'no provider'}) has {_money(cached_spend)} in "
+                f"{cached_requests} requests; the ledger has {_money(logged_spend)} in {logged_requests}"
+            ),
+        ))
+    return findings

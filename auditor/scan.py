@@ -7,7 +7,7 @@ it never renders and never writes.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import groupby
@@ -20,12 +20,12 @@ from auditor.budgets import BudgetEntry, BudgetProblem, parse_model_max_budget
 from auditor.capabilities import Capabilities
 from auditor.catalogue import Catalogue
 from auditor.counters import Counter, parse_counter_key
-from auditor.errors import InputError
+from auditor.durations import shift_months
+from auditor.errors import AuditorError, InputError
 from auditor.findings import RowCounts, ScanResult
-from auditor.resolver import Resolver, governing_entry
+from auditor.resolver import Resolver, budget_candidates, governing_entry
 from auditor.windows import Charge, Window, WindowTracker
 
-KEY_SCOPE = "key"
 
 
 @dataclass(frozen=True)
@@ -38,34 +38,56 @@ class ScanOptions:
     tolerance: float = 0.0001
     window_slack: timedelta = timedelta(seconds=1)
     settle: timedelta = timedelta(seconds=120)
+    timezone: str | None = None  # where LiteLLM aligns scalar budget resets (litellm_settings.timezone)
+    retention: str | bool | None = None  # how LiteLLM trims old spend logs (config.spend_log_retention)
+
+
+SCOPES = ("key", "team", "user", "end_user", "team_member")
 
 
 @dataclass
-class KeyBudgets:
-    """One key's per-model budget: usable entries and the ones LiteLLM ignores."""
+class EntityBudgets:
+    """One entity's per-model budget at one scope: usable entries and the ones LiteLLM ignores."""
 
-    token: str
+    scope: str
+    entity_id: str  # as LiteLLM keys its counters
     alias: str | None
     deleted: bool
-    source: str  # "key" or "budget_id"
+    source: str  # where model_max_budget came from
+    stream_id: str | tuple[str, str]  # how its spend-log rows are selected
     entries: dict[str, BudgetEntry] = field(default_factory=dict)
     problems: list[BudgetProblem] = field(default_factory=list)
 
+    @property
+    def token(self) -> str:
+        return self.entity_id
 
-def key_budgets(row: queries.KeyRow) -> KeyBudgets:
-    """The key's own model_max_budget, else its budget table's when the key's is empty (LiteLLM 1.82+)."""
-    own = parse_model_max_budget(row.model_max_budget)
-    source = "key"
-    if not own and row.budget_table_model_max_budget not in (None, {}, ""):
-        own = parse_model_max_budget(row.budget_table_model_max_budget)
-        source = "budget_id"
-    budgets = KeyBudgets(row.token, row.key_alias, row.deleted, source)
-    for name, parsed in own.items():
+
+def entity_budgets(holder: queries.Holder) -> EntityBudgets:
+    entity = holder.entity_id
+    entity_id = queries.team_member_entity_id(*entity) if isinstance(entity, tuple) else entity
+    budgets = EntityBudgets(holder.scope, entity_id, holder.alias, holder.deleted, holder.budget_source, entity)
+    for name, parsed in parse_model_max_budget(holder.model_max_budget).items():
         if isinstance(parsed, BudgetEntry):
             budgets.entries[name] = parsed
         else:
             budgets.problems.append(parsed)
     return budgets
+
+
+def key_budgets(row: queries.KeyRow) -> EntityBudgets:
+    return entity_budgets(queries.key_holder(row))
+
+
+def team_entries(group: str, team: Mapping[str, BudgetEntry], key: Mapping[str, BudgetEntry]) -> Mapping[str, BudgetEntry]:
+    """LiteLLM 1.109: a key entry named after the model that spend-gates it replaces the team's entry of
+    that name for the key's requests; the team's group and glob entries still apply."""
+    candidates = budget_candidates(group)
+    named = {name: key[name] for name in candidates if name in key}
+    replacing = governing_entry(group, named, frozenset()) if named else None
+    if replacing is None or not replacing.enforced:
+        return team
+    return {name: entry for name, entry in team.items() if name not in candidates}
 
 
 def select_keys(key_rows: list[queries.KeyRow], wanted: tuple[str, ...]) -> tuple[str, ...] | None:
@@ -113,51 +135,62 @@ def run_scan(
         else:
             rows.unresolved += group.requests
 
-    budgets = {row.token: key_budgets(row) for row in key_rows if selected is None or row.token in selected}
-    counters = [c for c in _database_counters(conn, caps) if selected is None or c.key.entity_id in selected]
-    redis_in_use = False
-    if redis_counters is not None:
-        from_redis = [c for c in redis_counters() if selected is None or c.key.entity_id in selected]
-        redis_in_use = any(c.key.scope == KEY_SCOPE for c in from_redis)
-        counters += from_redis
-    counters_by_key: dict[str, list[Counter]] = defaultdict(list)
-    for counter in counters:
-        if counter.key.scope == KEY_SCOPE:
-            counters_by_key[counter.key.entity_id].append(counter)
+    holders = queries.holders(conn, caps, key_rows)
+    if selected is not None:  # --key audits those keys alone: other scopes would see only part of their spend
+        holders = [h for h in holders if h.scope == "key" and h.entity_id in selected]
+    budgets = {(b.scope, b.entity_id): b for b in map(entity_budgets, holders)}
+    keys_entries = {b.entity_id: b.entries for b in budgets.values() if b.scope == "key"}
 
-    windowed = sorted(token for token, kb in budgets.items() if kb.entries)
+    counters = _database_counters(conn, caps)
+    if redis_counters is not None:
+        counters += redis_counters()
+    read_source = _read_source(counters)  # from every counter: auditing one key does not move where LiteLLM reads
+    if selected is not None:
+        counters = [c for c in counters if c.key.scope == "key" and c.key.entity_id in selected]
+    counters_by_entity: dict[tuple[str, str], list[Counter]] = defaultdict(list)
+    for counter in counters:
+        counters_by_entity[(counter.key.scope, counter.key.entity_id)].append(counter)
+
     ledger = reconcile.CounterLedger(counters, options)
-    windows: dict[tuple[str, str], list[Window]] = {}
-    groups_by_entry: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for token, charges in groupby(queries.stream_charges(conn, caps, where, windowed), key=attrgetter("api_key")):
-        kb = budgets[token]
-        trackers = {name: WindowTracker(entry.duration, entry.limit) for name, entry in kb.entries.items()}
-        closed: dict[str, list[Window]] = defaultdict(list)
-        governing: dict[str, BudgetEntry | None] = {}
-        seen = 0
-        for charge in charges:
-            seen += 1
-            resolution = resolutions(charge.model, charge.model_group, charge.model_id)
-            if resolution.status != "resolved":
-                continue
-            group = resolution.group
-            if group not in governing:
-                governing[group] = governing_entry(group, kb.entries, catalogue.access_groups_of(group))
-            entry = governing[group]
-            if entry is None:
-                continue
-            groups_by_entry[(token, entry.name)].add(group)
-            done = trackers[entry.name].add(Charge(charge.start_time, charge.end_time, charge.spend))
-            if done is not None:
-                closed[entry.name].append(done)
-            ledger.add(token, entry, charge.end_time, charge.spend)
-        for name, tracker in trackers.items():
-            last = tracker.close()
-            if last is not None:
-                closed[name].append(last)
-            windows[(token, name)] = closed[name]
-        if progress is not None:
-            progress(seen)
+    windows: dict[tuple[str, str, str], list[Window]] = {}
+    groups_by_entry: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    for scope in SCOPES:
+        budgeted = [b for b in budgets.values() if b.scope == scope and b.entries]
+        by_stream_id = {b.stream_id: b for b in budgeted}
+        stream = queries.stream_charges(conn, caps, where, scope, sorted(by_stream_id))
+        for entity_id, charges in groupby(stream, key=attrgetter("entity_id")):
+            eb = budgets[(scope, entity_id)]
+            trackers = {name: WindowTracker(entry.duration, entry.limit) for name, entry in eb.entries.items()}
+            closed: dict[str, list[Window]] = defaultdict(list)
+            governing: dict[tuple[str, str], BudgetEntry | None] = {}
+            seen = 0
+            for charge in charges:
+                seen += 1
+                resolution = resolutions(charge.model, charge.model_group, charge.model_id)
+                if resolution.status != "resolved":
+                    continue
+                group = resolution.group
+                memo = (group, charge.api_key if scope == "team" else "")
+                if memo not in governing:
+                    entries = team_entries(group, eb.entries, keys_entries.get(charge.api_key, {})) if scope == "team" else eb.entries
+                    governing[memo] = governing_entry(group, entries, catalogue.access_groups_of(group))
+                entry = governing[memo]
+                if entry is None:
+                    continue
+                groups_by_entry[(scope, entity_id, entry.name)].add(group)
+                done = trackers[entry.name].add(Charge(charge.start_time, charge.end_time, charge.spend))
+                if done is not None:
+                    closed[entry.name].append(done)
+                ledger.add(scope, entity_id, entry, charge.end_time, charge.spend)
+            for name, tracker in trackers.items():
+                last = tracker.close()
+                if last is not None:
+                    closed[name].append(last)
+                windows[(scope, entity_id, name)] = closed[name]
+            if progress is not None:
+                progress(seen)
+
+    findings_scalar, scalar_notes = _scalar(conn, caps, holders, options)
 
     logged_groups = {
         resolution.group
@@ -165,11 +198,16 @@ def run_scan(
         if (resolution := resolutions(group.model, group.model_group, group.model_id)).status == "resolved"
     }
     findings = reconcile.budget_findings(budgets, windows, groups_by_entry, catalogue, logged_groups, options)
-    findings += reconcile.counter_findings(budgets, windows, counters_by_key, ledger, resolutions, catalogue, options,
-                                           read_source=_read_source(counters_by_key, redis_in_use))
+    findings += reconcile.counter_findings(budgets, windows, counters_by_entity, ledger, resolutions, catalogue, options,
+                                           read_source=read_source)
     findings += reconcile.resolution_findings(groups, resolutions)
     notes = reconcile.model_spend_notes(key_rows)
     findings += reconcile.model_spend_findings(key_rows, groups, resolutions, options, selected)
+    findings += findings_scalar
+    notes += scalar_notes
+    rollup_found, rollup_notes = _rollups(conn, caps, key_rows, options, selected)
+    findings += rollup_found
+    notes += rollup_notes
     spend = reconcile.window_spend(budgets, windows, groups_by_entry)
     if options.model:
         findings = [f for f in findings if options.model in (f.model_group, f.budget_model, f.model)]
@@ -186,6 +224,99 @@ def run_scan(
     )
 
 
+def _scalar(conn: Connection, caps: Capabilities, holders: list[queries.Holder], options: ScanOptions):
+    """Every entity's scalar spend over its current period, summed in SQL per scope."""
+    from auditor.periods import zone
+
+    tz = zone(options.timezone)
+    complete_since = _ledger_complete_since(conn, options)
+    starts: dict[tuple[str, object], datetime] = {}
+    skipped: dict[str, int] = defaultdict(int)
+    for holder in holders:
+        if holder.deleted or holder.spend is None:
+            continue
+        start = reconcile.scalar_period(holder, tz)
+        if start is None:
+            skipped["budget_duration without budget_reset_at"] += 1
+        elif complete_since is not None and start < complete_since:
+            why = "lifetime spend" if start == reconcile.LIFETIME else "a period starting"
+            skipped[f"{why} before {complete_since:%Y-%m-%d %H:%M}, where the ledger (spend-log retention, --since) begins"] += 1
+        else:
+            starts[(holder.scope, holder.entity_id)] = start
+    period_sums: dict[tuple[str, object], tuple[float, int]] = {}
+    lifetime_sums: dict[tuple[str, object], tuple[float, int]] = {}
+    whole_ledger = complete_since is None
+    for scope in SCOPES:
+        pairs = [(entity, start) for (s, entity), start in starts.items() if s == scope]
+        for entity, totals in queries.period_spend(conn, caps, scope, pairs, options.now).items():
+            period_sums[(scope, entity)] = totals
+        totals_wanted = [(h.entity_id, reconcile.LIFETIME) for h in holders if h.scope == scope and h.total_spend is not None and not h.deleted]
+        if whole_ledger and totals_wanted:
+            for entity, totals in queries.period_spend(conn, caps, scope, totals_wanted, options.now).items():
+                lifetime_sums[(scope, entity)] = totals
+            for entity, _ in totals_wanted:
+                lifetime_sums.setdefault((scope, entity), (0.0, 0))
+    findings = reconcile.scalar_findings(holders, period_sums, lifetime_sums, starts, options)
+    notes = [f"scalar spend not compared for {n} entities: {why}" for why, n in sorted(skipped.items())]
+    return findings, notes
+
+
+def _rollups(conn: Connection, caps: Capabilities, key_rows, options: ScanOptions, selected) -> tuple[list, list[str]]:
+    """Daily rollups against the ledger, only on whole days the ledger fully covers."""
+    if not caps.has_table("LiteLLM_DailyUserSpend"):
+        return [], []
+    first_rollup, last_rollup = queries.rollup_date_range(conn)
+    if first_rollup is None:
+        return [], []
+    complete_since = _ledger_complete_since(conn, options)
+    if complete_since is None:  # nothing trimmed: the ledger starts with the deployment, its first day is whole
+        oldest, _ = queries.spend_time_range(conn)
+        first = (oldest or options.now).date()
+    else:  # the first whole day the ledger holds
+        first = complete_since.date() + timedelta(days=0 if complete_since.time() == datetime.min.time() else 1)
+    last = (options.now - options.settle).date() - timedelta(days=1)  # today's rollup is still being written
+    if options.until is not None:
+        last = min(last, (options.until - timedelta(microseconds=1)).date() - timedelta(days=1))
+    notes = []
+    if first_rollup < first.isoformat():
+        notes.append(
+            f"daily rollups before {first.isoformat()} are not compared: the ledger (LiteLLM_SpendLogs) does not fully cover them"
+        )
+    if first > last:
+        return [], notes
+    ledger = queries.ledger_days(conn, caps, first.isoformat(), last.isoformat())
+    rollups = queries.rollup_days(conn, caps, first.isoformat(), last.isoformat())
+    if selected is not None:
+        ledger = {k: v for k, v in ledger.items() if k[1] in selected}
+        rollups = {k: v for k, v in rollups.items() if k[1] in selected}
+    aliases = {row.token: row.key_alias for row in key_rows}
+    return reconcile.rollup_findings(ledger, rollups, aliases, options), notes
+
+
+def _ledger_complete_since(conn: Connection, options: ScanOptions) -> datetime | None:
+    """From when the ledger holds every row: --since, the retention cutoff, or (size-based retention) the
+    oldest row left. None: since the beginning."""
+    from auditor.durations import parse_duration
+
+    cutoffs = [options.since] if options.since else []
+    if options.retention is True:
+        oldest, _ = queries.spend_time_range(conn)
+        cutoffs.append(oldest or options.now)
+    elif isinstance(options.retention, str):
+        try:
+            duration = parse_duration(options.retention, now=options.now)
+        except AuditorError:
+            duration = None
+        if duration is not None and duration.seconds is not None:
+            cutoffs.append(options.now - timedelta(seconds=duration.seconds))
+        elif duration is not None:
+            cutoffs.append(shift_months(options.now, -duration.value))
+        else:
+            oldest, _ = queries.spend_time_range(conn)
+            cutoffs.append(oldest or options.now)
+    return max(cutoffs) if cutoffs else None
+
+
 def _database_counters(conn: Connection, caps: Capabilities) -> list[Counter]:
     counters = []
     for row in queries.model_budget_window_rows(conn, caps):
@@ -195,24 +326,19 @@ def _database_counters(conn: Connection, caps: Capabilities) -> list[Counter]:
     return counters
 
 
-def _read_source(counters_by_key: Mapping[str, list[Counter]], redis_in_use: bool) -> str | None:
-    """Where enforcement reads key counters: Redis when it holds any (1.102+ reads it first), else
+def _read_source(counters: list[Counter]) -> str | None:
+    """Where enforcement reads per-model counters: Redis when it holds any (1.102+ reads it first), else
     LiteLLM_BudgetWindowSpend when it holds any (1.109+ replicas without Redis), else nowhere we can see."""
-    if redis_in_use:
-        return "redis"
-    if any(c.source == "budget_window_spend" for cs in counters_by_key.values() for c in cs):
-        return "budget_window_spend"
-    return None
+    sources = {counter.source for counter in counters}
+    return "redis" if "redis" in sources else "budget_window_spend" if "budget_window_spend" in sources else None
 
 
-def load_catalogue(conn: Connection, caps: Capabilities, config_path: str | None, key_rows: list[queries.KeyRow]) -> Catalogue:
+def load_catalogue(conn: Connection, caps: Capabilities, loaded, key_rows: list[queries.KeyRow]) -> Catalogue:
     """The model catalogue from the config file (if any), LiteLLM_ProxyModelTable and keys' aliases."""
     from pathlib import Path
 
     from auditor.catalogue import build_catalogue
-    from auditor.config import load_config
 
-    loaded = load_config(Path(config_path)) if config_path else None
     key_aliases: dict[str, str] = {}
     for row in key_rows:
         if isinstance(row.aliases, Mapping):
@@ -221,5 +347,5 @@ def load_catalogue(conn: Connection, caps: Capabilities, config_path: str | None
         loaded.data if loaded else None,
         queries.proxy_models(conn, caps),
         key_aliases,
-        config_name=Path(config_path).name if config_path else "config.yaml",
+        config_name=Path(loaded.path).name if loaded else "config.yaml",
     )

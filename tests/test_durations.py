@@ -162,8 +162,9 @@ def test_parse_duration_only_raises_duration_error(raw: str) -> None:
         assert duration.unit in {"s", "m", "h", "d", "w", "mo"}
 
 
-@given(st.from_regex(r"\A[0-9]{1,5}(s|m|h|d|w|mo)[a-z ]{0,3}\Z"))
+@given(st.from_regex(r"\A[0-9]{1,4}(s|m|h|d|w|mo)[a-z ]{0,3}\Z"))
 def test_number_and_unit_always_parse(raw: str) -> None:
+    # at most 9999 months: more can pass year 9999, which LiteLLM rejects too (tested above)
     assert parse_duration(raw, now=NOW).value >= 0
 
 
