@@ -51,6 +51,7 @@ def _as_datetime(value: object) -> datetime | None:
 CHARGED = "charged"
 IGNORED_FAILURE = "failure"
 IGNORED_NO_API_KEY = "empty api_key"
+IGNORED_REPEAT_POLL = "repeat job poll"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,14 +73,53 @@ class SpendFilter:
         return clauses
 
 
-def _is_failure(caps: Capabilities) -> ColumnElement[bool]:
+def _is_failure(caps: Capabilities, table=spend_logs) -> ColumnElement[bool]:
     """`status = 'failure'`; rows written before the column existed carry it in metadata.status."""
     if not caps.has_column("LiteLLM_SpendLogs", "status"):
         return literal(False)
-    from_metadata = spend_logs.c.metadata["status"].as_string()
+    from_metadata = table.c.metadata["status"].as_string()
     return or_(
-        spend_logs.c.status == "failure",
-        and_(spend_logs.c.status.is_(None), from_metadata == "failure"),
+        table.c.status == "failure",
+        and_(table.c.status.is_(None), from_metadata == "failure"),
+    )
+
+
+# Polls of a finished batch or video report the whole job's cost each time; LiteLLM charges it once
+# per counter (litellm_core_utils/batch_utils.py, job_charged_once_marker_key).
+JOB_POLL_CALL_TYPES = ("aretrieve_batch", "retrieve_batch", "avideo_status", "video_status")
+_JOB_COST_SUFFIXES = ("_batch_cost", "_video_cost")
+
+
+def _job_id(caps: Capabilities, table) -> ColumnElement[str]:
+    """The polled job: 1.110 names the cost row `{job}_batch_cost` / `{job}_video_cost` and sets session_id to
+    the batch id. Without either, each row is its own job, so nothing is merged on a guess."""
+    request = table.c.request_id
+    for suffix in _JOB_COST_SUFFIXES:
+        request = func.replace(request, suffix, "")
+    if caps.has_column("LiteLLM_SpendLogs", "session_id"):
+        return func.coalesce(func.nullif(table.c.session_id, ""), request)
+    return request
+
+
+def _is_repeat_job_poll(caps: Capabilities) -> ColumnElement[bool]:
+    """A paid job-poll row with an earlier paid poll of the same job by the same key: already charged."""
+    earlier = spend_logs.alias("earlier_poll")
+    return and_(
+        spend_logs.c.call_type.in_(JOB_POLL_CALL_TYPES),
+        spend_logs.c.spend > 0,
+        select(earlier.c.request_id)
+        .where(
+            earlier.c.call_type.in_(JOB_POLL_CALL_TYPES),
+            earlier.c.spend > 0,
+            earlier.c.api_key == spend_logs.c.api_key,
+            _job_id(caps, earlier) == _job_id(caps, spend_logs),
+            or_(
+                earlier.c.endTime < spend_logs.c.endTime,
+                and_(earlier.c.endTime == spend_logs.c.endTime, earlier.c.request_id < spend_logs.c.request_id),
+            ),
+            ~_is_failure(caps, earlier),
+        )
+        .exists(),
     )
 
 
@@ -88,6 +128,7 @@ def row_outcome(caps: Capabilities) -> ColumnElement[str]:
     return case(
         (_is_failure(caps), literal(IGNORED_FAILURE)),
         (func.coalesce(spend_logs.c.api_key, "") == "", literal(IGNORED_NO_API_KEY)),
+        (_is_repeat_job_poll(caps), literal(IGNORED_REPEAT_POLL)),
         else_=literal(CHARGED),
     ).label("outcome")
 

@@ -491,3 +491,40 @@ def test_output_file_holds_the_same_json_with_mode_0600(sqlite_url, config, tmp_
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert json.loads(target.read_text()) == json.loads(run(url, config, at(days=2)).stdout)
     assert sorted(p.name for p in target.parent.iterdir()) == ["scan.json"]  # no temp file left behind
+
+
+# ---------------------------------------------------------------------------------------------
+# Charged once
+
+
+def poll(end: datetime, spend: float, request_id: str, session: str | None, status: str = "success") -> dict:
+    """A batch retrieve row: a finished batch reports the whole job's cost on every poll."""
+    row = charge(end, spend, status=status)
+    row.update(call_type="aretrieve_batch", request_id=request_id, session_id=session)
+    return row
+
+
+def test_a_batch_polled_three_times_is_charged_once(any_url, config):
+    # batch_1 reports $0.90 on three polls (1.110's `_batch_cost` row, then two rows of an older proxy that
+    # logged each poll under its own id with the batch id as session); LiteLLM charged it once.
+    # batch_2: one poll, $0.40. A failed poll of batch_1 is a failure, not a repeat.
+    # charged: 0.90 (09:00) + 0.40 (09:30) = 1.30 > limit 1.00 in the window opened at 09:00; 2 repeats ignored.
+    rows = [
+        poll(at(9), 0.90, "batch_1_batch_cost", "batch_1"),
+        poll(at(9, 10), 0.90, "call-aaa", "batch_1"),
+        poll(at(9, 20), 0.90, "call-bbb", "batch_1"),
+        poll(at(9, 25), 0.0, "call-ccc", "batch_1", status="failure"),
+        poll(at(9, 30), 0.40, "batch_2_batch_cost", "batch_2"),
+    ]
+    record = scan(build(any_url, [key()], rows), config, at(12))
+    assert record["rows"]["ignored_by_reason"] == {"failure": 1, "repeat job poll": 2}
+    assert record["rows"]["attributed"] == 2
+    assert windows_of(record) == [(iso(at(9)), iso(at(9, days=1)), pytest.approx(1.30), 2)]
+
+
+def test_polls_without_a_job_id_are_never_merged_on_a_guess(any_url, config):
+    # Same cost, different request ids, no session: nothing says they are one job, so both count (0.50 + 0.50).
+    rows = [poll(at(9), 0.50, "call-1", None), poll(at(10), 0.50, "call-2", None)]
+    record = scan(build(any_url, [key()], rows), config, at(12))
+    assert record["rows"]["ignored_by_reason"] == {}
+    assert windows_of(record) == [(iso(at(9)), iso(at(9, days=1)), pytest.approx(1.00), 2)]
