@@ -406,6 +406,123 @@ def _render_all_models(triples, resolver) -> None:
     out.print(f"{len(rows)} distinct logged models; {unresolved:,} rows unresolved or ambiguous")
 
 
+@app.command()
+@handles_errors
+def explain(
+    key: Annotated[Optional[str], typer.Argument(help="A key hash or alias.", show_default=False)] = None,
+    team: Annotated[Optional[str], typer.Option("--team", help="A team id or alias instead of a key.", show_default=False)] = None,
+    user: Annotated[Optional[str], typer.Option("--user", help="An internal user id, alias or email.", show_default=False)] = None,
+    end_user: Annotated[Optional[str], typer.Option("--end-user", help="An end user (customer) id or alias.", show_default=False)] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+    redis_url: RedisOption = None,
+    since: Annotated[Optional[str], typer.Option(help='Only spend logs with "startTime" at or after this.', show_default=False)] = None,
+    now: Annotated[Optional[str], typer.Option(help="Judge at this instant (default: now).", show_default=False)] = None,
+    timezone: Annotated[Optional[str], typer.Option(help="Zone LiteLLM aligns budget resets to.", show_default=False)] = None,
+) -> None:
+    """One entity's story: each budget entry's windows against the limit, its counters, and its scalar spend.
+
+    Names the request that crossed each limit and examples of those admitted after it.
+
+    Example:
+
+        auditor explain research-agent
+        auditor explain --team team-data --since 30d
+    """
+    from dataclasses import replace
+    from pathlib import Path
+
+    from auditor import queries
+    from auditor.capabilities import inspect_database
+    from auditor.clock import parse_instant, utc_now
+    from auditor.config import load_config, spend_log_retention
+    from auditor.db import connect
+    from auditor.errors import InputError, UnavailableError
+    from auditor.explain import explain as build_story, find_holder
+    from auditor.periods import zone
+    from auditor.redis_store import connect_redis, read_counters, redis_from
+    from auditor.scan import ScanOptions, load_catalogue
+
+    chosen = [(scope, value) for scope, value in (("key", key), ("team", team), ("user", user), ("end_user", end_user)) if value]
+    if len(chosen) != 1:
+        raise InputError("name one entity: a KEY (hash or alias), or --team, --user or --end-user")
+    (scope, wanted), = chosen
+    judged_at = parse_instant(now, utc_now(), "--now") if now else utc_now()
+    target = resolve_database(db)
+    config_path, _ = resolve_config(config, target)
+    loaded = load_config(Path(config_path)) if config_path else None
+    options = ScanOptions(
+        now=judged_at, since=parse_instant(since, judged_at, "--since") if since else None,
+        timezone=timezone or (loaded.timezone if loaded else None),
+        retention=spend_log_retention(loaded.data) if loaded else None,
+    )
+    zone(options.timezone)
+    redis_target = redis_from(redis_url)
+    client = connect_redis(redis_target) if redis_target is not None else None
+    with connect(target) as conn:
+        caps = inspect_database(conn)
+        if not caps.has_spend_logs:
+            raise UnavailableError(f"{target.masked} has no LiteLLM_SpendLogs table: point --db at LiteLLM's database")
+        key_rows = queries.keys(conn, caps)
+        catalogue = load_catalogue(conn, caps, loaded, key_rows)
+        holder = find_holder(queries.holders(conn, caps, key_rows), scope, wanted)
+        story = build_story(conn, caps, catalogue, options, key_rows, holder,
+                            redis_counters=(lambda: read_counters(client)) if client is not None else None)
+    if client is not None:
+        client.close()
+    _render_story(story)
+
+
+def _bar(spend: float, limit: float, width: int = 20) -> str:
+    """A compact bar: the limit is the full width; what went past it is marked beyond the edge."""
+    if limit <= 0:
+        return "▶" * min(width, 3) if spend > 0 else ""
+    filled = min(spend / limit, 1.0) * width
+    bar = "█" * int(filled) + ("▌" if filled - int(filled) >= 0.5 else "")
+    return bar.ljust(width) + ("│" + "▶" * min(10, max(1, int((spend / limit - 1) * width / 4))) if spend > limit else "│")
+
+
+def _render_story(story) -> None:
+    from auditor.budgets import BudgetEntry
+    from auditor.render import clean
+
+    budgets, holder = story.budgets, story.holder
+    name = clean(budgets.alias or budgets.entity_id)
+    out.print(f"[bold]{budgets.scope.replace('_', ' ')} {name}[/] ({clean(budgets.entity_id[:16])}…) — model_max_budget from {clean(budgets.source)}")
+    if not story.entries:
+        out.print("  no per-model budget")
+    for entry_story in story.entries:
+        entry = entry_story.entry
+        if not isinstance(entry, BudgetEntry):
+            out.print(f"  [bold red]{clean(entry_story.name)}[/]: ignored by LiteLLM: {clean(entry.reason)}")
+            continue
+        limit = entry.limit
+        cap = f"${limit:,.4f}" if limit is not None else "no cap"
+        out.print(f"  [bold]{clean(entry_story.name)}[/]: {cap} per {clean(entry.duration.raw)}"
+                  + ("" if entry.enforced else " (enforces nothing)") + f", {len(entry_story.windows)} windows")
+        for w in entry_story.windows:
+            over = entry.enforced and w.spend > limit
+            style = "red" if w.requests_after_limit else "yellow" if over else "green"
+            line = f"    {w.start:%Y-%m-%d %H:%M} → {w.end:%m-%d %H:%M}  ${w.spend:>9,.4f}"
+            if entry.enforced:
+                line += f"  [{style}]{_bar(w.spend, limit)}[/] {w.spend / limit:>5.0%}" if limit else f"  [{style}]{_bar(w.spend, 0)}[/]"
+            line += f"  {w.requests} req"
+            if w.crossed_by:
+                line += f"; crossed by {clean(w.crossed_by)} at {w.crossed_at:%m-%d %H:%M:%S}"
+            if w.requests_after_limit:
+                examples = ", ".join(clean(r) for r in w.leaked_examples)
+                line += f"; [red]{w.requests_after_limit} admitted after the limit (${w.spend_after_limit:,.4f})[/]" + (f", e.g. {examples}" if examples else "")
+            out.print(line)
+        for finding in entry_story.counters:
+            out.print(f"    counter: {clean(finding.message)}")
+    if holder.spend is not None:
+        out.print(f"  scalar spend: {clean(holder.spend_column)} = ${holder.spend:,.4f}"
+                  + (f", max_budget ${holder.max_budget:,.4f}" if holder.max_budget is not None else ", no max_budget")
+                  + (f", resets {holder.budget_duration} (next {holder.budget_reset_at:%Y-%m-%d %H:%M} UTC)" if holder.budget_duration and holder.budget_reset_at else ""))
+    for finding in story.other:
+        out.print(f"  [{'red' if finding.severity == 'error' else 'yellow' if finding.severity == 'warning' else 'cyan'}]{finding.kind}[/]: {clean(finding.message)}")
+
+
 @sample_app.command("load")
 @handles_errors
 def sample_load(

@@ -61,9 +61,14 @@ class SpendFilter:
     since: datetime | None = None
     until: datetime | None = None
     api_keys: tuple[str, ...] | None = None
+    entity: tuple[str, str | tuple[str, str]] | None = None  # (scope, id): one entity's rows, for explain
 
     def where(self) -> list[ColumnElement[bool]]:
         clauses: list[ColumnElement[bool]] = []
+        if self.entity is not None:
+            scope, entity_id = self.entity
+            values_ = (entity_id,) if isinstance(entity_id, str) else entity_id
+            clauses += [spend_logs.c[name] == value for name, value in zip(SCOPE_COLUMNS[scope], values_, strict=True)]
         if self.since is not None:
             clauses.append(spend_logs.c.startTime >= self.since)
         if self.until is not None:
@@ -189,6 +194,7 @@ def spend_groups(conn: Connection, caps: Capabilities, where: SpendFilter) -> li
 @dataclass(frozen=True, slots=True)
 class ChargeRow:
     entity_id: str
+    request_id: str
     api_key: str
     start_time: datetime
     end_time: datetime
@@ -229,6 +235,7 @@ def stream_charges(
     query = (
         select(
             *columns,
+            spend_logs.c.request_id,
             spend_logs.c.api_key,
             spend_logs.c.startTime,
             spend_logs.c.endTime,
@@ -244,7 +251,7 @@ def stream_charges(
     for r in result:
         entity = r[0] if len(columns) == 1 else team_member_entity_id(r[0], r[1])
         yield ChargeRow(
-            entity, r.api_key, _as_datetime(r.startTime), _as_datetime(r.endTime), float(r.spend or 0.0),
+            entity, r.request_id, r.api_key, _as_datetime(r.startTime), _as_datetime(r.endTime), float(r.spend or 0.0),
             r.model, r.model_group, r.model_id,
         )
 

@@ -34,6 +34,7 @@ class ScanOptions:
     since: datetime | None = None
     until: datetime | None = None
     keys: tuple[str, ...] = ()  # hashes or aliases
+    entity: tuple[str, str | tuple[str, str]] | None = None  # (scope, id): audit one entity alone (explain)
     model: str | None = None
     tolerance: float = 0.0001
     window_slack: timedelta = timedelta(seconds=1)
@@ -90,6 +91,36 @@ def team_entries(group: str, team: Mapping[str, BudgetEntry], key: Mapping[str, 
     return {name: entry for name, entry in team.items() if name not in candidates}
 
 
+class _Counted:
+    """Passes rows through, counting them, for the progress bar."""
+
+    def __init__(self, rows):
+        self.rows, self.seen = rows, 0
+
+    def __iter__(self):
+        for row in self.rows:
+            self.seen += 1
+            yield row
+
+
+def governed_charges(eb: EntityBudgets, charges, resolutions: Resolver, catalogue: Catalogue, keys_entries):
+    """Each charge of one entity with its model group and the budget entry LiteLLM charges it to; charges no
+    entry governs, or whose model cannot be placed, are passed over. Decided once per (group, key)."""
+    governing: dict[tuple[str, str], BudgetEntry | None] = {}
+    for charge in charges:
+        resolution = resolutions(charge.model, charge.model_group, charge.model_id)
+        if resolution.status != "resolved":
+            continue
+        group = resolution.group
+        memo = (group, charge.api_key if eb.scope == "team" else "")
+        if memo not in governing:
+            entries = team_entries(group, eb.entries, keys_entries.get(charge.api_key, {})) if eb.scope == "team" else eb.entries
+            governing[memo] = governing_entry(group, entries, catalogue.access_groups_of(group))
+        entry = governing[memo]
+        if entry is not None:
+            yield charge, group, entry
+
+
 def select_keys(key_rows: list[queries.KeyRow], wanted: tuple[str, ...]) -> tuple[str, ...] | None:
     """--key takes hashes or aliases; an unknown one is a usage error, not an empty scan."""
     if not wanted:
@@ -122,7 +153,7 @@ def run_scan(
 ) -> ScanResult:
     key_rows = queries.keys(conn, caps) if key_rows is None else key_rows
     selected = select_keys(key_rows, options.keys)
-    where = queries.SpendFilter(since=options.since, until=options.until, api_keys=selected)
+    where = queries.SpendFilter(since=options.since, until=options.until, api_keys=selected, entity=options.entity)
     resolutions = Resolver(catalogue)
 
     groups = queries.spend_groups(conn, caps, where)
@@ -138,6 +169,8 @@ def run_scan(
     holders = queries.holders(conn, caps, key_rows)
     if selected is not None:  # --key audits those keys alone: other scopes would see only part of their spend
         holders = [h for h in holders if h.scope == "key" and h.entity_id in selected]
+    if options.entity is not None:
+        holders = [h for h in holders if (h.scope, h.entity_id) == options.entity]
     budgets = {(b.scope, b.entity_id): b for b in map(entity_budgets, holders)}
     keys_entries = {b.entity_id: b.entries for b in budgets.values() if b.scope == "key"}
 
@@ -147,6 +180,8 @@ def run_scan(
     read_source = _read_source(counters)  # from every counter: auditing one key does not move where LiteLLM reads
     if selected is not None:
         counters = [c for c in counters if c.key.scope == "key" and c.key.entity_id in selected]
+    if options.entity is not None:
+        counters = [c for c in counters if (c.key.scope, c.key.entity_id) in budgets]
     counters_by_entity: dict[tuple[str, str], list[Counter]] = defaultdict(list)
     for counter in counters:
         counters_by_entity[(counter.key.scope, counter.key.entity_id)].append(counter)
@@ -162,21 +197,8 @@ def run_scan(
             eb = budgets[(scope, entity_id)]
             trackers = {name: WindowTracker(entry.duration, entry.limit) for name, entry in eb.entries.items()}
             closed: dict[str, list[Window]] = defaultdict(list)
-            governing: dict[tuple[str, str], BudgetEntry | None] = {}
-            seen = 0
-            for charge in charges:
-                seen += 1
-                resolution = resolutions(charge.model, charge.model_group, charge.model_id)
-                if resolution.status != "resolved":
-                    continue
-                group = resolution.group
-                memo = (group, charge.api_key if scope == "team" else "")
-                if memo not in governing:
-                    entries = team_entries(group, eb.entries, keys_entries.get(charge.api_key, {})) if scope == "team" else eb.entries
-                    governing[memo] = governing_entry(group, entries, catalogue.access_groups_of(group))
-                entry = governing[memo]
-                if entry is None:
-                    continue
+            counted = _Counted(charges)
+            for charge, group, entry in governed_charges(eb, counted, resolutions, catalogue, keys_entries):
                 groups_by_entry[(scope, entity_id, entry.name)].add(group)
                 done = trackers[entry.name].add(Charge(charge.start_time, charge.end_time, charge.spend))
                 if done is not None:
@@ -188,7 +210,7 @@ def run_scan(
                     closed[name].append(last)
                 windows[(scope, entity_id, name)] = closed[name]
             if progress is not None:
-                progress(seen)
+                progress(counted.seen)
 
     findings_scalar, scalar_notes = _scalar(conn, caps, holders, options)
 

@@ -70,7 +70,7 @@ def test_a_bad_database_url_is_a_usage_error():
     assert result.output.strip().splitlines() == ["auditor: unsupported database 'mysql': auditor reads PostgreSQL (LiteLLM's database) or SQLite"]
 
 
-@pytest.mark.parametrize("command", [["--help"], ["doctor", "--help"], ["scan", "--help"], ["sample", "load", "--help"], ["resolve", "--help"]])
+@pytest.mark.parametrize("command", [["--help"], ["doctor", "--help"], ["scan", "--help"], ["sample", "load", "--help"], ["resolve", "--help"], ["explain", "--help"]])
 def test_every_help_shows_a_ready_to_paste_example(command):
     result = runner.invoke(app, command)
     assert result.exit_code == 0

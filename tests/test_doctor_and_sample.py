@@ -157,3 +157,30 @@ def test_a_statement_timeout_names_the_option_to_raise(pg_sample):
     assert result.exit_code == 3
     assert result.output.strip().splitlines()[-1].startswith("auditor: a query on ")
     assert "raise --statement-timeout" in result.output
+
+
+EXPECTED = json.loads((sample_dir() / "expected.json").read_text())
+
+
+def test_explain_tells_one_keys_story_with_the_requests_that_leaked():
+    [research] = [k for k in EXPECTED["keys"] if k["key_alias"] == "research-agent"]
+    [entry] = research["entries"]
+    first = entry["over_budget_windows"][0]
+    result = runner.invoke(app, ["explain", "research-agent", "--now", "2026-11-22T00:00:00Z"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any(line.startswith("key research-agent (") for line in lines)
+    assert f"claude-opus-4-6: $1.0000 per 1d, {entry['windows']} windows" in result.output
+    [window_line] = [line for line in lines if line.strip().startswith(first["start"][:10] + " " + first["start"][11:16])]
+    assert f"{first['requests']} req" in window_line
+    assert f"{first['requests_after_limit']} admitted after the limit (${first['spend_after_limit']['usd']})" in window_line
+    assert "crossed by " in window_line
+
+
+def test_explain_needs_exactly_one_entity():
+    result = runner.invoke(app, ["explain", "research-agent", "--team", "team-data"])
+    assert result.exit_code == 2
+    assert "name one entity" in result.output
+    unknown = runner.invoke(app, ["explain", "--team", "no-such-team"])
+    assert unknown.exit_code == 2
+    assert "no team 'no-such-team' (by id or alias)" in unknown.output
