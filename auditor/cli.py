@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import os
+import sys
 from contextlib import contextmanager
 from enum import Enum
-import sys
-from collections.abc import Callable
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from auditor import __version__
+from auditor.cli_backfill import backfill_app, db_app
+from auditor.cli_common import (
+    ConfigOption,
+    DbOption,
+    RedisOption,
+    err,
+    handles_errors,
+    out,
+    resolve_config,
+    resolve_database,
+)
 from auditor.errors import AuditorError
 from auditor.exitcodes import ExitCode
 
@@ -35,74 +42,8 @@ app = typer.Typer(
 )
 sample_app = typer.Typer(help="The built-in sample deployment.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(sample_app, name="sample")
-
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-if not out.is_terminal and "COLUMNS" not in os.environ:
-    out.width = 160  # piped or mailed by cron: no terminal to fit, so do not squeeze tables into 80 columns
-
-DbOption = Annotated[
-    Optional[str],
-    typer.Option(
-        "--db",
-        help="Database URL (postgresql://… or sqlite:///…). Default: $AUDITOR_DATABASE_URL, else $DATABASE_URL, else the embedded sample.",
-        show_default=False,
-    ),
-]
-ConfigOption = Annotated[
-    Optional[str],
-    typer.Option("--config", help="LiteLLM proxy config.yaml. Default: $CONFIG_FILE_PATH or $LITELLM_CONFIG_PATH.", show_default=False),
-]
-RedisOption = Annotated[
-    Optional[str],
-    typer.Option("--redis", help="Redis URL. Default: $REDIS_URL, else $REDIS_HOST/$REDIS_PORT/$REDIS_PASSWORD.", show_default=False),
-]
-
-
-def fail(message: str, code: ExitCode) -> typer.Exit:
-    err.print(f"auditor: {escape(message)}")
-    return typer.Exit(int(code))
-
-
-def handles_errors(command: Callable) -> Callable:
-    """Typed errors become one line on stderr and their exit code; never a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except AuditorError as error:
-            raise fail(str(error), error.exit_code) from None
-
-    return wrapper
-
-
-def resolve_database(db: str | None):
-    """The database to read; the embedded sample (said on stderr) when none is configured."""
-    from auditor.db import database_from
-    from auditor.sample import embedded_target
-
-    target = database_from(db)
-    if target is None:
-        target = embedded_target()
-        err.print("auditor: no database configured (--db, AUDITOR_DATABASE_URL, DATABASE_URL): using the embedded sample deployment")
-    return target
-
-
-def resolve_config(config: str | None, target) -> tuple[str | None, str]:
-    """--config, else the environment, else the sample's own config when reading the embedded sample."""
-    from auditor.config import config_from_env
-    from auditor.db import EMBEDDED
-    from auditor.sample import sample_config_path
-
-    if config:
-        return config, "--config"
-    from_env = config_from_env(None)
-    if from_env:
-        return from_env, "environment"
-    if target.origin == EMBEDDED:
-        return str(sample_config_path()), "sample"
-    return None, "none"
+app.add_typer(backfill_app, name="backfill")
+app.add_typer(db_app, name="db")
 
 
 @app.command()
@@ -429,7 +370,6 @@ def explain(
         auditor explain research-agent
         auditor explain --team team-data --since 30d
     """
-    from dataclasses import replace
     from pathlib import Path
 
     from auditor import queries
