@@ -122,6 +122,11 @@ def connect(target: DatabaseTarget, *, read_only: bool = True, statement_timeout
                     if target.dialect == "postgresql":
                         if read_only:
                             conn.execute(text("SET TRANSACTION READ ONLY"))
+                        # streams are always read to the end: plan server-side cursors for total time, not first rows
+                        conn.execute(text("SET LOCAL cursor_tuple_fraction = 1.0"))
+                        # the charged-once EXISTS is costed per row though it runs only for job polls; that
+                        # estimate trips JIT, whose compile time (~0.3 s a query) dwarfs these plans
+                        conn.execute(text("SET LOCAL jit = off"))
                         if statement_timeout_s:
                             conn.execute(text(f"SET LOCAL statement_timeout = {max(1, round(statement_timeout_s * 1000))}"))
                     elif read_only:

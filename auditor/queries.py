@@ -247,7 +247,8 @@ def stream_charges(
         .where(*where.where(), matches, row_outcome(caps) == CHARGED)
         .order_by(*columns, spend_logs.c.endTime, spend_logs.c.startTime, spend_logs.c.request_id)
     )
-    result = conn.execution_options(yield_per=batch).execute(query)
+    # per statement: Connection.execution_options() would turn every later query into a server-side cursor
+    result = conn.execute(query.execution_options(yield_per=batch))
     for r in result:
         entity = r[0] if len(columns) == 1 else team_member_entity_id(r[0], r[1])
         yield ChargeRow(
@@ -421,13 +422,21 @@ def holders(conn: Connection, caps: Capabilities, key_rows: list[KeyRow]) -> lis
         m = team_membership
         total = m.c.total_spend if caps.has_column("LiteLLM_TeamMembership", "total_spend") else literal(None)
         for r in conn.execute(select(m.c.user_id, m.c.team_id, m.c.budget_id, m.c.spend, total.label("total_spend"))):
-            budget_id = r.budget_id or member_default.get(r.team_id)
-            b = budgets.get(budget_id) if budget_id else None
-            source = f"budget_id {budget_id}" if r.budget_id else f"team metadata team_member_budget_id {budget_id}"
-            found.append(Holder("team_member", (r.user_id, r.team_id), f"{r.user_id} in {r.team_id}",
-                                b.model_max_budget if b else None, source if b else "none", r.spend,
-                                b.max_budget if b else None, b.budget_duration if b else None,
-                                _as_datetime(b.budget_reset_at) if b else None, r.total_spend, "LiteLLM_TeamMembership.spend"))
+            own = budgets.get(r.budget_id) if r.budget_id else None
+            default_id = member_default.get(r.team_id)
+            # LiteLLM uses the membership's own budget for per-model caps only when it has some; else the team's
+            # default member budget (user_api_key_auth.py, team member model budget lookup). Scalar caps: its own.
+            if own is not None and isinstance(own.model_max_budget, dict) and own.model_max_budget:
+                mmb, source = own.model_max_budget, f"budget_id {r.budget_id}"
+            elif default_id and default_id in budgets:
+                mmb, source = budgets[default_id].model_max_budget, f"team metadata team_member_budget_id {default_id}"
+            else:
+                mmb, source = None, "none"
+            scalar = own if own is not None else budgets.get(default_id) if default_id else None
+            found.append(Holder("team_member", (r.user_id, r.team_id), f"{r.user_id} in {r.team_id}", mmb, source, r.spend,
+                                scalar.max_budget if scalar else None, scalar.budget_duration if scalar else None,
+                                _as_datetime(scalar.budget_reset_at) if scalar else None, r.total_spend,
+                                "LiteLLM_TeamMembership.spend"))
     return found
 
 
