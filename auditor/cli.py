@@ -14,6 +14,7 @@ from rich.table import Table
 
 from auditor import __version__
 from auditor.cli_backfill import backfill_app, db_app
+from auditor.cli_report import report_command
 from auditor.cli_common import (
     ConfigOption,
     DbOption,
@@ -44,6 +45,7 @@ sample_app = typer.Typer(help="The built-in sample deployment.", no_args_is_help
 app.add_typer(sample_app, name="sample")
 app.add_typer(backfill_app, name="backfill")
 app.add_typer(db_app, name="db")
+app.command("report")(report_command)
 
 
 @app.command()
