@@ -86,35 +86,21 @@ def scan_part(record: dict) -> dict:
 
 
 def coverage(scan: dict, resolutions: list[dict]) -> dict:
-    """Charged rows (and spend) by how the resolver placed their model.
-
-    With `resolutions` (one dict per distinct charged (model, model_group, model_id) triple: status, group,
-    rule, rows, spend) the breakdown is per resolver rule. Until the scan fills them, it is computed from
-    `rows` and the unresolved_model / ambiguous_model findings: resolved rows are one bucket of unknown spend.
-    """
+    """Charged rows (and spend) by how the resolver placed their model: one bucket per rule, and the
+    unresolved / ambiguous models by name. `resolutions` is the scan's, one dict per distinct triple."""
     unplaced = [
-        {"status": "ambiguous" if f["kind"] == AMBIGUOUS_MODEL else "unresolved", "model": f["model"],
-         "model_group": f["model_group"], "rows": f.get("requests") or 0, "spend": f["logged_spend"] or 0.0}
-        for f in scan["findings"] if f["kind"] in (UNRESOLVED_MODEL, AMBIGUOUS_MODEL)
+        {"status": r["status"], "model": r["model"], "model_group": r["model_group"], "rows": r["rows"], "spend": r["spend"]}
+        for r in resolutions if r["status"] != "resolved"
     ]
     unplaced.sort(key=lambda m: (-m["spend"], -m["rows"], m["model"] or ""))
     rows = scan["rows"]
-    if resolutions:
-        buckets: dict[tuple[str, str | None], list] = defaultdict(lambda: [0, 0.0])
-        for r in resolutions:
-            rule = r.get("rule") if r["status"] != "unresolved" else None
-            buckets[(r["status"], rule)][0] += int(r["rows"])
-            buckets[(r["status"], rule)][1] += float(r["spend"])
-        by = [{"status": s, "rule": rule, "rows": n, "spend": round(spend, 6)} for (s, rule), (n, spend) in buckets.items()]
-        basis = "resolutions"
-    else:
-        by = [{"status": "resolved", "rule": None, "rows": rows["attributed"], "spend": None}]
-        for status in ("unresolved", "ambiguous"):
-            mine = [m for m in unplaced if m["status"] == status]
-            if mine or status == "unresolved":
-                by.append({"status": status, "rule": None, "rows": sum(m["rows"] for m in mine),
-                           "spend": round(math.fsum(m["spend"] for m in mine), 6)})
-        basis = "findings"
+    buckets: dict[tuple[str, str | None], list] = defaultdict(lambda: [0, 0.0])
+    for r in resolutions:
+        rule = r.get("rule") if r["status"] != "unresolved" else None
+        buckets[(r["status"], rule)][0] += int(r["rows"])
+        buckets[(r["status"], rule)][1] += float(r["spend"])
+    by = [{"status": s, "rule": rule, "rows": n, "spend": round(spend, 6)} for (s, rule), (n, spend) in buckets.items()]
+    basis = "resolutions"
     order = {"resolved": 0, "ambiguous": 1, "unresolved": 2}
     by.sort(key=lambda b: (order[b["status"]], -b["rows"], b["rule"] or ""))
     spends = [b["spend"] for b in by]

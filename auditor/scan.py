@@ -243,7 +243,27 @@ def run_scan(
         spend=spend,
         findings=findings,
         notes=notes,
+        resolutions=_resolution_records(groups, resolutions),
     )
+
+
+def _resolution_records(groups: list[queries.SpendGroup], resolutions: Resolver) -> list[dict]:
+    """Charged rows and spend per distinct logged model triple, with how the resolver placed it (coverage)."""
+    totals: dict[tuple[str, str, str], list] = defaultdict(lambda: [0, 0.0])
+    for group in groups:
+        if group.outcome == queries.CHARGED:
+            bucket = totals[(group.model, group.model_group, group.model_id)]
+            bucket[0] += group.requests
+            bucket[1] += group.spend
+    records = []
+    for (model, model_group, model_id), (rows, spend) in sorted(totals.items()):
+        resolution = resolutions(model, model_group, model_id)
+        records.append({
+            "model": model or None, "model_group": model_group or None, "model_id": model_id or None,
+            "status": resolution.status, "group": resolution.group, "rule": resolution.rule,
+            "decided_by": resolution.decided_by, "candidates": list(resolution.candidates), "rows": rows, "spend": spend,
+        })
+    return records
 
 
 def _scalar(conn: Connection, caps: Capabilities, holders: list[queries.Holder], options: ScanOptions):

@@ -154,14 +154,20 @@ def test_the_json_is_the_scan_contract_with_the_run_in_front(sample_run):
     assert run["options"]["fail_on"] == "error" and run["options"]["formats"] == ["json", "md", "html"]
     assert re.fullmatch(r"[0-9a-f-]{36}", run["id"]) and run["duration_s"] > 0
     assert record["changes"] is None  # run history will fill it
-    # coverage from rows and the unresolved_model findings until the scan records its resolutions
+    # coverage per resolver rule, checked against the sample's own rows
     rows = research_agent()["reference"]["scan_rows"]
+    logs = json.loads((REPO / "sample_data" / "litellm_tables.json").read_text())["LiteLLM_SpendLogs"]
+    charged = [r for r in logs if r.get("status") != "failure" and r.get("api_key")]
     cov = record["coverage"]
-    assert (cov["basis"], cov["charged_rows"], cov["charged_spend"]) == ("findings", rows["attributed"] + rows["unresolved"], None)
-    assert cov["by_provenance"] == [
-        {"status": "resolved", "rule": None, "rows": rows["attributed"], "spend": None},
-        {"status": "unresolved", "rule": None, "rows": rows["unresolved"], "spend": 0.0},  # ollama costs nothing
-    ]
+    assert (cov["basis"], cov["charged_rows"]) == ("resolutions", rows["attributed"] + rows["unresolved"])
+    assert cov["charged_spend"] == pytest.approx(math.fsum(r["spend"] for r in charged), abs=1e-6)
+    by = {(b["status"], b["rule"]): b["rows"] for b in cov["by_provenance"]}
+    assert sum(by.values()) == len(charged)
+    assert by[("unresolved", None)] == rows["unresolved"]
+    # rows without model_group but with a known deployment id are placed by model_id
+    assert by[("resolved", "model_id")] == sum(
+        1 for r in charged if not r.get("model_group") and r.get("model_id")
+    )
     assert sorted(m["model"] for m in cov["unplaced_models"]) == ["llama3.1:8b", "ollama/llama3.1:8b"]
     assert sum(m["rows"] for m in cov["unplaced_models"]) == rows["unresolved"]
 
