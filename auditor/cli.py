@@ -133,6 +133,7 @@ def scan(
     fail_on: Annotated[FailOn, typer.Option(help="Exit 1 when a finding of this severity or worse is found.")] = FailOn.error,
     statement_timeout: Annotated[Optional[float], typer.Option(help="PostgreSQL statement_timeout for the scan's queries, in seconds.", show_default=False)] = None,
     timezone: Annotated[Optional[str], typer.Option(help="Zone LiteLLM aligns budget resets to. Default: litellm_settings.timezone, else UTC.", show_default=False)] = None,
+    use_rollups: Annotated[bool, typer.Option("--use-rollups", help="Add per-day history from LiteLLM_DailyUserSpend for days the ledger no longer holds (JSON: rollup_history).")] = False,
 ) -> None:
     """How much leaked past each per-model budget, and are the counters right now.
 
@@ -182,6 +183,7 @@ def scan(
         options,
         timezone=timezone or (loaded.timezone if loaded else None),
         retention=spend_log_retention(loaded.data) if loaded else None,
+        use_rollups=use_rollups,
     )
     zone(options.timezone)  # an unknown zone is a usage error before anything connects
     redis_target = redis_from(redis_url)

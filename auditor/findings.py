@@ -92,6 +92,7 @@ class ScanResult:
     findings: list[Finding]
     notes: list[str] = field(default_factory=list)
     resolutions: list[dict] = field(default_factory=list)
+    rollup_history: list[dict] | None = None  # --use-rollups: per-day spend the ledger no longer holds
 
     def worst(self) -> str | None:
         return max((f.severity for f in self.findings), key=SEVERITY_RANK.__getitem__, default=None)
@@ -113,6 +114,7 @@ class ScanResult:
             "notes": list(self.notes),
             "spend": [_record(asdict(s)) for s in self.spend],
             "findings": [_record(asdict(f)) for f in sorted(self.findings, key=lambda f: f.sort_key)],
+            **({"rollup_history": self.rollup_history} if self.rollup_history is not None else {}),
         }
 
 

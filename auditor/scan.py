@@ -41,6 +41,7 @@ class ScanOptions:
     settle: timedelta = timedelta(seconds=120)
     timezone: str | None = None  # where LiteLLM aligns scalar budget resets (litellm_settings.timezone)
     retention: str | bool | None = None  # how LiteLLM trims old spend logs (config.spend_log_retention)
+    use_rollups: bool = False  # fill per-day history before the ledger from LiteLLM_DailyUserSpend
 
 
 SCOPES = ("key", "team", "user", "end_user", "team_member")
@@ -227,7 +228,8 @@ def run_scan(
     findings += reconcile.model_spend_findings(key_rows, groups, resolutions, options, selected)
     findings += findings_scalar
     notes += scalar_notes
-    rollup_found, rollup_notes = _rollups(conn, caps, key_rows, options, selected)
+    rollup_history: list[dict] = []
+    rollup_found, rollup_notes = _rollups(conn, caps, key_rows, options, selected, rollup_history)
     findings += rollup_found
     notes += rollup_notes
     spend = reconcile.window_spend(budgets, windows, groups_by_entry)
@@ -244,6 +246,7 @@ def run_scan(
         findings=findings,
         notes=notes,
         resolutions=_resolution_records(groups, resolutions),
+        rollup_history=rollup_history if options.use_rollups else None,
     )
 
 
@@ -303,7 +306,7 @@ def _scalar(conn: Connection, caps: Capabilities, holders: list[queries.Holder],
     return findings, notes
 
 
-def _rollups(conn: Connection, caps: Capabilities, key_rows, options: ScanOptions, selected) -> tuple[list, list[str]]:
+def _rollups(conn: Connection, caps: Capabilities, key_rows, options: ScanOptions, selected, history_out: list[dict]) -> tuple[list, list[str]]:
     """Daily rollups against the ledger, only on whole days the ledger fully covers."""
     if not caps.has_table("LiteLLM_DailyUserSpend"):
         return [], []
@@ -318,12 +321,26 @@ def _rollups(conn: Connection, caps: Capabilities, key_rows, options: ScanOption
         first = complete_since.date() + timedelta(days=0 if complete_since.time() == datetime.min.time() else 1)
     last = (options.now - options.settle).date() - timedelta(days=1)  # today's rollup is still being written
     if options.until is not None:
-        last = min(last, (options.until - timedelta(microseconds=1)).date() - timedelta(days=1))
+        last = min(last, options.until.date() - timedelta(days=1))  # days before --until's are whole
     notes = []
     if first_rollup < first.isoformat():
         notes.append(
             f"daily rollups before {first.isoformat()} are not compared: the ledger (LiteLLM_SpendLogs) does not fully cover them"
         )
+        if options.use_rollups:
+            before = (first - timedelta(days=1)).isoformat()
+            history = queries.rollup_days(conn, caps, first_rollup, before)
+            history_out.extend(
+                {"date": day, "api_key": api_key, "model": model, "custom_llm_provider": provider or None,
+                 "spend": totals.spend, "requests": totals.requests, "source": "LiteLLM_DailyUserSpend"}
+                for (day, api_key, model, provider), totals in sorted(history.items())
+                if selected is None or api_key in selected
+            )
+            notes.append(
+                f"per-day history {first_rollup} .. {before} comes from LiteLLM_DailyUserSpend (--use-rollups): "
+                "no per-request order, so no windows, leaks or counters there, and model groups that share a "
+                "deployment are merged (LiteLLM issue #36172)"
+            )
     if first > last:
         return [], notes
     ledger = queries.ledger_days(conn, caps, first.isoformat(), last.isoformat())

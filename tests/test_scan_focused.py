@@ -528,3 +528,58 @@ def test_polls_without_a_job_id_are_never_merged_on_a_guess(any_url, config):
     record = scan(build(any_url, [key()], rows), config, at(12))
     assert record["rows"]["ignored_by_reason"] == {}
     assert windows_of(record) == [(iso(at(9)), iso(at(9, days=1)), pytest.approx(1.00), 2)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Daily rollups
+
+
+def rollup(day: str, spend: float, requests: int, key_: str = A, model: str = "azure/prod-gpt4o") -> dict:
+    """One LiteLLM_DailyUserSpend row, as LiteLLM aggregates a user's requests per day, key and deployment."""
+    return {"id": f"roll-{next(_ids)}", "user_id": "u-1", "date": day, "api_key": key_, "model": model,
+            "model_group": "gpt-4o", "custom_llm_provider": "azure", "spend": spend, "api_requests": requests,
+            "successful_requests": requests, "failed_requests": 0, "updated_at": datetime.fromisoformat(day)}
+
+
+def test_use_rollups_adds_the_days_the_ledger_no_longer_holds(any_url, config):
+    from auditor.schema import daily_user_spend
+
+    # The ledger starts on 2026-03-02 (09:00, $0.20 by user u-1); rollups reach back two more days, as they
+    # do after LiteLLM's spend-log retention deleted those rows. 03-02 matches the ledger, so it is no drift.
+    rows = [charge(at(9), 0.20)]
+    rows[0]["user"] = "u-1"
+    rows[0]["custom_llm_provider"] = "azure"
+    url = build(any_url, [key()], rows)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(daily_user_spend.insert(), [
+            rollup("2026-02-28", 1.25, 5), rollup("2026-03-01", 0.75, 3), rollup("2026-03-02", 0.20, 1),
+        ])
+    engine.dispose()
+    plain = scan(url, config, at(12, days=2))
+    assert "rollup_history" not in plain
+    assert kinds(plain, "rollup_drift") == []
+    record = scan(url, config, at(12, days=2), "--use-rollups")
+    assert [(h["date"], h["spend"], h["requests"], h["source"]) for h in record["rollup_history"]] == [
+        ("2026-02-28", 1.25, 5, "LiteLLM_DailyUserSpend"),
+        ("2026-03-01", 0.75, 3, "LiteLLM_DailyUserSpend"),
+    ]
+    assert any("comes from LiteLLM_DailyUserSpend" in note and "#36172" in note for note in record["notes"])
+
+
+def test_a_rollup_that_disagrees_with_a_whole_ledger_day_is_drift(any_url, config):
+    from auditor.schema import daily_user_spend
+
+    # 03-02: ledger 0.20 + 0.30 = 0.50 in 2 requests; the rollup says 0.20 in 1 (a lost flush).
+    rows = [charge(at(9), 0.20), charge(at(10), 0.30)]
+    for row in rows:
+        row.update(user="u-1", custom_llm_provider="azure")
+    url = build(any_url, [key(limit=5.0)], rows)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(daily_user_spend.insert(), [rollup("2026-03-02", 0.20, 1)])
+    engine.dispose()
+    [drift] = kinds(scan(url, config, at(12, days=2)), "rollup_drift")
+    assert (drift["logged_spend"], drift["cached_spend"], drift["requests"], drift["cached_requests"]) == (
+        pytest.approx(0.50), 0.20, 2, 1)
+    assert drift["window_start"] == iso(T0) and drift["counter_source"] == "daily_user_spend"
