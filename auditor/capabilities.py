@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, inspect, text
 
-from auditor.schema import TABLES
+from auditor.schema import DAILY_ROLLUPS, TABLES
 
 # (table, column or None for the table itself, first LiteLLM version that has it)
 VERSION_MARKERS: tuple[tuple[str, str | None, str], ...] = (
@@ -57,7 +57,7 @@ class Capabilities:
 
     @property
     def missing_tables(self) -> tuple[str, ...]:
-        return tuple(name for name in TABLES if name not in self.columns)
+        return tuple(name for name in TABLES if name not in self.columns)  # the tables auditor defines
 
     def version_range(self) -> tuple[str | None, str | None]:
         """(at least, below) LiteLLM version suggested by which markers are present."""
@@ -88,7 +88,7 @@ def inspect_database(conn: Connection) -> Capabilities:
     present = set(inspector.get_table_names())
     columns: dict[str, frozenset[str]] = {}
     indexes: dict[str, tuple[tuple[str, ...], ...]] = {}
-    for name in TABLES:
+    for name in [*TABLES, *(t for t in DAILY_ROLLUPS if t not in TABLES)]:
         if name not in present:
             continue
         columns[name] = frozenset(col["name"] for col in inspector.get_columns(name))

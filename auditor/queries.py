@@ -495,24 +495,25 @@ def _day_of(conn: Connection, column) -> ColumnElement[str]:
     return func.substr(column, 1, 10)
 
 
-def ledger_days(conn: Connection, caps: Capabilities, first_day: str, last_day: str) -> dict[RollupKey, DayTotals]:
-    """The ledger grouped like LiteLLM_DailyUserSpend: rows with a user, per UTC day, key, model and provider."""
+def ledger_days(conn: Connection, caps: Capabilities, by: str, first_day: str, last_day: str) -> dict[RollupKey, DayTotals]:
+    """The ledger grouped like a Daily*Spend table: rows with its entity (`by`: "user", team_id, end_user),
+    per UTC day, key, model and provider; spend and counts over every row, failures included, as LiteLLM adds them."""
     day = _day_of(conn, spend_logs.c.startTime)
     provider = func.coalesce(spend_logs.c.custom_llm_provider, "") if caps.has_column("LiteLLM_SpendLogs", "custom_llm_provider") else literal("", String)
     failed = row_outcome(caps) == IGNORED_FAILURE
     query = (
         select(day, spend_logs.c.api_key, spend_logs.c.model, provider, func.coalesce(func.sum(spend_logs.c.spend), 0.0),
                func.count(), func.sum(case((failed, 0), else_=1)), func.sum(case((failed, 1), else_=0)))
-        .where(func.coalesce(spend_logs.c.user, "") != "", spend_logs.c.startTime >= datetime.fromisoformat(first_day),
+        .where(func.coalesce(spend_logs.c[by], "") != "", spend_logs.c.startTime >= datetime.fromisoformat(first_day),
                spend_logs.c.startTime < datetime.fromisoformat(last_day) + timedelta(days=1))
         .group_by(day, spend_logs.c.api_key, spend_logs.c.model, provider)
     )
     return {(r[0], r[1], r[2] or "", r[3] or ""): DayTotals(float(r[4]), int(r[5]), int(r[6]), int(r[7])) for r in conn.execute(query)}
 
 
-def rollup_days(conn: Connection, caps: Capabilities, first_day: str, last_day: str) -> dict[RollupKey, DayTotals]:
-    """LiteLLM_DailyUserSpend summed over users, tools and endpoints to the ledger's grain."""
-    t = daily_user_spend
+def rollup_days(conn: Connection, table, first_day: str, last_day: str) -> dict[RollupKey, DayTotals]:
+    """A Daily*Spend table summed over its entities, tools and endpoints to the ledger's grain."""
+    t = table
     provider = func.coalesce(t.c.custom_llm_provider, "")
     model = func.coalesce(t.c.model, "")
     query = (
@@ -524,7 +525,6 @@ def rollup_days(conn: Connection, caps: Capabilities, first_day: str, last_day: 
     return {(r[0], r[1], r[2], r[3]): DayTotals(float(r[4] or 0.0), int(r[5] or 0), int(r[6] or 0), int(r[7] or 0)) for r in conn.execute(query)}
 
 
-def rollup_date_range(conn: Connection) -> tuple[str | None, str | None]:
-    t = daily_user_spend
-    row = conn.execute(select(func.min(t.c.date), func.max(t.c.date))).one()
+def rollup_date_range(conn: Connection, table) -> tuple[str | None, str | None]:
+    row = conn.execute(select(func.min(table.c.date), func.max(table.c.date))).one()
     return row[0], row[1]

@@ -386,7 +386,14 @@ def scalar_findings(holders, period_sums, lifetime_sums, starts, options) -> lis
     return findings
 
 
-def rollup_findings(ledger_days, rollup_days, aliases: Mapping[str, str | None], options) -> list[Finding]:
+ROLLUP_SOURCES = {
+    "LiteLLM_DailyUserSpend": "daily_user_spend",
+    "LiteLLM_DailyTeamSpend": "daily_team_spend",
+    "LiteLLM_DailyEndUserSpend": "daily_end_user_spend",
+}
+
+
+def rollup_findings(table: str, ledger_days, rollup_days, aliases: Mapping[str, str | None], options) -> list[Finding]:
     """LiteLLM_DailyUserSpend against the ledger per (day, key, model, provider): spend and request counts.
 
     Daily rollups merge model groups that share a deployment (issue #36172), so they are compared at
@@ -408,9 +415,9 @@ def rollup_findings(ledger_days, rollup_days, aliases: Mapping[str, str | None],
             kind=ROLLUP_DRIFT, severity=WARNING, scope=KEY, entity_id=api_key or None, entity_alias=aliases.get(api_key),
             model=model, window_start=start, window_end=start + timedelta(days=1), logged_spend=logged_spend,
             cached_spend=cached_spend, requests=logged_requests, cached_requests=cached_requests,
-            counter_source="daily_user_spend", counter_key=f"{day} {model} {provider}".strip(),
+            counter_source=ROLLUP_SOURCES[table], counter_key=f"{day} {model} {provider}".strip(),
             message=(
-                f"LiteLLM_DailyUserSpend for {day} {model} ({provider or 'no provider'}) has {_money(cached_spend)} in "
+                f"{table} for {day} {model} ({provider or 'no provider'}) has {_money(cached_spend)} in "
                 f"{cached_requests} requests; the ledger has {_money(logged_spend)} in {logged_requests}"
             ),
         ))

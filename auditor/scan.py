@@ -307,11 +307,11 @@ def _scalar(conn: Connection, caps: Capabilities, holders: list[queries.Holder],
 
 
 def _rollups(conn: Connection, caps: Capabilities, key_rows, options: ScanOptions, selected, history_out: list[dict]) -> tuple[list, list[str]]:
-    """Daily rollups against the ledger, only on whole days the ledger fully covers."""
-    if not caps.has_table("LiteLLM_DailyUserSpend"):
-        return [], []
-    first_rollup, last_rollup = queries.rollup_date_range(conn)
-    if first_rollup is None:
+    """Daily rollups (per user, team, end user) against the ledger, only on whole days the ledger fully covers."""
+    from auditor.schema import DAILY_ROLLUPS
+
+    present = [(name, table, by) for name, (table, by) in DAILY_ROLLUPS.items() if caps.has_table(name)]
+    if not present:
         return [], []
     complete_since = _ledger_complete_since(conn, options)
     if complete_since is None:  # nothing trimmed: the ledger starts with the deployment, its first day is whole
@@ -322,34 +322,36 @@ def _rollups(conn: Connection, caps: Capabilities, key_rows, options: ScanOption
     last = (options.now - options.settle).date() - timedelta(days=1)  # today's rollup is still being written
     if options.until is not None:
         last = min(last, options.until.date() - timedelta(days=1))  # days before --until's are whole
-    notes = []
-    if first_rollup < first.isoformat():
-        notes.append(
-            f"daily rollups before {first.isoformat()} are not compared: the ledger (LiteLLM_SpendLogs) does not fully cover them"
-        )
-        if options.use_rollups:
-            before = (first - timedelta(days=1)).isoformat()
-            history = queries.rollup_days(conn, caps, first_rollup, before)
-            history_out.extend(
-                {"date": day, "api_key": api_key, "model": model, "custom_llm_provider": provider or None,
-                 "spend": totals.spend, "requests": totals.requests, "source": "LiteLLM_DailyUserSpend"}
-                for (day, api_key, model, provider), totals in sorted(history.items())
-                if selected is None or api_key in selected
-            )
-            notes.append(
-                f"per-day history {first_rollup} .. {before} comes from LiteLLM_DailyUserSpend (--use-rollups): "
-                "no per-request order, so no windows, leaks or counters there, and model groups that share a "
-                "deployment are merged (LiteLLM issue #36172)"
-            )
-    if first > last:
-        return [], notes
-    ledger = queries.ledger_days(conn, caps, first.isoformat(), last.isoformat())
-    rollups = queries.rollup_days(conn, caps, first.isoformat(), last.isoformat())
-    if selected is not None:
-        ledger = {k: v for k, v in ledger.items() if k[1] in selected}
-        rollups = {k: v for k, v in rollups.items() if k[1] in selected}
     aliases = {row.token: row.key_alias for row in key_rows}
-    return reconcile.rollup_findings(ledger, rollups, aliases, options), notes
+    findings, notes = [], []
+    for name, table, by in present:
+        first_rollup, _ = queries.rollup_date_range(conn, table)
+        if first_rollup is None:
+            continue
+        if first_rollup < first.isoformat():
+            notes.append(f"{name} before {first.isoformat()} is not compared: the ledger does not fully cover those days")
+            if options.use_rollups and name == "LiteLLM_DailyUserSpend":
+                before = (first - timedelta(days=1)).isoformat()
+                history_out.extend(
+                    {"date": day, "api_key": api_key, "model": model, "custom_llm_provider": provider or None,
+                     "spend": totals.spend, "requests": totals.requests, "source": name}
+                    for (day, api_key, model, provider), totals in sorted(queries.rollup_days(conn, table, first_rollup, before).items())
+                    if selected is None or api_key in selected
+                )
+                notes.append(
+                    f"per-day history {first_rollup} .. {before} comes from {name} (--use-rollups): no per-request "
+                    "order, so no windows, leaks or counters there, and model groups that share a deployment are "
+                    "merged (LiteLLM issue #36172)"
+                )
+        if first > last:
+            continue
+        ledger = queries.ledger_days(conn, caps, by, first.isoformat(), last.isoformat())
+        rollups = queries.rollup_days(conn, table, first.isoformat(), last.isoformat())
+        if selected is not None:
+            ledger = {k: v for k, v in ledger.items() if k[1] in selected}
+            rollups = {k: v for k, v in rollups.items() if k[1] in selected}
+        findings += reconcile.rollup_findings(name, ledger, rollups, aliases, options)
+    return findings, notes
 
 
 def _ledger_complete_since(conn: Connection, options: ScanOptions) -> datetime | None:

@@ -363,3 +363,37 @@ Index("LiteLLM_SpendLogs_api_key_startTime_idx", spend_logs.c.api_key, spend_log
 HEAVY_SPEND_LOG_COLUMNS = frozenset({"metadata", "messages", "response", "proxy_server_request"})
 
 TABLES = {table.name: table for table in metadata.sorted_tables}
+
+
+# Daily rollups per team and per end user: the same shape as LiteLLM_DailyUserSpend, keyed on team_id /
+# end_user_id (litellm/proxy/schema.prisma, 1.110.2). They are not in the DDL fixture, so they live in their
+# own MetaData: never created by `sample load`, only read when capabilities say they exist. Read columns only.
+rollup_metadata = MetaData()
+
+
+def _daily_rollup(name: str, entity: str) -> Table:
+    return Table(
+        name,
+        rollup_metadata,
+        Column("id", Text, primary_key=True),
+        Column(entity, Text, nullable=True),
+        Column("date", Text, nullable=False),
+        Column("api_key", Text, nullable=False),
+        Column("model", Text, nullable=True),
+        Column("custom_llm_provider", Text, nullable=True),
+        Column("spend", Float, nullable=False),
+        Column("api_requests", BigInteger, nullable=False),
+        Column("successful_requests", BigInteger, nullable=False),
+        Column("failed_requests", BigInteger, nullable=False),
+    )
+
+
+daily_team_spend = _daily_rollup("LiteLLM_DailyTeamSpend", "team_id")
+daily_end_user_spend = _daily_rollup("LiteLLM_DailyEndUserSpend", "end_user_id")
+
+# rollup table -> the LiteLLM_SpendLogs column whose rows it aggregates
+DAILY_ROLLUPS = {
+    "LiteLLM_DailyUserSpend": (daily_user_spend, "user"),
+    "LiteLLM_DailyTeamSpend": (daily_team_spend, "team_id"),
+    "LiteLLM_DailyEndUserSpend": (daily_end_user_spend, "end_user"),
+}

@@ -583,3 +583,27 @@ def test_a_rollup_that_disagrees_with_a_whole_ledger_day_is_drift(any_url, confi
     assert (drift["logged_spend"], drift["cached_spend"], drift["requests"], drift["cached_requests"]) == (
         pytest.approx(0.50), 0.20, 2, 1)
     assert drift["window_start"] == iso(T0) and drift["counter_source"] == "daily_user_spend"
+
+
+def test_team_rollups_are_compared_when_the_table_exists(any_url, config):
+    from auditor.schema import daily_team_spend, rollup_metadata
+
+    # Team t-1's requests on 03-02: 0.20 + 0.30 = 0.50 in 2; LiteLLM_DailyTeamSpend holds 0.50 in 2 for the key's
+    # deployment (no drift), and 0.10 in 1 for a deployment the ledger never saw that day (drift: ledger 0 in 0).
+    rows = [charge(at(9), 0.20), charge(at(10), 0.30)]
+    for row in rows:
+        row.update(team_id="t-1", custom_llm_provider="azure")
+    url = build(any_url, [key(limit=5.0)], rows)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        rollup_metadata.create_all(conn)
+        base = {"team_id": "t-1", "date": "2026-03-02", "api_key": A, "custom_llm_provider": "azure", "successful_requests": 0, "failed_requests": 0}
+        conn.execute(daily_team_spend.insert(), [
+            {**base, "id": "t1", "model": "azure/prod-gpt4o", "spend": 0.50, "api_requests": 2},
+            {**base, "id": "t2", "model": "azure/other", "spend": 0.10, "api_requests": 1},
+        ])
+    engine.dispose()
+    [drift] = kinds(scan(url, config, at(12, days=2)), "rollup_drift")
+    assert (drift["counter_source"], drift["model"], drift["cached_spend"], drift["logged_spend"]) == (
+        "daily_team_spend", "azure/other", 0.10, 0.0)
+    assert drift["message"].startswith("LiteLLM_DailyTeamSpend for 2026-03-02")
