@@ -14,7 +14,7 @@ from rich.table import Table
 
 from auditor import __version__
 from auditor.cli_backfill import backfill_app, db_app
-from auditor.cli_report import report_command
+from auditor.cli_report import history_command, report_command
 from auditor.cli_common import (
     ConfigOption,
     DbOption,
@@ -46,6 +46,7 @@ app.add_typer(sample_app, name="sample")
 app.add_typer(backfill_app, name="backfill")
 app.add_typer(db_app, name="db")
 app.command("report")(report_command)
+app.command("history")(history_command)
 
 
 @app.command()

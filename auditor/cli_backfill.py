@@ -33,7 +33,7 @@ backfill_app = typer.Typer(
     ),
     rich_markup_mode=None,
 )
-db_app = typer.Typer(help="auditor's own tables (the backfill journal).", no_args_is_help=True, rich_markup_mode=None)
+db_app = typer.Typer(help="auditor's own tables (the backfill journal and the report history).", no_args_is_help=True, rich_markup_mode=None)
 
 class PlanFormat(str, Enum):
     table = "table"
@@ -356,7 +356,7 @@ def undo(
 @db_app.command("upgrade")
 @handles_errors
 def db_upgrade(db: DbOption = None) -> None:
-    """Create or upgrade auditor's own tables (the backfill journal) with its Alembic migrations.
+    """Create or upgrade auditor's own tables (the backfill journal, the report history) with its Alembic migrations.
 
     PostgreSQL: inside the schema `auditor` (created when absent; or create it yourself and grant
     CREATE on it), never among LiteLLM's tables. SQLite: tables prefixed `auditor_`.

@@ -7,16 +7,44 @@ errors and database/config resolution come from auditor/cli_common.py; the scan 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
-import uuid
 from enum import Enum
 from typing import Annotated, Optional
 
 import typer
 
-from auditor.cli_common import ConfigOption, DbOption, RedisOption, handles_errors, resolve_config, resolve_database
+from auditor.cli_common import (
+    ConfigOption,
+    DbOption,
+    RedisOption,
+    err,
+    handles_errors,
+    out,
+    resolve_config,
+    resolve_database,
+)
 from auditor.exitcodes import ExitCode
+
+PAUSE_HOOK_ENV = "AUDITOR_TEST_PAUSE_AFTER_LOCK"  # seconds to pause once the run holds the lock (lock tests)
+
+HistoryDbOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--history-db",
+        help="Where auditor records report runs (its own tables only). Default: the report's database; for the embedded sample a SQLite file in the cache.",
+        show_default=False,
+    ),
+]
+
+
+def _pause_hook() -> None:
+    seconds = os.environ.get(PAUSE_HOOK_ENV)
+    if seconds:
+        sys.stderr.write("auditor: test hook: paused after taking the run lock\n")
+        sys.stderr.flush()
+        time.sleep(float(seconds))
 
 
 class FailOn(str, Enum):  # the same values as scan's (auditor/cli.py), which cli_common does not hold yet
@@ -54,37 +82,86 @@ def report(
     fail_on: Annotated[FailOn, typer.Option(help="Exit 1 (and, with --quiet, print the summary) when a finding of this severity or worse is found.")] = FailOn.error,
     statement_timeout: Annotated[Optional[float], typer.Option(help="PostgreSQL statement_timeout for the scan's queries, in seconds.", show_default=False)] = None,
     timezone: Annotated[Optional[str], typer.Option(help="Zone LiteLLM aligns budget resets to. Default: litellm_settings.timezone, else UTC.", show_default=False)] = None,
+    history_db: HistoryDbOption = None,
+    webhook: Annotated[Optional[str], typer.Option("--webhook", help='POST {"text": ...} (Slack-compatible) here when new error findings appear; 5 s timeout, one retry.', show_default=False)] = None,
 ) -> None:
     """Run a scan and write it as dated report files: JSON, Markdown and a self-contained HTML page.
 
     Writes auditor-report-<UTC timestamp>.json/.md/.html in --out, each atomically (mode 0600),
-    then latest.json/.md/.html with the same content. Exit codes as scan: 0 clean, 1 findings at or
-    above --fail-on, 2 bad input, 3 could not run (or could not write --out). With --quiet it prints
-    nothing unless it exits 1, so cron mails only when there is something to say.
+    then latest.json/.md/.html with the same content. Each run is recorded in auditor's own tables
+    (--history-db, default the report's database) and the report says which findings are new, still
+    open or resolved since the previous run. One run at a time: a second one exits 3. Exit codes as
+    scan: 0 clean, 1 findings at or above --fail-on, 2 bad input (or PostgreSQL history tables missing:
+    run `auditor db upgrade`), 3 could not run (or could not write --out, or another run holds the lock).
+    With --quiet it prints nothing unless it exits 1, so cron mails only when there is something to say.
 
     Example:
 
         auditor report --out /var/lib/auditor/reports --db postgresql://auditor@db.internal:5432/litellm --quiet
     """
-    from auditor import __version__
-    from auditor.clock import utc_now
+    from rich.markup import escape
+
+    from auditor import history
+    from auditor.clock import parse_instant, utc_now
     from auditor.errors import InputError
-    from auditor.findings import SEVERITY_RANK, iso
-    from auditor.report import (
-        Run, build_record, file_names, prepare_out_dir, render_html, render_json, render_markdown, summary_line,
-        write_reports,
-    )
+    from auditor.findings import SEVERITY_RANK
+    from auditor.report import prepare_out_dir, summary_line
 
     chosen = parse_formats(formats)
     if tolerance < 0 or window_slack < 0 or settle < 0:
         raise InputError("--tolerance, --window-slack and --settle take values >= 0")
     started, clock = utc_now(), time.monotonic()
+    for value, option in ((now, "--now"), (since, "--since"), (until, "--until")):
+        if value:
+            parse_instant(value, started, option)  # bad input is exit 2 before anything is locked or recorded
+    if webhook:
+        history.check_webhook(webhook)
     out_dir = prepare_out_dir(out)  # an unwritable --out fails (exit 3) before the database is read
-    result, options = _scan(db, config, redis_url, since, until, now, tolerance, window_slack, settle, statement_timeout,
-                            timezone, progress=not quiet)
+    history_target = history.history_target(history_db, db)
+    source = history.source_name(db)
+    with history.report_run(history_target, source, {"out": str(out_dir), "formats": list(chosen), "now": now},
+                            started, utc_now) as recorded:
+        _pause_hook()
+        result, options = _scan(db, config, redis_url, since, until, now, tolerance, window_slack, settle, statement_timeout,
+                                timezone, progress=not quiet)
+        record, names, written, changes = _write(result, options, recorded, started, clock, chosen, out_dir, now, fail_on,
+                                                  statement_timeout)
+        recorded.complete(record, changes, utc_now())
+
+    worst = result.worst()
+    failing = fail_on is not FailOn.never and worst is not None and SEVERITY_RANK[worst] >= SEVERITY_RANK[fail_on.value]
+    main_file = str(out_dir / names["html" if "html" in names else chosen[0]])
+    if not quiet:
+        for path in written:
+            sys.stdout.write(f"wrote {path}\n")
+        sys.stdout.write(f"and {', '.join(f'latest.{fmt}' for fmt in chosen)} in {out_dir}\n")
+    if not quiet or failing:
+        sys.stdout.write(summary_line(record, main_file) + "\n")
+    if webhook and changes["counts"]["new_errors"]:
+        problem = history.post_webhook(webhook, {"text": history.webhook_text(record, changes, main_file)})
+        if problem:
+            err.print(f"auditor: {escape(problem)}; the reports are written")
+    if failing:
+        raise typer.Exit(int(ExitCode.FINDINGS))
+
+
+def _write(result, options, recorded, started, clock, chosen, out_dir, now, fail_on, statement_timeout):
+    """The record (with the changes since the previous run) and its files."""
+    from auditor import __version__, history
+    from auditor.findings import iso
+    from auditor.report import (
+        Run,
+        build_record,
+        file_names,
+        render_html,
+        render_json,
+        render_markdown,
+        write_reports,
+    )
+
     names = file_names(result.as_of, chosen)
     run = Run(
-        id=str(uuid.uuid4()),
+        id=recorded.run_id,
         started_at=started,
         duration_s=time.monotonic() - clock,
         options={
@@ -96,24 +173,69 @@ def report(
         files=names,
         auditor_version=__version__,
     )
-    record = build_record(result, run)
+    scanned = result.as_record()["findings"]
+    changes = history.compare(scanned, history.finding_ids(scanned), recorded.previous())
+    record = build_record(result, run, changes)
     renderers = {"json": lambda: render_json(record), "md": lambda: render_markdown(result, record), "html": lambda: render_html(record)}
     written = write_reports(out_dir, names, {fmt: renderers[fmt]() for fmt in chosen})
-
-    worst = result.worst()
-    failing = fail_on is not FailOn.never and worst is not None and SEVERITY_RANK[worst] >= SEVERITY_RANK[fail_on.value]
-    main_file = str(out_dir / names["html" if "html" in names else chosen[0]])
-    if not quiet:
-        for path in written:
-            sys.stdout.write(f"wrote {path}\n")
-        sys.stdout.write(f"and {', '.join(f'latest.{fmt}' for fmt in chosen)} in {out_dir}\n")
-    if not quiet or failing:
-        sys.stdout.write(summary_line(record, main_file) + "\n")
-    if failing:
-        raise typer.Exit(int(ExitCode.FINDINGS))
+    return record, names, written, changes
 
 
 report_command = report
+
+
+class HistoryFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@handles_errors
+def history(
+    db: DbOption = None,
+    history_db: HistoryDbOption = None,
+    limit: Annotated[int, typer.Option(help="Show at most this many runs, newest first (0: all).")] = 20,
+    output_format: Annotated[HistoryFormat, typer.Option("--format", help="Output format.")] = HistoryFormat.table,
+) -> None:
+    """List recorded report runs, newest first: findings, and how many are new, still open, resolved.
+
+    Reads the history `auditor report` records (--history-db, else the report's database, else the
+    embedded sample's history in the cache). A run that never finished shows as incomplete.
+
+    Example:
+
+        auditor history --db postgresql://auditor@db.internal:5432/litellm --limit 10
+    """
+    import json
+
+    from rich.table import Table
+
+    from auditor import history as core
+    from auditor.render import clean
+
+    runs = core.list_report_runs(core.history_target(history_db, db), limit or None)
+    if output_format is HistoryFormat.json:
+        sys.stdout.write(json.dumps(runs, indent=2) + "\n")
+        return
+    if not runs:
+        out.print("no report runs recorded yet")
+        return
+    table = Table(header_style="bold")
+    for column in ("run id", "started (UTC)", "as of (UTC)", "status", "findings", "new", "still open", "resolved", "note"):
+        table.add_column(column, overflow="fold")
+    style = {"completed": "green", "failed": "bold red", "incomplete": "bold red"}
+    for r in runs:
+        sev = r["by_severity"] or {}
+        found = "—" if r["findings"] is None else f"{r['findings']} ({sev.get('error', 0)} errors)"
+        note = r["message"] or ("first recorded run" if r["status"] == "completed" and not r["previous_run"] else
+                                (f"since {r['previous_run'][:8]}" if r["previous_run"] else ""))
+        number = lambda n: "—" if n is None else str(n)
+        table.add_row(r["run_id"], (r["started_at"] or "")[:19].replace("T", " "), (r["as_of"] or "—")[:19].replace("T", " "),
+                      f"[{style.get(r['status'], 'yellow')}]{r['status']}[/]", found, number(r["new"]),
+                      number(r["still_open"]), number(r["resolved"]), clean(note))
+    out.print(table)
+
+
+history_command = history
 
 
 def _scan(db, config, redis_url, since, until, now, tolerance, window_slack, settle, statement_timeout, timezone, *,

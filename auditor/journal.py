@@ -22,7 +22,7 @@ from auditor.errors import InputError, UnavailableError
 
 SCHEMA = "auditor"  # PostgreSQL schema of auditor's own tables
 SQLITE_PREFIX = "auditor_"
-HEAD = "0001"  # newest migration in auditor/migrations/versions
+HEAD = "0002"  # newest migration in auditor/migrations/versions
 
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 # Change states. intent: about to write Redis (its outcome row follows); applied: written as planned;
@@ -43,6 +43,7 @@ class JournalTables:
     runs: Table
     changes: Table
     version: Table
+    report_findings: Table
 
 
 def tables(dialect: str) -> JournalTables:
@@ -81,7 +82,19 @@ def tables(dialect: str) -> JournalTables:
         Column("recorded_at", DateTime(), nullable=False),
     )
     version = Table(version_table(dialect), md, Column("version_num", String(32), primary_key=True))
-    return JournalTables(runs, changes, version)
+    report_findings = Table(  # migration 0002: every finding of every report run (auditor/history.py)
+        f"{prefix}report_findings", md,
+        Column("run_id", String(36), ForeignKey(runs.c.id), primary_key=True),
+        Column("finding_id", String(32), primary_key=True),
+        Column("kind", String(32), nullable=False),
+        Column("severity", String(16), nullable=False),
+        Column("scope", String(32)),
+        Column("entity_id", Text()),
+        Column("budget_model", Text()),
+        Column("window_start", DateTime()),
+        Column("finding", _JSON, nullable=False),
+    )
+    return JournalTables(runs, changes, version, report_findings)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ and the rendered texts are computed from one ScanResult and the run's metadata.
 The JSON is the scan contract (`auditor/scan.schema.json`) with the report's own keys in front of it:
 `{"run": {...}, "changes": null, "coverage": {...}, ...scan contract...}`. Dropping REPORT_KEYS gives back
 exactly what `auditor scan --format json` prints, so the scan's schema still validates it;
-`auditor/report.schema.json` describes the report's keys. `changes` stays null until run history lands.
+`auditor/report.schema.json` describes the report's keys. `changes` is what changed since the previous
+run recorded in the history (auditor/history.py): `{"previous_run", "previous_as_of", "new", "still_open",
+"resolved", "counts", "finding_ids", "resolved_findings"}`, finding ids aligned with `findings`.
 
 Every value that came from the database (key aliases, model names, counter keys) is user input: the HTML
 is rendered by Jinja2 with autoescape on, and the charts are SVG elements in the template, so their text
@@ -181,7 +183,56 @@ def render_markdown(result: ScanResult, record: dict) -> str:
         f"run `{run['id']}`, {run['duration_s']:.1f} s, auditor {run['auditor_version']}"
         + (f"; charts and resolver coverage: `{html}`" if html else ""),
     ]
-    return to_markdown(result) + "\n".join(tail) + "\n"
+    return to_markdown(result) + changes_markdown(record) + "\n".join(tail) + "\n"
+
+
+CHANGES_LISTED = 50  # findings listed per group in the Markdown and HTML; the JSON has every id
+
+
+def changes_view(record: dict) -> dict | None:
+    """The changes since the previous run as the Markdown and the page show them."""
+    changes = record.get("changes")
+    if not changes:
+        return None
+    from auditor.history import describe
+
+    by_id = dict(zip(changes["finding_ids"], record["findings"]))
+    new = [{"id": i, "line": describe(by_id[i]), "severity": by_id[i]["severity"]} for i in changes["new"]]
+    new.sort(key=lambda f: -SEVERITY_RANK[f["severity"]])
+    resolved = [{"id": f["id"], "line": describe(f), "severity": f["severity"]} for f in changes["resolved_findings"]]
+    counts = changes["counts"]
+    return {
+        "previous_run": changes["previous_run"],
+        "previous_as_of": changes["previous_as_of"],
+        "counts": counts,
+        "new": new[:CHANGES_LISTED], "new_more": max(0, len(new) - CHANGES_LISTED),
+        "resolved": resolved[:CHANGES_LISTED], "resolved_more": max(0, len(resolved) - CHANGES_LISTED),
+    }
+
+
+def changes_markdown(record: dict) -> str:
+    view = changes_view(record)
+    if view is None:
+        return ""
+    c = view["counts"]
+    if view["previous_run"]:
+        head = (f"Since run `{view['previous_run']}` (as of {view['previous_as_of']}): **{c['new']} new** "
+                f"({c['new_errors']} error{'s' if c['new_errors'] != 1 else ''}), {c['still_open']} still open, {c['resolved']} resolved.")
+    else:
+        head = f"No previous run recorded: all {c['new']} findings are new."
+    lines = ["", "## Since the previous run", "", head]
+    for title, key in (("New", "new"), ("Resolved", "resolved")):
+        if view[key] and (view["previous_run"] or key == "resolved"):
+            lines += ["", f"{title}:", ""]
+            lines += [f"- `{f['id']}` {_md_text(f['line'])}" for f in view[key]]
+            if view[f"{key}_more"]:
+                lines.append(f"- … and {view[f'{key}_more']} more (ids in the JSON)")
+    return "\n".join(lines) + "\n"
+
+
+def _md_text(value: str) -> str:
+    """Database text in a Markdown line: no control characters, no markup."""
+    return re.sub(r"([\\`*_\[\]<>|#])", r"\\\1", _CONTROL.sub("", value))
 
 
 def render_html(record: dict) -> str:
@@ -197,7 +248,38 @@ def render_html(record: dict) -> str:
         lstrip_blocks=True,
     )
     env.filters.update(usd=_usd4, usd2=_usd2, when=_when, short=_short, count=lambda n: f"{n:,}", pct=_pct)
-    return env.get_template("report.html.j2").render(view=html_view(record))
+    page = env.get_template("report.html.j2").render(view=html_view(record))
+    changes = changes_view(record)
+    if changes is None:
+        return page
+    section = env.from_string(_CHANGES_HTML).render(c=changes)
+    at = page.find("<h2>")  # before the first section (entities, other findings or coverage)
+    at = at if at >= 0 else page.rfind("</body>")
+    return page[:at] + section + page[at:]
+
+
+# The changes section, inserted into the page by render_html (same environment: autoescaped, finalized).
+_CHANGES_HTML = """\
+<h2 id="changes">Since the previous run</h2>
+{% if c.previous_run %}
+<p class="changes-line">Since run <span class="mono">{{ c.previous_run }}</span> (as of {{ c.previous_as_of | when }} UTC): <strong>{{ c.counts.new }} new</strong> ({{ c.counts.new_errors }} error{{ "s" if c.counts.new_errors != 1 }}), {{ c.counts.still_open }} still open, {{ c.counts.resolved }} resolved.</p>
+{% else %}
+<p class="changes-line">No previous run recorded: all {{ c.counts.new }} findings are new.</p>
+{% endif %}
+{% for title, key in (("New", "new"), ("Resolved", "resolved")) %}
+{% if c[key] and (c.previous_run or key == "resolved") %}
+<table class="changes-{{ key }}">
+  <thead><tr><th>{{ title }}</th><th>finding</th></tr></thead>
+  <tbody>
+  {% for f in c[key] %}
+    <tr class="sev-{{ f.severity }}"><td class="mono nowrap">{{ f.id }}</td><td class="break">{{ f.line }}</td></tr>
+  {% endfor %}
+  {% if c[key ~ "_more"] %}<tr><td></td><td class="faint">… and {{ c[key ~ "_more"] }} more (ids in the JSON)</td></tr>{% endif %}
+  </tbody>
+</table>
+{% endif %}
+{% endfor %}
+"""
 
 
 def _finalize(value: object) -> object:

@@ -153,8 +153,15 @@ def test_scan_runs_with_a_select_only_role_and_writes_nothing(select_only_role):
 
 @pytest.mark.postgres
 def test_a_statement_timeout_names_the_option_to_raise(pg_sample):
-    result = invoke("scan", "--db", pg_sample, "--config", CONFIG, "--statement-timeout", "0.000001")
-    assert result.exit_code == 3
+    # Another session holds an exclusive lock on the spend logs, so the scan's first read waits past
+    # its 0.5 s statement_timeout, whatever the machine's speed.
+    engine = create_engine(make_url(pg_sample).set(drivername="postgresql+psycopg"))
+    with engine.connect() as holder:
+        holder.execute(text('LOCK TABLE "LiteLLM_SpendLogs" IN ACCESS EXCLUSIVE MODE'))
+        result = invoke("scan", "--db", pg_sample, "--config", CONFIG, "--statement-timeout", "0.5")
+        holder.rollback()
+    engine.dispose()
+    assert result.exit_code == 3, result.output
     assert result.output.strip().splitlines()[-1].startswith("auditor: a query on ")
     assert "raise --statement-timeout" in result.output
 

@@ -153,7 +153,9 @@ def test_the_json_is_the_scan_contract_with_the_run_in_front(sample_run):
     assert run["options"]["now"] == "2026-11-22T00:00:00.000Z" and run["options"]["now_given"] is True
     assert run["options"]["fail_on"] == "error" and run["options"]["formats"] == ["json", "md", "html"]
     assert re.fullmatch(r"[0-9a-f-]{36}", run["id"]) and run["duration_s"] > 0
-    assert record["changes"] is None  # run history will fill it
+    assert record["changes"]["previous_run"] is None  # the first run of this history
+    assert len(record["changes"]["finding_ids"]) == len(record["findings"])
+    assert record["changes"]["new"] == record["changes"]["finding_ids"]
     # coverage per resolver rule, checked against the sample's own rows
     rows = research_agent()["reference"]["scan_rows"]
     logs = json.loads((REPO / "sample_data" / "litellm_tables.json").read_text())["LiteLLM_SpendLogs"]
@@ -323,6 +325,8 @@ def test_help_shows_a_ready_to_paste_example():
 def test_report_on_postgresql_matches_the_embedded_sample(pg_url, tmp_path, sample_run):
     loaded = runner.invoke(app, ["sample", "load", "--db", pg_url])
     assert loaded.exit_code == 0, loaded.output
+    upgraded = runner.invoke(app, ["db", "upgrade", "--db", pg_url])  # the run history lives in auditor's tables
+    assert upgraded.exit_code == 0, upgraded.output
     out = tmp_path / "pg"
     result = invoke("--db", pg_url, "--config", SAMPLE_CONFIG, "--out", str(out), "--now", NOW, "--quiet")
     assert result.exit_code == 1 and len(result.stdout.splitlines()) == 1
