@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import contextmanager
 from enum import Enum
 from typing import Annotated, Optional
 
@@ -23,7 +22,9 @@ from auditor.cli_common import (
     handles_errors,
     out,
     resolve_config,
+    progress,
     resolve_database,
+    scan_session,
 )
 from auditor.errors import AuditorError
 from auditor.exitcodes import ExitCode
@@ -147,69 +148,16 @@ def scan(
 
         auditor scan --db postgresql://auditor@db.internal:5432/litellm --config proxy_config.yaml --since 30d
     """
-    from datetime import timedelta
-
-    from auditor import queries, render
-    from auditor.capabilities import inspect_database
-    from auditor.clock import parse_instant, utc_now
-    from auditor.db import connect
-    from auditor.errors import InputError, UnavailableError
+    from auditor import render
     from auditor.findings import SEVERITY_RANK
     from auditor.output import write_atomic
-    from auditor.redis_store import connect_redis, read_counters, redis_from
-    from dataclasses import replace
-    from pathlib import Path
 
-    from auditor.config import load_config, spend_log_retention
-    from auditor.periods import zone
-    from auditor.scan import ScanOptions, load_catalogue, run_scan
-
-    if tolerance < 0 or window_slack < 0 or settle < 0:
-        raise InputError("--tolerance, --window-slack and --settle take values >= 0")
-    judged_at = parse_instant(now, utc_now(), "--now") if now else utc_now()
-    options = ScanOptions(
-        now=judged_at,
-        since=parse_instant(since, judged_at, "--since") if since else None,
-        until=parse_instant(until, judged_at, "--until") if until else None,
-        keys=tuple(key or ()),
-        model=model,
-        tolerance=tolerance,
-        window_slack=timedelta(seconds=window_slack),
-        settle=timedelta(seconds=settle),
-    )
-    target = resolve_database(db)
-    config_path, _ = resolve_config(config, target)
-    loaded = load_config(Path(config_path)) if config_path else None
-    options = replace(
-        options,
-        timezone=timezone or (loaded.timezone if loaded else None),
-        retention=spend_log_retention(loaded.data) if loaded else None,
-        use_rollups=use_rollups,
-    )
-    zone(options.timezone)  # an unknown zone is a usage error before anything connects
-    redis_target = redis_from(redis_url)
-    client = connect_redis(redis_target) if redis_target is not None else None
-    with connect(target, statement_timeout_s=statement_timeout) as conn:
-        caps = inspect_database(conn)
-        if not caps.has_spend_logs:
-            raise UnavailableError(f"{target.masked} has no LiteLLM_SpendLogs table: point --db at LiteLLM's database")
-        key_rows = queries.keys(conn, caps)
-        catalogue = load_catalogue(conn, caps, loaded, key_rows)
-        source = {
-            "dialect": caps.dialect,
-            "database": target.masked,
-            "litellm_version": caps.describe_version(),
-            "config": config_path,
-            "redis": redis_target.masked if redis_target else None,
-        }
-        with _progress() as advance:
-            result = run_scan(
-                conn, caps, catalogue, options,
-                redis_counters=(lambda: read_counters(client)) if client is not None else None,
-                progress=advance, source=source, key_rows=key_rows,
-            )
-    if client is not None:
-        client.close()
+    with scan_session(
+        db, config, redis_url, now=now, since=since, until=until, keys=key, model=model, tolerance=tolerance,
+        window_slack=window_slack, settle=settle, timezone=timezone, use_rollups=use_rollups,
+        statement_timeout=statement_timeout,
+    ) as session, progress() as advance:
+        result = session.scan(advance)
     if output_format is Format.table and not output:
         render.print_table(result, out)
     else:
@@ -224,19 +172,6 @@ def scan(
     worst = result.worst()
     if fail_on is not FailOn.never and worst is not None and SEVERITY_RANK[worst] >= SEVERITY_RANK[fail_on.value]:
         raise typer.Exit(int(ExitCode.FINDINGS))
-
-
-@contextmanager
-def _progress():
-    """A progress line on stderr while charges stream, only on a terminal."""
-    if not err.is_terminal:
-        yield None
-        return
-    from rich.progress import Progress, SpinnerColumn, TextColumn
-
-    with Progress(SpinnerColumn(), TextColumn("windowing {task.completed:,} charged rows"), console=err, transient=True) as progress:
-        task = progress.add_task("scan", total=None)
-        yield lambda n: progress.advance(task, n)
 
 
 @app.command()
@@ -375,46 +310,19 @@ def explain(
         auditor explain research-agent
         auditor explain --team team-data --since 30d
     """
-    from pathlib import Path
 
     from auditor import queries
-    from auditor.capabilities import inspect_database
-    from auditor.clock import parse_instant, utc_now
-    from auditor.config import load_config, spend_log_retention
-    from auditor.db import connect
-    from auditor.errors import InputError, UnavailableError
+    from auditor.errors import InputError
     from auditor.explain import explain as build_story, find_holder
-    from auditor.periods import zone
-    from auditor.redis_store import connect_redis, read_counters, redis_from
-    from auditor.scan import ScanOptions, load_catalogue
 
     chosen = [(scope, value) for scope, value in (("key", key), ("team", team), ("user", user), ("end_user", end_user)) if value]
     if len(chosen) != 1:
         raise InputError("name one entity: a KEY (hash or alias), or --team, --user or --end-user")
     (scope, wanted), = chosen
-    judged_at = parse_instant(now, utc_now(), "--now") if now else utc_now()
-    target = resolve_database(db)
-    config_path, _ = resolve_config(config, target)
-    loaded = load_config(Path(config_path)) if config_path else None
-    options = ScanOptions(
-        now=judged_at, since=parse_instant(since, judged_at, "--since") if since else None,
-        timezone=timezone or (loaded.timezone if loaded else None),
-        retention=spend_log_retention(loaded.data) if loaded else None,
-    )
-    zone(options.timezone)
-    redis_target = redis_from(redis_url)
-    client = connect_redis(redis_target) if redis_target is not None else None
-    with connect(target) as conn:
-        caps = inspect_database(conn)
-        if not caps.has_spend_logs:
-            raise UnavailableError(f"{target.masked} has no LiteLLM_SpendLogs table: point --db at LiteLLM's database")
-        key_rows = queries.keys(conn, caps)
-        catalogue = load_catalogue(conn, caps, loaded, key_rows)
-        holder = find_holder(queries.holders(conn, caps, key_rows), scope, wanted)
-        story = build_story(conn, caps, catalogue, options, key_rows, holder,
-                            redis_counters=(lambda: read_counters(client)) if client is not None else None)
-    if client is not None:
-        client.close()
+    with scan_session(db, config, redis_url, now=now, since=since, timezone=timezone) as session:
+        holder = find_holder(queries.holders(session.conn, session.caps, session.key_rows), scope, wanted)
+        story = build_story(session.conn, session.caps, session.catalogue, session.options, session.key_rows, holder,
+                            redis_counters=session.redis_counters)
     _render_story(story)
 
 

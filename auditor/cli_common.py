@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Annotated, Optional
 
 import typer
@@ -81,3 +83,97 @@ def resolve_config(config: str | None, target) -> tuple[str | None, str]:
     if target.origin == EMBEDDED:
         return str(sample_config_path()), "sample"
     return None, "none"
+
+
+@contextmanager
+def progress():
+    """A progress line on stderr while charges stream, only on a terminal."""
+    if not err.is_terminal:
+        yield None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    with Progress(SpinnerColumn(), TextColumn("windowing {task.completed:,} charged rows"), console=err, transient=True) as bar:
+        task = bar.add_task("scan", total=None)
+        yield lambda n: bar.advance(task, n)
+
+
+@dataclass
+class ScanSession:
+    """Everything a scan-like command needs, opened once: the read-only connection, what the database
+    has, the model catalogue, the options with the config's settings applied, and Redis if configured."""
+
+    conn: object
+    caps: object
+    catalogue: object
+    options: object
+    key_rows: list
+    source: dict
+    redis_counters: Callable | None
+
+    def scan(self, advance=None):
+        from auditor.scan import run_scan
+
+        return run_scan(self.conn, self.caps, self.catalogue, self.options, redis_counters=self.redis_counters,
+                        progress=advance, source=self.source, key_rows=self.key_rows)
+
+
+@contextmanager
+def scan_session(db, config, redis_url, *, now=None, since=None, until=None, keys=(), model=None, tolerance=0.0001,
+                 window_slack=1.0, settle=120.0, timezone=None, use_rollups=False, statement_timeout=None) -> Iterator[ScanSession]:
+    """Parse the shared scan options, resolve database/config/Redis, and open them: one way for every command."""
+    from datetime import timedelta
+    from pathlib import Path
+
+    from auditor import queries
+    from auditor.capabilities import inspect_database
+    from auditor.clock import parse_instant, utc_now
+    from auditor.config import load_config, spend_log_retention
+    from auditor.db import connect
+    from auditor.errors import InputError, UnavailableError
+    from auditor.periods import zone
+    from auditor.redis_store import connect_redis, read_counters, redis_from
+    from auditor.scan import ScanOptions, load_catalogue
+
+    if tolerance < 0 or window_slack < 0 or settle < 0:
+        raise InputError("--tolerance, --window-slack and --settle take values >= 0")
+    judged_at = parse_instant(now, utc_now(), "--now") if now else utc_now()
+    target = resolve_database(db)
+    config_path, _ = resolve_config(config, target)
+    loaded = load_config(Path(config_path)) if config_path else None
+    options = ScanOptions(
+        now=judged_at,
+        since=parse_instant(since, judged_at, "--since") if since else None,
+        until=parse_instant(until, judged_at, "--until") if until else None,
+        keys=tuple(keys or ()),
+        model=model,
+        tolerance=tolerance,
+        window_slack=timedelta(seconds=window_slack),
+        settle=timedelta(seconds=settle),
+        timezone=timezone or (loaded.timezone if loaded else None),
+        retention=spend_log_retention(loaded.data) if loaded else None,
+        use_rollups=use_rollups,
+    )
+    zone(options.timezone)  # an unknown zone is a usage error before anything connects
+    redis_target = redis_from(redis_url)
+    client = connect_redis(redis_target) if redis_target is not None else None
+    try:
+        with connect(target, statement_timeout_s=statement_timeout) as conn:
+            caps = inspect_database(conn)
+            if not caps.has_spend_logs:
+                raise UnavailableError(f"{target.masked} has no LiteLLM_SpendLogs table: point --db at LiteLLM's database")
+            key_rows = queries.keys(conn, caps)
+            source = {
+                "dialect": caps.dialect,
+                "database": target.masked,
+                "litellm_version": caps.describe_version(),
+                "config": config_path,
+                "redis": redis_target.masked if redis_target else None,
+            }
+            yield ScanSession(
+                conn, caps, load_catalogue(conn, caps, loaded, key_rows), options, key_rows, source,
+                (lambda: read_counters(client)) if client is not None else None,
+            )
+    finally:
+        if client is not None:
+            client.close()

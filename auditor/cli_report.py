@@ -22,8 +22,6 @@ from auditor.cli_common import (
     err,
     handles_errors,
     out,
-    resolve_config,
-    resolve_database,
 )
 from auditor.exitcodes import ExitCode
 
@@ -240,64 +238,13 @@ history_command = history
 
 def _scan(db, config, redis_url, since, until, now, tolerance, window_slack, settle, statement_timeout, timezone, *,
           progress: bool):
-    """The scan exactly as `auditor scan` runs it (auditor/cli.py), returning the result and its options."""
+    """The scan exactly as `auditor scan` runs it, returning the result and its options."""
     from contextlib import nullcontext
-    from dataclasses import replace
-    from datetime import timedelta
-    from pathlib import Path
 
-    from auditor import queries
-    from auditor.capabilities import inspect_database
-    from auditor.cli import _progress  # imported here: cli.py imports this module
-    from auditor.clock import parse_instant, utc_now
-    from auditor.config import load_config, spend_log_retention
-    from auditor.db import connect
-    from auditor.errors import UnavailableError
-    from auditor.periods import zone
-    from auditor.redis_store import connect_redis, read_counters, redis_from
-    from auditor.scan import ScanOptions, load_catalogue, run_scan
+    from auditor.cli_common import progress as progress_bar, scan_session
 
-    judged_at = parse_instant(now, utc_now(), "--now") if now else utc_now()
-    options = ScanOptions(
-        now=judged_at,
-        since=parse_instant(since, judged_at, "--since") if since else None,
-        until=parse_instant(until, judged_at, "--until") if until else None,
-        tolerance=tolerance,
-        window_slack=timedelta(seconds=window_slack),
-        settle=timedelta(seconds=settle),
-    )
-    target = resolve_database(db)
-    config_path, _ = resolve_config(config, target)
-    loaded = load_config(Path(config_path)) if config_path else None
-    options = replace(
-        options,
-        timezone=timezone or (loaded.timezone if loaded else None),
-        retention=spend_log_retention(loaded.data) if loaded else None,
-    )
-    zone(options.timezone)  # an unknown zone is a usage error before anything connects
-    redis_target = redis_from(redis_url)
-    client = connect_redis(redis_target) if redis_target is not None else None
-    try:
-        with connect(target, statement_timeout_s=statement_timeout) as conn:
-            caps = inspect_database(conn)
-            if not caps.has_spend_logs:
-                raise UnavailableError(f"{target.masked} has no LiteLLM_SpendLogs table: point --db at LiteLLM's database")
-            key_rows = queries.keys(conn, caps)
-            catalogue = load_catalogue(conn, caps, loaded, key_rows)
-            source = {
-                "dialect": caps.dialect,
-                "database": target.masked,
-                "litellm_version": caps.describe_version(),
-                "config": config_path,
-                "redis": redis_target.masked if redis_target else None,
-            }
-            with _progress() if progress else nullcontext() as advance:
-                result = run_scan(
-                    conn, caps, catalogue, options,
-                    redis_counters=(lambda: read_counters(client)) if client is not None else None,
-                    progress=advance, source=source, key_rows=key_rows,
-                )
-    finally:
-        if client is not None:
-            client.close()
-    return result, options
+    with scan_session(
+        db, config, redis_url, now=now, since=since, until=until, tolerance=tolerance, window_slack=window_slack,
+        settle=settle, timezone=timezone, statement_timeout=statement_timeout,
+    ) as session, (progress_bar() if progress else nullcontext()) as advance:
+        return session.scan(advance), session.options

@@ -14,7 +14,6 @@ from auditor.schema import (
     TABLES,
     budget_table,
     budget_window_spend,
-    daily_user_spend,
     deleted_verification_token,
     end_user_table,
     proxy_model_table,
