@@ -105,34 +105,19 @@ def _job_id(caps: Capabilities, table) -> ColumnElement[str]:
     return request
 
 
-def _is_repeat_job_poll(caps: Capabilities) -> ColumnElement[bool]:
-    """A paid job-poll row with an earlier paid poll of the same job by the same key: already charged."""
-    earlier = spend_logs.alias("earlier_poll")
-    return and_(
-        spend_logs.c.call_type.in_(JOB_POLL_CALL_TYPES),
-        spend_logs.c.spend > 0,
-        select(earlier.c.request_id)
-        .where(
-            earlier.c.call_type.in_(JOB_POLL_CALL_TYPES),
-            earlier.c.spend > 0,
-            earlier.c.api_key == spend_logs.c.api_key,
-            _job_id(caps, earlier) == _job_id(caps, spend_logs),
-            or_(
-                earlier.c.endTime < spend_logs.c.endTime,
-                and_(earlier.c.endTime == spend_logs.c.endTime, earlier.c.request_id < spend_logs.c.request_id),
-            ),
-            ~_is_failure(caps, earlier),
-        )
-        .exists(),
-    )
+def _is_paid_poll(table=spend_logs) -> ColumnElement[bool]:
+    return and_(table.c.call_type.in_(JOB_POLL_CALL_TYPES), table.c.spend > 0)
 
 
 def row_outcome(caps: Capabilities) -> ColumnElement[str]:
-    """Why a row is or is not charged, decided in SQL so that rows are counted, never fetched."""
+    """Why a row is or is not charged, decided in SQL so that rows are counted, never fetched.
+
+    Repeat job polls are not decided here: a per-row subquery would be costed for every row and wreck
+    the plan of a full-table aggregate. `repeat_polls` and `stream_charges` handle them instead.
+    Scalar spend and the daily rollups count every logged row, as LiteLLM's own writers add each one."""
     return case(
         (_is_failure(caps), literal(IGNORED_FAILURE)),
         (func.coalesce(spend_logs.c.api_key, "") == "", literal(IGNORED_NO_API_KEY)),
-        (_is_repeat_job_poll(caps), literal(IGNORED_REPEAT_POLL)),
         else_=literal(CHARGED),
     ).label("outcome")
 
@@ -162,32 +147,109 @@ class SpendGroup:
 
 
 def spend_groups(conn: Connection, caps: Capabilities, where: SpendFilter) -> list[SpendGroup]:
-    """One grouped query over the whole ledger: memory grows with distinct (key, model triple), not rows."""
+    """One grouped query over the whole ledger: memory grows with distinct (key, model triple), not rows.
+
+    It groups on plain columns only (key, model triple, status, call_type): PostgreSQL estimates the
+    number of groups from the columns an expression reads, so grouping on an expression over spend or
+    metadata looks like one group per row and buys a disk sort instead of a hash aggregate. Outcomes
+    are then decided per group; the two rare cases that need more (pre-1.68 failures recorded only in
+    metadata, repeat job polls) each get a narrow query of their own, run only when such rows exist."""
     model, model_group, model_id = model_triple(caps)
-    outcome = row_outcome(caps)
     key = func.coalesce(spend_logs.c.api_key, "")
+    status = spend_logs.c.status if caps.has_column("LiteLLM_SpendLogs", "status") else literal(None, String)
     query = (
         select(
-            key.label("api_key"),
-            model.label("model"),
-            model_group.label("model_group"),
-            model_id.label("model_id"),
-            outcome,
+            key.label("api_key"), model.label("model"), model_group.label("model_group"), model_id.label("model_id"),
+            status.label("status"), spend_logs.c.call_type,
             func.coalesce(func.sum(spend_logs.c.spend), 0.0).label("spend"),
             func.count().label("requests"),
             func.min(spend_logs.c.startTime).label("first_start"),
             func.max(spend_logs.c.startTime).label("last_start"),
         )
         .where(*where.where())
-        .group_by(key, model, model_group, model_id, outcome)
+        .group_by(key, model, model_group, model_id, status, spend_logs.c.call_type)
     )
-    return [
-        SpendGroup(
-            r.api_key, r.model, r.model_group, r.model_id, r.outcome, float(r.spend), int(r.requests),
-            _as_datetime(r.first_start), _as_datetime(r.last_start),
+    rows = conn.execute(query).all()
+    unknown_status = caps.has_column("LiteLLM_SpendLogs", "status") and any(r.status is None for r in rows)
+    metadata_failures = _metadata_failures(conn, caps, where) if unknown_status else {}
+    polls = any(r.call_type in JOB_POLL_CALL_TYPES and r.status != "failure" and r.api_key for r in rows)
+    repeats = repeat_polls(conn, caps, where) if polls else {}
+    groups = []
+    for r in rows:
+        triple = (r.api_key, r.model, r.model_group, r.model_id)
+        spend, requests = float(r.spend), int(r.requests)
+        first, last = _as_datetime(r.first_start), _as_datetime(r.last_start)
+        if r.status == "failure":
+            groups.append(SpendGroup(*triple, IGNORED_FAILURE, spend, requests, first, last))
+            continue
+        if r.status is None and (triple, r.call_type) in metadata_failures:
+            failed_requests, failed_spend = metadata_failures.pop((triple, r.call_type))
+            groups.append(SpendGroup(*triple, IGNORED_FAILURE, failed_spend, failed_requests, first, last))
+            spend, requests = spend - failed_spend, requests - failed_requests
+        if not r.api_key:
+            groups.append(SpendGroup(*triple, IGNORED_NO_API_KEY, spend, requests, first, last))
+            continue
+        if r.call_type in JOB_POLL_CALL_TYPES and (triple, r.call_type) in repeats:
+            repeat_requests, repeat_spend = repeats.pop((triple, r.call_type))
+            groups.append(SpendGroup(*triple, IGNORED_REPEAT_POLL, repeat_spend, repeat_requests, first, last))
+            spend, requests = spend - repeat_spend, requests - repeat_requests
+        if requests:
+            groups.append(SpendGroup(*triple, CHARGED, spend, requests, first, last))
+    return _merged(groups)
+
+
+def _metadata_failures(conn: Connection, caps: Capabilities, where: SpendFilter) -> dict:
+    """Rows written before the status column existed (LiteLLM < 1.68) that metadata.status marks as failures."""
+    model, model_group, model_id = model_triple(caps)
+    key = func.coalesce(spend_logs.c.api_key, "")
+    query = (
+        select(key, model, model_group, model_id, spend_logs.c.call_type, func.count(), func.coalesce(func.sum(spend_logs.c.spend), 0.0))
+        .where(*where.where(), spend_logs.c.status.is_(None), spend_logs.c.metadata["status"].as_string() == "failure")
+        .group_by(key, model, model_group, model_id, spend_logs.c.call_type)
+    )
+    return {((r[0], r[1], r[2], r[3]), r[4]): (int(r[5]), float(r[6])) for r in conn.execute(query)}
+
+
+def _merged(groups: list[SpendGroup]) -> list[SpendGroup]:
+    """Paid polls and other rows of one (key, triple, outcome) were grouped apart: add them up."""
+    merged: dict[tuple, SpendGroup] = {}
+    for g in groups:
+        k = (g.api_key, g.model, g.model_group, g.model_id, g.outcome)
+        if k in merged:
+            m = merged[k]
+            starts = [t for t in (m.first_start, g.first_start) if t]
+            ends = [t for t in (m.last_start, g.last_start) if t]
+            merged[k] = SpendGroup(*k, m.spend + g.spend, m.requests + g.requests, min(starts, default=None), max(ends, default=None))
+        else:
+            merged[k] = g
+    return list(merged.values())
+
+
+def repeat_polls(conn: Connection, caps: Capabilities, where: SpendFilter) -> dict:
+    """Paid polls of a job that the same key already paid for, per ((key, model triple), call_type): (rows, spend).
+
+    A finished batch or video reports its whole cost on every poll; LiteLLM charges it once per counter.
+    The first paid poll (by endTime, then request_id) counts; the rest are repeats. Reads poll rows only."""
+    model, model_group, model_id = model_triple(caps)
+    job = _job_id(caps, spend_logs)
+    ranked = (
+        select(
+            spend_logs.c.api_key, model.label("model"), model_group.label("model_group"), model_id.label("model_id"),
+            spend_logs.c.call_type, spend_logs.c.spend,
+            func.row_number().over(
+                partition_by=(spend_logs.c.api_key, job), order_by=(spend_logs.c.endTime, spend_logs.c.request_id)
+            ).label("nth"),
         )
-        for r in conn.execute(query)
-    ]
+        .where(*where.where(), _is_paid_poll(), row_outcome(caps) == CHARGED)
+        .subquery()
+    )
+    query = (
+        select(ranked.c.api_key, ranked.c.model, ranked.c.model_group, ranked.c.model_id, ranked.c.call_type,
+               func.count(), func.sum(ranked.c.spend))
+        .where(ranked.c.nth > 1)
+        .group_by(ranked.c.api_key, ranked.c.model, ranked.c.model_group, ranked.c.model_id, ranked.c.call_type)
+    )
+    return {((r[0], r[1], r[2], r[3]), r[4]): (int(r[5]), float(r[6])) for r in conn.execute(query)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,13 +304,19 @@ def stream_charges(
             model.label("model"),
             model_group.label("model_group"),
             model_id.label("model_id"),
+            case((_is_paid_poll(), _job_id(caps, spend_logs)), else_=None).label("job"),
         )
         .where(*where.where(), matches, row_outcome(caps) == CHARGED)
-        .order_by(*columns, spend_logs.c.endTime, spend_logs.c.startTime, spend_logs.c.request_id)
+        .order_by(*columns, spend_logs.c.endTime, spend_logs.c.request_id)
     )
     # per statement: Connection.execution_options() would turn every later query into a server-side cursor
     result = conn.execute(query.execution_options(yield_per=batch))
+    paid_jobs: set[tuple[str, str]] = set()  # (key, job) already charged: later polls are repeats
     for r in result:
+        if r.job is not None:
+            if (r.api_key, r.job) in paid_jobs:
+                continue
+            paid_jobs.add((r.api_key, r.job))
         entity = r[0] if len(columns) == 1 else team_member_entity_id(r[0], r[1])
         yield ChargeRow(
             entity, r.request_id, r.api_key, _as_datetime(r.startTime), _as_datetime(r.endTime), float(r.spend or 0.0),
