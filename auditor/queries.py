@@ -142,8 +142,6 @@ class SpendGroup:
     outcome: str
     spend: float
     requests: int
-    first_start: datetime | None
-    last_start: datetime | None
 
 
 def spend_groups(conn: Connection, caps: Capabilities, where: SpendFilter) -> list[SpendGroup]:
@@ -163,8 +161,6 @@ def spend_groups(conn: Connection, caps: Capabilities, where: SpendFilter) -> li
             status.label("status"), spend_logs.c.call_type,
             func.coalesce(func.sum(spend_logs.c.spend), 0.0).label("spend"),
             func.count().label("requests"),
-            func.min(spend_logs.c.startTime).label("first_start"),
-            func.max(spend_logs.c.startTime).label("last_start"),
         )
         .where(*where.where())
         .group_by(key, model, model_group, model_id, status, spend_logs.c.call_type)
@@ -178,23 +174,22 @@ def spend_groups(conn: Connection, caps: Capabilities, where: SpendFilter) -> li
     for r in rows:
         triple = (r.api_key, r.model, r.model_group, r.model_id)
         spend, requests = float(r.spend), int(r.requests)
-        first, last = _as_datetime(r.first_start), _as_datetime(r.last_start)
         if r.status == "failure":
-            groups.append(SpendGroup(*triple, IGNORED_FAILURE, spend, requests, first, last))
+            groups.append(SpendGroup(*triple, IGNORED_FAILURE, spend, requests))
             continue
         if r.status is None and (triple, r.call_type) in metadata_failures:
             failed_requests, failed_spend = metadata_failures.pop((triple, r.call_type))
-            groups.append(SpendGroup(*triple, IGNORED_FAILURE, failed_spend, failed_requests, first, last))
+            groups.append(SpendGroup(*triple, IGNORED_FAILURE, failed_spend, failed_requests))
             spend, requests = spend - failed_spend, requests - failed_requests
         if not r.api_key:
-            groups.append(SpendGroup(*triple, IGNORED_NO_API_KEY, spend, requests, first, last))
+            groups.append(SpendGroup(*triple, IGNORED_NO_API_KEY, spend, requests))
             continue
         if r.call_type in JOB_POLL_CALL_TYPES and (triple, r.call_type) in repeats:
             repeat_requests, repeat_spend = repeats.pop((triple, r.call_type))
-            groups.append(SpendGroup(*triple, IGNORED_REPEAT_POLL, repeat_spend, repeat_requests, first, last))
+            groups.append(SpendGroup(*triple, IGNORED_REPEAT_POLL, repeat_spend, repeat_requests))
             spend, requests = spend - repeat_spend, requests - repeat_requests
         if requests:
-            groups.append(SpendGroup(*triple, CHARGED, spend, requests, first, last))
+            groups.append(SpendGroup(*triple, CHARGED, spend, requests))
     return _merged(groups)
 
 
@@ -211,17 +206,12 @@ def _metadata_failures(conn: Connection, caps: Capabilities, where: SpendFilter)
 
 
 def _merged(groups: list[SpendGroup]) -> list[SpendGroup]:
-    """Paid polls and other rows of one (key, triple, outcome) were grouped apart: add them up."""
+    """Rows of one (key, triple, outcome) come from several (status, call_type) groups: add them up."""
     merged: dict[tuple, SpendGroup] = {}
     for g in groups:
         k = (g.api_key, g.model, g.model_group, g.model_id, g.outcome)
-        if k in merged:
-            m = merged[k]
-            starts = [t for t in (m.first_start, g.first_start) if t]
-            ends = [t for t in (m.last_start, g.last_start) if t]
-            merged[k] = SpendGroup(*k, m.spend + g.spend, m.requests + g.requests, min(starts, default=None), max(ends, default=None))
-        else:
-            merged[k] = g
+        m = merged.get(k)
+        merged[k] = g if m is None else SpendGroup(*k, m.spend + g.spend, m.requests + g.requests)
     return list(merged.values())
 
 
