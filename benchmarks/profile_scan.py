@@ -40,12 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cprofile", type=int, default=0, metavar="N", help="print the N top Python functions by cumulative time")
     parser.add_argument("--no-explain", action="store_true", help="do not load auto_explain")
     parser.add_argument("--output", help="keep the scan's JSON here (default: a temporary file, deleted)")
-    parser.add_argument("--what-if-hash-groups", action="store_true",
-                        help="experiment: replace queries.spend_groups in this process by the rewrite recommended in "
-                             "benchmarks/README.md (GROUP BY plain columns and boolean flags, hash aggregation)")
     parser.add_argument("--what-if-raw-charges", action="store_true",
-                        help="experiment: replace queries.stream_charges in this process by the same query read "
-                             "through psycopg's server-side cursor as plain tuples (no SQLAlchemy Row per charge)")
+                        help="experiment: run queries.stream_charges's own statement through psycopg's server-side "
+                             "cursor with namedtuple rows instead of SQLAlchemy's Result/Row (auditor's code otherwise unchanged)")
     parser.add_argument("--explain-min-ms", type=int, default=200, help="print plans of statements that ran at least this long (default 200)")
     args = parser.parse_args(argv)
 
@@ -57,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     notices: list[str] = []
 
     @event.listens_for(Engine, "connect")
-    def _on_connect(dbapi_connection, _record):  # noqa: ANN001
+    def _on_connect(dbapi_connection, _record):
         dbapi_connection.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
         if not args.no_explain:
             with dbapi_connection.cursor() as cur:
@@ -75,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         if rows is not None:
             counts[name] = counts.get(name, 0) + rows
 
-    def wrap_function(name, fn):  # noqa: E306
+    def wrap_function(name, fn):
         def timed(*a, **k):
             t0 = time.perf_counter()
             result = fn(*a, **k)
@@ -101,10 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             add(f"queries.{name}: whole loop incl. the consumer (resolve, windows, ledger)", time.perf_counter() - t0)
         return timed
 
-    if args.what_if_hash_groups:
-        queries.spend_groups = wrap_function("spend_groups [what-if: hash]", hash_spend_groups(queries))
     if args.what_if_raw_charges:
-        queries.stream_charges = wrap_generator("stream_charges [what-if: raw cursor]", raw_stream_charges(queries))
+        queries.stream_charges = wrap_generator("stream_charges [what-if: psycopg cursor]", raw_stream_charges(queries))
 
     for name, fn in list(vars(queries).items()):
         if inspect.isfunction(fn) and fn.__module__ == queries.__name__ and "conn" in inspect.signature(fn).parameters:
@@ -156,137 +151,37 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def hash_spend_groups(queries):
-    """The spend_groups rewrite recommended in README.md, for measuring it without touching auditor.
-
-    Same result as queries.spend_groups, but the GROUP BY holds only the key, the model triple and two
-    boolean flags (failed; paid job poll), so PostgreSQL's group estimate is not "one group per row"
-    (the CASE's `metadata` operand is unique per row) and no correlated subquery sits in the GROUP BY;
-    sorting is disabled for this one statement so the aggregate is hashed (the real number of groups
-    is tens of thousands). Paid job polls, if any, are re-read through the (api_key, "startTime") index
-    with the original query, restricted to the keys that have them.
-    """
-    from sqlalchemy import and_, func, text
-
-    from auditor.schema import spend_logs as t
-
-    original = queries.spend_groups
-
-    def spend_groups(conn, caps, where):
-        if conn.dialect.name != "postgresql":
-            return original(conn, caps, where)
-        model, model_group, model_id = queries.model_triple(caps)
-        key = func.coalesce(t.c.api_key, "")
-        failed = queries._is_failure(caps)
-        poll = and_(t.c.call_type.in_(queries.JOB_POLL_CALL_TYPES), t.c.spend > 0)
-        query = (
-            select_(key.label("api_key"), model.label("model"), model_group.label("model_group"), model_id.label("model_id"),
-                    failed.label("failed"), poll.label("poll"), func.coalesce(func.sum(t.c.spend), 0.0).label("spend"),
-                    func.count().label("requests"), func.min(t.c.startTime).label("first_start"),
-                    func.max(t.c.startTime).label("last_start"))
-            .where(*where.where())
-            .group_by(key, model, model_group, model_id, failed, poll)
-        )
-        previous = conn.execute(text("SELECT current_setting('enable_sort')")).scalar_one()
-        conn.execute(text("SET LOCAL enable_sort = off"))
-        try:
-            rows = conn.execute(query).all()
-        finally:
-            conn.execute(text(f"SET LOCAL enable_sort = {previous}"))
-        merged: dict[tuple, list] = {}
-        polled_keys: set[str] = set()
-
-        def add(k, spend, requests, first, last):
-            if k in merged:
-                m = merged[k]
-                m[0] += spend
-                m[1] += requests
-                m[2] = min(x for x in (m[2], first) if x is not None) if (m[2] or first) else None
-                m[3] = max(x for x in (m[3], last) if x is not None) if (m[3] or last) else None
-            else:
-                merged[k] = [spend, requests, first, last]
-
-        for r in rows:
-            if r.failed:
-                outcome = queries.IGNORED_FAILURE
-            elif r.api_key == "":
-                outcome = queries.IGNORED_NO_API_KEY
-            elif r.poll:
-                polled_keys.add(r.api_key)
-                continue
-            else:
-                outcome = queries.CHARGED
-            add((r.api_key, r.model, r.model_group, r.model_id, outcome), float(r.spend), int(r.requests), r.first_start, r.last_start)
-        if polled_keys:
-            narrowed = queries.SpendFilter(since=where.since, until=where.until, api_keys=tuple(sorted(polled_keys)), entity=where.entity)
-            poll_groups = original_poll_groups(conn, caps, narrowed, queries)
-            for g in poll_groups:
-                add((g.api_key, g.model, g.model_group, g.model_id, g.outcome), g.spend, g.requests, g.first_start, g.last_start)
-        return [queries.SpendGroup(k[0], k[1], k[2], k[3], k[4], float(v[0]), int(v[1]),
-                                   queries._as_datetime(v[2]), queries._as_datetime(v[3])) for k, v in merged.items()]
-
-    return spend_groups
-
-
 def raw_stream_charges(queries):
-    """queries.stream_charges's own query and rows, fetched as tuples from psycopg's named cursor."""
-    from sqlalchemy import select, tuple_
+    """queries.stream_charges, unchanged, but its statement runs on psycopg's own named cursor.
 
-    from auditor.schema import spend_logs
+    The function gets a connection proxy whose execute() compiles the statement it is given and runs it
+    through a server-side psycopg cursor with namedtuple rows, so the rows skip SQLAlchemy's Result/Row
+    layer; everything else (the query, the repeat-poll filter, ChargeRow) is auditor's own code.
+    """
+    from psycopg.rows import namedtuple_row
 
     original = queries.stream_charges
 
-    def stream_charges(conn, caps, where, scope, entity_ids, batch=5000):
-        if conn.dialect.name != "postgresql" or not entity_ids:
-            yield from original(conn, caps, where, scope, entity_ids, batch)
-            return
-        columns = [spend_logs.c[name] for name in queries.SCOPE_COLUMNS[scope]]
-        matches = columns[0].in_(list(entity_ids)) if len(columns) == 1 else tuple_(*columns).in_(list(entity_ids))
-        model, model_group, model_id = queries.model_triple(caps)
-        query = (
-            select(*columns, spend_logs.c.request_id, spend_logs.c.api_key, spend_logs.c.startTime, spend_logs.c.endTime,
-                   spend_logs.c.spend, model.label("model"), model_group.label("model_group"), model_id.label("model_id"))
-            .where(*where.where(), matches, queries.row_outcome(caps) == queries.CHARGED)
-            .order_by(*columns, spend_logs.c.endTime, spend_logs.c.startTime, spend_logs.c.request_id)
-        )
-        compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-        n = len(columns)
-        charge, member_id = queries.ChargeRow, queries.team_member_entity_id
-        with conn.connection.driver_connection.cursor(name="auditor_charges") as cur:
-            cur.itersize = batch
-            cur.execute(str(compiled), compiled.params)
-            for row in cur:
-                entity = row[0] if n == 1 else member_id(row[0], row[1])
-                yield charge(entity, row[n], row[n + 1], row[n + 2], row[n + 3], float(row[n + 4] or 0.0),
-                             row[n + 5], row[n + 6], row[n + 7])
+    class RawCursorConnection:
+        def __init__(self, conn):
+            self._conn = conn
+
+        def execute(self, statement, *args, **kwargs):
+            compiled = statement.compile(dialect=self._conn.dialect, compile_kwargs={"render_postcompile": True})
+            cursor = self._conn.connection.driver_connection.cursor(name="auditor_charges_raw", row_factory=namedtuple_row)
+            cursor.itersize = 5000
+            cursor.execute(str(compiled), compiled.params)
+            return cursor
+
+        def __getattr__(self, name):
+            return getattr(self._conn, name)
+
+    def stream_charges(conn, *args, **kwargs):
+        if conn.dialect.name != "postgresql":
+            return original(conn, *args, **kwargs)
+        return original(RawCursorConnection(conn), *args, **kwargs)
 
     return stream_charges
-
-
-def original_poll_groups(conn, caps, where, queries):
-    """The original grouped query over the paid job-poll rows of the given keys only (index on api_key)."""
-    from sqlalchemy import func
-
-    from auditor.schema import spend_logs as t
-
-    model, model_group, model_id = queries.model_triple(caps)
-    outcome = queries.row_outcome(caps)
-    key = func.coalesce(t.c.api_key, "")
-    query = (
-        select_(key.label("api_key"), model.label("model"), model_group.label("model_group"), model_id.label("model_id"), outcome,
-                func.coalesce(func.sum(t.c.spend), 0.0).label("spend"), func.count().label("requests"),
-                func.min(t.c.startTime).label("first_start"), func.max(t.c.startTime).label("last_start"))
-        .where(*where.where(), t.c.call_type.in_(queries.JOB_POLL_CALL_TYPES), t.c.spend > 0, ~queries._is_failure(caps))
-        .group_by(key, model, model_group, model_id, outcome)
-    )
-    return [queries.SpendGroup(r.api_key, r.model, r.model_group, r.model_id, r.outcome, float(r.spend), int(r.requests),
-                               queries._as_datetime(r.first_start), queries._as_datetime(r.last_start)) for r in conn.execute(query)]
-
-
-def select_(*columns):
-    from sqlalchemy import select
-
-    return select(*columns)
 
 
 if __name__ == "__main__":
