@@ -42,7 +42,7 @@ from auditor.sample import load_sample
 from auditor.schema import budget_window_spend, metadata, spend_logs, verification_token
 
 REPO = Path(__file__).resolve().parent.parent
-REDIS_URL = "redis://127.0.0.1:6379/12"  # our own db: conftest's redis_client flushes 13
+REDIS_URL = os.environ.get("AUDITOR_TEST_REDIS_BACKFILL", "redis://127.0.0.1:6379/12")  # our own db: conftest's redis_client flushes 13
 SAMPLE_CONFIG = str(REPO / "sample_data" / "config.yaml")
 SAMPLE_NOW = "2026-11-22T00:00:00Z"
 SAMPLE_SNAPSHOT = datetime(2026, 11, 22, tzinfo=timezone.utc)
