@@ -54,12 +54,18 @@ class CounterLedger:
     def __init__(self, counters: Iterable[Counter], options) -> None:
         self._options = options
         self._by_entry: dict[tuple[str, str, str, str], list[Counter]] = defaultdict(list)
+        self._entities: set[tuple[str, str]] = set()
         self.values: dict[Counter, float] = {}
         for counter in counters:
             if counter.window_start is not None:
                 key = counter.key
                 self._by_entry[(key.scope, key.entity_id, key.budget_model, key.duration)].append(counter)
+                self._entities.add((key.scope, key.entity_id))
                 self.values[counter] = 0.0
+
+    def caches(self, scope: str, entity_id: str) -> bool:
+        """Whether any counter caches this entity's spend: asked once per entity, so most charges skip add()."""
+        return (scope, entity_id) in self._entities
 
     def add(self, scope: str, entity_id: str, entry: BudgetEntry, charged_at: datetime, spend: float) -> None:
         counters = self._by_entry.get((scope, entity_id, entry.name, entry.duration.raw))

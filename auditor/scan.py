@@ -24,7 +24,7 @@ from auditor.durations import shift_months
 from auditor.errors import AuditorError, InputError
 from auditor.findings import RowCounts, ScanResult
 from auditor.resolver import Resolver, budget_candidates, governing_entry
-from auditor.windows import Charge, Window, WindowTracker
+from auditor.windows import Window, WindowTracker
 
 
 
@@ -106,20 +106,27 @@ class _Counted:
 
 def governed_charges(eb: EntityBudgets, charges, resolutions: Resolver, catalogue: Catalogue, keys_entries):
     """Each charge of one entity with its model group and the budget entry LiteLLM charges it to; charges no
-    entry governs, or whose model cannot be placed, are passed over. Decided once per (group, key)."""
-    governing: dict[tuple[str, str], BudgetEntry | None] = {}
+    entry governs, or whose model cannot be placed, are passed over. Decided once per logged model (and, for a
+    team, per key): this runs once per charged row, so a row costs one dict lookup."""
+    placed: dict[tuple[str, str, str, str], tuple[str, BudgetEntry] | None] = {}
+    per_key = eb.scope == "team"
     for charge in charges:
-        resolution = resolutions(charge.model, charge.model_group, charge.model_id)
-        if resolution.status != "resolved":
-            continue
-        group = resolution.group
-        memo = (group, charge.api_key if eb.scope == "team" else "")
-        if memo not in governing:
-            entries = team_entries(group, eb.entries, keys_entries.get(charge.api_key, {})) if eb.scope == "team" else eb.entries
-            governing[memo] = governing_entry(group, entries, catalogue.access_groups_of(group))
-        entry = governing[memo]
-        if entry is not None:
-            yield charge, group, entry
+        memo = (charge.model, charge.model_group, charge.model_id, charge.api_key if per_key else "")
+        place = placed.get(memo, False)
+        if place is False:
+            place = placed[memo] = _place(eb, charge, resolutions, catalogue, keys_entries)
+        if place is not None:
+            yield charge, place[0], place[1]
+
+
+def _place(eb: EntityBudgets, charge, resolutions: Resolver, catalogue: Catalogue, keys_entries) -> tuple[str, BudgetEntry] | None:
+    resolution = resolutions(charge.model, charge.model_group, charge.model_id)
+    if resolution.status != "resolved":
+        return None
+    group = resolution.group
+    entries = team_entries(group, eb.entries, keys_entries.get(charge.api_key, {})) if eb.scope == "team" else eb.entries
+    entry = governing_entry(group, entries, catalogue.access_groups_of(group))
+    return None if entry is None else (group, entry)
 
 
 def select_keys(key_rows: list[queries.KeyRow], wanted: tuple[str, ...]) -> tuple[str, ...] | None:
@@ -198,13 +205,18 @@ def run_scan(
             eb = budgets[(scope, entity_id)]
             trackers = {name: WindowTracker(entry.duration, entry.limit) for name, entry in eb.entries.items()}
             closed: dict[str, list[Window]] = defaultdict(list)
+            seen: dict[str, set[str]] = defaultdict(set)  # entry name -> the model groups it charged
             counted = _Counted(charges)
+            cached = ledger.caches(scope, entity_id)
             for charge, group, entry in governed_charges(eb, counted, resolutions, catalogue, keys_entries):
-                groups_by_entry[(scope, entity_id, entry.name)].add(group)
-                done = trackers[entry.name].add(Charge(charge.start_time, charge.end_time, charge.spend))
+                seen[entry.name].add(group)
+                done = trackers[entry.name].add(charge)
                 if done is not None:
                     closed[entry.name].append(done)
-                ledger.add(scope, entity_id, entry, charge.end_time, charge.spend)
+                if cached:
+                    ledger.add(scope, entity_id, entry, charge.end_time, charge.spend)
+            for name, groups_seen in seen.items():
+                groups_by_entry[(scope, entity_id, name)] |= groups_seen
             for name, tracker in trackers.items():
                 last = tracker.close()
                 if last is not None:

@@ -107,7 +107,8 @@ class WindowTracker:
         return None if self._open is None else self._open.frozen()
 
     def add(self, charge: Charge) -> Window | None:
-        """Take the next charge; return the window it closed, if it opened a new one."""
+        """Take the next charge (anything with start_time, end_time and spend: a Charge, or the scan's ChargeRow
+        as it comes from the database); return the window it closed, if it opened a new one."""
         end = charge.end_time
         if self._last_end is not None and end < self._last_end:
             raise InputError(f"charges must be sorted by end_time: {end.isoformat()} came after {self._last_end.isoformat()}")
