@@ -24,7 +24,7 @@ from auditor.schema import budget_window_spend, metadata, spend_logs, verificati
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((REPO / "auditor" / "scan.schema.json").read_text())
-REDIS_URL = "redis://127.0.0.1:6379/13"  # the db the redis_client fixture flushes
+REDIS_URL = os.environ.get("AUDITOR_TEST_REDIS", "redis://127.0.0.1:6379/13")  # the db the redis_client fixture flushes
 
 runner = CliRunner()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -29,7 +30,7 @@ EXPECTED = json.loads((REPO / "sample_data" / "expected.json").read_text())
 REDIS_DUMP = json.loads((REPO / "sample_data" / "redis.json").read_text())
 SCHEMA = json.loads((REPO / "auditor" / "scan.schema.json").read_text())
 NOW = "2026-11-22T00:00:00Z"
-REDIS_URL = "redis://127.0.0.1:6379/13"  # the db the redis_client fixture flushes
+REDIS_URL = os.environ.get("AUDITOR_TEST_REDIS", "redis://127.0.0.1:6379/13")  # the db the redis_client fixture flushes
 
 runner = CliRunner()
 
