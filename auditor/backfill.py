@@ -858,10 +858,9 @@ def _finish(env: WriteEnv, report: RunReport, status: str, message: str | None) 
 
 
 def _db_detail(err: DBAPIError) -> str:
-    from auditor.db import mask_text
+    from auditor.db import error_line
 
-    detail = str(getattr(err, "orig", err)).strip().splitlines()
-    return mask_text(detail[0] if detail else type(err).__name__)
+    return error_line(err)  # masked; a denied privilege is named
 
 
 _DISCONNECTED = ("terminating connection", "server closed the connection", "connection is closed", "connection already closed",

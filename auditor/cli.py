@@ -8,7 +8,6 @@ from enum import Enum
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from auditor import __version__
@@ -18,6 +17,7 @@ from auditor.cli_common import (
     ConfigOption,
     DbOption,
     RedisOption,
+    RedisOptionalOption,
     err,
     handles_errors,
     out,
@@ -28,6 +28,7 @@ from auditor.cli_common import (
 )
 from auditor.errors import AuditorError
 from auditor.exitcodes import ExitCode
+from auditor.render import clean
 
 app = typer.Typer(
     help=(
@@ -95,11 +96,11 @@ def _render_doctor(report) -> None:
     table.add_column("check", no_wrap=True)
     table.add_column("what auditor sees")
     for check in report.checks:
-        table.add_row(f"[{_STATUS_STYLE[check.status]}]{check.status}[/]", escape(check.topic), escape(check.detail))
+        table.add_row(f"[{_STATUS_STYLE[check.status]}]{check.status}[/]", clean(check.topic), clean(check.detail))
     out.print(table)
     for check in report.checks:
         if check.fix:  # unwrapped, so a statement can be pasted as is
-            out.print(f"[{_STATUS_STYLE[check.status]}]fix[/] {escape(check.topic)}: {escape(check.fix)}")
+            out.print(f"[{_STATUS_STYLE[check.status]}]fix[/] {clean(check.topic)}: {clean(check.fix)}")
     out.print("scan can run" if report.can_scan else "[bold red]scan cannot run[/] (exit 3)")
 
 
@@ -122,6 +123,7 @@ def scan(
     db: DbOption = None,
     config: ConfigOption = None,
     redis_url: RedisOption = None,
+    redis_optional: RedisOptionalOption = False,
     since: Annotated[Optional[str], typer.Option(help='Only spend logs with "startTime" at or after this (ISO 8601, or an age like 30d).', show_default=False)] = None,
     until: Annotated[Optional[str], typer.Option(help='Only spend logs with "startTime" before this.', show_default=False)] = None,
     key: Annotated[Optional[list[str]], typer.Option("--key", help="A key hash or alias; repeat for several.", show_default=False)] = None,
@@ -155,7 +157,7 @@ def scan(
     with scan_session(
         db, config, redis_url, now=now, since=since, until=until, keys=key, model=model, tolerance=tolerance,
         window_slack=window_slack, settle=settle, timezone=timezone, use_rollups=use_rollups,
-        statement_timeout=statement_timeout,
+        statement_timeout=statement_timeout, redis_optional=redis_optional,
     ) as session, progress() as advance:
         result = session.scan(advance)
     if output_format is Format.table and not output:
@@ -217,7 +219,7 @@ def resolve(
         triples = queries.model_triples(conn, caps, queries.SpendFilter()) if all_models else []
     resolver = Resolver(catalogue)
     for note in catalogue.notes:
-        err.print(f"note: {escape(note)}")
+        err.print(f"note: {clean(note)}")
     if all_models:
         if as_json:
             order = {"unresolved": 0, "ambiguous": 1, "resolved": 2}
@@ -238,15 +240,15 @@ def resolve(
         }, indent=2) + "\n")
         return
     style = {"resolved": "green", "ambiguous": "yellow", "unresolved": "bold red"}[resolution.status]
-    out.print(f"[bold]{escape(name)}[/] → [{style}]{escape(resolution.group or resolution.status)}[/]")
-    out.print(f"  rule: {resolution.rule}; decided by: {escape(resolution.decided_by)}")
+    out.print(f"[bold]{clean(name)}[/] → [{style}]{clean(resolution.group or resolution.status)}[/]")
+    out.print(f"  rule: {resolution.rule}; decided by: {clean(resolution.decided_by)}")
     if resolution.candidates:
-        out.print(f"  candidates: {escape(', '.join(resolution.candidates))}")
+        out.print(f"  candidates: {clean(', '.join(resolution.candidates))}")
     requested = resolution.group or name
-    out.print(f"  LiteLLM's budget-entry candidates for {escape(requested)}: {escape(', '.join(budget_candidates(requested)))}")
+    out.print(f"  LiteLLM's budget-entry candidates for {clean(requested)}: {clean(', '.join(budget_candidates(requested)))}")
     access_groups = catalogue.access_groups_of(requested)
     if access_groups:
-        out.print(f"  access groups serving it: {escape(', '.join(sorted(access_groups)))}")
+        out.print(f"  access groups serving it: {clean(', '.join(sorted(access_groups)))}")
     if key is None:
         return
     (token,) = select_keys(key_rows, (key,))[:1]
@@ -254,15 +256,22 @@ def resolve(
     budgets = key_budgets(row)
     entries = {**budgets.entries, **{p.name: p for p in budgets.problems}}
     considered = explain_governing(requested, entries, access_groups)
-    label = escape(row.key_alias or token[:12])
+    label = clean(row.key_alias or _shown_token(token)[:12])
     if not considered:
-        out.print(f"  key {label}: no budget entry governs {escape(requested)} (entries: {escape(', '.join(entries) or 'none')})")
+        out.print(f"  key {label}: no budget entry governs {clean(requested)} (entries: {clean(', '.join(entries) or 'none')})")
         return
     out.print(f"  key {label} ({budgets.source}): entries LiteLLM considers, in order:")
     chosen = next((c.entry for c in considered if c.usable), None)
     for consideration in considered:
         mark = "→ governs" if consideration.entry == chosen else ("unusable, falls through" if not consideration.usable else "shadowed")
-        out.print(f"    {escape(consideration.entry)}: {escape(consideration.why)} [{mark}]")
+        out.print(f"    {clean(consideration.entry)}: {clean(consideration.why)} [{mark}]")
+
+
+def _shown_token(token: str) -> str:
+    """A key's token as auditor prints it: a raw API key (old LiteLLM) by its hash (auditor/redact.py)."""
+    from auditor.redact import is_raw_key, key_hash
+
+    return key_hash(token) if is_raw_key(token) else token
 
 
 def _resolution_record(resolution) -> dict:
@@ -278,9 +287,9 @@ def _render_all_models(triples, resolver) -> None:
         table.add_column(column, justify="right" if column in ("rows", "spend") else "left", overflow="fold")
     for totals, resolution in rows:
         table.add_row(
-            resolution.status, escape(totals.model), escape(totals.model_group), escape(totals.model_id),
-            escape(resolution.group or ", ".join(resolution.candidates)), resolution.rule,
-            f"{totals.requests:,}", f"${totals.spend:,.4f}", escape(resolution.decided_by),
+            resolution.status, clean(totals.model), clean(totals.model_group), clean(totals.model_id),
+            clean(resolution.group or ", ".join(resolution.candidates)), resolution.rule,
+            f"{totals.requests:,}", f"${totals.spend:,.4f}", clean(resolution.decided_by),
         )
     out.print(table)
     unresolved = sum(t.requests for t, r in rows if r.status != "resolved")
@@ -337,11 +346,17 @@ def _bar(spend: float, limit: float, width: int = 20) -> str:
 
 def _render_story(story) -> None:
     from auditor.budgets import BudgetEntry
-    from auditor.render import clean
+    from auditor.redact import Redactor
+    from auditor.render import clean as inert
 
     budgets, holder = story.budgets, story.holder
+    hide = Redactor([budgets.entity_id] if budgets.scope == "key" else [])
+
+    def clean(text: object) -> str:  # a raw API key in this story is shown by its hash
+        return inert(hide(str(text)))
+
     name = clean(budgets.alias or budgets.entity_id)
-    out.print(f"[bold]{budgets.scope.replace('_', ' ')} {name}[/] ({clean(budgets.entity_id[:16])}…) — model_max_budget from {clean(budgets.source)}")
+    out.print(f"[bold]{budgets.scope.replace('_', ' ')} {name}[/] ({clean(hide(budgets.entity_id)[:16])}…) — model_max_budget from {clean(budgets.source)}")
     if not story.entries:
         out.print("  no per-model budget")
     for entry_story in story.entries:
@@ -404,13 +419,13 @@ def sample_load(
 
         analyze(target, list(result.rows_by_table))
     total = sum(result.rows_by_table.values())
-    out.print(f"loaded {total:,} rows into {len(result.rows_by_table)} LiteLLM tables at {escape(target.masked)}")
+    out.print(f"loaded {total:,} rows into {len(result.rows_by_table)} LiteLLM tables at {clean(target.masked)}")
     redis_target = redis_from(redis_url) if redis_url else None
     if redis_target is not None:
         client = connect_redis(redis_target)
         with client:
             keys = load_sample_redis(client)
-        out.print(f"wrote {keys} counter keys to Redis at {escape(redis_target.masked)}")
+        out.print(f"wrote {keys} counter keys to Redis at {clean(redis_target.masked)}")
 
 
 def version_callback(value: bool) -> None:
@@ -421,17 +436,43 @@ def version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Show the version.")] = False,
 ) -> None:
-    pass
+    """Every file auditor creates (reports, --output, SQLite history and journal databases, lock files, the sample
+    cache) is readable by its owner only: they hold key hashes and aliases. The umask covers the files SQLite
+    creates too; it is put back when the command ends."""
+    import os
+
+    previous = os.umask(0o077)
+    ctx.call_on_close(lambda: os.umask(previous))
+
+
+# Typer's own Click (vendored by recent Typer, so not `click.ClickException`): found through a public class
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
 def main() -> None:
+    import io
+
+    from auditor.db import mask_text
+
     try:
-        app()
+        code = app(standalone_mode=False)
+    except _CLICK_ERROR as error:  # a usage error quotes the arguments: a stray URL's password among them
+        shown = io.StringIO()
+        error.show(file=shown)
+        sys.stderr.write(mask_text(shown.getvalue()))
+        sys.exit(error.exit_code)
+    except (typer.Abort, RuntimeError) as error:  # Click's Abort (confirmation declined with ^C/^D)
+        if type(error).__name__ != "Abort":
+            raise
+        err.print("Aborted!")
+        sys.exit(1)
     except AuditorError as error:  # raised outside a command (e.g. while building the embedded sample)
-        err.print(f"auditor: {escape(str(error))}")
+        err.print(f"auditor: {clean(str(error))}")
         sys.exit(int(error.exit_code))
     except KeyboardInterrupt:
         err.print("auditor: interrupted")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -186,24 +186,25 @@ def backfill(
                                 remove_miskeyed=remove_miskeyed, wall_now=wall_now, source=source)
     planned = prepared.plan
     record = planned.as_record()
+    hide = _raw_key_redactor(planned.writes)  # shown, never written: the writes use the real keys
     if not apply_:
         if output_format is PlanFormat.json:
-            sys.stdout.write(json.dumps(record, indent=2) + "\n")
+            sys.stdout.write(hide(json.dumps(record, indent=2)) + "\n")
         else:
-            render_plan(planned, out, dry_run=True)
+            render_plan(planned, out, dry_run=True, hide=hide)
         _close(client)
         raise typer.Exit(int(ExitCode.FINDINGS if planned.actionable else ExitCode.OK))
 
     if not planned.actionable:
         if output_format is PlanFormat.json:
-            sys.stdout.write(json.dumps({**record, "run_id": None}, indent=2) + "\n")
+            sys.stdout.write(hide(json.dumps({**record, "run_id": None}, indent=2)) + "\n")
         else:
-            render_plan(planned, out, dry_run=False)
+            render_plan(planned, out, dry_run=False, hide=hide)
             out.print("nothing to repair: nothing written, no run journaled")
         _close(client)
         raise typer.Exit(int(ExitCode.OK))
     if output_format is PlanFormat.table:
-        render_plan(planned, out, dry_run=False)
+        render_plan(planned, out, dry_run=False, hide=hide)
     if not yes:
         where = db_target.masked + (f" and Redis {redis_target.masked}" if redis_target and any(w.target == core.REDIS for w in planned.actionable) else "")
         try:
@@ -228,11 +229,18 @@ def backfill(
         engine.dispose()
         _close(client)
     if output_format is PlanFormat.json:
-        sys.stdout.write(json.dumps({**record, "run_id": report.run_id, "run": report.as_record()}, indent=2) + "\n")
+        sys.stdout.write(hide(json.dumps({**record, "run_id": report.run_id, "run": report.as_record()}, indent=2)) + "\n")
     else:
-        render_report(report, out)
+        render_report(report, out, hide=hide)
     left = sum(1 for o in report.outcomes if o.state == "conflict")
     raise typer.Exit(int(ExitCode.FINDINGS if left else ExitCode.OK))
+
+
+def _raw_key_redactor(writes):
+    """Raw API keys (old LiteLLM stored them as tokens) are shown by their hash (auditor/redact.py)."""
+    from auditor.redact import Redactor
+
+    return Redactor(w.entity_id for w in writes if w.scope == "key" and w.entity_id)
 
 
 def _close(client) -> None:
@@ -342,9 +350,10 @@ def undo(
         engine.dispose()
         _close(client)
     if output_format is PlanFormat.json:
-        sys.stdout.write(json.dumps(report.as_record(), indent=2) + "\n")
+        hide = _raw_key_redactor([o.write for o in report.outcomes])
+        sys.stdout.write(hide(json.dumps(report.as_record(), indent=2)) + "\n")
     else:
-        render_report(report, out)
+        render_report(report, out, hide=_raw_key_redactor([o.write for o in report.outcomes]))
     left = [o for o in report.outcomes if o.state == "conflict"]
     raise typer.Exit(int(ExitCode.FINDINGS if left else ExitCode.OK))
 
@@ -385,11 +394,16 @@ def db_upgrade(db: DbOption = None) -> None:
 # Rendering
 
 
-def render_plan(planned, console, *, dry_run: bool) -> None:
+def render_plan(planned, console, *, dry_run: bool, hide=None) -> None:
     from rich.table import Table
 
     from auditor import backfill as core
-    from auditor.render import clean
+    from auditor.render import clean as inert
+
+    shown = hide or (lambda value: value)
+
+    def clean(value: object) -> str:
+        return inert(shown(str(value)))
 
     layout = planned.layout
     shape = ("entry-keyed counters, a start key per entry (LiteLLM 1.99+)" if layout.name == core.ENTRY_LAYOUT
@@ -408,11 +422,11 @@ def render_plan(planned, console, *, dry_run: bool) -> None:
             if w.target == core.BWS:
                 keys = [f"LiteLLM_BudgetWindowSpend {w.key}"]
             elif w.target == core.MODEL_SPEND:
-                keys = [f"LiteLLM_VerificationToken.model_spend of {w.entity_alias or w.key[:12]}"]
+                keys = [f"LiteLLM_VerificationToken.model_spend of {w.entity_alias or shown(w.key)[:12]}"]
             elif w.target == core.SCALAR:
-                keys = [f"{w.key} of {w.scope} {w.entity_alias or (w.entity_id or '')[:12]}"]
+                keys = [f"{w.key} of {w.scope} {w.entity_alias or shown(w.entity_id or '')[:12]}"]
             change = f"{_money(w.old_value)} → " + ("removed" if w.action == core.REMOVE else _money(w.new_value))
-            table.add_row(w.target, clean("\n".join(keys)), change, clean(w.why))
+            table.add_row(w.target, "\n".join(clean(k) for k in keys), change, clean(w.why))
         console.print(table)
     if planned.skipped:
         table = Table(title="not written", title_justify="left", header_style="bold")
@@ -430,10 +444,13 @@ def render_plan(planned, console, *, dry_run: bool) -> None:
                       "Dry run: nothing written; rerun with --apply to write and journal them.")
 
 
-def render_report(report, console) -> None:
+def render_report(report, console, hide=None) -> None:
     from rich.table import Table
 
-    from auditor.render import clean
+    from auditor.render import clean as inert
+
+    def clean(value: object) -> str:
+        return inert(hide(str(value)) if hide else value)
 
     styles = {"applied": "green", "recomputed": "yellow", "restored": "green", "unchanged": "dim", "conflict": "bold red"}
     table = Table(header_style="bold")

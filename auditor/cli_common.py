@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,13 +13,13 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from auditor.errors import AuditorError
 from auditor.exitcodes import ExitCode
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# No highlighting and no :emoji: codes: database text is printed as typed (markup is escaped by render.clean)
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 if not out.is_terminal and "COLUMNS" not in os.environ:
     out.width = 160  # piped or mailed by cron: no terminal to fit, so do not squeeze tables into 80 columns
 
@@ -35,12 +37,25 @@ ConfigOption = Annotated[
 ]
 RedisOption = Annotated[
     Optional[str],
-    typer.Option("--redis", help="Redis URL. Default: $REDIS_URL, else $REDIS_HOST/$REDIS_PORT/$REDIS_PASSWORD.", show_default=False),
+    typer.Option(
+        "--redis",
+        help="Redis URL (add ?socket_timeout=SECONDS to change the 5 s timeout). Default: $REDIS_URL, else $REDIS_HOST/$REDIS_PORT/$REDIS_PASSWORD.",
+        show_default=False,
+    ),
+]
+RedisOptionalOption = Annotated[
+    bool,
+    typer.Option(
+        "--redis-optional",
+        help="If Redis cannot be reached or read, scan without its counters (said on stderr and in the notes) instead of exiting 3.",
+    ),
 ]
 
 
 def fail(message: str, code: ExitCode) -> typer.Exit:
-    err.print(f"auditor: {escape(message)}")
+    from auditor.render import clean
+
+    err.print(f"auditor: {clean(message)}")  # messages quote user input: one line, inert
     return typer.Exit(int(code))
 
 
@@ -98,6 +113,83 @@ def progress():
         yield lambda n: bar.advance(task, n)
 
 
+MID_SCAN_HOOK_ENV = "AUDITOR_TEST_PAUSE_MID_SCAN"  # test only: seconds to pause once charges have streamed (fault tests)
+
+
+def _mid_scan_hook(advance):
+    """With AUDITOR_TEST_PAUSE_MID_SCAN set, pause once, mid-stream with the read transaction open, so a test can
+    kill the connection at a known point; it only sleeps and says so on stderr. Unset (always, outside tests): as is."""
+    seconds = os.environ.get(MID_SCAN_HOOK_ENV)
+    if not seconds:
+        return advance
+    paused: list[bool] = []
+
+    def hooked(n: int) -> None:
+        if advance is not None:
+            advance(n)
+        if not paused:
+            paused.append(True)
+            sys.stderr.write("auditor: test hook: paused mid-scan\n")
+            sys.stderr.flush()
+            time.sleep(float(seconds))
+
+    return hooked
+
+
+@dataclass
+class RedisSource:
+    """Redis for a scan: its counters, or, with --redis-optional, none once it cannot be reached or read (said once
+    on stderr, and in the result's notes by ScanSession.scan)."""
+
+    target: object
+    optional: bool
+    client: object = None
+    problem: str | None = None
+
+    def open(self) -> None:
+        from auditor.errors import UnavailableError
+        from auditor.redis_store import connect_redis
+
+        try:
+            self.client = connect_redis(self.target)
+        except UnavailableError as error:
+            self._give_up(str(error))
+
+    def counters(self) -> list:
+        from auditor.errors import UnavailableError
+        from auditor.redis_store import read_all_counters
+
+        if self.client is None:
+            return []
+        try:
+            return read_all_counters(self.target, self.client)
+        except UnavailableError as error:
+            self._give_up(str(error))
+            return []
+
+    def _give_up(self, message: str) -> None:
+        from auditor.errors import UnavailableError
+        from auditor.render import clean
+
+        if not self.optional:
+            raise UnavailableError(message)
+        self.close()
+        self.problem = message
+        err.print(f"auditor: warning: {clean(message)}; scanning without Redis counters (--redis-optional)")
+
+    @property
+    def note(self) -> str | None:
+        if self.problem is None:
+            return None
+        return (f"DEGRADED (--redis-optional): Redis counters were not read ({self.problem}); no Redis counter was compared, "
+                "and where enforcement reads is judged from the database alone")
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+
 @dataclass
 class ScanSession:
     """Everything a scan-like command needs, opened once: the read-only connection, what the database
@@ -109,18 +201,29 @@ class ScanSession:
     options: object
     key_rows: list
     source: dict
-    redis_counters: Callable | None
+    redis: RedisSource | None = None
 
-    def scan(self, advance=None):
+    @property
+    def redis_counters(self) -> Callable | None:
+        return self.redis.counters if self.redis is not None and self.redis.client is not None else None
+
+    def scan(self, advance=None, increment=None):
+        from dataclasses import replace
+
+        from auditor.redact import redact_result
         from auditor.scan import run_scan
 
-        return run_scan(self.conn, self.caps, self.catalogue, self.options, redis_counters=self.redis_counters,
-                        progress=advance, source=self.source, key_rows=self.key_rows)
+        result = run_scan(self.conn, self.caps, self.catalogue, self.options, redis_counters=self.redis_counters,
+                          progress=_mid_scan_hook(advance), source=self.source, key_rows=self.key_rows, increment=increment)
+        if self.redis is not None and self.redis.note:
+            result = replace(result, notes=[self.redis.note, *result.notes])
+        return redact_result(result, (row.token for row in self.key_rows))
 
 
 @contextmanager
 def scan_session(db, config, redis_url, *, now=None, since=None, until=None, keys=(), model=None, tolerance=0.0001,
-                 window_slack=1.0, settle=120.0, timezone=None, use_rollups=False, statement_timeout=None) -> Iterator[ScanSession]:
+                 window_slack=1.0, settle=120.0, timezone=None, use_rollups=False, statement_timeout=None,
+                 redis_optional=False) -> Iterator[ScanSession]:
     """Parse the shared scan options, resolve database/config/Redis, and open them: one way for every command."""
     from datetime import timedelta
     from pathlib import Path
@@ -132,7 +235,7 @@ def scan_session(db, config, redis_url, *, now=None, since=None, until=None, key
     from auditor.db import connect
     from auditor.errors import InputError, UnavailableError
     from auditor.periods import zone
-    from auditor.redis_store import connect_redis, read_counters, redis_from
+    from auditor.redis_store import redis_from
     from auditor.scan import ScanOptions, load_catalogue
 
     if tolerance < 0 or window_slack < 0 or settle < 0:
@@ -156,7 +259,9 @@ def scan_session(db, config, redis_url, *, now=None, since=None, until=None, key
     )
     zone(options.timezone)  # an unknown zone is a usage error before anything connects
     redis_target = redis_from(redis_url)
-    client = connect_redis(redis_target) if redis_target is not None else None
+    redis = RedisSource(redis_target, redis_optional) if redis_target is not None else None
+    if redis is not None:
+        redis.open()
     try:
         with connect(target, statement_timeout_s=statement_timeout) as conn:
             caps = inspect_database(conn)
@@ -170,10 +275,7 @@ def scan_session(db, config, redis_url, *, now=None, since=None, until=None, key
                 "config": config_path,
                 "redis": redis_target.masked if redis_target else None,
             }
-            yield ScanSession(
-                conn, caps, load_catalogue(conn, caps, loaded, key_rows), options, key_rows, source,
-                (lambda: read_counters(client)) if client is not None else None,
-            )
+            yield ScanSession(conn, caps, load_catalogue(conn, caps, loaded, key_rows), options, key_rows, source, redis)
     finally:
-        if client is not None:
-            client.close()
+        if redis is not None:
+            redis.close()

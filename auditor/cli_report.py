@@ -19,6 +19,7 @@ from auditor.cli_common import (
     ConfigOption,
     DbOption,
     RedisOption,
+    RedisOptionalOption,
     err,
     handles_errors,
     out,
@@ -51,6 +52,22 @@ class FailOn(str, Enum):  # the same values as scan's (auditor/cli.py), which cl
     never = "never"
 
 
+def parse_lookback(raw: str):
+    """--lookback: a fixed duration in LiteLLM's grammar (1h, 30m, 0s), as a timedelta."""
+    from datetime import timedelta
+
+    from auditor.durations import parse_duration
+    from auditor.errors import AuditorError, InputError
+
+    try:
+        seconds = parse_duration(raw).seconds
+    except AuditorError:
+        seconds = None
+    if seconds is None:
+        raise InputError(f"--lookback takes a duration such as 1h, 30m or 0s (got {raw!r})")
+    return timedelta(seconds=seconds)
+
+
 def parse_formats(raw: str) -> tuple[str, ...]:
     from auditor.errors import InputError
     from auditor.report import FORMATS
@@ -71,6 +88,7 @@ def report(
     db: DbOption = None,
     config: ConfigOption = None,
     redis_url: RedisOption = None,
+    redis_optional: RedisOptionalOption = False,
     since: Annotated[Optional[str], typer.Option(help='Only spend logs with "startTime" at or after this (ISO 8601, or an age like 30d).', show_default=False)] = None,
     until: Annotated[Optional[str], typer.Option(help='Only spend logs with "startTime" before this.', show_default=False)] = None,
     now: Annotated[Optional[str], typer.Option(help="Judge the scan at this instant (default: the current time); also the files' timestamp.", show_default=False)] = None,
@@ -82,30 +100,35 @@ def report(
     timezone: Annotated[Optional[str], typer.Option(help="Zone LiteLLM aligns budget resets to. Default: litellm_settings.timezone, else UTC.", show_default=False)] = None,
     history_db: HistoryDbOption = None,
     webhook: Annotated[Optional[str], typer.Option("--webhook", help='POST {"text": ...} (Slack-compatible) here when new error findings appear; 5 s timeout, one retry.', show_default=False)] = None,
+    incremental: Annotated[bool, typer.Option("--incremental", help="Resume from the previous run's checkpoint: read only spend logs that ended since its cut. Falls back to a full scan (and says why) when the checkpoint cannot be reused.")] = False,
+    lookback: Annotated[str, typer.Option("--lookback", help='How late a spend log may be written and still be read: the checkpoint is cut this long before the newest "startTime".')] = "1h",
 ) -> None:
     """Run a scan and write it as dated report files: JSON, Markdown and a self-contained HTML page.
 
     Writes auditor-report-<UTC timestamp>.json/.md/.html in --out, each atomically (mode 0600),
     then latest.json/.md/.html with the same content. Each run is recorded in auditor's own tables
     (--history-db, default the report's database) and the report says which findings are new, still
-    open or resolved since the previous run. One run at a time: a second one exits 3. Exit codes as
+    open or resolved since the previous run. Each run also stores a checkpoint of the scan's state;
+    --incremental resumes from it and reads only the spend logs that ended since (docs/cron.md), with the
+    same result as a full scan. One run at a time: a second one exits 3. Exit codes as
     scan: 0 clean, 1 findings at or above --fail-on, 2 bad input (or PostgreSQL history tables missing:
     run `auditor db upgrade`), 3 could not run (or could not write --out, or another run holds the lock).
     With --quiet it prints nothing unless it exits 1, so cron mails only when there is something to say.
 
     Example:
 
-        auditor report --out /var/lib/auditor/reports --db postgresql://auditor@db.internal:5432/litellm --quiet
+        auditor report --out /var/lib/auditor/reports --db postgresql://auditor@db.internal:5432/litellm --incremental --quiet
     """
     from rich.markup import escape
 
-    from auditor import history
+    from auditor import checkpoint, history
     from auditor.clock import parse_instant, utc_now
     from auditor.errors import InputError
     from auditor.findings import SEVERITY_RANK
     from auditor.report import prepare_out_dir, summary_line
 
     chosen = parse_formats(formats)
+    lookback_delta = parse_lookback(lookback)
     if tolerance < 0 or window_slack < 0 or settle < 0:
         raise InputError("--tolerance, --window-slack and --settle take values >= 0")
     started, clock = utc_now(), time.monotonic()
@@ -120,11 +143,17 @@ def report(
     with history.report_run(history_target, source, {"out": str(out_dir), "formats": list(chosen), "now": now},
                             started, utc_now) as recorded:
         _pause_hook()
+        increment = checkpoint.Increment(lookback=lookback_delta, requested=incremental,
+                                         previous=recorded.checkpoint() if incremental else None)
         result, options = _scan(db, config, redis_url, since, until, now, tolerance, window_slack, settle, statement_timeout,
-                                timezone, progress=not quiet)
+                                timezone, progress=not quiet, redis_optional=redis_optional, increment=increment)
+        if not quiet:
+            for why in (increment.fallback and f"full scan instead of incremental: {increment.fallback}", increment.not_stored):
+                if why:
+                    err.print(f"auditor: {escape(why)}")
         record, names, written, changes = _write(result, options, recorded, started, clock, chosen, out_dir, now, fail_on,
-                                                  statement_timeout)
-        recorded.complete(record, changes, utc_now())
+                                                  statement_timeout, increment)
+        recorded.complete(record, changes, utc_now(), increment)
 
     worst = result.worst()
     failing = fail_on is not FailOn.never and worst is not None and SEVERITY_RANK[worst] >= SEVERITY_RANK[fail_on.value]
@@ -143,7 +172,7 @@ def report(
         raise typer.Exit(int(ExitCode.FINDINGS))
 
 
-def _write(result, options, recorded, started, clock, chosen, out_dir, now, fail_on, statement_timeout):
+def _write(result, options, recorded, started, clock, chosen, out_dir, now, fail_on, statement_timeout, increment):
     """The record (with the changes since the previous run) and its files."""
     from auditor import __version__, history
     from auditor.findings import iso
@@ -167,9 +196,11 @@ def _write(result, options, recorded, started, clock, chosen, out_dir, now, fail
             "tolerance": options.tolerance, "window_slack": options.window_slack.total_seconds(),
             "settle": options.settle.total_seconds(), "fail_on": fail_on.value, "statement_timeout": statement_timeout,
             "timezone": options.timezone, "formats": list(chosen), "out": str(out_dir),
+            "incremental": increment.requested, "lookback_s": increment.lookback.total_seconds(),
         },
         files=names,
         auditor_version=__version__,
+        incremental=increment.record(),
     )
     scanned = result.as_record()["findings"]
     changes = history.compare(scanned, history.finding_ids(scanned), recorded.previous())
@@ -237,7 +268,7 @@ history_command = history
 
 
 def _scan(db, config, redis_url, since, until, now, tolerance, window_slack, settle, statement_timeout, timezone, *,
-          progress: bool):
+          progress: bool, redis_optional: bool = False, increment=None):
     """The scan exactly as `auditor scan` runs it, returning the result and its options."""
     from contextlib import nullcontext
 
@@ -245,6 +276,6 @@ def _scan(db, config, redis_url, since, until, now, tolerance, window_slack, set
 
     with scan_session(
         db, config, redis_url, now=now, since=since, until=until, tolerance=tolerance, window_slack=window_slack,
-        settle=settle, timezone=timezone, statement_timeout=statement_timeout,
+        settle=settle, timezone=timezone, statement_timeout=statement_timeout, redis_optional=redis_optional,
     ) as session, (progress_bar() if progress else nullcontext()) as advance:
-        return session.scan(advance), session.options
+        return session.scan(advance, increment=increment), session.options

@@ -89,9 +89,13 @@ def _looks_like_version(budget_model: str) -> bool:
 def _team_member_entity(rest: str) -> tuple[str | None, str]:
     """`{len(user_id)}:{user_id}:{team_id}` as LiteLLM keys team members."""
     length, sep, tail = rest.partition(":")
-    if not sep or not length.isdigit() or len(tail) < int(length) + 1 or tail[int(length)] != ":":
+    # ASCII digits only ("²".isdigit() is True, int("²") raises), and no longer than the key itself
+    if not sep or not (length.isascii() and length.isdigit()) or len(length) > len(str(len(tail))):
         return None, rest
-    user_id = tail[: int(length)]
+    size = int(length)
+    if len(tail) < size + 1 or tail[size] != ":":
+        return None, rest
+    user_id = tail[:size]
     team_id, sep, remainder = tail[int(length) + 1 :].partition(":")
     if not sep:
         return None, rest
@@ -102,13 +106,24 @@ def parse_float(value: object) -> float | None:
     """Counter values as LiteLLM reads them; None when not a number (it reads those as a miss)."""
     try:
         number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond a double
         return None
     return number if number == number and abs(number) != float("inf") else None
 
 
 def epoch_to_utc(value: float) -> datetime:
     return datetime.fromtimestamp(value, tz=timezone.utc).replace(tzinfo=None)
+
+
+def parse_epoch(value: object) -> datetime | None:
+    """A start key's epoch seconds as naive UTC; None when it is not a number or not a date (year 1..9999)."""
+    seconds = parse_float(value)
+    if seconds is None:
+        return None
+    try:
+        return epoch_to_utc(seconds)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 @dataclass(frozen=True, slots=True)

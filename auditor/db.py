@@ -99,15 +99,49 @@ def engine_for(target: DatabaseTarget) -> Engine:
 
 def describe_db_error(target: DatabaseTarget, err: DBAPIError) -> str:
     """One line for the user: what failed, without the password, and what to try."""
+    return error_line(err, password_spellings(target.url.password))
+
+
+def password_spellings(password: str | None) -> tuple[str, ...]:
+    """A password as typed and as it may appear URL-encoded or decoded: each is masked."""
+    if not password:
+        return ()
+    from urllib.parse import quote, unquote
+
+    return tuple({password, quote(password, safe=""), unquote(password)})
+
+
+def error_line(err: DBAPIError, secrets: tuple[str, ...] = ()) -> str:
+    """A driver error's first line, masked; when PostgreSQL denied a privilege, which one the statement needed."""
     detail = str(getattr(err, "orig", err)).strip().splitlines()
     first = detail[0] if detail else type(err).__name__
-    secrets = (target.url.password,) if target.url.password else ()
-    return mask_text(f"{first}", secrets)
+    if "permission denied" in first:
+        needed = needed_privilege(getattr(err, "statement", None), first)
+        if needed:
+            first += f": the role needs {needed} on it (docs/security.md lists every grant)"
+    return mask_text(first, secrets)
+
+
+_LOCKING_READ = re.compile(r"\bFOR\s+(NO\s+KEY\s+)?UPDATE\b", re.IGNORECASE)
+
+
+def needed_privilege(statement: str | None, message: str = "") -> str | None:
+    """The privilege a statement needs on the object PostgreSQL names in `message`: USAGE on a schema or sequence
+    (CREATE for DDL), else the statement's verb on the table, and UPDATE for SELECT … FOR UPDATE."""
+    words = (statement or "").split(None, 1)
+    verb = words[0].upper() if words else ""
+    if " for schema " in message or " for sequence " in message:
+        return "CREATE" if verb in ("CREATE", "ALTER") else "USAGE"
+    if verb == "SELECT" and _LOCKING_READ.search(statement or ""):
+        return "UPDATE"
+    return verb if verb in ("SELECT", "INSERT", "UPDATE", "DELETE", "CREATE") else None
 
 
 @contextmanager
 def connect(target: DatabaseTarget, *, read_only: bool = True, statement_timeout_s: float | None = None) -> Iterator[Connection]:
     """A connection inside one transaction; READ ONLY on PostgreSQL unless a writer asks otherwise."""
+    if target.dialect == "sqlite" and read_only:
+        _require_sqlite_file(target)
     engine = engine_for(target)
     try:
         try:
@@ -121,7 +155,8 @@ def connect(target: DatabaseTarget, *, read_only: bool = True, statement_timeout
                 with conn.begin():
                     if target.dialect == "postgresql":
                         if read_only:
-                            conn.execute(text("SET TRANSACTION READ ONLY"))
+                            # one snapshot for every query of a scan: the watermark and the rows it cuts agree
+                            conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
                         # streams are always read to the end: plan server-side cursors for total time, not first rows
                         conn.execute(text("SET LOCAL cursor_tuple_fraction = 1.0"))
                         # the charged-once EXISTS is costed per row though it runs only for job polls; that
@@ -142,6 +177,15 @@ def connect(target: DatabaseTarget, *, read_only: bool = True, statement_timeout
                         pass
     finally:
         engine.dispose()
+
+
+def _require_sqlite_file(target: DatabaseTarget) -> None:
+    """SQLite creates a missing file on connect: a reader given a mistyped path must say so, not leave an empty file."""
+    from pathlib import Path
+
+    path = target.url.database
+    if path and path != ":memory:" and not path.startswith("file:") and not Path(path).is_file():
+        raise UnavailableError(f"no SQLite database at {path} ({target.origin}): check the path")
 
 
 def _db_failure(target: DatabaseTarget, err: DBAPIError) -> UnavailableError:

@@ -115,6 +115,15 @@ def redis_checks(report: DoctorReport, target) -> None:
     except AuditorError as err:
         report.add("Redis", FAIL, str(err), "check --redis / REDIS_URL, or leave Redis out to audit the database only")
         return
+    from redis import RedisError
+
+    from auditor.redis_store import redis_error_text
+
     with client:
-        counters = sum(1 for _ in scan_keys(client))
+        try:
+            counters = sum(1 for _ in scan_keys(client))
+        except (RedisError, OSError) as err:  # answered PING, then failed or stopped answering
+            report.add("Redis", FAIL, f"{target.masked} ({target.origin}) answered PING but not SCAN: {redis_error_text(target, err)}",
+                       "check the server, or its ACL allows SCAN and MGET")
+            return
     report.add("Redis", OK, f"{target.masked} ({target.origin}): {counters:,} LiteLLM per-model counter keys")

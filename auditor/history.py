@@ -16,6 +16,10 @@ of it, so an over-budget window keeps its id from run to run while its spend gro
 keeps its id while the drift changes. Two findings of one run with the same fields (none are known) get
 `-2`, `-3`… appended in report order.
 
+Checkpoints. A completed run also stores the scan's state at its cut (`report_checkpoints`, migration 0003; see
+auditor/checkpoint.py), and `report --incremental` resumes from the newest one of the same database. Only that newest
+one is kept: storing a run's checkpoint deletes the database's older ones in the same transaction as its findings.
+
 One run at a time. PostgreSQL: `pg_try_advisory_lock(LOCK_KEY)` on a connection to the history database held
 for the whole run. SQLite: `flock` on `<history file>.lock` beside the history database. The holder records
 itself as a `running` row of `runs` right after it takes the lock, so a second run can name it.
@@ -37,12 +41,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import Engine, create_engine, delete, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
-from auditor import journal
+from auditor import checkpoint, journal
 from auditor.db import (
     EMBEDDED,
     DatabaseTarget,
@@ -288,16 +292,35 @@ class ReportRun:
         order = (found.summary or {}).get("finding_ids") or sorted(by_id)
         return Previous(found.id, (found.summary or {}).get("as_of"), {i: by_id[i] for i in order if i in by_id})
 
-    def complete(self, record: dict, changes: dict, finished_at: datetime) -> None:
-        """The findings and the run's summary, in one transaction."""
+    def checkpoint(self) -> checkpoint.Stored | None:
+        """The newest checkpoint stored for this database (only completed runs store one)."""
+        with _guard(self.target), self.engine.connect() as conn:
+            c = journal.tables(conn.dialect.name).report_checkpoints
+            row = conn.execute(select(c).where(c.c.source == self.source).order_by(c.c.created_at.desc()).limit(1)).first()
+        if row is None:
+            return None
+        return checkpoint.Stored(row.run_id, row.watermark, row.cut, dict(row.fingerprint or {}), row.format, bytes(row.state))
+
+    def complete(self, record: dict, changes: dict, finished_at: datetime, increment: checkpoint.Increment | None = None) -> None:
+        """The findings, the run's summary and its checkpoint, in one transaction."""
         ids = changes["finding_ids"]
         summary = {
             "as_of": record["as_of"], "rows": record["rows"], "totals": record["totals"], "findings": len(ids),
             "previous_run": changes["previous_run"], "changes": changes["counts"], "finding_ids": ids,
             "files": record["run"]["files"], "out": record["run"]["options"].get("out"),
+            "incremental": record["run"].get("incremental"),
         }
         with _guard(self.target), self.engine.begin() as conn:
-            f = journal.tables(conn.dialect.name).report_findings
+            tables = journal.tables(conn.dialect.name)
+            f = tables.report_findings
+            if increment is not None and increment.state is not None:
+                c = tables.report_checkpoints
+                conn.execute(delete(c).where(c.c.source == self.source))
+                conn.execute(c.insert().values(
+                    run_id=self.run_id, source=self.source, created_at=finished_at, watermark=increment.watermark,
+                    cut=increment.cut, fingerprint=increment.fingerprint, format=checkpoint.FORMAT,
+                    state=checkpoint.encode(increment.state),
+                ))
             if ids:
                 conn.execute(f.insert(), [
                     {"run_id": self.run_id, "finding_id": i, "kind": x["kind"], "severity": x["severity"], "scope": x["scope"],
@@ -391,7 +414,8 @@ def list_report_runs(target: DatabaseTarget, limit: int | None) -> list[dict]:
             "run_id": r.id, "status": r.state, "started_at": iso(r.started_at), "finished_at": iso(r.finished_at),
             "as_of": s.get("as_of"), "database": r.options.get("database"), "findings": s.get("findings"),
             "by_severity": (s.get("totals") or {}).get("findings_by_severity"),
-            "previous_run": s.get("previous_run"), "new": counts.get("new"), "still_open": counts.get("still_open"),
+            "previous_run": s.get("previous_run"), "mode": (s.get("incremental") or {}).get("mode"),
+            "new": counts.get("new"), "still_open": counts.get("still_open"),
             "resolved": counts.get("resolved"), "new_errors": counts.get("new_errors"),
             "out": s.get("out"), "message": r.message,
         })

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 
-from sqlalchemy import JSON, Column, Connection, DateTime, ForeignKey, Integer, MetaData, String, Table, Text, inspect, select, text
+from sqlalchemy import JSON, Column, Connection, DateTime, ForeignKey, Integer, LargeBinary, MetaData, String, Table, Text, inspect, select, text
 from sqlalchemy.dialects import postgresql
 
 from auditor import __version__
@@ -22,7 +22,7 @@ from auditor.errors import InputError, UnavailableError
 
 SCHEMA = "auditor"  # PostgreSQL schema of auditor's own tables
 SQLITE_PREFIX = "auditor_"
-HEAD = "0002"  # newest migration in auditor/migrations/versions
+HEAD = "0003"  # newest migration in auditor/migrations/versions
 
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 # Change states. intent: about to write Redis (its outcome row follows); applied: written as planned;
@@ -44,6 +44,7 @@ class JournalTables:
     changes: Table
     version: Table
     report_findings: Table
+    report_checkpoints: Table
 
 
 def tables(dialect: str) -> JournalTables:
@@ -94,7 +95,18 @@ def tables(dialect: str) -> JournalTables:
         Column("window_start", DateTime()),
         Column("finding", _JSON, nullable=False),
     )
-    return JournalTables(runs, changes, version, report_findings)
+    report_checkpoints = Table(  # migration 0003: the newest report checkpoint of each database (auditor/checkpoint.py)
+        f"{prefix}report_checkpoints", md,
+        Column("run_id", String(36), ForeignKey(runs.c.id), primary_key=True),
+        Column("source", Text(), nullable=False),
+        Column("created_at", DateTime(), nullable=False),
+        Column("watermark", DateTime()),
+        Column("cut", DateTime(), nullable=False),
+        Column("fingerprint", _JSON, nullable=False),
+        Column("format", Integer, nullable=False),
+        Column("state", LargeBinary(), nullable=False),
+    )
+    return JournalTables(runs, changes, version, report_findings, report_checkpoints)
 
 
 # ---------------------------------------------------------------------------------------------

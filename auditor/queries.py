@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import Connection, DateTime, String, and_, case, column, func, literal, or_, select, text, tuple_, union_all, values
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    DateTime,
+    Integer,
+    String,
+    and_,
+    case,
+    cast,
+    column,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    text,
+    true,
+    tuple_,
+    union_all,
+    values,
+)
 from sqlalchemy.sql import ColumnElement
 
 from auditor.capabilities import Capabilities
@@ -24,6 +44,7 @@ from auditor.schema import (
     user_table,
     verification_token,
 )
+from auditor.windows import DEFAULT_LOOKBACK
 
 
 def estimated_rows(conn: Connection, table: str) -> int | None:
@@ -36,9 +57,12 @@ def estimated_rows(conn: Connection, table: str) -> int | None:
     return conn.execute(select(func.count()).select_from(TABLES[table])).scalar_one()
 
 
-def spend_time_range(conn: Connection) -> tuple[datetime | None, datetime | None]:
-    """Oldest and newest "startTime": two index probes on PostgreSQL."""
-    row = conn.execute(select(func.min(spend_logs.c.startTime), func.max(spend_logs.c.startTime))).one()
+def spend_time_range(conn: Connection, where: SpendFilter | None = None) -> tuple[datetime | None, datetime | None]:
+    """Oldest and newest "startTime" (of the rows `where` selects): two index probes on PostgreSQL."""
+    query = select(func.min(spend_logs.c.startTime), func.max(spend_logs.c.startTime))
+    if where is not None:
+        query = query.where(*where.where())
+    row = conn.execute(query).one()
     return _as_datetime(row[0]), _as_datetime(row[1])
 
 
@@ -56,12 +80,17 @@ IGNORED_REPEAT_POLL = "repeat job poll"
 
 @dataclass(frozen=True, slots=True)
 class SpendFilter:
-    """--since/--until on "startTime" (indexed; the partition key when SpendLogs is partitioned), --key."""
+    """--since/--until on "startTime" (indexed; the partition key when SpendLogs is partitioned), --key.
+
+    `ended_from` (incremental reports) keeps the rows charged at or after that instant ("endTime", which has no
+    index); it also bounds "startTime" to DEFAULT_LOOKBACK before it, so the "startTime" indexes serve the read.
+    That assumes no request runs longer than DEFAULT_LOOKBACK, as the window replay already does (windows.py)."""
 
     since: datetime | None = None
     until: datetime | None = None
     api_keys: tuple[str, ...] | None = None
     entity: tuple[str, str | tuple[str, str]] | None = None  # (scope, id): one entity's rows, for explain
+    ended_from: datetime | None = None
 
     def where(self) -> list[ColumnElement[bool]]:
         clauses: list[ColumnElement[bool]] = []
@@ -75,6 +104,8 @@ class SpendFilter:
             clauses.append(spend_logs.c.startTime < self.until)
         if self.api_keys is not None:
             clauses.append(spend_logs.c.api_key.in_(self.api_keys))
+        if self.ended_from is not None:
+            clauses += [spend_logs.c.endTime >= self.ended_from, spend_logs.c.startTime >= self.ended_from - DEFAULT_LOOKBACK]
         return clauses
 
 
@@ -145,14 +176,22 @@ class SpendGroup:
     requests: int
 
 
-def spend_groups(conn: Connection, caps: Capabilities, where: SpendFilter) -> list[SpendGroup]:
+# A job (api_key, job id) whose first paid poll has been seen -> ("endTime", "startTime") of that poll; None when
+# it was seen before the rows being read (an incremental report's checkpoint).
+PaidJobs = dict[tuple[str, str], tuple[datetime, datetime] | None]
+
+
+def spend_groups(conn: Connection, caps: Capabilities, where: SpendFilter, paid: Collection[tuple[str, str]] = (),
+                 first_paid: PaidJobs | None = None) -> list[SpendGroup]:
     """One grouped query over the whole ledger: memory grows with distinct (key, model triple), not rows.
 
     It groups on plain columns only (key, model triple, status, call_type): PostgreSQL estimates the
     number of groups from the columns an expression reads, so grouping on an expression over spend or
     metadata looks like one group per row and buys a disk sort instead of a hash aggregate. Outcomes
     are then decided per group; the two rare cases that need more (pre-1.68 failures recorded only in
-    metadata, repeat job polls) each get a narrow query of their own, run only when such rows exist."""
+    metadata, repeat job polls) each get a narrow query of their own, run only when such rows exist.
+
+    `paid` and `first_paid` are for reads of part of the ledger (see repeat_polls)."""
     model, model_group, model_id = model_triple(caps)
     key = func.coalesce(spend_logs.c.api_key, "")
     status = spend_logs.c.status if caps.has_column("LiteLLM_SpendLogs", "status") else literal(None, String)
@@ -170,7 +209,7 @@ def spend_groups(conn: Connection, caps: Capabilities, where: SpendFilter) -> li
     unknown_status = caps.has_column("LiteLLM_SpendLogs", "status") and any(r.status is None for r in rows)
     metadata_failures = _metadata_failures(conn, caps, where) if unknown_status else {}
     polls = any(r.call_type in JOB_POLL_CALL_TYPES and r.status != "failure" and r.api_key for r in rows)
-    repeats = repeat_polls(conn, caps, where) if polls else {}
+    repeats = repeat_polls(conn, caps, where, paid, first_paid) if polls else {}
     groups = []
     for r in rows:
         triple = (r.api_key, r.model, r.model_group, r.model_id)
@@ -216,31 +255,52 @@ def _merged(groups: list[SpendGroup]) -> list[SpendGroup]:
     return list(merged.values())
 
 
-def repeat_polls(conn: Connection, caps: Capabilities, where: SpendFilter) -> dict:
+def repeat_polls(conn: Connection, caps: Capabilities, where: SpendFilter, paid: Collection[tuple[str, str]] = (),
+                 first_paid: PaidJobs | None = None) -> dict:
     """Paid polls of a job that the same key already paid for, per ((key, model triple), call_type): (rows, spend).
 
     A finished batch or video reports its whole cost on every poll; LiteLLM charges it once per counter.
-    The first paid poll (by endTime, then request_id) counts; the rest are repeats. Reads poll rows only."""
+    The first paid poll (by endTime, then request_id) counts; the rest are repeats. Reads poll rows only.
+
+    Reading part of the ledger (an incremental report), the jobs in `paid` were paid before it: their polls
+    here are all repeats. `first_paid`, when given, receives the jobs first paid here, with their first poll's
+    endTime and startTime, so the caller can tell which of them a later read starts after."""
     model, model_group, model_id = model_triple(caps)
     job = _job_id(caps, spend_logs)
     ranked = (
         select(
             spend_logs.c.api_key, model.label("model"), model_group.label("model_group"), model_id.label("model_id"),
-            spend_logs.c.call_type, spend_logs.c.spend,
+            spend_logs.c.call_type, spend_logs.c.spend, job.label("job"), spend_logs.c.endTime, spend_logs.c.startTime,
             func.row_number().over(
                 partition_by=(spend_logs.c.api_key, job), order_by=(spend_logs.c.endTime, spend_logs.c.request_id)
             ).label("nth"),
         )
         .where(*where.where(), _is_paid_poll(), row_outcome(caps) == CHARGED)
-        .subquery()
     )
-    query = (
-        select(ranked.c.api_key, ranked.c.model, ranked.c.model_group, ranked.c.model_id, ranked.c.call_type,
-               func.count(), func.sum(ranked.c.spend))
-        .where(ranked.c.nth > 1)
-        .group_by(ranked.c.api_key, ranked.c.model, ranked.c.model_group, ranked.c.model_id, ranked.c.call_type)
+    partial = bool(paid) or first_paid is not None
+    ranked = ranked.cte("ranked") if partial else ranked.subquery()
+    group = (ranked.c.api_key, ranked.c.model, ranked.c.model_group, ranked.c.model_id, ranked.c.call_type)
+    query = select(*group, func.count(), func.sum(ranked.c.spend)).where(ranked.c.nth > 1).group_by(*group)
+    if not partial:
+        return {((r[0], r[1], r[2], r[3]), r[4]): (int(r[5]), float(r[6])) for r in conn.execute(query)}
+    # One statement (the ranked polls read once): the repeats grouped as above, then each job's first paid poll.
+    nothing = (cast(null(), String), cast(null(), DateTime), cast(null(), DateTime))
+    query = union_all(
+        select(*group, func.count(), func.sum(ranked.c.spend), *nothing, literal(False, Boolean))
+        .where(ranked.c.nth > 1).group_by(*group),
+        select(*group, literal(1, Integer), ranked.c.spend, ranked.c.job, ranked.c.endTime, ranked.c.startTime, true())
+        .where(ranked.c.nth == 1),
     )
-    return {((r[0], r[1], r[2], r[3]), r[4]): (int(r[5]), float(r[6])) for r in conn.execute(query)}
+    repeats: dict = {}
+    for r in conn.execute(query):
+        found = ((r[0], r[1], r[2], r[3]), r[4])
+        if r[10] and (r[0], r[7]) not in paid:  # the job's first paid poll, and the job was not paid before: charged
+            if first_paid is not None:
+                first_paid[(r[0], r[7])] = (_as_datetime(r[8]), _as_datetime(r[9]))
+            continue
+        rows, spend = repeats.get(found, (0, 0.0))
+        repeats[found] = (rows + int(r[5]), spend + float(r[6] or 0.0))
+    return repeats
 
 
 class ChargeRow(NamedTuple):
@@ -275,11 +335,13 @@ SCOPE_COLUMNS: dict[str, tuple[str, ...]] = {
 
 def stream_charges(
     conn: Connection, caps: Capabilities, where: SpendFilter, scope: str, entity_ids: Sequence[str | tuple[str, str]],
-    batch: int = 5000,
+    batch: int = 5000, paid_jobs: PaidJobs | None = None,
 ) -> Iterator[ChargeRow]:
     """Charged rows of the given entities in (entity, charge time) order, through a server-side cursor.
 
-    Only budgeted entities' rows are read, and only the narrow columns windowing needs.
+    Only budgeted entities' rows are read, and only the narrow columns windowing needs. A job's polls after its
+    first paid one are repeats and skipped; `paid_jobs`, when given, holds the jobs already paid (an incremental
+    report's checkpoint) and receives those first paid in this stream.
     """
     if not entity_ids:
         return
@@ -308,15 +370,16 @@ def stream_charges(
     # per-row conversions where the driver already hands back the right types (psycopg: datetime, float).
     parse = conn.dialect.name != "postgresql"
     n = len(columns)
-    paid_jobs: set[tuple[str, str]] = set()  # (key, job) already charged: later polls are repeats
+    if paid_jobs is None:
+        paid_jobs = {}  # (key, job) already charged: later polls are repeats
     for row in result:
         request_id, api_key, start, end, spend, model, model_group, model_id, job = row[n:]
+        if parse:
+            start, end = _as_datetime(start), _as_datetime(end)
         if job is not None:
             if (api_key, job) in paid_jobs:
                 continue
-            paid_jobs.add((api_key, job))
-        if parse:
-            start, end = _as_datetime(start), _as_datetime(end)
+            paid_jobs[(api_key, job)] = (end, start)
         yield ChargeRow(
             row[0] if n == 1 else team_member_entity_id(row[0], row[1]), request_id, api_key, start, end,
             float(spend or 0.0), model, model_group, model_id,
@@ -507,12 +570,15 @@ def holders(conn: Connection, caps: Capabilities, key_rows: list[KeyRow]) -> lis
 
 
 def period_spend(
-    conn: Connection, caps: Capabilities, scope: str, starts: Sequence[tuple[str | tuple[str, str], datetime]], until: datetime
+    conn: Connection, caps: Capabilities, scope: str, starts: Sequence[tuple[str | tuple[str, str], datetime]], until: datetime,
+    ended_from: datetime | None = None,
 ) -> dict[str | tuple[str, str], tuple[float, int]]:
     """Charged spend and rows of each entity since its own period start, in one grouped join.
 
     The (entity, start) pairs travel as a VALUES list, so every entity's period is summed in
-    the database in a single statement whatever its start.
+    the database in a single statement whatever its start. The earliest start also bounds "startTime"
+    as a constant, so recent periods are read through its index rather than the whole table.
+    `ended_from` keeps only the rows an incremental report reads (as SpendFilter.ended_from does).
     """
     if not starts:
         return {}
@@ -521,10 +587,11 @@ def period_spend(
     periods = _rows_as_table(keyed, [*(f"e{i}" for i in range(len(names))), "period_start"], [*(String,) * len(names), DateTime], conn)
     matches = [spend_logs.c[name] == periods.c[f"e{i}"] for i, name in enumerate(names)]
     entity_columns = [periods.c[f"e{i}"] for i in range(len(names))]
+    read = SpendFilter(since=min(start for _, start in starts), ended_from=ended_from)
     query = (
         select(*entity_columns, func.coalesce(func.sum(spend_logs.c.spend), 0.0), func.count())
         .select_from(periods.join(spend_logs, and_(*matches, spend_logs.c.startTime >= periods.c.period_start)))
-        .where(spend_logs.c.startTime <= until, row_outcome(caps) == CHARGED)
+        .where(*read.where(), spend_logs.c.startTime <= until, row_outcome(caps) == CHARGED)
         .group_by(*entity_columns)
     )
     found: dict[str | tuple[str, str], tuple[float, int]] = {}

@@ -54,18 +54,21 @@ class CounterLedger:
     def __init__(self, counters: Iterable[Counter], options) -> None:
         self._options = options
         self._by_entry: dict[tuple[str, str, str, str], list[Counter]] = defaultdict(list)
-        self._entities: set[tuple[str, str]] = set()
+        self._entities: dict[tuple[str, str], list[Counter]] = defaultdict(list)
         self.values: dict[Counter, float] = {}
         for counter in counters:
             if counter.window_start is not None:
                 key = counter.key
                 self._by_entry[(key.scope, key.entity_id, key.budget_model, key.duration)].append(counter)
-                self._entities.add((key.scope, key.entity_id))
+                self._entities[(key.scope, key.entity_id)].append(counter)
                 self.values[counter] = 0.0
 
     def caches(self, scope: str, entity_id: str) -> bool:
         """Whether any counter caches this entity's spend: asked once per entity, so most charges skip add()."""
         return (scope, entity_id) in self._entities
+
+    def counters_of(self, scope: str, entity_id: str) -> list[Counter]:
+        return self._entities.get((scope, entity_id), [])
 
     def add(self, scope: str, entity_id: str, entry: BudgetEntry, charged_at: datetime, spend: float) -> None:
         counters = self._by_entry.get((scope, entity_id, entry.name, entry.duration.raw))
@@ -399,6 +402,13 @@ ROLLUP_SOURCES = {
 }
 
 
+def rollup_differs(logged, cached, tolerance: float) -> bool:
+    """Whether a rollup row (DayTotals or None) disagrees with the ledger's beyond the tolerance, or in its count."""
+    logged_spend, logged_requests = (logged.spend, logged.requests) if logged else (0.0, 0)
+    cached_spend, cached_requests = (cached.spend, cached.requests) if cached else (0.0, 0)
+    return not (abs(logged_spend - cached_spend) <= tolerance and logged_requests == cached_requests)  # NaN differs
+
+
 def rollup_findings(table: str, ledger_days, rollup_days, aliases: Mapping[str, str | None], options) -> list[Finding]:
     """LiteLLM_DailyUserSpend against the ledger per (day, key, model, provider): spend and request counts.
 
@@ -410,12 +420,12 @@ def rollup_findings(table: str, ledger_days, rollup_days, aliases: Mapping[str, 
         day, api_key, model, provider = day_key
         logged = ledger_days.get(day_key)
         cached = rollup_days.get(day_key)
+        if not rollup_differs(logged, cached, options.tolerance):
+            continue
         logged_spend = logged.spend if logged else 0.0
         cached_spend = cached.spend if cached else 0.0
         logged_requests = logged.requests if logged else 0
         cached_requests = cached.requests if cached else 0
-        if abs(logged_spend - cached_spend) <= options.tolerance and logged_requests == cached_requests:
-            continue
         start = datetime.fromisoformat(day)
         findings.append(Finding(
             kind=ROLLUP_DRIFT, severity=WARNING, scope=KEY, entity_id=api_key or None, entity_alias=aliases.get(api_key),

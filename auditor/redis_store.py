@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import redis
+from redis.client import NEVER_DECODE
 
-from auditor.counters import MODEL_COUNTER_PREFIXES, Counter, epoch_to_utc, parse_counter_key, parse_float
+from auditor.counters import MODEL_COUNTER_PREFIXES, Counter, parse_counter_key, parse_epoch, parse_float
 from auditor.db import mask_text
 from auditor.errors import InputError, UnavailableError
 
@@ -48,21 +49,42 @@ def redis_from(explicit: str | None, environ: Mapping[str, str] = os.environ) ->
 
 
 def connect_redis(target: RedisTarget, timeout_s: float = 5.0) -> redis.Redis:
-    client = redis.Redis.from_url(target.url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=True)
+    """A client that has answered PING. Every command is bounded by the socket timeout (5 s, or the URL's
+    ?socket_timeout= / ?socket_connect_timeout=, which win); a Redis that does not answer is exit 3, never a hang."""
+    try:
+        client = redis.Redis.from_url(target.url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=True)
+    except (ValueError, TypeError) as err:  # a query-string option redis-py cannot cast
+        raise InputError(f"Redis URL {target.masked!r} does not parse: {redis_error_text(target, err)}") from None
     try:
         client.ping()
-    except redis.RedisError as err:
+    except Exception as err:  # noqa: BLE001 - not Redis at all (another service's port) breaks redis-py's handshake in odd ways
+        client.close()
         raise UnavailableError(f"cannot reach Redis at {target.masked} ({target.origin}): {redis_error_text(target, err)}") from None
     return client
 
 
+def read_all_counters(target: RedisTarget, client: redis.Redis) -> list[Counter]:
+    """read_counters, with a Redis that fails or stops answering halfway as one masked line (exit 3)."""
+    try:
+        return read_counters(client)
+    except (redis.RedisError, OSError) as err:
+        raise UnavailableError(f"lost Redis at {target.masked} ({target.origin}) while reading counters: {redis_error_text(target, err)}") from None
+
+
 def redis_error_text(target: RedisTarget, err: Exception) -> str:
-    return mask_text(str(err).splitlines()[0] if str(err) else type(err).__name__, (target.password,) if target.password else ())
+    """The error's first line, with the password masked in every spelling it may take (as typed, URL-encoded)."""
+    secrets = tuple({s for p in (target.password,) if p for s in (p, quote(p, safe=""), unquote(p))})
+    return mask_text(str(err).splitlines()[0] if str(err) else type(err).__name__, secrets)
 
 
 def scan_keys(client: redis.Redis, patterns: tuple[str, ...] = COUNTER_PATTERNS, count: int = 1000) -> Iterator[str]:
+    """Key names as text. Read undecoded, so one name that is not UTF-8 (never LiteLLM's: it writes every key
+    from a Python str) is skipped instead of failing the whole SCAN page it arrives in."""
     for pattern in patterns:
-        yield from client.scan_iter(match=pattern, count=count)
+        for name in client.scan_iter(match=pattern, count=count, **_UNDECODED):
+            text = _utf8(name)
+            if text is not None:
+                yield text
 
 
 def read_counters(client: redis.Redis, batch: int = 500) -> list[Counter]:
@@ -76,12 +98,30 @@ def read_counters(client: redis.Redis, batch: int = 500) -> list[Counter]:
     counters = []
     for start in range(0, len(parsed), batch):
         chunk = parsed[start : start + batch]
-        values = client.mget([k.key for k in chunk])
-        starts = client.mget([k.start_key for k in chunk])
-        entity_starts = client.mget([k.entity_start_key for k in chunk])
+        values = _mget(client, [k.key for k in chunk])
+        starts = _mget(client, [k.start_key for k in chunk])
+        entity_starts = _mget(client, [k.entity_start_key for k in chunk])
         for key, value, own, shared in zip(chunk, values, starts, entity_starts, strict=True):
             if value is None:
-                continue  # expired between SCAN and MGET
-            started = parse_float(own if own is not None else shared)
-            counters.append(Counter("redis", key, parse_float(value), str(value), epoch_to_utc(started) if started is not None else None))
+                continue  # expired between SCAN and MGET, or not a string value
+            started = parse_epoch(own if own is not None else shared)
+            counters.append(Counter("redis", key, parse_float(value), value, started))
     return counters
+
+
+# Replies as bytes whatever the client's decode_responses: a value that is not UTF-8 must not fail the read.
+_UNDECODED = {NEVER_DECODE: []}
+
+
+def _mget(client: redis.Redis, keys: list[str]) -> list[str | None]:
+    """MGET, each value as text (bytes that are not UTF-8 shown with backslash escapes: not a number)."""
+    return [None if v is None else _utf8(v, errors="backslashreplace") for v in client.execute_command("MGET", *keys, **_UNDECODED)]
+
+
+def _utf8(value: bytes | str, errors: str = "strict") -> str | None:
+    if isinstance(value, str):
+        return value
+    try:
+        return value.decode("utf-8", errors)
+    except UnicodeDecodeError:
+        return None

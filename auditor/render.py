@@ -19,7 +19,11 @@ from rich.table import Table
 from auditor.findings import SEVERITY_RANK, ScanResult
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# What a terminal, a spreadsheet or a page could act on: C0/C1 controls (ESC starts ANSI/OSC sequences), DEL,
+# and the Unicode bidi overrides and isolates that reorder what is shown (CVE-2021-42574). Line breaks and tabs
+# become spaces (a line of output stays one line); the rest is dropped.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_BREAKS = re.compile("[\t\n\u0085\u2028\u2029]")
 CSV_FIELDS = (
     "severity", "kind", "scope", "entity_id", "entity_alias", "budget_model", "model_group", "model", "time_period",
     "window_start", "window_end", "budget_limit", "logged_spend", "cached_spend", "requests_after_limit",
@@ -27,9 +31,15 @@ CSV_FIELDS = (
 )
 
 
+def plain(text: object) -> str:
+    """Database text made inert for any medium: one line, no control characters or escape sequences.
+    The one sanitiser every renderer uses (terminal, Markdown, CSV, HTML) before its own escaping."""
+    return _CONTROL.sub("", _BREAKS.sub(" ", str(text)))
+
+
 def clean(text: object) -> str:
-    """Terminal-safe: no control characters or escape sequences, no Rich markup."""
-    return escape(_CONTROL.sub("", str(text)))
+    """Terminal-safe: plain() and Rich markup escaped, so `[bold]` prints as typed."""
+    return escape(plain(text))
 
 
 def to_json(result: ScanResult) -> str:
@@ -46,17 +56,24 @@ def to_csv(result: ScanResult) -> str:
 
 
 def _csv_cell(value: object) -> object:
-    """Spreadsheets run cells that start with = + - @ as formulas: neutralise them."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return "" if value is None else value
+    """Spreadsheets run text cells that start with = + - @ (after blanks, tabs or CRs) as formulas: prefix a quote (OWASP).
+    Numbers stay numbers: they come typed from the record, so a real negative amount is never quoted."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        return value
+    value = plain(value)  # first: "\x1b=cmd" or "\t=cmd" must not hide the "="
+    if value.lstrip(" ")[:1] in ("=", "+", "-", "@"):
+        value = "'" + value
+    return value
 
 
-def _md(text: object) -> str:
-    escaped = _CONTROL.sub("", str(text))
-    for char in "\\`*_{}[]<>()#+!|":
+def md_text(text: object) -> str:
+    """Database text in a Markdown line or table cell: plain, every character Markdown acts on backslashed."""
+    escaped = plain(text)
+    for char in "\\`*_{}[]<>()#+!|&~":
         escaped = escaped.replace(char, "\\" + char)
-    return escaped.replace("\n", " ")
+    return escaped
 
 
 def to_markdown(result: ScanResult) -> str:
@@ -75,11 +92,11 @@ def to_markdown(result: ScanResult) -> str:
         lines += ["| severity | kind | entity | budget | message |", "|---|---|---|---|---|"]
         for f in record["findings"]:
             entity = f["entity_alias"] or (f["entity_id"] or "")[:12]
-            lines.append(f"| {f['severity']} | {f['kind']} | {_md(entity)} | {_md(f['budget_model'] or f['model'] or '')} | {_md(f['message'])} |")
+            lines.append(f"| {f['severity']} | {f['kind']} | {md_text(entity)} | {md_text(f['budget_model'] or f['model'] or '')} | {md_text(f['message'])} |")
     else:
         lines.append("No findings.")
     for note in record["notes"]:
-        lines += ["", f"> {_md(note)}"]
+        lines += ["", f"> {md_text(note)}"]
     return "\n".join(lines) + "\n"
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -35,7 +34,6 @@ REPORT_VERSION = 1
 REPORT_KEYS = ("run", "changes", "coverage")
 FORMATS = ("json", "md", "html")  # also the files' extensions
 PREFIX = "auditor-report-"
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
@@ -53,6 +51,7 @@ class Run:
     options: dict
     files: dict[str, str] = field(default_factory=dict)  # format -> file name in the output directory
     auditor_version: str = ""
+    incremental: dict | None = None  # checkpoint.Increment.record(): full or incremental, and what was read
 
     def as_record(self) -> dict:
         return {
@@ -63,6 +62,7 @@ class Run:
             "duration_s": round(self.duration_s, 3),
             "options": self.options,
             "files": dict(self.files),
+            **({"incremental": self.incremental} if self.incremental is not None else {}),
         }
 
 
@@ -167,6 +167,24 @@ def summary_line(record: dict, report_path: str | None = None) -> str:
 # Renderers
 
 
+def scan_line(record: dict) -> str | None:
+    """One line on how the run read the ledger: incremental from a checkpoint, or full (and why, when an
+    incremental run was asked for)."""
+    run = record.get("run") or {}
+    inc = run.get("incremental")
+    if not inc:
+        return None
+    rows = f"{inc['rows_read']:,} spend log{'s' if inc['rows_read'] != 1 else ''}"
+    if inc["mode"] == "incremental":
+        line = (f"incremental: read the {rows} that ended since {_when(inc['checkpoint_cut'])} UTC, "
+                f"the cut of run {inc['checkpoint_run'][:8]}'s checkpoint")
+    else:
+        line = f"full scan of {rows}" + (f" (incremental asked for: {inc['fallback']})" if inc["fallback"] else "")
+    if inc["checkpoint_stored"]:
+        return f"{line}; this run's checkpoint is cut at {_when(inc['cut'])} UTC"
+    return f"{line}; no checkpoint kept" + (f": {inc['not_stored']}" if inc.get("not_stored") else "")
+
+
 def render_json(record: dict) -> str:
     return json.dumps(record, indent=2) + "\n"
 
@@ -177,9 +195,11 @@ def render_markdown(result: ScanResult, record: dict) -> str:
 
     run = record["run"]
     html = run["files"].get("html")
+    line = scan_line(record)
     tail = [
         "",
         "---",
+        *([f"{_md_text(line[0].upper() + line[1:])}.", ""] if line else []),
         f"run `{run['id']}`, {run['duration_s']:.1f} s, auditor {run['auditor_version']}"
         + (f"; charts and resolver coverage: `{html}`" if html else ""),
     ]
@@ -231,8 +251,10 @@ def changes_markdown(record: dict) -> str:
 
 
 def _md_text(value: str) -> str:
-    """Database text in a Markdown line: no control characters, no markup."""
-    return re.sub(r"([\\`*_\[\]<>|#])", r"\\\1", _CONTROL.sub("", value))
+    """Database text in a Markdown line: no control characters, no markup (the scan's own escaping)."""
+    from auditor.render import md_text
+
+    return md_text(value)
 
 
 def render_html(record: dict) -> str:
@@ -284,7 +306,9 @@ _CHANGES_HTML = """\
 
 def _finalize(value: object) -> object:
     """Before escaping: no control characters from the database reach the page."""
-    return _CONTROL.sub("", value) if isinstance(value, str) else ("" if value is None else value)
+    from auditor.render import plain
+
+    return plain(value) if isinstance(value, str) else ("" if value is None else value)
 
 
 def _usd4(value: float | None) -> str:
@@ -334,6 +358,7 @@ def html_view(record: dict) -> dict:
         "coverage_bar": _coverage_bar(cov),
         "unplaced": cov["unplaced_models"],
         "severity_total": len(findings),
+        "scan_line": scan_line(record),
         "title": f"auditor report {_when(record['as_of'])} UTC: {_usd2(fig['money_leaked'])} leaked",
     }
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from itertools import groupby
+from itertools import chain, groupby
 from operator import attrgetter
 
 from sqlalchemy import Connection
 
-from auditor import queries, reconcile
+from auditor import checkpoint, queries, reconcile
 from auditor.budgets import BudgetEntry, BudgetProblem, parse_model_max_budget
 from auditor.capabilities import Capabilities
 from auditor.catalogue import Catalogue
@@ -23,9 +23,9 @@ from auditor.counters import Counter, parse_counter_key
 from auditor.durations import shift_months
 from auditor.errors import AuditorError, InputError
 from auditor.findings import RowCounts, ScanResult
+from auditor.redact import is_raw_key
 from auditor.resolver import Resolver, budget_candidates, governing_entry
-from auditor.windows import Window, WindowTracker
-
+from auditor.windows import DEFAULT_LOOKBACK, Window, WindowTracker
 
 
 @dataclass(frozen=True)
@@ -158,21 +158,15 @@ def run_scan(
     progress: Callable[[int], None] | None = None,
     source: Mapping[str, object] | None = None,
     key_rows: list[queries.KeyRow] | None = None,
+    increment: checkpoint.Increment | None = None,
 ) -> ScanResult:
+    """The scan. With `increment` (auditor report) it also cuts a checkpoint of its state, and, when asked and
+    the previous checkpoint is still valid, resumes from it and reads only the rows that ended since its cut
+    (auditor/checkpoint.py); the result is the same either way."""
     key_rows = queries.keys(conn, caps) if key_rows is None else key_rows
     selected = select_keys(key_rows, options.keys)
     where = queries.SpendFilter(since=options.since, until=options.until, api_keys=selected, entity=options.entity)
     resolutions = Resolver(catalogue)
-
-    groups = queries.spend_groups(conn, caps, where)
-    rows = RowCounts()
-    for group in groups:
-        if group.outcome != queries.CHARGED:
-            rows.ignored_by_reason[group.outcome] = rows.ignored_by_reason.get(group.outcome, 0) + group.requests
-        elif resolutions(group.model, group.model_group, group.model_id).status == "resolved":
-            rows.attributed += group.requests
-        else:
-            rows.unresolved += group.requests
 
     holders = queries.holders(conn, caps, key_rows)
     if selected is not None:  # --key audits those keys alone: other scopes would see only part of their spend
@@ -194,38 +188,40 @@ def run_scan(
     for counter in counters:
         counters_by_entity[(counter.key.scope, counter.key.entity_id)].append(counter)
 
-    ledger = reconcile.CounterLedger(counters, options)
-    windows: dict[tuple[str, str, str], list[Window]] = {}
-    groups_by_entry: dict[tuple[str, str, str], set[str]] = defaultdict(set)
-    for scope in SCOPES:
-        budgeted = [b for b in budgets.values() if b.scope == scope and b.entries]
-        by_stream_id = {b.stream_id: b for b in budgeted}
-        stream = queries.stream_charges(conn, caps, where, scope, sorted(by_stream_id))
-        for entity_id, charges in groupby(stream, key=attrgetter("entity_id")):
-            eb = budgets[(scope, entity_id)]
-            trackers = {name: WindowTracker(entry.duration, entry.limit) for name, entry in eb.entries.items()}
-            closed: dict[str, list[Window]] = defaultdict(list)
-            seen: dict[str, set[str]] = defaultdict(set)  # entry name -> the model groups it charged
-            counted = _Counted(charges)
-            cached = ledger.caches(scope, entity_id)
-            for charge, group, entry in governed_charges(eb, counted, resolutions, catalogue, keys_entries):
-                seen[entry.name].add(group)
-                done = trackers[entry.name].add(charge)
-                if done is not None:
-                    closed[entry.name].append(done)
-                if cached:
-                    ledger.add(scope, entity_id, entry, charge.end_time, charge.spend)
-            for name, groups_seen in seen.items():
-                groups_by_entry[(scope, entity_id, name)] |= groups_seen
-            for name, tracker in trackers.items():
-                last = tracker.close()
-                if last is not None:
-                    closed[name].append(last)
-                windows[(scope, entity_id, name)] = closed[name]
-            if progress is not None:
-                progress(counted.seen)
+    resume, cut, bounds = None, None, (None, None, None)
+    if increment is not None:
+        resume, cut, bounds = _plan(conn, caps, catalogue, options, where, selected, holders, budgets, counters, increment)
+    read = where if resume is None else replace(where, ended_from=resume.cut)
+    first_paid: queries.PaidJobs | None = {} if cut is not None else None
 
-    findings_scalar, scalar_notes = _scalar(conn, caps, holders, options)
+    read_groups = queries.spend_groups(conn, caps, read, resume.jobs if resume else (), first_paid)
+    groups = checkpoint.merge_groups(resume.groups, read_groups) if resume is not None else read_groups
+    rows = RowCounts()
+    for group in groups:
+        if group.outcome != queries.CHARGED:
+            rows.ignored_by_reason[group.outcome] = rows.ignored_by_reason.get(group.outcome, 0) + group.requests
+        elif resolutions(group.model, group.model_group, group.model_id).status == "resolved":
+            rows.attributed += group.requests
+        else:
+            rows.unresolved += group.requests
+
+    ledger = reconcile.CounterLedger(counters, options)
+    if resume is not None:
+        for counter in ledger.values:
+            ledger.values[counter] = resume.counters.get(checkpoint.counter_id(counter), 0.0)
+    state = None
+    if cut is not None:
+        state = checkpoint.State(cut, *bounds)
+        state.jobs = (set(resume.jobs) if resume else set()) | _paid_before(first_paid, cut)
+        if resume is not None and cut == resume.cut:  # nothing ended between the cuts: the old totals stand
+            state.groups = resume.groups
+        else:
+            after = queries.spend_groups(conn, caps, replace(where, ended_from=cut), state.jobs)
+            state.groups = checkpoint.merge_groups(groups, minus=after)
+    windows, groups_by_entry = _windows(conn, caps, catalogue, resolutions, budgets, keys_entries, read, ledger, progress,
+                                        resume, state, options.window_slack)
+
+    findings_scalar, scalar_notes = _scalar(conn, caps, holders, options, resume, state)
 
     logged_groups = {
         resolution.group
@@ -241,7 +237,7 @@ def run_scan(
     findings += findings_scalar
     notes += scalar_notes
     rollup_history: list[dict] = []
-    rollup_found, rollup_notes = _rollups(conn, caps, key_rows, options, selected, rollup_history)
+    rollup_found, rollup_notes = _rollups(conn, caps, key_rows, options, selected, rollup_history, resume, state)
     findings += rollup_found
     notes += rollup_notes
     spend = reconcile.window_spend(budgets, windows, groups_by_entry)
@@ -250,6 +246,14 @@ def run_scan(
         spend = [s for s in spend if options.model in (s.model_group, s.budget_model)]
     if not catalogue.has_config:
         notes.append("no LiteLLM config: model names resolved from LiteLLM_ProxyModelTable and the rows themselves")
+    if increment is not None:
+        increment.rows_read = sum(g.requests for g in read_groups)
+        if state is not None and any(map(is_raw_key, chain((g.api_key for g in groups), (r.token for r in key_rows),
+                                                          (c.key.entity_id for c in counters if c.key.scope == "key")))):
+            increment.not_stored = ("the ledger holds raw API keys (sk-…), which auditor never stores: no checkpoint kept, "
+                                    "so the next incremental run reads everything")
+            state = None
+        increment.state = state
     return ScanResult(
         as_of=options.now,
         source=dict(source or {}),
@@ -260,6 +264,156 @@ def run_scan(
         resolutions=_resolution_records(groups, resolutions),
         rollup_history=rollup_history if options.use_rollups else None,
     )
+
+
+def _paid_before(first_paid: queries.PaidJobs, cut: datetime) -> set[tuple[str, str]]:
+    """The jobs whose first paid poll a read from `cut` on does not see again: it ended before the cut (or started
+    more than DEFAULT_LOOKBACK before it). None: paid before the rows read."""
+    bound = cut - DEFAULT_LOOKBACK
+    return {job for job, first in first_paid.items() if first is None or first[0] < cut or first[1] < bound}
+
+
+def _plan(conn, caps, catalogue, options: ScanOptions, where, selected, holders, budgets, counters, increment: checkpoint.Increment):
+    """Where this run cuts its checkpoint, and the previous checkpoint's state if it may resume from it (else None,
+    and `increment.fallback` says why when an incremental run was asked for)."""
+    increment.fingerprint = checkpoint.fingerprint(options, selected, caps, catalogue, holders)
+    oldest, newest = queries.spend_time_range(conn, where)
+    table_oldest = queries.spend_time_range(conn)[0] if where.where() else oldest
+    settled = options.now - options.settle
+    cut = (min(newest, settled) if newest is not None else settled) - increment.lookback
+    resume, why = None, None
+    previous = increment.previous
+    if not increment.requested:
+        pass
+    elif previous is None:
+        why = "no checkpoint from a previous report run of this database"
+    else:
+        why = checkpoint.why_not(previous.fingerprint, increment.fingerprint)
+        if why is None:
+            try:
+                resume = checkpoint.decode(previous.state)
+            except (ValueError, KeyError, TypeError, IndexError) as error:
+                why = f"the checkpoint of run {previous.run_id} cannot be read ({type(error).__name__})"
+        if resume is not None:
+            why = _stale(resume, oldest, newest, table_oldest, settled, options, budgets, counters)
+            if why is not None:
+                resume = None
+    if resume is not None:
+        cut = max(cut, resume.cut)  # the cut never moves back: the state before the previous one is gone
+        increment.mode = checkpoint.INCREMENTAL
+    increment.fallback, increment.watermark, increment.cut = why, newest, cut
+    return resume, cut, (newest, oldest, table_oldest)
+
+
+def _stale(state: checkpoint.State, oldest, newest, table_oldest, settled, options: ScanOptions, budgets, counters) -> str | None:
+    """Why the ledger or the counters moved in a way the checkpoint cannot absorb; None when they did not."""
+    when = lambda t: "none" if t is None else f"{t:%Y-%m-%d %H:%M:%S}"  # noqa: E731
+    if oldest != state.oldest:
+        return (f"the oldest spend log in scope moved from {when(state.oldest)} to {when(oldest)} since the checkpoint "
+                "(rows deleted, e.g. by spend-log retention, or written before it)")
+    if options.since is None and not options.retention and table_oldest != state.table_oldest:
+        return f"the oldest spend log moved from {when(state.table_oldest)} to {when(table_oldest)} since the checkpoint (rows deleted)"
+    if state.watermark is not None and (newest is None or newest < state.watermark):
+        return f"the newest spend log ({when(newest)}) is older than the checkpoint's watermark ({when(state.watermark)}): rows were deleted"
+    if state.cut > settled:
+        return f"--now minus --settle ({when(settled)}) is before the checkpoint's cut ({when(state.cut)})"
+    for counter in counters:  # a counter whose window reaches before the cut needs the ledger's sum there
+        eb = budgets.get((counter.key.scope, counter.key.entity_id))
+        entry = eb.entries.get(counter.key.budget_model) if eb is not None else None
+        if (entry is None or entry.duration.raw != counter.key.duration or counter.window_start is None
+                or counter.window_start - options.window_slack >= state.cut):
+            continue
+        if checkpoint.counter_id(counter) not in state.counters:
+            return (f"{counter.source} counter {counter.key.key} (window from {when(counter.window_start)}) starts before the "
+                    "checkpoint's cut, and the checkpoint does not know it")
+    return None
+
+
+def _windows(conn, caps, catalogue, resolutions, budgets, keys_entries, read, ledger, progress, resume, state, slack):
+    """Every budgeted entity's charges through a WindowTracker per budget entry: its windows, the model groups each
+    entry charged, and the counter ledger. Resuming, trackers start from the checkpoint; cutting one (`state`), each
+    entity's state is frozen just before its first charge at or after the cut."""
+    windows: dict[tuple[str, str, str], list[Window]] = {}
+    groups_by_entry: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    cut = state.cut if state is not None else None
+    partial = dict(ledger.values) if state is not None else {}  # counter -> the ledger's sum of charges before the cut
+
+    def finish(scope, entity_id, trackers, closed, seen) -> None:
+        for name, groups_seen in seen.items():
+            groups_by_entry[(scope, entity_id, name)] |= groups_seen
+        for name, tracker in trackers.items():
+            last = tracker.close()
+            if last is not None:
+                closed[name].append(last)
+            windows[(scope, entity_id, name)] = closed[name]
+
+    for scope in SCOPES:
+        budgeted = [b for b in budgets.values() if b.scope == scope and b.entries]
+        by_stream_id = {b.stream_id: b for b in budgeted}
+        paid: queries.PaidJobs = dict.fromkeys(resume.stream_jobs.get(scope, ()), None) if resume is not None else {}
+        stream = queries.stream_charges(conn, caps, read, scope, sorted(by_stream_id), paid_jobs=paid)
+        streamed: set[str] = set()
+        for entity_id, charges in groupby(stream, key=attrgetter("entity_id")):
+            streamed.add(entity_id)
+            eb = budgets[(scope, entity_id)]
+            trackers, closed, seen = _resumed(eb, resume.entities.get((scope, entity_id)) if resume is not None else None)
+            counted = _Counted(charges)
+            cached = ledger.caches(scope, entity_id)
+            governed = governed_charges(eb, counted, resolutions, catalogue, keys_entries)
+            if cut is not None:  # up to the cut: the same steps as the loop below, which takes the rest
+                for item in governed:
+                    charge, group, entry = item
+                    if charge.end_time >= cut:
+                        governed = chain((item,), governed)
+                        break
+                    seen[entry.name].add(group)
+                    done = trackers[entry.name].add(charge)
+                    if done is not None:
+                        closed[entry.name].append(done)
+                    if cached:
+                        ledger.add(scope, entity_id, entry, charge.end_time, charge.spend)
+                state.entities[(scope, entity_id)] = checkpoint.EntityState.of(trackers, closed, seen)
+                for counter in ledger.counters_of(scope, entity_id):
+                    partial[counter] = ledger.values[counter]
+            for charge, group, entry in governed:  # the scan's hot loop: one pass per charged row
+                seen[entry.name].add(group)
+                done = trackers[entry.name].add(charge)
+                if done is not None:
+                    closed[entry.name].append(done)
+                if cached:
+                    ledger.add(scope, entity_id, entry, charge.end_time, charge.spend)
+            finish(scope, entity_id, trackers, closed, seen)
+            if progress is not None:
+                progress(counted.seen)
+        if resume is not None:  # entities with no charge since the previous cut: as the checkpoint left them
+            for (in_scope, entity_id), before in resume.entities.items():
+                if in_scope == scope and entity_id not in streamed:
+                    finish(scope, entity_id, *_resumed(budgets[(scope, entity_id)], before))
+                    if state is not None:
+                        state.entities[(scope, entity_id)] = before
+        if state is not None:
+            state.stream_jobs[scope] = _paid_before(paid, cut)
+    if state is not None:
+        state.counters = {checkpoint.counter_id(c): value for c, value in partial.items() if c.window_start - slack < cut}
+    return windows, groups_by_entry
+
+
+def _resumed(eb: EntityBudgets, before: checkpoint.EntityState | None):
+    """An entity's trackers, closed windows and charged groups per entry: fresh, or where a checkpoint left them."""
+    closed: dict[str, list[Window]] = defaultdict(list)
+    seen: dict[str, set[str]] = defaultdict(set)
+    if before is None:
+        return {name: WindowTracker(entry.duration, entry.limit) for name, entry in eb.entries.items()}, closed, seen
+    trackers = {}
+    for name, entry in eb.entries.items():
+        tracker_state = before.trackers.get(name)
+        trackers[name] = (WindowTracker(entry.duration, entry.limit) if tracker_state is None
+                          else WindowTracker.resume(entry.duration, entry.limit, tracker_state))
+    for name, ws in before.closed.items():
+        closed[name] = list(ws)
+    for name, gs in before.groups.items():
+        seen[name] = set(gs)
+    return trackers, closed, seen
 
 
 def _resolution_records(groups: list[queries.SpendGroup], resolutions: Resolver) -> list[dict]:
@@ -281,8 +435,9 @@ def _resolution_records(groups: list[queries.SpendGroup], resolutions: Resolver)
     return records
 
 
-def _scalar(conn: Connection, caps: Capabilities, holders: list[queries.Holder], options: ScanOptions):
-    """Every entity's scalar spend over its current period, summed in SQL per scope."""
+def _scalar(conn: Connection, caps: Capabilities, holders: list[queries.Holder], options: ScanOptions,
+            resume: checkpoint.State | None = None, state: checkpoint.State | None = None):
+    """Every entity's scalar spend over its current period, summed in SQL per scope (see _period_sums)."""
     from auditor.periods import zone
 
     tz = zone(options.timezone)
@@ -305,11 +460,11 @@ def _scalar(conn: Connection, caps: Capabilities, holders: list[queries.Holder],
     whole_ledger = complete_since is None
     for scope in SCOPES:
         pairs = [(entity, start) for (s, entity), start in starts.items() if s == scope]
-        for entity, totals in queries.period_spend(conn, caps, scope, pairs, options.now).items():
+        for entity, totals in _period_sums(conn, caps, scope, pairs, options.now, resume, state).items():
             period_sums[(scope, entity)] = totals
         totals_wanted = [(h.entity_id, reconcile.LIFETIME) for h in holders if h.scope == scope and h.total_spend is not None and not h.deleted]
         if whole_ledger and totals_wanted:
-            for entity, totals in queries.period_spend(conn, caps, scope, totals_wanted, options.now).items():
+            for entity, totals in _period_sums(conn, caps, scope, totals_wanted, options.now, resume, state).items():
                 lifetime_sums[(scope, entity)] = totals
             for entity, _ in totals_wanted:
                 lifetime_sums.setdefault((scope, entity), (0.0, 0))
@@ -318,8 +473,35 @@ def _scalar(conn: Connection, caps: Capabilities, holders: list[queries.Holder],
     return findings, notes
 
 
-def _rollups(conn: Connection, caps: Capabilities, key_rows, options: ScanOptions, selected, history_out: list[dict]) -> tuple[list, list[str]]:
-    """Daily rollups (per user, team, end user) against the ledger, only on whole days the ledger fully covers."""
+def _period_sums(conn: Connection, caps: Capabilities, scope: str, pairs: list, now: datetime,
+                 resume: checkpoint.State | None, state: checkpoint.State | None) -> dict:
+    """queries.period_spend, resumable: an entity whose period started before the checkpoint's cut and has not
+    rolled over since gets the checkpoint's sum plus that of the rows an incremental run reads (lifetime spend and
+    total_spend above all: without it they read the whole ledger). Into the new checkpoint, each sum of a period
+    that started before the new cut, less the rows the next incremental run will read."""
+    if not pairs:
+        return {}
+    stored = resume.periods if resume is not None else {}
+    known = [(e, start) for e, start in pairs if (scope, e, start) in stored]
+    found = queries.period_spend(conn, caps, scope, [(e, start) for e, start in pairs if (scope, e, start) not in stored], now)
+    if known:
+        since = queries.period_spend(conn, caps, scope, known, now, ended_from=resume.cut)
+        for e, start in known:
+            (spend, rows), (more, more_rows) = stored[(scope, e, start)], since.get(e, (0.0, 0))
+            found[e] = (spend + more, rows + more_rows)
+    if state is not None:
+        before = [(e, start) for e, start in pairs if start < state.cut]
+        after = queries.period_spend(conn, caps, scope, before, now, ended_from=state.cut)
+        for e, start in before:
+            (spend, rows), (later, later_rows) = found.get(e, (0.0, 0)), after.get(e, (0.0, 0))
+            state.periods[(scope, e, start)] = (spend - later, rows - later_rows)
+    return found
+
+
+def _rollups(conn: Connection, caps: Capabilities, key_rows, options: ScanOptions, selected, history_out: list[dict],
+             resume: checkpoint.State | None = None, state: checkpoint.State | None = None) -> tuple[list, list[str]]:
+    """Daily rollups (per user, team, end user) against the ledger, only on whole days the ledger fully covers.
+    Days before a checkpoint's cut whose rollup rows have not changed come from the checkpoint; the rest are read."""
     from auditor.schema import DAILY_ROLLUPS
 
     present = [(name, table, by) for name, (table, by) in DAILY_ROLLUPS.items() if caps.has_table(name)]
@@ -357,13 +539,49 @@ def _rollups(conn: Connection, caps: Capabilities, key_rows, options: ScanOption
                 )
         if first > last:
             continue
-        ledger = queries.ledger_days(conn, caps, by, first.isoformat(), last.isoformat())
         rollups = queries.rollup_days(conn, table, first.isoformat(), last.isoformat())
         if selected is not None:
-            ledger = {k: v for k, v in ledger.items() if k[1] in selected}
             rollups = {k: v for k, v in rollups.items() if k[1] in selected}
+        by_day: dict[str, dict] = defaultdict(dict)
+        for k, v in rollups.items():
+            by_day[k[0]][k] = v
+        days = [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+        reused: dict[str, checkpoint.RollupDay] = {}
+        if resume is not None:  # a day is whole in the checkpoint when none of its rows is one an incremental run reads
+            stored, before = resume.rollups.get(name, {}), (resume.cut - DEFAULT_LOOKBACK).date().isoformat()
+            reused = {day: stored[day] for day in days
+                      if day < before and day in stored and stored[day].digest == checkpoint.rollup_digest(by_day.get(day, {}))}
+        ledger: dict = {}
+        for lo, hi in _runs([day for day in days if day not in reused]):
+            part = queries.ledger_days(conn, caps, by, lo, hi)
+            ledger.update(part if selected is None else {k: v for k, v in part.items() if k[1] in selected})
+        if reused:  # those days' findings come from the rows that disagreed, the rest of them agreed
+            for day in reused.values():
+                ledger.update((k, v) for k, v in day.differing.items() if v is not None)
+            rollups = {k: v for k, v in rollups.items() if k[0] not in reused or k in reused[k[0]].differing}
         findings += reconcile.rollup_findings(name, ledger, rollups, aliases, options)
+        if state is not None:
+            until = (state.cut - DEFAULT_LOOKBACK).date().isoformat()
+            differing: dict[str, dict] = defaultdict(dict)
+            for k in set(ledger) | set(rollups):
+                if k[0] < until and k[0] not in reused and reconcile.rollup_differs(ledger.get(k), rollups.get(k), options.tolerance):
+                    differing[k[0]][k] = ledger.get(k)
+            state.rollups[name] = {
+                day: reused.get(day) or checkpoint.RollupDay(checkpoint.rollup_digest(by_day.get(day, {})), differing.get(day, {}))
+                for day in days if day < until
+            }
     return findings, notes
+
+
+def _runs(days: list[str]) -> list[tuple[str, str]]:
+    """Consecutive ISO days as (first, last) ranges."""
+    runs: list[tuple[str, str]] = []
+    for day in days:
+        if runs and (datetime.fromisoformat(runs[-1][1]) + timedelta(days=1)).date().isoformat() == day:
+            runs[-1] = (runs[-1][0], day)
+        else:
+            runs.append((day, day))
+    return runs
 
 
 def _ledger_complete_since(conn: Connection, options: ScanOptions) -> datetime | None:

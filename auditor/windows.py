@@ -67,6 +67,19 @@ class _OpenWindow:
         return Window(self.start, self.end, self.spend, self.requests, self.leaks, self.leak_spend)
 
 
+@dataclass(frozen=True, slots=True)
+class TrackerState:
+    """Everything a WindowTracker carries from one charge to the next, so a stream can stop here and go on later
+    (an incremental report resumes from it): the open window, the last end_time seen, and the step function
+    "counter >= limit" still within the lookback (`floor` before the first kept change, then `changes`).
+    The entry's duration, limit and the lookback are not part of it: the tracker is rebuilt from the entry."""
+
+    open: Window | None
+    last_end: datetime | None
+    floor: bool
+    changes: tuple[tuple[datetime, bool], ...] = ()
+
+
 class WindowTracker:
     """Streams the charges of one (entity, entry), sorted by `end_time`, into windows.
 
@@ -100,6 +113,27 @@ class WindowTracker:
         self._times: list[datetime] = []
         self._values: list[bool] = []
         self._head = 0
+
+    @classmethod
+    def resume(cls, duration: Duration, limit: float | None, state: TrackerState, *,
+               lookback: timedelta | None = DEFAULT_LOOKBACK) -> WindowTracker:
+        """A tracker that goes on exactly where the one that exported `state` stopped."""
+        tracker = cls(duration, limit, lookback=lookback)
+        if state.open is not None:
+            w = state.open
+            tracker._open = _OpenWindow(w.start, w.end)
+            tracker._open.spend, tracker._open.requests = w.spend, w.requests
+            tracker._open.leaks, tracker._open.leak_spend = w.requests_after_limit, w.spend_after_limit
+        tracker._last_end = state.last_end
+        tracker._floor = state.floor
+        tracker._times = [instant for instant, _ in state.changes]
+        tracker._values = [value for _, value in state.changes]
+        return tracker
+
+    def state(self) -> TrackerState:
+        """What `resume` needs to go on from here (the open window stays open)."""
+        head = self._head
+        return TrackerState(self.current, self._last_end, self._floor, tuple(zip(self._times[head:], self._values[head:])))
 
     @property
     def current(self) -> Window | None:

@@ -491,7 +491,8 @@ def test_sqlite_journal_tables_are_prefixed_and_the_round_trip_works(sqlite_url,
         invoke("db", "upgrade", "--db", sqlite_url, code=0)
         with data.engine.connect() as conn:
             names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'auditor%'"))}
-        assert names == {"auditor_runs", "auditor_backfill_changes", "auditor_report_findings", "auditor_alembic_version"}
+        assert names == {"auditor_runs", "auditor_backfill_changes", "auditor_report_findings", "auditor_report_checkpoints",
+                         "auditor_alembic_version"}
         applied = as_json(invoke("backfill", *data.args("--apply", "--yes", "--format", "json"), code=0))
         assert [w["target"] for w in applied["writes"]] == ["budget_window_spend"] and data.row()[1] == 3.5
         invoke("backfill", "undo", applied["run_id"], "--db", sqlite_url, "--yes", code=0)

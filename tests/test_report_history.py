@@ -192,7 +192,8 @@ def test_new_still_open_and_resolved_across_runs_on_sqlite(sqlite_url, config, t
         with ledger.engine.connect() as conn:  # auditor's tables beside LiteLLM's, prefixed
             names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'auditor%'"))}
             stored = conn.execute(text("SELECT run_id, finding_id, kind, severity FROM auditor_report_findings ORDER BY run_id, finding_id")).all()
-        assert names == {"auditor_runs", "auditor_backfill_changes", "auditor_report_findings", "auditor_alembic_version"}
+        assert names == {"auditor_runs", "auditor_backfill_changes", "auditor_report_findings", "auditor_report_checkpoints",
+                         "auditor_alembic_version"}
         assert sorted(stored) == sorted([
             (first["run"]["id"], F20, "over_budget", "error"),
             (second["run"]["id"], F20, "over_budget", "error"), (second["run"]["id"], F21, "over_budget", "error"),
