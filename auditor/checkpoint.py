@@ -47,7 +47,7 @@ from auditor.findings import iso
 from auditor.queries import DayTotals, RollupKey, SpendGroup
 from auditor.windows import TrackerState, Window, WindowTracker
 
-FORMAT = 1  # bump when State or its encoding changes: older checkpoints are then not reused
+FORMAT = 2  # 2: junk spend is its own ignored outcome. Bump when State or its encoding changes: older checkpoints are then not reused
 DEFAULT_LOOKBACK = timedelta(hours=1)  # --lookback: how late a row may be written and still be read
 
 FULL, INCREMENTAL = "full", "incremental"

@@ -61,12 +61,14 @@ def writer_engine(target):
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
+    from auditor.db import json_or_text
+
     if target.dialect == "postgresql":
-        return create_engine(target.url, poolclass=NullPool, connect_args={
+        return create_engine(target.url, poolclass=NullPool, json_deserializer=json_or_text, connect_args={
             "connect_timeout": 10, "application_name": "auditor backfill",
             "options": "-c lock_timeout=10000",  # never wait on the proxy's row locks for more than 10 s
         })
-    return create_engine(target.url, poolclass=NullPool)
+    return create_engine(target.url, poolclass=NullPool, json_deserializer=json_or_text)
 
 
 def _db_errors(target):

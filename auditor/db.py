@@ -5,6 +5,7 @@ This module only connects and opens transactions; queries live in `auditor.queri
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -81,14 +82,27 @@ def mask_text(message: str, secrets: tuple[str, ...] = ()) -> str:
     return masked
 
 
+def json_or_text(document: str | bytes) -> object:
+    """A JSON column's value, or its text undecoded when Python refuses it (an integer of more than 4300 digits,
+    nesting past the recursion limit): jsonb holds such values, and one of them must not kill the whole scan.
+    The budget parser reads the text and says what is wrong with it (budgets._whole_value_reason)."""
+    try:
+        return json.loads(document)
+    except (ValueError, RecursionError):
+        return document if isinstance(document, str) else bytes(document).decode("utf-8", "replace")
+
+
 def engine_for(target: DatabaseTarget) -> Engine:
+    # json_deserializer: SQLAlchemy calls it for SQLite's JSON text, and registers it as psycopg 3's json/jsonb
+    # loader on this engine's own adapters map (psycopg parses jsonb itself; the loader gets bytes), never globally.
     if target.dialect == "postgresql":
         return create_engine(
             target.url,
             connect_args={"connect_timeout": 10, "application_name": "auditor"},
             pool_pre_ping=False,
+            json_deserializer=json_or_text,
         )
-    engine = create_engine(target.url)
+    engine = create_engine(target.url, json_deserializer=json_or_text)
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection, _record):  # pragma: no cover - trivial

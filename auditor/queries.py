@@ -76,6 +76,13 @@ CHARGED = "charged"
 IGNORED_FAILURE = "failure"
 IGNORED_NO_API_KEY = "empty api_key"
 IGNORED_REPEAT_POLL = "repeat job poll"
+IGNORED_BAD_SPEND = "spend not a finite amount"
+
+# No real request costs a quadrillion dollars. A spend at or past this bound, NaN or +-Infinity is junk with no
+# amount to charge (Redis refuses to INCRBYFLOAT NaN or Infinity, so no counter held it). The bound is what keeps
+# every SUM auditor takes finite: a double overflows only after about 1.8e293 rows of less than 1e15, so no window,
+# total or JSON number becomes NaN or Infinity, and PostgreSQL's float8 SUM never fails with "value out of range".
+SPEND_BOUND = 1e15
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,15 +148,33 @@ def _is_paid_poll(table=spend_logs) -> ColumnElement[bool]:
     return and_(table.c.call_type.in_(JOB_POLL_CALL_TYPES), table.c.spend > 0)
 
 
+def _spend_not_finite(table=spend_logs) -> ColumnElement[bool]:
+    """spend NaN, +-Infinity or at least SPEND_BOUND in size. One comparison catches all three on PostgreSQL, which
+    orders NaN above every number, Infinity included; SQLite stores NaN as NULL. A NULL spend is not caught (NULL
+    here): it reads as $0, as it always has."""
+    return func.abs(table.c.spend) >= SPEND_BOUND
+
+
+def _finite_spend(table=spend_logs) -> ColumnElement[float]:
+    """spend to add up: NULL (which SUM skips) where `_spend_not_finite`, so a sum over any rows stays finite."""
+    return case((_spend_not_finite(table), null()), else_=table.c.spend)
+
+
 def row_outcome(caps: Capabilities) -> ColumnElement[str]:
     """Why a row is or is not charged, decided in SQL so that rows are counted, never fetched.
 
+    A failure or a row without a key is that whatever its spend: LiteLLM never charges either, so the amount does
+    not matter (and a failed request with a NaN spend is still one of a rollup's failed_requests, ledger_days).
+    Only a row LiteLLM would charge is then asked whether its spend is an amount at all.
+
     Repeat job polls are not decided here: a per-row subquery would be costed for every row and wreck
     the plan of a full-table aggregate. `repeat_polls` and `stream_charges` handle them instead.
-    Scalar spend and the daily rollups count every logged row, as LiteLLM's own writers add each one."""
+    Scalar spend counts repeat polls too, and the daily rollups every logged row, as LiteLLM's own writers add each
+    one; neither adds a spend that is not a finite amount (period_spend, ledger_days)."""
     return case(
         (_is_failure(caps), literal(IGNORED_FAILURE)),
         (func.coalesce(spend_logs.c.api_key, "") == "", literal(IGNORED_NO_API_KEY)),
+        (_spend_not_finite(), literal(IGNORED_BAD_SPEND)),
         else_=literal(CHARGED),
     ).label("outcome")
 
@@ -190,6 +215,8 @@ def spend_groups(conn: Connection, caps: Capabilities, where: SpendFilter, paid:
     metadata looks like one group per row and buys a disk sort instead of a hash aggregate. Outcomes
     are then decided per group; the two rare cases that need more (pre-1.68 failures recorded only in
     metadata, repeat job polls) each get a narrow query of their own, run only when such rows exist.
+    Spend that is not a finite amount is an aggregate, not a grouped column: each group counts its rows of
+    such spend and sums only the others, which costs nothing in the plan.
 
     `paid` and `first_paid` are for reads of part of the ledger (see repeat_polls)."""
     model, model_group, model_id = model_triple(caps)
@@ -199,8 +226,9 @@ def spend_groups(conn: Connection, caps: Capabilities, where: SpendFilter, paid:
         select(
             key.label("api_key"), model.label("model"), model_group.label("model_group"), model_id.label("model_id"),
             status.label("status"), spend_logs.c.call_type,
-            func.coalesce(func.sum(spend_logs.c.spend), 0.0).label("spend"),
+            func.coalesce(func.sum(_finite_spend()), 0.0).label("spend"),
             func.count().label("requests"),
+            func.count(case((_spend_not_finite(), 1))).label("bad_spend"),
         )
         .where(*where.where())
         .group_by(key, model, model_group, model_id, status, spend_logs.c.call_type)
@@ -213,17 +241,21 @@ def spend_groups(conn: Connection, caps: Capabilities, where: SpendFilter, paid:
     groups = []
     for r in rows:
         triple = (r.api_key, r.model, r.model_group, r.model_id)
-        spend, requests = float(r.spend), int(r.requests)
+        spend, requests, bad = float(r.spend), int(r.requests), int(r.bad_spend)
         if r.status == "failure":
             groups.append(SpendGroup(*triple, IGNORED_FAILURE, spend, requests))
             continue
         if r.status is None and (triple, r.call_type) in metadata_failures:
-            failed_requests, failed_spend = metadata_failures.pop((triple, r.call_type))
+            failed_requests, failed_spend, failed_bad = metadata_failures.pop((triple, r.call_type))
             groups.append(SpendGroup(*triple, IGNORED_FAILURE, failed_spend, failed_requests))
-            spend, requests = spend - failed_spend, requests - failed_requests
+            spend, requests, bad = spend - failed_spend, requests - failed_requests, bad - failed_bad
         if not r.api_key:
-            groups.append(SpendGroup(*triple, IGNORED_NO_API_KEY, spend, requests))
+            if requests:
+                groups.append(SpendGroup(*triple, IGNORED_NO_API_KEY, spend, requests))
             continue
+        if bad:  # their spend is not in `spend`: it is no amount, so the group of them holds $0
+            groups.append(SpendGroup(*triple, IGNORED_BAD_SPEND, 0.0, bad))
+            requests -= bad
         if r.call_type in JOB_POLL_CALL_TYPES and (triple, r.call_type) in repeats:
             repeat_requests, repeat_spend = repeats.pop((triple, r.call_type))
             groups.append(SpendGroup(*triple, IGNORED_REPEAT_POLL, repeat_spend, repeat_requests))
@@ -251,15 +283,17 @@ def hash_aggregated(conn: Connection, query) -> list:
 
 
 def _metadata_failures(conn: Connection, caps: Capabilities, where: SpendFilter) -> dict:
-    """Rows written before the status column existed (LiteLLM < 1.68) that metadata.status marks as failures."""
+    """Rows written before the status column existed (LiteLLM < 1.68) that metadata.status marks as failures:
+    (rows, finite spend, rows whose spend is not a finite amount) per group of spend_groups."""
     model, model_group, model_id = model_triple(caps)
     key = func.coalesce(spend_logs.c.api_key, "")
     query = (
-        select(key, model, model_group, model_id, spend_logs.c.call_type, func.count(), func.coalesce(func.sum(spend_logs.c.spend), 0.0))
+        select(key, model, model_group, model_id, spend_logs.c.call_type, func.count(), func.coalesce(func.sum(_finite_spend()), 0.0),
+               func.count(case((_spend_not_finite(), 1))))
         .where(*where.where(), spend_logs.c.status.is_(None), spend_logs.c.metadata["status"].as_string() == "failure")
         .group_by(key, model, model_group, model_id, spend_logs.c.call_type)
     )
-    return {((r[0], r[1], r[2], r[3]), r[4]): (int(r[5]), float(r[6])) for r in hash_aggregated(conn, query)}
+    return {((r[0], r[1], r[2], r[3]), r[4]): (int(r[5]), float(r[6]), int(r[7])) for r in hash_aggregated(conn, query)}
 
 
 def _merged(groups: list[SpendGroup]) -> list[SpendGroup]:
@@ -493,7 +527,7 @@ def model_triples(conn: Connection, caps: Capabilities, where: SpendFilter) -> l
     model, model_group, model_id = model_triple(caps)
     query = (
         select(model.label("model"), model_group.label("model_group"), model_id.label("model_id"),
-               func.count().label("requests"), func.coalesce(func.sum(spend_logs.c.spend), 0.0).label("spend"))
+               func.count().label("requests"), func.coalesce(func.sum(_finite_spend()), 0.0).label("spend"))
         .where(*where.where())
         .group_by(model, model_group, model_id)
     )
@@ -590,7 +624,9 @@ def period_spend(
     conn: Connection, caps: Capabilities, scope: str, starts: Sequence[tuple[str | tuple[str, str], datetime]], until: datetime,
     ended_from: datetime | None = None,
 ) -> dict[str | tuple[str, str], tuple[float, int]]:
-    """Charged spend and rows of each entity since its own period start, in one grouped join.
+    """Charged spend and rows of each entity since its own period start, in one grouped join. Charged: so rows
+    whose spend is not a finite amount are left out (row_outcome), and the sums stay finite where LiteLLM's own
+    spend column would have become NaN or Infinity.
 
     The (entity, start) pairs travel as a VALUES list, so every entity's period is summed in
     the database in a single statement whatever its start. The earliest start also bounds "startTime"
@@ -647,12 +683,14 @@ def _day_of(conn: Connection, column) -> ColumnElement[str]:
 
 def ledger_days(conn: Connection, caps: Capabilities, by: str, first_day: str, last_day: str) -> dict[RollupKey, DayTotals]:
     """The ledger grouped like a Daily*Spend table: rows with its entity (`by`: "user", team_id, end_user),
-    per UTC day, key, model and provider; spend and counts over every row, failures included, as LiteLLM adds them."""
+    per UTC day, key, model and provider; spend and counts over every row, failures included, as LiteLLM adds them.
+    Spend that is not a finite amount (row_outcome) is counted as a request but adds nothing, so the sums stay
+    finite; LiteLLM's own rollup would hold NaN, Infinity or the junk amount there."""
     day = _day_of(conn, spend_logs.c.startTime)
     provider = func.coalesce(spend_logs.c.custom_llm_provider, "") if caps.has_column("LiteLLM_SpendLogs", "custom_llm_provider") else literal("", String)
     failed = row_outcome(caps) == IGNORED_FAILURE
     query = (
-        select(day, spend_logs.c.api_key, spend_logs.c.model, provider, func.coalesce(func.sum(spend_logs.c.spend), 0.0),
+        select(day, spend_logs.c.api_key, spend_logs.c.model, provider, func.coalesce(func.sum(_finite_spend()), 0.0),
                func.count(), func.sum(case((failed, 0), else_=1)), func.sum(case((failed, 1), else_=0)))
         .where(func.coalesce(spend_logs.c[by], "") != "", spend_logs.c.startTime >= datetime.fromisoformat(first_day),
                spend_logs.c.startTime < datetime.fromisoformat(last_day) + timedelta(days=1))
