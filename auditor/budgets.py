@@ -79,6 +79,9 @@ def _whole_value_reason(raw: object) -> str:
         try:
             decoded = json.loads(raw)
         except (ValueError, RecursionError):
+            if _TOO_LONG_INT.search(raw):  # JSON, but Python (so Prisma's client in LiteLLM too) refuses to read it
+                return (f"the value holds an integer of more than {_MAX_INT_DIGITS} digits ({_show(raw)}), which Python cannot "
+                        "read; LiteLLM fails on the whole value")
             return f"the value is a string that is not JSON ({_show(raw)}), not an object; LiteLLM ignores the whole value"
         if isinstance(decoded, dict):
             return (
@@ -99,7 +102,8 @@ def _parse_entry(name: str, entry: object, now: datetime | None) -> BudgetEntry 
             entry,
         )
     if not isinstance(entry, Mapping):
-        return BudgetProblem(name, f"entry is {_kind(entry)} {_show(entry)}, not an object; LiteLLM ignores it", entry)
+        shown = "" if entry is None else f" {_show(entry)}"
+        return BudgetProblem(name, f"entry is {_kind(entry)}{shown}, not an object; LiteLLM ignores it", entry)
     try:
         fields = dict(entry.items())
     except Exception:  # noqa: BLE001  # unreadable mapping: LiteLLM's validation fails on it too
@@ -150,6 +154,7 @@ _RUST_FLOAT: Final = re.compile(
 _JSON_INT: Final = re.compile(r"-?(?:0|[1-9][0-9]*)")
 
 _MAX_INT_DIGITS: Final = 4300  # Python's int-from-text limit, which pydantic-core applies too
+_TOO_LONG_INT: Final = re.compile(r"[0-9]{%d}" % (_MAX_INT_DIGITS + 1))
 
 
 def _lax_float(value: object) -> float | None:
@@ -257,10 +262,13 @@ def _text(value: object) -> str:
 
 
 def _show(value: object, limit: int = 60) -> str:
-    """A one-line, bounded rendering of a user's value for a reason."""
+    """A one-line, bounded rendering of a user's value for a reason: as JSON, the way it is stored."""
     try:
-        text = json.dumps(value, allow_nan=True) if isinstance(value, (int, float, str)) else repr(value)
-    except Exception:  # noqa: BLE001  # e.g. an int too long to print
-        return f"<{type(value).__name__}>"
+        text = json.dumps(value, allow_nan=True, ensure_ascii=False)
+    except Exception:  # noqa: BLE001  # not JSON (bytes, a cycle) or an int too long to print
+        try:
+            text = repr(value)
+        except Exception:  # noqa: BLE001
+            return f"<{type(value).__name__}>"
     text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
     return text if len(text) <= limit else text[: limit - 3] + "..."

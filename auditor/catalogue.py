@@ -190,20 +190,24 @@ def generated_model_id(model_name: str, litellm_params: Mapping[str, object]) ->
     group name followed by every litellm_params key and value in order: strings as is, dicts as
     `json.dumps`, anything else as `str()`. The proxy resolves every `os.environ/` value first
     (`_check_for_os_environ_vars`), and a list `organization` makes one deployment per organization,
-    so with either the hash depends on something we do not have.
+    so with either the hash depends on something we do not have. Nor when LiteLLM's own hashing would
+    raise (a YAML `!!binary` key, a lone surrogate escape, an int too long for str()): it cannot start then.
     """
     if _mentions_env(litellm_params) or isinstance(litellm_params.get("organization"), list):
         return None
     parts = [model_name]
-    for key, value in litellm_params.items():
-        for item in (key, value):
-            if isinstance(item, str):
-                parts.append(item)
-            elif isinstance(item, dict):
-                parts.append(json.dumps(item, default=_stable_type_name))
-            else:
-                parts.append(str(item))
-    return hashlib.sha256("".join(parts).encode()).hexdigest()
+    try:
+        for key, value in litellm_params.items():
+            for item in (key, value):
+                if isinstance(item, str):
+                    parts.append(item)
+                elif isinstance(item, dict):
+                    parts.append(json.dumps(item, default=_stable_type_name))
+                else:
+                    parts.append(str(item))
+        return hashlib.sha256("".join(parts).encode()).hexdigest()
+    except (TypeError, ValueError, RecursionError):  # ValueError: also UnicodeEncodeError, circular JSON
+        return None
 
 
 def without_first_segment(model: str) -> str | None:
@@ -247,7 +251,7 @@ def _config_deployments(model_list: object, config_name: str) -> Iterator[Deploy
         yield Deployment(
             model_name=model_name,
             model=_readable_model(params.get("model"), encrypted_possible=False),
-            model_id=str(declared) if declared is not None else generated_model_id(model_name, params),
+            model_id=_id_text(declared) if declared is not None else generated_model_id(model_name, params),
             access_groups=_strings(info.get("access_groups")),
             team_public_model_name=_string(info.get("team_public_model_name")),
             base_model=_string(info.get("base_model")),
@@ -329,6 +333,14 @@ def _json_mapping(value: object) -> Mapping:
         except ValueError:
             return {}
     return _mapping(value)
+
+
+def _id_text(value: object) -> str | None:
+    """A declared `model_info.id` as the router keys it (str()); None when even that fails (a 5000-digit int)."""
+    try:
+        return str(value)
+    except ValueError:
+        return None
 
 
 def _string(value: object) -> str | None:

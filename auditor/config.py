@@ -8,8 +8,10 @@ LiteLLM itself survives (an alias to nowhere, an alias cycle, a reused id) becom
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
 
 import yaml
@@ -18,6 +20,7 @@ from auditor.catalogue import glob_matches
 from auditor.errors import ConfigError
 
 _INCLUDE_KEY = "include"
+_MAX_CONFIG_BYTES = 16 << 20  # far above any proxy config
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,17 +58,23 @@ def _read_mapping(file: Path, root: Path) -> dict:
     """One YAML file as a mapping; an empty file is `{}`, as the proxy reads it."""
     where = str(file) if file == root else f"{file} (included from {root})"
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as handle:  # bounded: a device or a runaway include must not be read forever
+            raw = handle.read(_MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
-        raise ConfigError(f"{where}: no such file; pass --config PATH or set CONFIG_FILE_PATH") from None
+        fix = "pass --config PATH or set CONFIG_FILE_PATH" if file == root else f"fix the include: list of {root}"
+        raise ConfigError(f"{where}: no such file; {fix}") from None
     except IsADirectoryError:
         raise ConfigError(f"{where}: is a directory; pass the LiteLLM config YAML file itself") from None
     except PermissionError:
         raise ConfigError(f"{where}: not readable (permission denied); check the file's permissions") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{where}: not UTF-8 text; pass the LiteLLM config YAML file") from None
     except OSError as error:
         raise ConfigError(f"{where}: cannot be read ({error.strerror or error}); check the path") from None
+    if len(raw) > _MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where}: larger than {_MAX_CONFIG_BYTES >> 20} MiB; pass the LiteLLM config YAML file itself")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: not UTF-8 text; pass the LiteLLM config YAML file") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -73,14 +82,87 @@ def _read_mapping(file: Path, root: Path) -> dict:
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(error, "problem", None) or type(error).__name__
         raise ConfigError(f"{where}: not valid YAML{at} ({problem}); fix the syntax and retry") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply to read; pass the LiteLLM config YAML file itself") from None
+    except (ValueError, OverflowError) as error:  # a scalar YAML types but Python cannot build: 2026-13-45, a 5000-digit int
+        raise ConfigError(f"{where}: not valid YAML ({_first_line(error)}); fix the value and retry") from None
+    except (AttributeError, KeyError, IndexError, TypeError):  # PyYAML's constructors on a scalar not of its explicit tag
+        raise ConfigError(f"{where}: not valid YAML (a value tagged !!timestamp, !!bool, !!int or !!float is not one); "
+                          "fix the value or drop the tag") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(
-            f"{where}: the top level is a {type(data).__name__}, not a mapping; "
+            f"{where}: the top level is {_a(data)}, not a mapping; "
             "a LiteLLM config is a mapping with model_list, router_settings, ..."
         )
+    _check_values(data, where)
     return data
+
+
+_MAX_EXPANDED_VALUES = 1_000_000  # a proxy with thousands of deployments holds ~100,000
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_values(root: dict, where: str) -> None:
+    """Refuse what YAML parses but nothing can use: a value that contains itself (`&a [*a]`), aliases that
+    expand past _MAX_EXPANDED_VALUES (nine nested lists of nine aliases are 9**9 values in a dozen lines,
+    and the proxy's walkers, like ours, visit every use), and a lone surrogate escape ("\\ud800"), which
+    is no character: it cannot be printed, hashed into a deployment id or sent to Redis.
+
+    Iterative, so depth is no problem; each shared value is walked once and counted once per use."""
+    sizes: dict[int, int] = {}
+    on_path = {id(root)}
+    stack: list[list] = [[root, iter(_children(root)), 1]]
+    while stack:
+        frame = stack[-1]
+        child = next(frame[1], _END)
+        if child is _END:
+            stack.pop()
+            on_path.discard(id(frame[0]))
+            sizes[id(frame[0])] = frame[2]
+            if stack:
+                stack[-1][2] += frame[2]
+        elif not isinstance(child, (dict, list)):
+            frame[2] += 1
+            if isinstance(child, str) and _SURROGATE.search(child):
+                shown = child.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")[:60]
+                raise ConfigError(f'{where}: the string "{shown}" holds a lone surrogate escape, which is no character; '
+                                  "fix that \\u escape")
+        elif id(child) in sizes:
+            frame[2] += sizes[id(child)]
+        elif id(child) in on_path:
+            raise ConfigError(f"{where}: a YAML alias is used inside its own anchor (&name ... *name), so a value contains "
+                              "itself; remove that alias")
+        else:
+            on_path.add(id(child))
+            stack.append([child, iter(_children(child)), 1])
+        if frame[2] > _MAX_EXPANDED_VALUES:
+            raise ConfigError(f"{where}: its YAML aliases expand to more than {_MAX_EXPANDED_VALUES:,} values (an alias bomb); "
+                              "write the values out instead of nesting aliases")
+
+
+_END = object()
+
+
+def _children(value: object) -> list:
+    """A mapping's keys and values, a list's items."""
+    return [item for pair in value.items() for item in pair] if isinstance(value, dict) else value if isinstance(value, list) else []
+
+
+def _first_line(error: Exception) -> str:
+    """The gist of a Python error about a value: its first line up to any advice after a `;`."""
+    text = str(error).splitlines()
+    return text[0].split(";")[0][:120] if text else type(error).__name__
+
+
+_YAML_KINDS = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer", float: "a number",
+               type(None): "null", bytes: "binary data", set: "a set", date: "a date", datetime: "a timestamp"}
+
+
+def _a(value: object) -> str:
+    """`a mapping`, `an integer`, `null`: what a YAML value is, in YAML's words, for a message."""
+    return _YAML_KINDS.get(type(value), f"a {type(value).__name__}")
 
 
 def _merge_includes(config: dict, root: Path) -> dict:
@@ -112,8 +194,11 @@ def _include_entries(config: Mapping, file: Path) -> list[str]:
     entries = config.get(_INCLUDE_KEY)
     if entries is None:
         return []
-    if not isinstance(entries, list) or not all(isinstance(entry, str) for entry in entries):
-        raise ConfigError(f"{file}: 'include' must be a list of file paths")
+    if not isinstance(entries, list):
+        raise ConfigError(f"{file}: 'include' is {_a(entries)}, not a list of file paths; write include: [other.yaml, ...]")
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, str) or not entry:
+            raise ConfigError(f"{file}: include[{index}] is {_a(entry) if entry != '' else 'empty'}, not a file path")
     return entries
 
 
@@ -130,13 +215,15 @@ def _check_model_list(data: Mapping, path: Path) -> None:
         raise ConfigError(f"{path}: no model_list; pass the config the proxy runs with (it lists its deployments)")
     model_list = data["model_list"]
     if not isinstance(model_list, list):
-        raise ConfigError(f"{path}: model_list is a {type(model_list).__name__}, not a list of deployments")
+        raise ConfigError(f"{path}: model_list is {_a(model_list)}, not a list of deployments")
     for index, entry in enumerate(model_list):
         where = f"{path}: model_list[{index}]"
         if not isinstance(entry, Mapping):
-            raise ConfigError(f"{where} is a {type(entry).__name__}; each deployment is a mapping with model_name")
+            raise ConfigError(f"{where} is {_a(entry)}; each deployment is a mapping with model_name")
         name = entry.get("model_name")
-        if not isinstance(name, str) or not name:
+        if name is not None and not isinstance(name, str):
+            raise ConfigError(f"{where}: model_name is {_a(name)}, not a name; quote it (model_name: \"...\")")
+        if not name:
             raise ConfigError(f"{where} has no model_name; every deployment needs model_name and litellm_params.model")
         params = entry.get("litellm_params")
         model = params.get("model") if isinstance(params, Mapping) else None

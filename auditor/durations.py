@@ -53,7 +53,11 @@ class Duration:
         An aware `start` is computed in UTC and returned in its own timezone.
         """
         if start.tzinfo is not None:
-            end_utc = self.end_of_window(start.astimezone(timezone.utc).replace(tzinfo=None))
+            try:
+                start_utc = start.astimezone(timezone.utc).replace(tzinfo=None)
+            except OverflowError:  # within a day of year 1 or 9999: its UTC instant has no datetime
+                return self.end_of_window(start.replace(tzinfo=None)).replace(tzinfo=start.tzinfo)
+            end_utc = self.end_of_window(start_utc)
             if end_utc == datetime.max:
                 return datetime.max.replace(tzinfo=start.tzinfo)
             try:

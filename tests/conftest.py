@@ -97,3 +97,18 @@ def redis_client():
     yield client
     client.flushdb()
     client.close()
+
+
+# --- Hypothesis profiles -------------------------------------------------------------------------
+# "dev" for every property test: no deadline (a shared 2-core machine makes timings noise) and the blob
+# that reproduces a failure printed with it. "fuzz" is the long run of the tests marked `fuzz`
+# (tests/test_fuzz.py), used under CI or with AUDITOR_FUZZ=1: about a minute in all on 2 cores.
+# The fuzz tests take their settings from the "fuzz-tests" profile, which is one or the other.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("dev", deadline=None, print_blob=True)
+_hypothesis_settings.register_profile("fuzz", parent=_hypothesis_settings.get_profile("dev"), max_examples=2000)
+_hypothesis_settings.register_profile(
+    "fuzz-tests", _hypothesis_settings.get_profile("fuzz" if IN_CI or os.environ.get("AUDITOR_FUZZ") else "dev")
+)
+_hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))

@@ -63,9 +63,9 @@ def test_no_timezone(tmp_path):
         ("- a\n- b\n", "not a mapping"),
         ("", "no model_list"),
         ("general_settings: {}\n", "no model_list"),
-        ("model_list: {opus: x}\n", "model_list is a dict, not a list"),
-        ("model_list: null\n", "model_list is a NoneType"),
-        ("model_list: [just-a-string]\n", "model_list[0] is a str"),
+        ("model_list: {opus: x}\n", "model_list is a mapping, not a list"),
+        ("model_list: null\n", "model_list is null, not a list"),
+        ("model_list: [just-a-string]\n", "model_list[0] is a string"),
         ("model_list:\n  - litellm_params: {model: openai/gpt-4o}\n", "model_list[0] has no model_name"),
         ("model_list:\n  - model_name: gpt-4o\n", "model_list[0] (gpt-4o) has no litellm_params.model"),
         ("model_list:\n  - model_name: gpt-4o\n    litellm_params: {api_key: x}\n", "has no litellm_params.model"),
@@ -174,7 +174,7 @@ def test_missing_include(tmp_path):
 
 
 def test_include_must_be_a_list_of_paths(tmp_path):
-    with pytest.raises(ConfigError, match="'include' must be a list of file paths"):
+    with pytest.raises(ConfigError, match=r"'include' is a string, not a list of file paths; write include: \[other.yaml, ...\]"):
         load_config(write(tmp_path, "include: models.yaml\nmodel_list: []\n"))
 
 
