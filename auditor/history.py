@@ -452,11 +452,19 @@ def webhook_text(record: dict, changes: dict, report_path: str) -> str:
     since = f"since run {changes['previous_run'][:8]}" if changes["previous_run"] else "(first recorded run)"
     lines = [(f"auditor: {len(fresh)} new error finding{'s' if len(fresh) != 1 else ''} {since}; "
               f"{errors} error{'s' if errors != 1 else ''} open, ${record['totals']['money_leaked']:,.2f} leaked past budgets")]
-    lines += [f"• {describe(f)}" for f in fresh[:5]]
+    lines += [f"• {slack_text(describe(f))}" for f in fresh[:5]]
     if len(fresh) > 5:
         lines.append(f"• … and {len(fresh) - 5} more")
     lines.append(f"report: {report_path}")
     return "\n".join(lines)
+
+
+def slack_text(value: str) -> str:
+    """Database text in a Slack message: inert. Slack reads `<!channel>`, `<url|label>` and `&` entities as
+    markup (its escaping rules name exactly &, < and >), and control characters have no place in one line."""
+    from auditor.render import plain
+
+    return plain(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def post_webhook(url: str, payload: dict, *, timeout: float = WEBHOOK_TIMEOUT_S, retries: int = 1,

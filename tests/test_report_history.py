@@ -409,6 +409,15 @@ def test_the_webhook_posts_only_when_new_errors_appear(sqlite_url, config, tmp_p
         ledger.close()
 
 
+def test_the_webhook_text_makes_aliases_inert_for_slack():
+    finding = {"severity": "error", "kind": "over_budget", "scope": "key", "entity_alias": "<!channel> & <https://x|y>\x1b[31m",
+               "budget_model": "gpt-4o", "window_start": "2026-11-20T09:00:00.000Z"}
+    record = {"findings": [finding], "totals": {"findings_by_severity": {"error": 1}, "money_leaked": 1.0}}
+    changes = {"finding_ids": ["f1"], "new": ["f1"], "previous_run": None}
+    text = history.webhook_text(record, changes, "/r/report.html")
+    assert text.splitlines()[1] == "• error over budget key &lt;!channel&gt; &amp; &lt;https://x|y&gt;[31m gpt-4o window 2026-11-20 09:00"
+
+
 def test_a_webhook_that_fails_once_is_retried(sqlite_url, config, tmp_path, server_factory):
     hook = server_factory([500, 200])
     ledger = Ledger(sqlite_url)
