@@ -33,8 +33,10 @@ CSV_FIELDS = (
 
 def plain(text: object) -> str:
     """Database text made inert for any medium: one line, no control characters or escape sequences.
-    The one sanitiser every renderer uses (terminal, Markdown, CSV, HTML) before its own escaping."""
-    return _CONTROL.sub("", _BREAKS.sub(" ", str(text)))
+    The one sanitiser every renderer uses (terminal, Markdown, CSV, HTML) before its own escaping. A lone
+    surrogate (JSON text in SQLite can hold one) becomes `?`: no output encoding can write it."""
+    text = _CONTROL.sub("", _BREAKS.sub(" ", str(text)))
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
 
 
 def clean(text: object) -> str:

@@ -608,3 +608,19 @@ def test_every_file_auditor_creates_is_owner_only(tmp_path, config):
     assert {p.name for p in cache.rglob("*") if p.is_file()} >= {"report-history.sqlite", "report-history.sqlite.lock"}
     assert {str(p): oct(_mode(p)) for p in files if _mode(p) != 0o600} == {}
     assert {str(d): oct(_mode(d)) for d in (out, tmp_path / "sample-reports", cache / "auditor") if _mode(d) != 0o700} == {}
+
+
+def test_a_lone_surrogate_in_a_budget_name_prints_as_a_question_mark(sqlite_url, config):
+    """JSON text in SQLite can hold "\\ud800", which json.loads turns into a lone surrogate no encoder can write."""
+    engine = create_engine(sqlite_url)
+    with engine.begin() as conn:
+        metadata.create_all(conn)
+        conn.execute(verification_token.insert(), [{"token": _token(1), "key_alias": "odd", "spend": 0.0,
+                                                     "model_max_budget": {"x\ud800y": {"budget_limit": 1.0, "time_period": "1d"}}}])
+    engine.dispose()
+    common = ["--db", sqlite_url, "--config", config, "--now", "2026-11-22T00:00:00Z", "--fail-on", "never"]
+    for fmt in ("table", "csv", "markdown"):
+        shown = invoke("scan", *common, "--format", fmt, env={"COLUMNS": "400"}, code=0).stdout
+        assert "x?y" in shown.replace("\\", ""), fmt
+    record = json.loads(invoke("scan", *common, "--format", "json", code=0).stdout)
+    assert "x\ud800y" in {f["budget_model"] for f in record["findings"]}  # JSON keeps it, escaped
