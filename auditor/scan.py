@@ -539,26 +539,31 @@ def _rollups(conn: Connection, caps: Capabilities, key_rows, options: ScanOption
                 )
         if first > last:
             continue
-        rollups = queries.rollup_days(conn, table, first.isoformat(), last.isoformat())
-        if selected is not None:
-            rollups = {k: v for k, v in rollups.items() if k[1] in selected}
-        by_day: dict[str, dict] = defaultdict(dict)
-        for k, v in rollups.items():
-            by_day[k[0]][k] = v
         days = [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+        digests: dict[str, str] = {}
+        if resume is not None or state is not None:  # a checkpoint keys each past day by its rollup rows
+            digests = queries.rollup_day_digests(conn, table, first.isoformat(), last.isoformat(), checkpoint.rollup_digest)
         reused: dict[str, checkpoint.RollupDay] = {}
         if resume is not None:  # a day is whole in the checkpoint when none of its rows is one an incremental run reads
             stored, before = resume.rollups.get(name, {}), (resume.cut - DEFAULT_LOOKBACK).date().isoformat()
-            reused = {day: stored[day] for day in days
-                      if day < before and day in stored and stored[day].digest == checkpoint.rollup_digest(by_day.get(day, {}))}
+            empty = checkpoint.rollup_digest({})
+            reused = {day: stored[day] for day in days if day < before and day in stored and stored[day].digest == digests.get(day, empty)}
         ledger: dict = {}
+        rollups: dict = {}
         for lo, hi in _runs([day for day in days if day not in reused]):
-            part = queries.ledger_days(conn, caps, by, lo, hi)
-            ledger.update(part if selected is None else {k: v for k, v in part.items() if k[1] in selected})
-        if reused:  # those days' findings come from the rows that disagreed, the rest of them agreed
-            for day in reused.values():
-                ledger.update((k, v) for k, v in day.differing.items() if v is not None)
-            rollups = {k: v for k, v in rollups.items() if k[0] not in reused or k in reused[k[0]].differing}
+            for key, logged, cached in queries.rollup_disagreements(conn, caps, table, by, lo, hi, options.tolerance):
+                if logged is not None:
+                    ledger[key] = logged
+                if cached is not None:
+                    rollups[key] = cached
+        for day, kept in reused.items():  # the rows that disagreed then: the ledger's side from the checkpoint
+            if kept.differing:
+                current = queries.rollup_days(conn, table, day, day)
+                ledger.update((k, v) for k, v in kept.differing.items() if v is not None)
+                rollups.update((k, v) for k, v in current.items() if k in kept.differing)
+        if selected is not None:
+            ledger = {k: v for k, v in ledger.items() if k[1] in selected}
+            rollups = {k: v for k, v in rollups.items() if k[1] in selected}
         findings += reconcile.rollup_findings(name, ledger, rollups, aliases, options)
         if state is not None:
             until = (state.cut - DEFAULT_LOOKBACK).date().isoformat()
@@ -566,8 +571,9 @@ def _rollups(conn: Connection, caps: Capabilities, key_rows, options: ScanOption
             for k in set(ledger) | set(rollups):
                 if k[0] < until and k[0] not in reused and reconcile.rollup_differs(ledger.get(k), rollups.get(k), options.tolerance):
                     differing[k[0]][k] = ledger.get(k)
+            empty = checkpoint.rollup_digest({})
             state.rollups[name] = {
-                day: reused.get(day) or checkpoint.RollupDay(checkpoint.rollup_digest(by_day.get(day, {})), differing.get(day, {}))
+                day: reused.get(day) or checkpoint.RollupDay(digests.get(day, empty), differing.get(day, {}))
                 for day in days if day < until
             }
     return findings, notes

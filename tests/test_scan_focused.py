@@ -585,6 +585,53 @@ def test_a_rollup_that_disagrees_with_a_whole_ledger_day_is_drift(any_url, confi
     assert drift["window_start"] == iso(T0) and drift["counter_source"] == "daily_user_spend"
 
 
+def test_rollup_disagreements_in_sql_are_the_cells_a_python_comparison_finds(any_url):
+    """queries.rollup_disagreements compares in the database; a second, simple method (both sides read whole,
+    compared with reconcile.rollup_differs) must find exactly the same cells with the same totals."""
+    import random
+
+    from auditor.capabilities import inspect_database
+    from auditor.db import DatabaseTarget, connect, parse_database_url
+    from auditor.queries import ledger_days, rollup_days, rollup_disagreements
+    from auditor.reconcile import rollup_differs
+    from auditor.schema import daily_user_spend
+
+    rng = random.Random(7)
+    models, keys_ = ("azure/a", "azure/b", "openai/c"), (A, "b" * 64)
+    rows, rollups = [], []
+    for day in (1, 2, 3):
+        for model in models:
+            for key_ in keys_:
+                spends = [round(rng.uniform(0.01, 2.0), 4) for _ in range(rng.randrange(0, 4))]
+                for n, spend in enumerate(spends):
+                    row = charge(at(8 + n, days=day - 1), spend, key=key_, model=model,
+                                 status="failure" if rng.random() < 0.2 else "success")
+                    row.update(user="u-1", custom_llm_provider="azure")
+                    rows.append(row)
+                fate = rng.choice(("same", "same", "off-by-a-cent", "within-tolerance", "one-request-short", "missing", "extra"))
+                total = math.fsum(spends)
+                if fate == "missing" or (not spends and fate != "extra"):
+                    continue
+                spend, requests = {"same": (total, len(spends)), "off-by-a-cent": (total + 0.01, len(spends)),
+                                   "within-tolerance": (total + 0.00001, len(spends)),
+                                   "one-request-short": (total, max(len(spends) - 1, 0)), "extra": (total + 0.5, len(spends) + 1)}[fate]
+                rollups.append({**rollup(f"2026-03-0{day + 1}", spend, requests, key_=key_, model=model)})
+    url = build(any_url, [key()], rows)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(daily_user_spend.insert(), rollups)
+    engine.dispose()
+    with connect(DatabaseTarget(parse_database_url(url), "--db")) as conn:
+        caps = inspect_database(conn)
+        ledger, cached = ledger_days(conn, caps, "user", "2026-03-01", "2026-03-05"), rollup_days(conn, daily_user_spend, "2026-03-01", "2026-03-05")
+        expected = {k: (ledger.get(k), cached.get(k)) for k in set(ledger) | set(cached) if rollup_differs(ledger.get(k), cached.get(k), 0.0001)}
+        found = rollup_disagreements(conn, caps, daily_user_spend, "user", "2026-03-01", "2026-03-05", 0.0001)
+    assert len(expected) >= 5 and len(expected) < len(set(ledger) | set(cached))  # some cells agree, some do not
+    assert {k: (logged, cached_) for k, logged, cached_ in found} == {
+        k: (pytest.approx(l) if l else None, pytest.approx(c) if c else None) for k, (l, c) in expected.items()}
+    assert len(found) == len(expected)
+
+
 def test_team_rollups_are_compared_when_the_table_exists(any_url, config):
     from auditor.schema import daily_team_spend, rollup_metadata
 
