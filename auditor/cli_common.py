@@ -202,6 +202,7 @@ class ScanSession:
     key_rows: list
     source: dict
     redis: RedisSource | None = None
+    config_warnings: tuple[str, ...] = ()  # what the config holds that LiteLLM ignores (config._warnings)
 
     @property
     def redis_counters(self) -> Callable | None:
@@ -217,6 +218,8 @@ class ScanSession:
                           progress=_mid_scan_hook(advance), source=self.source, key_rows=self.key_rows, increment=increment)
         if self.redis is not None and self.redis.note:
             result = replace(result, notes=[self.redis.note, *result.notes])
+        if self.config_warnings:  # said by doctor too, but a cron report is where people look
+            result = replace(result, notes=[*result.notes, *(f"config: {w}" for w in self.config_warnings)])
         return redact_result(result, (row.token for row in self.key_rows))
 
 
@@ -275,7 +278,8 @@ def scan_session(db, config, redis_url, *, now=None, since=None, until=None, key
                 "config": config_path,
                 "redis": redis_target.masked if redis_target else None,
             }
-            yield ScanSession(conn, caps, load_catalogue(conn, caps, loaded, key_rows), options, key_rows, source, redis)
+            yield ScanSession(conn, caps, load_catalogue(conn, caps, loaded, key_rows), options, key_rows, source, redis,
+                             loaded.warnings if loaded else ())
     finally:
         if redis is not None:
             redis.close()

@@ -654,3 +654,12 @@ def test_team_rollups_are_compared_when_the_table_exists(any_url, config):
     assert (drift["counter_source"], drift["model"], drift["cached_spend"], drift["logged_spend"]) == (
         "daily_team_spend", "azure/other", 0.10, 0.0)
     assert drift["message"].startswith("LiteLLM_DailyTeamSpend for 2026-03-02")
+
+
+def test_what_the_config_holds_that_litellm_ignores_is_a_note_of_the_scan(sqlite_url, tmp_path):
+    path = tmp_path / "odd.yaml"
+    path.write_text(CONFIG + "router_settings:\n  model_group_alias:\n    gpt-4: ''\n")
+    record = scan(build(sqlite_url, [key()], [charge(at(9), 0.20)]), str(path), at(12))
+    assert "config: model_group_alias 'gpt-4': no target model; LiteLLM ignores it" in record["notes"]
+    plain = scan(build(f"sqlite:///{tmp_path / 'other.sqlite'}", [key()], [charge(at(9), 0.20)]), None, at(12))
+    assert not [n for n in plain["notes"] if n.startswith("config:")]
