@@ -249,7 +249,7 @@ def history(
         out.print("no report runs recorded yet")
         return
     table = Table(header_style="bold")
-    for column in ("run id", "started (UTC)", "as of (UTC)", "status", "findings", "new", "still open", "resolved", "note"):
+    for column in ("run id", "started (UTC)", "as of (UTC)", "status", "read", "findings", "new", "still open", "resolved", "note"):
         table.add_column(column, overflow="fold")
     style = {"completed": "green", "failed": "bold red", "incomplete": "bold red"}
     for r in runs:
@@ -259,7 +259,7 @@ def history(
                                 (f"since {r['previous_run'][:8]}" if r["previous_run"] else ""))
         number = lambda n: "—" if n is None else str(n)
         table.add_row(r["run_id"], (r["started_at"] or "")[:19].replace("T", " "), (r["as_of"] or "—")[:19].replace("T", " "),
-                      f"[{style.get(r['status'], 'yellow')}]{r['status']}[/]", found, number(r["new"]),
+                      f"[{style.get(r['status'], 'yellow')}]{r['status']}[/]", r["mode"] or "—", found, number(r["new"]),
                       number(r["still_open"]), number(r["resolved"]), clean(note))
     out.print(table)
 

@@ -187,8 +187,10 @@ def test_new_still_open_and_resolved_across_runs_on_sqlite(sqlite_url, config, t
             (second["run"]["id"], "completed", 2, 1, 1, 0, first["run"]["id"]),
             (first["run"]["id"], "completed", 1, 1, 0, 0, None),
         ]
+        assert [r["mode"] for r in listed] == ["full", "full", "full"]  # no --incremental asked for
         table = invoke("history", "--db", sqlite_url, code=0).stdout
         assert "first recorded run" in table and f"since {second['run']['id'][:8]}" in table
+        assert table.count("│ full ") == 3
         with ledger.engine.connect() as conn:  # auditor's tables beside LiteLLM's, prefixed
             names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'auditor%'"))}
             stored = conn.execute(text("SELECT run_id, finding_id, kind, severity FROM auditor_report_findings ORDER BY run_id, finding_id")).all()
