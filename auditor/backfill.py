@@ -18,7 +18,6 @@ Nothing here prints; the CLI (`auditor.cli_backfill`) renders.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,6 +30,7 @@ from sqlalchemy.exc import DBAPIError
 from auditor import journal, queries
 from auditor.capabilities import Capabilities
 from auditor.counters import MODEL_COUNTER_PREFIXES, PREFIX_OF_SCOPE, CounterKey, epoch_to_utc, parse_counter_key, parse_float
+from auditor.db import json_value
 from auditor.errors import InputError, UnavailableError
 from auditor.reconcile import LIFETIME  # a period start meaning "no budget_duration: lifetime spend"
 from auditor.findings import COUNTER_DRIFT, MISKEYED_COUNTER, Finding, ScanResult, iso
@@ -542,7 +542,7 @@ def read_snapshot(conn: Connection, caps: Capabilities, client, result: ScanResu
         if tokens:
             vt = verification_token
             for r in conn.execute(select(vt.c.token, vt.c.model_spend).where(vt.c.token.in_(tokens))):
-                model_spend[r.token] = _json_value(r.model_spend)
+                model_spend[r.token] = json_value(r.model_spend)
     return Snapshot(redis_values, rows, model_spend)
 
 
@@ -570,15 +570,6 @@ def _naive(value) -> datetime:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value.replace(tzinfo=None) if value.tzinfo is None else value.astimezone(timezone.utc).replace(tzinfo=None)
-
-
-def _json_value(value: object) -> object:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1035,7 +1026,7 @@ def _write_model_spend(conn: Connection, write: PlannedWrite) -> Outcome:
     row = conn.execute(select(vt.c.model_spend).where(vt.c.token == expected["token"]).with_for_update()).first()
     if row is None:
         return Outcome(write, journal.CONFLICT, None, "the key is gone")
-    current = _json_value(row.model_spend)
+    current = json_value(row.model_spend)
     if current != expected["model_spend"]:
         if write.action == RESTORE and current == wanted["model_spend"]:
             return Outcome(write, journal.UNCHANGED, None, "already holds the old value")

@@ -43,6 +43,7 @@ from dataclasses import astuple, dataclass, field
 from datetime import datetime, timedelta
 
 from auditor import __version__
+from auditor.db import json_value  # model_max_budget: text on SQLite, decoded on PostgreSQL; hashed alike
 from auditor.findings import iso
 from auditor.queries import DayTotals, RollupKey, SpendGroup
 from auditor.windows import TrackerState, Window, WindowTracker
@@ -137,7 +138,7 @@ def fingerprint(options, selected: tuple[str, ...] | None, caps, catalogue, hold
         "tolerance": options.tolerance,
         "retention": options.retention,
         "budgets": _digest(sorted(
-            json.dumps([h.scope, h.entity_id, _canonical(h.model_max_budget)], sort_keys=True, default=str) for h in holders
+            json.dumps([h.scope, h.entity_id, json_value(h.model_max_budget)], sort_keys=True, default=str) for h in holders
         )),
         "catalogue": _digest([
             [list(astuple(d)) for d in catalogue.deployments],
@@ -171,16 +172,6 @@ def why_not(stored: Mapping[str, object], current: Mapping[str, object]) -> str 
         if old != new:
             return template.format(old="none" if old is None else old, new="none" if new is None else new)
     return None
-
-
-def _canonical(value: object) -> object:
-    """model_max_budget as stored: JSON text on SQLite, a mapping on PostgreSQL; the same budgets hash alike."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 def _digest(value: object) -> str:

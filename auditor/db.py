@@ -92,6 +92,11 @@ def json_or_text(document: str | bytes) -> object:
         return document if isinstance(document, str) else bytes(document).decode("utf-8", "replace")
 
 
+def json_value(value: object) -> object:
+    """A JSON column as read on either database: SQLite may hand back its text, PostgreSQL the decoded value."""
+    return json_or_text(value) if isinstance(value, str) else value
+
+
 def engine_for(target: DatabaseTarget) -> Engine:
     # json_deserializer: SQLAlchemy calls it for SQLite's JSON text, and registers it as psycopg 3's json/jsonb
     # loader on this engine's own adapters map (psycopg parses jsonb itself; the loader gets bytes), never globally.
