@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 from itertools import chain, groupby
 from operator import attrgetter
 
@@ -336,7 +337,7 @@ def _windows(conn, caps, catalogue, resolutions, budgets, keys_entries, read, le
     windows: dict[tuple[str, str, str], list[Window]] = {}
     groups_by_entry: dict[tuple[str, str, str], set[str]] = defaultdict(set)
     cut = state.cut if state is not None else None
-    partial = dict(ledger.values) if state is not None else {}  # counter -> the ledger's sum of charges before the cut
+    partial_sums = dict(ledger.values) if state is not None else {}  # counter -> the ledger's sum of charges before the cut
 
     def finish(scope, entity_id, trackers, closed, seen) -> None:
         for name, groups_seen in seen.items():
@@ -358,30 +359,15 @@ def _windows(conn, caps, catalogue, resolutions, budgets, keys_entries, read, le
             eb = budgets[(scope, entity_id)]
             trackers, closed, seen = _resumed(eb, resume.entities.get((scope, entity_id)) if resume is not None else None)
             counted = _Counted(charges)
-            cached = ledger.caches(scope, entity_id)
+            ledger_add = partial(ledger.add, scope, entity_id) if ledger.caches(scope, entity_id) else None
             governed = governed_charges(eb, counted, resolutions, catalogue, keys_entries)
-            if cut is not None:  # up to the cut: the same steps as the loop below, which takes the rest
-                for item in governed:
-                    charge, group, entry = item
-                    if charge.end_time >= cut:
-                        governed = chain((item,), governed)
-                        break
-                    seen[entry.name].add(group)
-                    done = trackers[entry.name].add(charge)
-                    if done is not None:
-                        closed[entry.name].append(done)
-                    if cached:
-                        ledger.add(scope, entity_id, entry, charge.end_time, charge.spend)
+            if cut is not None:  # up to the cut, then freeze the entity's state; the rest below
+                after = _replay(governed, trackers, closed, seen, ledger_add, until=cut)
                 state.entities[(scope, entity_id)] = checkpoint.EntityState.of(trackers, closed, seen)
                 for counter in ledger.counters_of(scope, entity_id):
-                    partial[counter] = ledger.values[counter]
-            for charge, group, entry in governed:  # the scan's hot loop: one pass per charged row
-                seen[entry.name].add(group)
-                done = trackers[entry.name].add(charge)
-                if done is not None:
-                    closed[entry.name].append(done)
-                if cached:
-                    ledger.add(scope, entity_id, entry, charge.end_time, charge.spend)
+                    partial_sums[counter] = ledger.values[counter]
+                governed = chain((after,), governed) if after is not None else ()
+            _replay(governed, trackers, closed, seen, ledger_add)
             finish(scope, entity_id, trackers, closed, seen)
             if progress is not None:
                 progress(counted.seen)
@@ -394,8 +380,25 @@ def _windows(conn, caps, catalogue, resolutions, budgets, keys_entries, read, le
         if state is not None:
             state.stream_jobs[scope] = _paid_before(paid, cut)
     if state is not None:
-        state.counters = {checkpoint.counter_id(c): value for c, value in partial.items() if c.window_start - slack < cut}
+        state.counters = {checkpoint.counter_id(c): value for c, value in partial_sums.items() if c.window_start - slack < cut}
     return windows, groups_by_entry
+
+
+def _replay(charges, trackers, closed, seen, ledger_add, until: datetime | None = None):
+    """Governed charges through their entries' trackers, in order, noting the groups each entry charged and, when a
+    counter caches the entity, the ledger's sums. Stops before the first charge ending at or after `until` and
+    returns it (None: the charges ran out). The scan's hot loop: one pass per charged row, nothing allocated."""
+    for item in charges:
+        charge, group, entry = item
+        if until is not None and charge.end_time >= until:
+            return item
+        seen[entry.name].add(group)
+        done = trackers[entry.name].add(charge)
+        if done is not None:
+            closed[entry.name].append(done)
+        if ledger_add is not None:
+            ledger_add(entry, charge.end_time, charge.spend)
+    return None
 
 
 def _resumed(eb: EntityBudgets, before: checkpoint.EntityState | None):
