@@ -681,18 +681,30 @@ def _day_of(conn: Connection, column) -> ColumnElement[str]:
     return func.substr(column, 1, 10)
 
 
+def _rolled_up(by: str) -> list[ColumnElement[bool]]:
+    """Which rows LiteLLM 1.110 rolls up per entity (daily_spend_bulk_upsert.daily_spend_entity_ids): every row per
+    user (a NULL or '' user is an entity of its own), every row with a team_id but NULL per team ('' is rolled up:
+    get_logging_payload stores '' for a keyless or teamless request), and per end user only a non-empty one."""
+    column = spend_logs.c[by]
+    if by == "user":
+        return []
+    if by == "team_id":
+        return [column.is_not(None)]
+    return [func.coalesce(column, "") != ""]
+
+
 def _ledger_day_rows(conn: Connection, caps: Capabilities, by: str, first_day: str, last_day: str):
-    """The ledger's rows as a Daily*Spend table counts them: rows with its entity (`by`: "user", team_id,
-    end_user) whose UTC day is in range, at the rollup's grain (day, key, model, provider). Columns: day,
-    api_key, model, provider, spend, failed (0/1). Spend that is not a finite amount (row_outcome) adds
-    nothing, so sums stay finite; LiteLLM's own rollup would hold NaN, Infinity or the junk amount there."""
+    """The ledger's rows as a Daily*Spend table counts them: rows LiteLLM rolls up for its entity (`by`: "user",
+    team_id, end_user; ROLLED_UP) whose UTC day is in range, at the rollup's grain (day, key, model, provider).
+    Columns: day, api_key, model, provider, spend, failed (0/1). Spend that is not a finite amount (row_outcome)
+    adds nothing, so sums stay finite; LiteLLM's own rollup would hold NaN, Infinity or the junk amount there."""
     provider = func.coalesce(spend_logs.c.custom_llm_provider, "") if caps.has_column("LiteLLM_SpendLogs", "custom_llm_provider") else literal("", String)
     failed = row_outcome(caps) == IGNORED_FAILURE
     return select(
         _day_of(conn, spend_logs.c.startTime).label("day"), spend_logs.c.api_key.label("api_key"),
         func.coalesce(spend_logs.c.model, "").label("model"), provider.label("provider"),
         _finite_spend().label("spend"), case((failed, 1), else_=0).label("failed"),
-    ).where(func.coalesce(spend_logs.c[by], "") != "", spend_logs.c.startTime >= datetime.fromisoformat(first_day),
+    ).where(*_rolled_up(by), spend_logs.c.startTime >= datetime.fromisoformat(first_day),
             spend_logs.c.startTime < datetime.fromisoformat(last_day) + timedelta(days=1))
 
 
