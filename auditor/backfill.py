@@ -1142,5 +1142,5 @@ def prepare(conn: Connection, caps: Capabilities, loaded_config, scan_options, c
 
     planned = plan(result, snapshot, PlanOptions(wall_now=wall_now, layout=layout, targets=targets,
                                                  remove_miskeyed=remove_miskeyed, canonical=canonical))
-    budgets = {(b.scope, b.entity_id): b for b in map(entity_budgets, queries.holders(conn, caps, key_rows))}
+    budgets = {(b.scope, b.entity_id): b for b in map(entity_budgets, queries.holders(conn, caps, key_rows, scan_options.default_end_user_budget))}
     return Prepared(planned, result, Ledger(caps, budgets, catalogue, scan_options.window_slack))

@@ -329,7 +329,7 @@ def explain(
         raise InputError("name one entity: a KEY (hash or alias), or --team, --user or --end-user")
     (scope, wanted), = chosen
     with scan_session(db, config, redis_url, now=now, since=since, timezone=timezone) as session:
-        holder = find_holder(queries.holders(session.conn, session.caps, session.key_rows), scope, wanted)
+        holder = find_holder(queries.holders(session.conn, session.caps, session.key_rows, session.options.default_end_user_budget), scope, wanted)
         story = build_story(session.conn, session.caps, session.catalogue, session.options, session.key_rows, holder,
                             redis_counters=session.redis_counters)
     _render_story(story)

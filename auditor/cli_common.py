@@ -234,7 +234,7 @@ def scan_session(db, config, redis_url, *, now=None, since=None, until=None, key
     from auditor import queries
     from auditor.capabilities import inspect_database
     from auditor.clock import parse_instant, utc_now
-    from auditor.config import load_config, spend_log_retention
+    from auditor.config import litellm_setting, load_config, spend_log_retention
     from auditor.db import connect
     from auditor.errors import InputError, UnavailableError
     from auditor.periods import zone
@@ -259,6 +259,7 @@ def scan_session(db, config, redis_url, *, now=None, since=None, until=None, key
         timezone=timezone or (loaded.timezone if loaded else None),
         retention=spend_log_retention(loaded.data) if loaded else None,
         use_rollups=use_rollups,
+        default_end_user_budget=litellm_setting(loaded.data if loaded else None, "max_end_user_budget_id"),
     )
     zone(options.timezone)  # an unknown zone is a usage error before anything connects
     redis_target = redis_from(redis_url)

@@ -329,6 +329,11 @@ def spend_log_retention(data: Mapping) -> str | bool | None:
 
 
 def _timezone(data: Mapping) -> str | None:
-    settings = data.get("litellm_settings")
-    zone = settings.get("timezone") if isinstance(settings, Mapping) else None
-    return zone if isinstance(zone, str) and zone else None
+    return litellm_setting(data, "timezone")
+
+
+def litellm_setting(data: Mapping | None, name: str) -> str | None:
+    """A non-empty string under `litellm_settings` (timezone, max_end_user_budget_id), else None."""
+    settings = data.get("litellm_settings") if isinstance(data, Mapping) else None
+    value = settings.get(name) if isinstance(settings, Mapping) else None
+    return value if isinstance(value, str) and value else None

@@ -570,8 +570,11 @@ def key_holder(row: KeyRow) -> Holder:
     )
 
 
-def holders(conn: Connection, caps: Capabilities, key_rows: list[KeyRow]) -> list[Holder]:
-    """Every entity of every scope LiteLLM budgets: keys, teams, internal users, end users, team members."""
+def holders(conn: Connection, caps: Capabilities, key_rows: list[KeyRow], default_end_user_budget: str | None = None) -> list[Holder]:
+    """Every entity of every scope LiteLLM budgets: keys, teams, internal users, end users, team members.
+
+    `default_end_user_budget` is `litellm_settings.max_end_user_budget_id`: LiteLLM 1.110 gives its budget to every
+    end user whose own budget_id is unset or names no budget row (auth_checks._apply_default_budget_to_end_user)."""
     found = [key_holder(row) for row in key_rows]
     budgets = _budget_rows(conn, caps)
     member_default: dict[str, str] = {}
@@ -592,20 +595,26 @@ def holders(conn: Connection, caps: Capabilities, key_rows: list[KeyRow]) -> lis
                                 r.budget_duration, _as_datetime(r.budget_reset_at), None, "LiteLLM_UserTable.spend"))
     if caps.has_table("LiteLLM_EndUserTable"):
         e = end_user_table
+        default = budgets.get(default_end_user_budget) if default_end_user_budget else None
         for r in conn.execute(select(e.c.user_id, e.c.alias, e.c.budget_id, e.c.spend)):
-            b = budgets.get(r.budget_id)
+            b = budgets.get(r.budget_id) if r.budget_id is not None else None
+            source = f"budget_id {r.budget_id}" if b else "none"
+            if b is None and default is not None:
+                b, source = default, f"litellm_settings.max_end_user_budget_id {default_end_user_budget}"
             found.append(Holder("end_user", r.user_id, r.alias, b.model_max_budget if b else None,
-                                f"budget_id {r.budget_id}" if b else "none", r.spend, b.max_budget if b else None,
+                                source, r.spend, b.max_budget if b else None,
                                 b.budget_duration if b else None, _as_datetime(b.budget_reset_at) if b else None, None,
                                 "LiteLLM_EndUserTable.spend"))
+    members: set[tuple[str, str]] = set()
     if caps.has_table("LiteLLM_TeamMembership"):
         m = team_membership
         total = m.c.total_spend if caps.has_column("LiteLLM_TeamMembership", "total_spend") else literal(None)
         for r in conn.execute(select(m.c.user_id, m.c.team_id, m.c.budget_id, m.c.spend, total.label("total_spend"))):
+            members.add((r.user_id, r.team_id))
             own = budgets.get(r.budget_id) if r.budget_id else None
             default_id = member_default.get(r.team_id)
             # LiteLLM uses the membership's own budget for per-model caps only when it has some; else the team's
-            # default member budget (user_api_key_auth.py, team member model budget lookup). Scalar caps: its own.
+            # default member budget (user_api_key_auth._load_team_member_default_model_budget). Scalar caps: its own.
             if own is not None and isinstance(own.model_max_budget, dict) and own.model_max_budget:
                 mmb, source = own.model_max_budget, f"budget_id {r.budget_id}"
             elif default_id and default_id in budgets:
@@ -617,6 +626,15 @@ def holders(conn: Connection, caps: Capabilities, key_rows: list[KeyRow]) -> lis
                                 scalar.max_budget if scalar else None, scalar.budget_duration if scalar else None,
                                 _as_datetime(scalar.budget_reset_at) if scalar else None, r.total_spend,
                                 "LiteLLM_TeamMembership.spend"))
+    # A key's owner in the key's team is a team member to the limiter even without a membership row: it then gets the
+    # team's default member budget (user_api_key_auth._load_team_member_default_model_budget), with no spend column.
+    for row in key_rows:
+        pair = (row.user_id, row.team_id)
+        default_id = member_default.get(row.team_id or "")
+        if row.user_id and row.team_id and default_id in budgets and pair not in members:
+            members.add(pair)
+            found.append(Holder("team_member", pair, f"{row.user_id} in {row.team_id}", budgets[default_id].model_max_budget,
+                                f"team metadata team_member_budget_id {default_id} (no LiteLLM_TeamMembership row)"))
     return found
 
 

@@ -43,6 +43,7 @@ class ScanOptions:
     timezone: str | None = None  # where LiteLLM aligns scalar budget resets (litellm_settings.timezone)
     retention: str | bool | None = None  # how LiteLLM trims old spend logs (config.spend_log_retention)
     use_rollups: bool = False  # fill per-day history before the ledger from LiteLLM_DailyUserSpend
+    default_end_user_budget: str | None = None  # litellm_settings.max_end_user_budget_id
 
 
 SCOPES = ("key", "team", "user", "end_user", "team_member")
@@ -169,7 +170,7 @@ def run_scan(
     where = queries.SpendFilter(since=options.since, until=options.until, api_keys=selected, entity=options.entity)
     resolutions = Resolver(catalogue)
 
-    holders = queries.holders(conn, caps, key_rows)
+    holders = queries.holders(conn, caps, key_rows, options.default_end_user_budget)
     if selected is not None:  # --key audits those keys alone: other scopes would see only part of their spend
         holders = [h for h in holders if h.scope == "key" and h.entity_id in selected]
     if options.entity is not None:

@@ -1,0 +1,148 @@
+"""What LiteLLM 1.110.2 does that a scan must follow, one case each: which rows the daily writer rolls up, which
+end users and team members carry budgets, scalar budgets that let spend through, counter keys with `:` in an id,
+router aliases. Each case names the LiteLLM function it follows; expected values are worked out by hand.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import create_engine
+
+from test_scan_focused import A, B, T0, at, build, charge, iso, key, kinds, scan
+
+CONFIG = """\
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: azure/prod-gpt4o
+    model_info:
+      id: dep-gpt4o
+"""
+
+
+@pytest.fixture
+def config(tmp_path) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG)
+    return str(path)
+
+
+def config_with(tmp_path, extra: str) -> str:
+    path = tmp_path / "config-extra.yaml"
+    path.write_text(CONFIG + extra)
+    return str(path)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def any_url(request) -> str:
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+
+
+def insert(url: str, table, rows: list[dict]) -> None:
+    from auditor.schema import rollup_metadata
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        rollup_metadata.create_all(conn)
+        conn.execute(table.insert(), rows)
+    engine.dispose()
+
+
+# ---------------------------------------------------------------------------------------------
+# Daily rollups (db_spend_update_writer._common_add_spend_log_transaction_to_daily_transaction,
+# daily_spend_bulk_upsert.daily_spend_entity_ids)
+
+
+def rollup_row(table_key: str, entity, day: str, api_key: str, spend: float, requests: int, model="azure/prod-gpt4o") -> dict:
+    return {"id": f"r-{table_key}-{entity}-{api_key[:4]}-{model}", table_key: entity, "date": day, "api_key": api_key,
+            "model": model, "model_group": "gpt-4o", "custom_llm_provider": "azure", "spend": spend,
+            "api_requests": requests, "successful_requests": requests, "failed_requests": 0, "updated_at": T0}
+
+
+def test_userless_teamless_and_keyless_rows_are_rolled_up_as_litellm_does(any_url, config):
+    from auditor.schema import daily_end_user_spend, daily_team_spend, daily_user_spend
+
+    # get_logging_payload stores user '' and team_id '' when there is none; the daily writer rolls up user ''
+    # and NULL, team '' (not NULL), and keyless rows; an end user '' or NULL is skipped.
+    rows = [charge(at(9), 0.20), charge(at(10), 0.30, key=""), charge(at(11), 0.05)]
+    rows[0].update(user="", team_id="", end_user="", custom_llm_provider="azure")
+    rows[1].update(user=None, team_id="", end_user="cust-1", custom_llm_provider="azure")
+    rows[2].update(user="u-1", team_id=None, end_user=None, custom_llm_provider="azure")
+    url = build(any_url, [key(limit=5.0)], rows)
+    day = "2026-03-02"
+    insert(url, daily_user_spend, [rollup_row("user_id", "", day, A, 0.20, 1), rollup_row("user_id", "x", day, "", 0.30, 1),
+                                   rollup_row("user_id", "u-1", day, A, 0.05, 1)])
+    insert(url, daily_team_spend, [rollup_row("team_id", "", day, A, 0.20, 1), rollup_row("team_id", "", day, "", 0.30, 1)])
+    insert(url, daily_end_user_spend, [rollup_row("end_user_id", "cust-1", day, "", 0.30, 1)])
+    record = scan(url, config, at(12, days=2))
+    assert kinds(record, "rollup_drift") == []
+
+
+def test_a_rollup_missing_the_userless_rows_is_drift(sqlite_url, config):
+    from auditor.schema import daily_user_spend
+
+    rows = [charge(at(9), 0.20), charge(at(10), 0.30)]
+    rows[0].update(user="", custom_llm_provider="azure")
+    rows[1].update(user="u-1", custom_llm_provider="azure")
+    url = build(sqlite_url, [key(limit=5.0)], rows)
+    insert(url, daily_user_spend, [rollup_row("user_id", "u-1", "2026-03-02", A, 0.30, 1)])
+    [drift] = kinds(scan(url, config, at(12, days=2)), "rollup_drift")
+    # both rows share the cell (day, key, deployment, provider): the ledger has 0.50 in 2, the rollup 0.30 in 1
+    assert (drift["logged_spend"], drift["cached_spend"], drift["requests"], drift["cached_requests"]) == (
+        pytest.approx(0.50), 0.30, 2, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Budgets LiteLLM attaches without a row saying so
+
+
+def budget(budget_id: str, entries: dict, max_budget: float | None = None) -> dict:
+    return {"budget_id": budget_id, "model_max_budget": entries, "max_budget": max_budget,
+            "created_by": "admin", "updated_by": "admin"}
+
+
+def test_the_default_end_user_budget_governs_end_users_without_one(any_url, tmp_path):
+    from auditor.schema import budget_table, end_user_table
+
+    # litellm_settings.max_end_user_budget_id: auth_checks._apply_default_budget_to_end_user gives it to an end user
+    # whose budget_id is unset. cust-1 spends 3 x 0.60 in one 1d window against a 1.00 cap: the third request was
+    # admitted after the window reached the limit (1.20 > 1.00), so 0.60 leaked.
+    # cust-2 has a budget of its own (5.00) and stays under it.
+    rows = [charge(at(9), 0.60), charge(at(10), 0.60), charge(at(10, 30), 0.60), charge(at(11), 0.60)]
+    rows[0]["end_user"] = rows[1]["end_user"] = rows[2]["end_user"] = "cust-1"
+    rows[3]["end_user"] = "cust-2"
+    url = build(any_url, [key(budget={})], rows)
+    insert(url, budget_table, [budget("eu-default", {"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}}),
+                               budget("eu-own", {"gpt-4o": {"budget_limit": 5.0, "time_period": "1d"}})])
+    insert(url, end_user_table, [{"user_id": "cust-1", "budget_id": None, "spend": 1.8, "blocked": False},
+                                 {"user_id": "cust-2", "budget_id": "eu-own", "spend": 0.6, "blocked": False}])
+    cfg = config_with(tmp_path, "litellm_settings:\n  max_end_user_budget_id: eu-default\n")
+    record = scan(url, cfg, at(12))
+    [over] = kinds(record, "over_budget")
+    assert (over["scope"], over["entity_id"], over["budget_model"], over["logged_spend"]) == ("end_user", "cust-1", "gpt-4o", pytest.approx(1.8))
+    assert (over["severity"], over["requests_after_limit"], over["spend_after_limit"]) == ("error", 1, pytest.approx(0.6))
+    assert sorted((s["entity_id"], s["logged_spend"]) for s in record["spend"] if s["scope"] == "end_user") == [
+        ("cust-1", pytest.approx(1.8)), ("cust-2", pytest.approx(0.6))]
+    # without the setting cust-1 has no budget at all
+    plain = scan(url, config_with(tmp_path, ""), at(12))
+    assert kinds(plain, "over_budget") == []
+
+
+def test_a_team_member_without_a_membership_row_gets_the_teams_default_member_budget(any_url, config):
+    from auditor.schema import budget_table, team_table
+
+    # user_api_key_auth._load_team_member_default_model_budget: no LiteLLM_TeamMembership row for (u-1, t-1), so the
+    # team's metadata.team_member_budget_id applies. u-1 spends 0.70 + 0.70 through its key in t-1: over 1.00.
+    rows = [charge(at(9), 0.70), charge(at(10), 0.70)]
+    for row in rows:
+        row.update(user="u-1", team_id="t-1")
+    k = {**key(budget={}), "user_id": "u-1", "team_id": "t-1"}
+    url = build(any_url, [k], rows)
+    insert(url, budget_table, [budget("member-default", {"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}})])
+    insert(url, team_table, [{"team_id": "t-1", "team_alias": "platform", "metadata": {"team_member_budget_id": "member-default"},
+                              "model_max_budget": {}, "spend": 1.4}])
+    record = scan(url, config, at(12))
+    [over] = kinds(record, "over_budget")
+    assert (over["scope"], over["entity_id"], over["logged_spend"]) == ("team_member", "3:u-1:t-1", pytest.approx(1.4))
