@@ -7,7 +7,7 @@ The budget model may itself contain `:` (`…-v1:0`); the duration is always the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 
@@ -82,6 +82,41 @@ def parse_counter_key(key: str) -> CounterKey | None:
     return CounterKey(prefix, entity_id, budget_model, duration)
 
 
+def loose_counter_key(key: str) -> CounterKey | None:
+    """Any key of a per-model counter family split at its first and last `:`. Only good for matching against the
+    keys enforcement reads (`rekey`): ids and model names may hold `:` themselves, and dedupe markers look alike."""
+    prefix, sep, rest = key.partition(":")
+    entity_id, sep2, rest = rest.partition(":")
+    budget_model, sep3, duration = rest.rpartition(":")
+    if prefix not in SCOPE_OF_PREFIX or not (sep and sep2 and sep3):
+        return None
+    return CounterKey(prefix, entity_id, budget_model, duration)
+
+
+def rekey(counters: list[Counter], expected: dict[str, CounterKey]) -> list[Counter]:
+    """Counters named as enforcement names them, from `expected` (the key of each budget entry, built the way
+    LiteLLM builds it): a key whose entity id or model holds `:` is then matched whole, never split by guess.
+    A counter that only a loose split could read (`exact` False) is kept only when it is one of those keys."""
+    out = []
+    for counter in counters:
+        wanted = expected.get(counter.key.key)
+        if wanted is not None and wanted != counter.key:
+            counter = replace(counter, key=wanted, exact=True)
+        elif wanted is None and not counter.exact:
+            continue
+        out.append(counter)
+    return out
+
+
+def expected_keys(entries_by_entity) -> dict[str, CounterKey]:
+    """{counter key: CounterKey} for every (scope, entity_id, entry name, duration string) enforcement reads."""
+    keys = {}
+    for scope, entity_id, name, duration in entries_by_entity:
+        key = CounterKey(PREFIX_OF_SCOPE[scope], entity_id, name, duration)
+        keys[key.key] = key
+    return keys
+
+
 def _looks_like_version(budget_model: str) -> bool:
     return budget_model.rsplit(":", 1)[-1].isdigit() or budget_model.endswith("k")
 
@@ -135,3 +170,4 @@ class Counter:
     value: float | None  # None: not a number
     raw_value: str
     window_start: datetime | None  # None: no start key (LiteLLM would open a new window)
+    exact: bool = True  # False: parse_counter_key could not split the name; kept only if `rekey` matches it

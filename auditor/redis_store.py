@@ -10,7 +10,7 @@ from urllib.parse import quote, unquote
 import redis
 from redis.client import NEVER_DECODE
 
-from auditor.counters import MODEL_COUNTER_PREFIXES, Counter, parse_counter_key, parse_epoch, parse_float
+from auditor.counters import MODEL_COUNTER_PREFIXES, Counter, loose_counter_key, parse_counter_key, parse_epoch, parse_float
 from auditor.db import mask_text
 from auditor.errors import InputError, UnavailableError
 
@@ -94,18 +94,20 @@ def read_counters(client: redis.Redis, batch: int = 500) -> list[Counter]:
     for key in scan_keys(client, tuple(f"{prefix}:*" for prefix in MODEL_COUNTER_PREFIXES)):
         counter_key = parse_counter_key(key)
         if counter_key is not None:
-            parsed.append(counter_key)
+            parsed.append((counter_key, True))
+        elif (loose := loose_counter_key(key)) is not None:  # an id or model with `:` in it; counters.rekey decides
+            parsed.append((loose, False))
     counters = []
     for start in range(0, len(parsed), batch):
         chunk = parsed[start : start + batch]
-        values = _mget(client, [k.key for k in chunk])
-        starts = _mget(client, [k.start_key for k in chunk])
-        entity_starts = _mget(client, [k.entity_start_key for k in chunk])
-        for key, value, own, shared in zip(chunk, values, starts, entity_starts, strict=True):
+        values = _mget(client, [k.key for k, _ in chunk])
+        starts = _mget(client, [k.start_key for k, _ in chunk])
+        entity_starts = _mget(client, [k.entity_start_key for k, _ in chunk])
+        for (key, exact), value, own, shared in zip(chunk, values, starts, entity_starts, strict=True):
             if value is None:
                 continue  # expired between SCAN and MGET, or not a string value
             started = parse_epoch(own if own is not None else shared)
-            counters.append(Counter("redis", key, parse_float(value), value, started))
+            counters.append(Counter("redis", key, parse_float(value), value, started, exact))
     return counters
 
 

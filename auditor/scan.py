@@ -20,7 +20,7 @@ from auditor import checkpoint, queries, reconcile
 from auditor.budgets import BudgetEntry, BudgetProblem, parse_model_max_budget
 from auditor.capabilities import Capabilities
 from auditor.catalogue import Catalogue
-from auditor.counters import Counter, parse_counter_key
+from auditor.counters import Counter, expected_keys, loose_counter_key, parse_counter_key, rekey
 from auditor.durations import shift_months
 from auditor.errors import AuditorError, InputError
 from auditor.findings import RowCounts, ScanResult
@@ -181,6 +181,8 @@ def run_scan(
     counters = _database_counters(conn, caps)
     if redis_counters is not None:
         counters += redis_counters()
+    counters = rekey(counters, expected_keys(
+        (b.scope, b.entity_id, name, entry.duration.raw) for b in budgets.values() for name, entry in b.entries.items()))
     read_source = _read_source(counters)  # from every counter: auditing one key does not move where LiteLLM reads
     if selected is not None:
         counters = [c for c in counters if c.key.scope == "key" and c.key.entity_id in selected]
@@ -622,8 +624,10 @@ def _database_counters(conn: Connection, caps: Capabilities) -> list[Counter]:
     counters = []
     for row in queries.model_budget_window_rows(conn, caps):
         key = parse_counter_key(row.entity_id)
+        exact = key is not None
+        key = key or loose_counter_key(row.entity_id)
         if key is not None:
-            counters.append(Counter("budget_window_spend", key, row.spend, str(row.spend), row.window_start))
+            counters.append(Counter("budget_window_spend", key, row.spend, str(row.spend), row.window_start, exact))
     return counters
 
 

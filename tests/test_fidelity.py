@@ -146,3 +146,42 @@ def test_a_team_member_without_a_membership_row_gets_the_teams_default_member_bu
     record = scan(url, config, at(12))
     [over] = kinds(record, "over_budget")
     assert (over["scope"], over["entity_id"], over["logged_spend"]) == ("team_member", "3:u-1:t-1", pytest.approx(1.4))
+
+
+# ---------------------------------------------------------------------------------------------
+# Counter keys are built from the entries, as LiteLLM builds them (model_budget_spend_cache_key)
+
+
+@pytest.mark.redis
+def test_counter_keys_whose_ids_and_models_hold_colons_are_found_whole(sqlite_url, tmp_path, redis_client):
+    from auditor.schema import budget_table, end_user_table
+    from test_scan_focused import REDIS_URL, epoch
+
+    # End user "tenant:42" (entry gpt-4o/1d) and key A with an entry named after a Bedrock ARN: both counters hold
+    # exactly the ledger (0.50 each, windows opened at 09:00). Split at the first ':' they would read as another
+    # entity's (or no) counter, and the real one as missing.
+    arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-opus-4-6-v1:0"
+    rows = [charge(at(9), 0.20), charge(at(10), 0.30), charge(at(9), 0.25, key=B, model=arn, model_group=arn, model_id="dep-arn"),
+            charge(at(10), 0.25, key=B, model=arn, model_group=arn, model_id="dep-arn")]
+    for row, end_user in zip(rows, ("tenant:42", "tenant:42", "", "")):
+        row["end_user"] = end_user
+    url = build(sqlite_url, [key(budget={}), key(B, "beta", model=arn, limit=5.0)], rows)
+    insert(url, budget_table, [budget("eu", {"gpt-4o": {"budget_limit": 5.0, "time_period": "1d"}})])
+    insert(url, end_user_table, [{"user_id": "tenant:42", "budget_id": "eu", "spend": 0.5, "blocked": False}])
+    cfg = config_with(tmp_path, f"""  - model_name: {arn}
+    litellm_params:
+      model: bedrock/{arn}
+    model_info:
+      id: dep-arn
+""")
+    for prefix, start_prefix, entity, entry in (("end_user_model_spend", "end_user_budget_start_time", "tenant:42", "gpt-4o"),
+                                                ("virtual_key_spend", "virtual_key_budget_start_time", B, arn)):
+        redis_client.set(f"{prefix}:{entity}:{entry}:1d", "0.5")
+        redis_client.set(f"{start_prefix}:{entity}:{entry}:1d", repr(epoch(at(9))))
+    record = scan(url, cfg, at(12), "--redis", REDIS_URL)
+    assert kinds(record, "counter_drift", "miskeyed_counter") == []
+    # the same counters one cent off are drift, named by the right entity and entry
+    redis_client.set(f"end_user_model_spend:tenant:42:gpt-4o:1d", "0.51")
+    redis_client.set(f"virtual_key_spend:{B}:{arn}:1d", "0.49")
+    found = sorted((f["scope"], f["entity_id"], f["budget_model"], f["cached_spend"]) for f in kinds(scan(url, cfg, at(12), "--redis", REDIS_URL), "counter_drift"))
+    assert found == [("end_user", "tenant:42", "gpt-4o", 0.51), ("key", B, arn, 0.49)]
