@@ -97,7 +97,10 @@ class Resolver:
         if model_group is not None:
             return self._by_model_group(model_group)
         if model_id is not None and (deployment := self.catalogue.by_id.get(model_id)) is not None:
-            return _resolved(deployment.public_name, "model_id", f"model_id {model_id} = {_describe(deployment)}")
+            if deployment not in self.catalogue.wildcard_routes:
+                return _resolved(deployment.public_name, "model_id", f"model_id {model_id} = {_describe(deployment)}")
+            if model is not None and glob_matches(deployment.model_name, model):  # the router serves it as requested
+                return _resolved(model, "wildcard", f"model_id {model_id} is wildcard route {_describe(deployment)}")
         if model is None:
             why = f"model_id {model_id} matches no deployment and the row names no model" if model_id else ""
             return _unresolved(why or "the row names no model, model_group or model_id")

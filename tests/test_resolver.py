@@ -468,3 +468,13 @@ def test_governing_entry_never_raises(name, entries, groups):
     steps = explain_governing(name, typed, groups)
     assert found == next((typed[s.entry] for s in steps if s.usable), None)
     assert len({s.entry for s in steps}) == len(steps)
+
+
+def test_a_row_of_a_wildcard_deployment_resolves_to_the_model_requested_not_the_pattern():
+    # A failure row (or one from before model_group was logged) names the wildcard deployment's id and the model the
+    # router served under the requested name; the group is that name, as the router records it.
+    wildcard_id = generated_model_id("anthropic/*", {"model": "anthropic/*"})
+    found = Resolver(CATALOGUE)("anthropic/claude-haiku-4-5", None, wildcard_id)
+    assert (found.status, found.group, found.rule) == ("resolved", "anthropic/claude-haiku-4-5", "wildcard")
+    # an id of an ordinary deployment still decides by itself
+    assert Resolver(CATALOGUE)("anthropic/claude-haiku-4-5", None, "azure-eastus-1").group == "gpt-4o"
