@@ -19,6 +19,7 @@ UNENFORCEABLE_BUDGET = "unenforceable_budget"
 UNRESOLVED_MODEL = "unresolved_model"
 AMBIGUOUS_MODEL = "ambiguous_model"
 ROLLUP_DRIFT = "rollup_drift"
+ALIAS_BYPASS = "alias_bypass"
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,9 @@ class ScanResult:
 def totals(findings: list[Finding]) -> dict:
     over = [f for f in findings if f.kind == OVER_BUDGET]
     return {
-        "money_leaked": round(sum(f.spend_after_limit or 0.0 for f in over), 6),
+        # past a working limit, and past one the limiter never applied (alias traffic an enforced entry should have gated)
+        "money_leaked": round(sum(f.spend_after_limit or 0.0 for f in over)
+                              + sum(f.logged_spend or 0.0 for f in findings if f.kind == ALIAS_BYPASS and f.severity == ERROR), 6),
         "money_over_budget": round(sum((f.logged_spend or 0.0) - (f.budget_limit or 0.0) for f in over), 6),
         "entities_over_budget": len({(f.scope, f.entity_id) for f in over}),
         "entities_leaking": len({(f.scope, f.entity_id) for f in over if f.severity == ERROR}),

@@ -10,6 +10,7 @@ from auditor.budgets import BudgetEntry
 from auditor.catalogue import Catalogue
 from auditor.counters import Counter, spend_key
 from auditor.findings import (
+    ALIAS_BYPASS,
     AMBIGUOUS_MODEL,
     COUNTER_DRIFT,
     ERROR,
@@ -125,6 +126,22 @@ def budget_findings(
                     logged_spend=window.spend, requests=window.requests, requests_after_limit=window.requests_after_limit,
                     spend_after_limit=window.spend_after_limit, message=message,
                 ))
+    return findings
+
+
+def alias_bypass_findings(budgets, totals: Mapping[tuple[str, str, str, str, str], list]) -> list[Finding]:
+    """One finding per (entity, entry governing the target, alias): the spend and requests no counter saw."""
+    findings = []
+    for (scope, entity_id, entry_name, alias, target), (spend, requests) in sorted(totals.items()):
+        kb = budgets[(scope, entity_id)]
+        entry = kb.entries[entry_name]
+        findings.append(Finding(
+            kind=ALIAS_BYPASS, severity=ERROR if entry.enforced else WARNING, scope=scope, entity_id=entity_id,
+            entity_alias=_alias(kb), budget_model=entry_name, model=alias, model_group=target, time_period=entry.duration.raw,
+            budget_limit=entry.limit, logged_spend=spend, requests=requests,
+            message=(f"{requests} requests ({_money(spend)}) through router alias {alias!r} -> {target!r} bypassed entry "
+                     f"{entry_name!r}: LiteLLM's limiter gates and charges the alias name, which no entry governs"),
+        ))
     return findings
 
 

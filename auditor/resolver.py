@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Literal, NamedTuple
 
@@ -71,6 +71,14 @@ class Resolution:
     rule: Rule
     decided_by: str  # the config entry / table row / name that decided, for a human
     candidates: tuple[str, ...] = ()
+    # The proxy-level router_settings.model_group_alias the row's model_group names. LiteLLM gates and charges the
+    # alias name itself, not its target group (model_max_budget_limiter._requested_model_name), so budgets follow it.
+    alias: str | None = None
+
+    @property
+    def budget_name(self) -> str | None:
+        """The name LiteLLM's limiter resolves budget entries for: the alias as called, else the group."""
+        return self.alias or self.group
 
 
 class Resolver:
@@ -119,7 +127,8 @@ class Resolver:
         target = catalogue.alias_target(model_group)
         if target is not None:
             group = catalogue.internal_names.get(target, target)
-            return _resolved(group, "model_group_alias", f"router_settings.model_group_alias {model_group!r} -> {target!r}")
+            found = _resolved(group, "model_group_alias", f"router_settings.model_group_alias {model_group!r} -> {target!r}")
+            return replace(found, alias=model_group)
         if model_group in catalogue.internal_names:
             group = catalogue.internal_names[model_group]
             deployment = catalogue.deployments_by_group[group][0]

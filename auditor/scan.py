@@ -125,10 +125,15 @@ def _place(eb: EntityBudgets, charge, resolutions: Resolver, catalogue: Catalogu
     resolution = resolutions(charge.model, charge.model_group, charge.model_id)
     if resolution.status != "resolved":
         return None
-    group = resolution.group
-    entries = team_entries(group, eb.entries, keys_entries.get(charge.api_key, {})) if eb.scope == "team" else eb.entries
-    entry = governing_entry(group, entries, catalogue.access_groups_of(group))
-    return None if entry is None else (group, entry)
+    entry = entry_for(eb, resolution.budget_name, catalogue, keys_entries.get(charge.api_key, {}))
+    return None if entry is None else (resolution.group, entry)
+
+
+def entry_for(eb: EntityBudgets, name: str, catalogue: Catalogue, key_entries: Mapping[str, BudgetEntry]) -> BudgetEntry | None:
+    """The entry LiteLLM's limiter charges a request for `name` to (resolve_model_budget), at the entity's scope;
+    for a team, after the requesting key's own entries replaced the team's of the same name."""
+    entries = team_entries(name, eb.entries, key_entries) if eb.scope == "team" else eb.entries
+    return governing_entry(name, entries, catalogue.access_groups_of(name))
 
 
 def select_keys(key_rows: list[queries.KeyRow], wanted: tuple[str, ...]) -> tuple[str, ...] | None:
@@ -236,6 +241,7 @@ def run_scan(
     findings += reconcile.counter_findings(budgets, windows, counters_by_entity, ledger, resolutions, catalogue, options,
                                            read_source=read_source)
     findings += reconcile.resolution_findings(groups, resolutions)
+    findings += _alias_bypasses(conn, caps, catalogue, budgets, keys_entries, where)
     notes = reconcile.model_spend_notes(key_rows)
     findings += reconcile.model_spend_findings(key_rows, groups, resolutions, options, selected)
     findings += findings_scalar
@@ -268,6 +274,30 @@ def run_scan(
         resolutions=_resolution_records(groups, resolutions),
         rollup_history=rollup_history if options.use_rollups else None,
     )
+
+
+def _alias_bypasses(conn, caps, catalogue: Catalogue, budgets, keys_entries, where) -> list:
+    """Traffic through a proxy-level alias that no entry governs while an entry governs its target: LiteLLM's
+    limiter gates and charges the alias name, so that traffic is neither blocked nor counted (alias_bypass)."""
+    aliases = {alias: catalogue.internal_names.get(target, target)
+               for alias in catalogue.group_aliases if (target := catalogue.alias_target(alias)) is not None}
+    totals: dict[tuple, list] = defaultdict(lambda: [0.0, 0])
+    for row in queries.alias_traffic(conn, caps, where, aliases):
+        target = aliases[row.alias]
+        for scope, entity_id in (("key", row.api_key), ("team", row.team_id), ("user", row.user), ("end_user", row.end_user),
+                                 ("team_member", queries.team_member_entity_id(row.user, row.team_id) if row.user and row.team_id else "")):
+            eb = budgets.get((scope, entity_id))
+            if not entity_id or eb is None or not eb.entries:
+                continue
+            key_entries = keys_entries.get(row.api_key, {})
+            if entry_for(eb, row.alias, catalogue, key_entries) is not None:
+                continue  # the alias has an entry of its own (or a glob or group covers it): governed, not a bypass
+            governing = entry_for(eb, target, catalogue, key_entries)
+            if governing is not None:
+                bucket = totals[(scope, entity_id, governing.name, row.alias, target)]
+                bucket[0] += row.spend
+                bucket[1] += row.requests
+    return reconcile.alias_bypass_findings(budgets, totals)
 
 
 def _paid_before(first_paid: queries.PaidJobs, cut: datetime) -> set[tuple[str, str]]:

@@ -185,3 +185,33 @@ def test_counter_keys_whose_ids_and_models_hold_colons_are_found_whole(sqlite_ur
     redis_client.set(f"virtual_key_spend:{B}:{arn}:1d", "0.49")
     found = sorted((f["scope"], f["entity_id"], f["budget_model"], f["cached_spend"]) for f in kinds(scan(url, cfg, at(12), "--redis", REDIS_URL), "counter_drift"))
     assert found == [("end_user", "tenant:42", "gpt-4o", 0.51), ("key", B, arn, 0.49)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Router aliases (user_api_key_auth._resolve_router_settings_model_group_alias rewrites only key/team aliases before
+# auth; a proxy-level alias reaches the limiter, and the rows, as the alias: model_max_budget_limiter._requested_model_name)
+
+
+def test_traffic_through_a_proxy_alias_is_charged_to_the_alias_name_and_bypasses_the_targets_entry(any_url, tmp_path):
+    # gpt4 -> gpt-4o. Key A caps gpt-4o at 1.00/1d and sends 2 x 0.70 as `gpt4` and 0.30 as `gpt-4o`: its gpt-4o window
+    # holds 0.30 only (no over_budget), and 1.40 in 2 requests bypassed the entry, which is enforced: an error whose
+    # money is leaked money. Key B caps the alias itself: its gpt4 window holds 1.40 (over by 0.40, crossing request
+    # only). Key C caps the glob gpt*, which covers both names: 1.70 in one window, and no bypass.
+    C = "c" * 64
+    rows = []
+    for token in (A, B, C):
+        rows += [charge(at(9), 0.70, key=token, model_group="gpt4"), charge(at(10), 0.70, key=token, model_group="gpt4"),
+                 charge(at(11), 0.30, key=token)]
+    url = build(any_url, [key(A, "alpha"), key(B, "beta", model="gpt4"), key(C, "gamma", model="gpt*", limit=5.0)], rows)
+    cfg = config_with(tmp_path, "router_settings:\n  model_group_alias:\n    gpt4: gpt-4o\n")
+    record = scan(url, cfg, at(12))
+    [bypass] = kinds(record, "alias_bypass")
+    assert {k: bypass[k] for k in ("scope", "entity_id", "budget_model", "model", "model_group", "requests", "severity")} == {
+        "scope": "key", "entity_id": A, "budget_model": "gpt-4o", "model": "gpt4", "model_group": "gpt-4o", "requests": 2,
+        "severity": "error"}
+    assert bypass["logged_spend"] == pytest.approx(1.40)
+    assert sorted((s["entity_id"], s["budget_model"], round(s["logged_spend"], 6)) for s in record["spend"]) == [
+        (A, "gpt-4o", 0.30), (B, "gpt4", 1.40), (C, "gpt*", 1.70)]
+    [over] = kinds(record, "over_budget")
+    assert (over["entity_id"], over["budget_model"], over["severity"]) == (B, "gpt4", "warning")
+    assert record["totals"]["money_leaked"] == pytest.approx(1.40)
