@@ -485,7 +485,8 @@ def _scalar(conn: Connection, caps: Capabilities, holders: list[queries.Holder],
             continue
         start = reconcile.scalar_period(holder, tz)
         if start is None:
-            skipped["budget_duration without budget_reset_at"] += 1
+            skipped["budget_duration without budget_reset_at" if holder.budget_reset_at is None
+                    else "a budget_duration whose period cannot be placed (too large for a date)"] += 1
         elif complete_since is not None and start < complete_since:
             why = "lifetime spend" if start == reconcile.LIFETIME else "a period starting"
             skipped[f"{why} before {complete_since:%Y-%m-%d %H:%M}, where the ledger (spend-log retention, --since) begins"] += 1
