@@ -153,7 +153,7 @@ def backfill(
     from auditor import backfill as core
     from auditor.capabilities import inspect_database
     from auditor.clock import parse_instant, utc_now
-    from auditor.config import litellm_setting, load_config, spend_log_retention
+    from auditor.config import general_setting_on, litellm_setting, load_config, spend_log_retention
     from auditor.db import connect
     from auditor.periods import zone
     from auditor.redis_store import connect_redis, redis_from
@@ -175,6 +175,7 @@ def backfill(
         timezone=timezone or (loaded.timezone if loaded else None),
         retention=spend_log_retention(loaded.data) if loaded else None,
         default_end_user_budget=litellm_setting(loaded.data if loaded else None, "max_end_user_budget_id"),
+        user_budget_on_team_keys=general_setting_on(loaded.data if loaded else None, "apply_user_budget_to_team_keys"),
     )
     zone(options.timezone)  # an unknown zone is a usage error before anything connects
     redis_target = redis_from(redis_url)

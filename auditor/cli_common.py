@@ -234,7 +234,7 @@ def scan_session(db, config, redis_url, *, now=None, since=None, until=None, key
     from auditor import queries
     from auditor.capabilities import inspect_database
     from auditor.clock import parse_instant, utc_now
-    from auditor.config import litellm_setting, load_config, spend_log_retention
+    from auditor.config import general_setting_on, litellm_setting, load_config, spend_log_retention
     from auditor.db import connect
     from auditor.errors import InputError, UnavailableError
     from auditor.periods import zone
@@ -260,6 +260,7 @@ def scan_session(db, config, redis_url, *, now=None, since=None, until=None, key
         retention=spend_log_retention(loaded.data) if loaded else None,
         use_rollups=use_rollups,
         default_end_user_budget=litellm_setting(loaded.data if loaded else None, "max_end_user_budget_id"),
+        user_budget_on_team_keys=general_setting_on(loaded.data if loaded else None, "apply_user_budget_to_team_keys"),
     )
     zone(options.timezone)  # an unknown zone is a usage error before anything connects
     redis_target = redis_from(redis_url)

@@ -332,6 +332,12 @@ def _timezone(data: Mapping) -> str | None:
     return litellm_setting(data, "timezone")
 
 
+def general_setting_on(data: Mapping | None, name: str) -> bool:
+    """A `general_settings` flag LiteLLM tests with `is True` (apply_user_budget_to_team_keys)."""
+    settings = data.get("general_settings") if isinstance(data, Mapping) else None
+    return isinstance(settings, Mapping) and settings.get(name) is True
+
+
 def litellm_setting(data: Mapping | None, name: str) -> str | None:
     """A non-empty string under `litellm_settings` (timezone, max_end_user_budget_id), else None."""
     settings = data.get("litellm_settings") if isinstance(data, Mapping) else None

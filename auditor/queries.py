@@ -698,6 +698,26 @@ def period_spend(
     return found
 
 
+def period_charges(
+    conn: Connection, caps: Capabilities, scope: str, entity: str | tuple[str, str], start: datetime, until: datetime,
+) -> Iterator[tuple[datetime, datetime, float, bool]]:
+    """One entity's charged rows of a scalar period (as period_spend counts them) in charge order: start, end, spend,
+    and whether the request came through a team key. Streamed: only asked for entities over their budget."""
+    names = SCOPE_COLUMNS[scope]
+    values_ = (entity,) if isinstance(entity, str) else tuple(entity)
+    team_key = func.coalesce(spend_logs.c.team_id, "") != ""
+    query = (
+        select(spend_logs.c.startTime, spend_logs.c.endTime, _finite_spend(), case((team_key, 1), else_=0))
+        .where(*(spend_logs.c[name] == value for name, value in zip(names, values_, strict=True)),
+               spend_logs.c.startTime >= start, spend_logs.c.startTime <= until, row_outcome(caps) == CHARGED)
+        .order_by(spend_logs.c.endTime, spend_logs.c.request_id)
+    )
+    parse = conn.dialect.name != "postgresql"
+    for row in conn.execute(query.execution_options(yield_per=5000)):
+        begin, end = (_as_datetime(row[0]), _as_datetime(row[1])) if parse else (row[0], row[1])
+        yield begin, end, float(row[2] or 0.0), bool(row[3])
+
+
 def _rows_as_table(rows: list[tuple], names: list[str], types: list, conn: Connection):
     """Literal rows to join against: VALUES on PostgreSQL; SQLite takes no column list after VALUES,
     so there a UNION ALL of one-row SELECTs."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timedelta
@@ -366,7 +367,31 @@ def scalar_period(holder, tz) -> datetime | None:
     return period_start(holder.budget_duration, holder.budget_reset_at, tz)
 
 
-def scalar_findings(holders, period_sums, lifetime_sums, starts, options) -> list[Finding]:
+# LiteLLM 1.110.2 blocks a key, a user or a team member once spend >= max_budget, a team or an end user once
+# spend > max_budget (proxy/auth/auth_checks.py).
+SCALAR_BLOCKS_AT_LIMIT = frozenset({"key", "user", "team_member"})
+
+
+def scalar_leaks(charges: Iterable[tuple[datetime, datetime, float, bool]], limit: float, at_limit: bool,
+                 gated=lambda team_key: True) -> tuple[int, float]:
+    """Requests admitted after the ledger's spend over the period had reached the budget, and their spend.
+
+    `charges` are (start, end, spend, via a team key) in end order. The ledger reaches the limit at the end of the
+    charge that takes the running total to it (`>=` where LiteLLM blocks at the limit, else `>`); a later charge
+    whose request started at or after that instant was checked against a spend already over, and, where the budget
+    gates it (`gated`: a user's budget gates team keys only with apply_user_budget_to_team_keys), leaked."""
+    total, crossed, leaks, leaked = 0.0, None, 0, []
+    for start, end, spend, team_key in charges:
+        if crossed is not None and start >= crossed and gated(team_key):
+            leaks += 1
+            leaked.append(spend)
+        total += spend
+        if crossed is None and (total >= limit if at_limit else total > limit):
+            crossed = end
+    return leaks, math.fsum(leaked)
+
+
+def scalar_findings(holders, period_sums, lifetime_sums, starts, options, leaks=None) -> list[Finding]:
     """Scalar `spend` (and lifetime `total_spend`) against the ledger, and whole-entity budgets.
 
     `starts` maps (scope, entity) to the period start compared; entities left out could not be
@@ -395,10 +420,14 @@ def scalar_findings(holders, period_sums, lifetime_sums, starts, options) -> lis
                 message=(f"{holder.spend_column} is {_money(holder.spend)} but the ledger has {_money(logged)} for its {period}"
                          + ("; the whole-entity budget is enforced from the lower figure" if undercounts else "")),
             ))
-        if holder.max_budget is not None and logged > holder.max_budget:
+        after, after_spend = (leaks or {}).get((holder.scope, entity), (0, 0.0))
+        if holder.max_budget is not None and (logged > holder.max_budget or after):
             findings.append(Finding(
-                kind=OVER_BUDGET, severity=WARNING, **common,
-                message=f"spent {_money(logged)} in its {period} against a max_budget of {_money(holder.max_budget)}",
+                kind=OVER_BUDGET, severity=ERROR if after else WARNING, requests_after_limit=after,
+                spend_after_limit=after_spend, **common,
+                message=(f"spent {_money(logged)} in its {period} against a max_budget of {_money(holder.max_budget)}"
+                         + (f"; {after} requests ({_money(after_spend)}) were admitted after the ledger had reached it"
+                            if after else "; only the crossing request overshot")),
             ))
         if holder.total_spend is not None and (holder.scope, entity) in lifetime_sums:
             total_logged = lifetime_sums[(holder.scope, entity)][0]

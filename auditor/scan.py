@@ -6,6 +6,7 @@ it never renders and never writes.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -44,6 +45,7 @@ class ScanOptions:
     retention: str | bool | None = None  # how LiteLLM trims old spend logs (config.spend_log_retention)
     use_rollups: bool = False  # fill per-day history before the ledger from LiteLLM_DailyUserSpend
     default_end_user_budget: str | None = None  # litellm_settings.max_end_user_budget_id
+    user_budget_on_team_keys: bool = False  # general_settings.apply_user_budget_to_team_keys
 
 
 SCOPES = ("key", "team", "user", "end_user", "team_member")
@@ -505,7 +507,16 @@ def _scalar(conn: Connection, caps: Capabilities, holders: list[queries.Holder],
                 lifetime_sums[(scope, entity)] = totals
             for entity, _ in totals_wanted:
                 lifetime_sums.setdefault((scope, entity), (0.0, 0))
-    findings = reconcile.scalar_findings(holders, period_sums, lifetime_sums, starts, options)
+    leaks = {}
+    for holder in holders:  # only entities at or over their budget: their period streamed in charge order
+        entity = (holder.scope, holder.entity_id)
+        limit = holder.max_budget
+        if entity not in period_sums or limit is None or not 0 <= limit < math.inf or period_sums[entity][0] < limit:
+            continue
+        gated = (lambda team_key: True) if holder.scope != "user" or options.user_budget_on_team_keys else (lambda team_key: not team_key)
+        charges = queries.period_charges(conn, caps, holder.scope, holder.entity_id, starts[entity], options.now)
+        leaks[entity] = reconcile.scalar_leaks(charges, limit, holder.scope in reconcile.SCALAR_BLOCKS_AT_LIMIT, gated)
+    findings = reconcile.scalar_findings(holders, period_sums, lifetime_sums, starts, options, leaks)
     notes = [f"scalar spend not compared for {n} entities: {why}" for why, n in sorted(skipped.items())]
     return findings, notes
 

@@ -1509,8 +1509,22 @@ def reference(tables: dict, deployments: list, redis_dump: dict) -> dict:
         if h.get("spend") is not None and abs(h["spend"] - ledger) > TOLERANCE:
             scalar.append(dict(common, kind="counter_drift", column="spend", cached=money(h["spend"]), difference=money(h["spend"] - ledger),
                                severity="error" if h.get("max_budget") is not None and h["spend"] < ledger else "warning"))
-        if h.get("max_budget") is not None and ledger > h["max_budget"]:
-            scalar.append(dict(common, kind="over_budget", column="max_budget", cached=None, difference=money(ledger - h["max_budget"]), severity="warning"))
+        if h.get("max_budget") is not None and ledger >= h["max_budget"]:
+            # Requests admitted after the ledger reached the budget: LiteLLM blocks a key, user or team member at
+            # spend >= max_budget, a team or end user at spend > max_budget; a user's budget gates only its
+            # non-team keys. The instant the ledger got there is the end of the charge that took it there.
+            in_period = sorted((r for r in mine if start is None or start <= r["_start"] <= SNAPSHOT), key=lambda r: (r["_end"], r["request_id"]))
+            at_limit = scope in ("key", "user", "team_member")
+            running, reached = 0.0, None
+            for r in in_period:
+                running += r["spend"]
+                if reached is None and (running >= h["max_budget"] if at_limit else running > h["max_budget"]):
+                    reached = r["_end"]
+            after = [r for r in in_period if reached is not None and r["_start"] >= reached and (scope != "user" or not r["team_id"])]
+            if ledger > h["max_budget"] or after:
+                scalar.append(dict(common, kind="over_budget", column="max_budget", cached=None, difference=money(ledger - h["max_budget"]),
+                                   requests_after_limit=len(after), spend_after_limit=money(math.fsum(r["spend"] for r in after)),
+                                   severity="error" if after else "warning"))
         if "total_spend" in h and h["total_spend"] is not None:
             lifetime = math.fsum(r["spend"] for r in mine)
             if abs(h["total_spend"] - lifetime) > TOLERANCE:
@@ -1768,10 +1782,12 @@ def whole_entity_lines(expected: dict, scope: str) -> list[str]:
     over = [x for x in expected["scalar"] if x["scope"] == scope and x["kind"] == "over_budget"]
     if not over:
         return []
-    out = ["Over budget as a whole (`max_budget`, severity warning):", "", "| entity | period | ledger | max_budget | over by |", "|---|---|---|---|---|"]
+    out = ["Over budget as a whole (`max_budget`; an error when requests were admitted after the ledger had reached it):", "",
+           "| entity | period | ledger | max_budget | over by | admitted after | severity |", "|---|---|---|---|---|---|---|"]
     for x in over:
         period = f"{x['period_start']} .. {x['period_end']}" if x["period_start"] else "lifetime"
-        out.append(f"| {x['alias']} | {period} | {usd(x['ledger'])} | ${x['max_budget']:g} | {usd(x['difference'])} |")
+        out.append(f"| {x['alias']} | {period} | {usd(x['ledger'])} | ${x['max_budget']:g} | {usd(x['difference'])} | "
+                   f"{x['requests_after_limit']} ({usd(x['spend_after_limit'])}) | {x['severity']} |")
     return out + [""]
 
 

@@ -215,3 +215,48 @@ def test_traffic_through_a_proxy_alias_is_charged_to_the_alias_name_and_bypasses
     [over] = kinds(record, "over_budget")
     assert (over["entity_id"], over["budget_model"], over["severity"]) == (B, "gpt4", "warning")
     assert record["totals"]["money_leaked"] == pytest.approx(1.40)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scalar budgets (auth_checks: key, user and team member block at spend >= max_budget, team and end user at >)
+
+
+def test_scalar_budgets_count_requests_admitted_after_the_ledger_reached_them(any_url, tmp_path):
+    from auditor.schema import team_table, user_table
+
+    # Key A (team t-1, owner u-1) and lifetime max_budgets of 1.00 on the key, its team and its owner. The ledger
+    # reaches 1.00 at 10:00 (0.50 + 0.50); a request started at 11:00 (0.30) was admitted after that.
+    # key (>=): 1 request, 0.30 leaked: error.  team (>): 1.00 is not over, so the 11:00 request was allowed: warning.
+    # user (>=, but its budget gates only non-team keys unless apply_user_budget_to_team_keys): warning, then error.
+    rows = [charge(at(9), 0.50), charge(at(10), 0.50), charge(at(11, 30), 0.30, start=at(11))]
+    for row in rows:
+        row.update(user="u-1", team_id="t-1")
+    k = {**key(budget={}), "user_id": "u-1", "team_id": "t-1", "max_budget": 1.0}
+    url = build(any_url, [k], rows)
+    insert(url, team_table, [{"team_id": "t-1", "team_alias": "platform", "max_budget": 1.0, "spend": 1.3, "model_max_budget": {}}])
+    insert(url, user_table, [{"user_id": "u-1", "max_budget": 1.0, "spend": 1.3, "model_max_budget": {}}])
+
+    def scalar_over(cfg):
+        record = scan(url, cfg, at(12))
+        return {f["scope"]: (f["severity"], f["requests_after_limit"], round(f["spend_after_limit"], 6))
+                for f in kinds(record, "over_budget") if f["budget_model"] is None}
+
+    assert scalar_over(config_with(tmp_path, "")) == {
+        "key": ("error", 1, 0.30), "team": ("warning", 0, 0.0), "user": ("warning", 0, 0.0)}
+    on_team_keys = config_with(tmp_path, "general_settings:\n  apply_user_budget_to_team_keys: true\n")
+    assert scalar_over(on_team_keys)["user"] == ("error", 1, 0.30)
+
+
+def test_scalar_leaks_reach_the_limit_at_the_end_of_the_charge_that_takes_the_total_there():
+    from datetime import datetime
+
+    from auditor.reconcile import scalar_leaks
+
+    t = lambda minute: datetime(2026, 3, 2, 9, minute)  # noqa: E731
+    # (start, end, spend, via a team key), in end order; the total reaches 1.0 at 09:10 (>=) and passes it at 09:15 (>).
+    charges = [(t(0), t(5), 0.6, False), (t(6), t(10), 0.4, False), (t(8), t(15), 0.2, False),  # started before 09:10
+               (t(10), t(20), 0.1, False), (t(21), t(25), 0.3, True)]
+    assert scalar_leaks(charges, 1.0, at_limit=True) == (2, pytest.approx(0.4))
+    assert scalar_leaks(charges, 1.0, at_limit=False) == (1, pytest.approx(0.3))  # over at 09:15 (1.2 > 1.0)
+    assert scalar_leaks(charges, 1.0, at_limit=True, gated=lambda team_key: not team_key) == (1, pytest.approx(0.1))
+    assert scalar_leaks(charges, 5.0, at_limit=True) == (0, 0.0)

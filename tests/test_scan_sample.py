@@ -235,11 +235,13 @@ def test_a_key_entry_replaces_the_team_entry_of_its_name(sample_db):
 
 def test_money_leaked_is_the_sum_of_expected_spend_after_limit(sample_db):
     record = scan_json(sample_db)
-    leaked = math.fsum(w["spend_after_limit"]["raw"] for _, _, w in EXPECTED_WINDOWS.values())
+    leaked = math.fsum([*(w["spend_after_limit"]["raw"] for _, _, w in EXPECTED_WINDOWS.values()),
+                        *(x["spend_after_limit"]["raw"] for x in EXPECTED["scalar"] if x["kind"] == "over_budget")])
     assert record["totals"]["money_leaked"] == pytest.approx(leaked, abs=1e-6)  # the total is rounded to 6 decimals
-    # keys research-agent, analytics, opus-tester, via-budget-table, daily-key (support-bot only ever overshoots);
-    # team-data, u-carol, customer-acme, u-erin in team-platform
-    assert record["totals"]["entities_leaking"] == 9
+    # keys research-agent, analytics, opus-tester, via-budget-table, daily-key (support-bot only ever overshoots),
+    # bi-dashboards (its max_budget, enforced from a spend column stuck at $0); team-data, u-carol, customer-acme,
+    # u-erin in team-platform
+    assert record["totals"]["entities_leaking"] == 10
 
 
 def test_invalid_and_unenforceable_entries(sample_db):
@@ -326,6 +328,9 @@ def test_scalar_spend_total_spend_and_whole_entity_budgets(sample_db):
         assert close(f["logged_spend"], x["ledger"]), where
         if x["kind"] == "counter_drift":
             assert close(f["cached_spend"], x["cached"]), where
+        if x["kind"] == "over_budget":
+            assert f["requests_after_limit"] == x["requests_after_limit"], where
+            assert close(f["spend_after_limit"], x["spend_after_limit"]), where
         if x["column"] != "total_spend":
             assert f["budget_limit"] == x["max_budget"], where
             assert (f["window_start"], f["window_end"]) == (z(x["period_start"]), z(x["period_end"])), where
