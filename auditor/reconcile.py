@@ -323,10 +323,19 @@ def model_spend_findings(key_rows, groups, resolutions, options, selected) -> li
             resolution = resolutions(str(name), "", "")
             group = resolution.group if resolution.status == "resolved" else str(name)
             try:
-                merged[group] += float(value)
+                amount = float(value)
             except (TypeError, ValueError):
                 continue
+            merged[group] += amount
             names[group].append(str(name))
+            if group != str(name):  # an entry under a deployment name (the 2024 writer keyed on kwargs["model"])
+                findings.append(Finding(
+                    kind=MISKEYED_COUNTER, severity=INFO, scope=KEY, entity_id=row.token, entity_alias=row.key_alias,
+                    model=str(name), model_group=group, resolves_to=group, cached_spend=amount, counter_source="model_spend",
+                    counter_key=str(name),
+                    message=(f"legacy model_spend entry {str(name)!r} ({_money(amount)}) is named after a deployment, not a model "
+                             f"group; it resolves to {group} (nothing reads model_spend since 2024)"),
+                ))
         for group, cached in sorted(merged.items()):
             logged = lifetime.get((row.token, group), 0.0)
             if abs(cached - logged) <= options.tolerance:

@@ -1532,12 +1532,15 @@ def reference(tables: dict, deployments: list, redis_dump: dict) -> dict:
                                    difference=money(h["total_spend"] - lifetime), period_start=None, period_end=None, severity="warning"))
 
     # legacy model_spend -------------------------------------------------------------------------
-    model_spend = []
+    model_spend, model_spend_miskeyed = [], []
     for k in tables["LiteLLM_VerificationToken"]:
         merged = {}
         for name, value in (k["model_spend"] or {}).items():
             group = name if name in served else group_of_deployment.get(name, name)
             merged.setdefault(group, []).append((name, float(value)))
+            if group != name:  # named after a deployment: a miskeyed (info) finding of its own
+                model_spend_miskeyed.append({"key_alias": k["key_alias"], "token": k["token"], "name": name, "group": group,
+                                             "cached": money(float(value)), "severity": "info"})
         for group, items in sorted(merged.items()):
             ledger = math.fsum(r["spend"] for r in rows if charged(r) and r["api_key"] == k["token"] and r["_group"] == group)
             cached = math.fsum(v for _, v in items)
@@ -1602,6 +1605,7 @@ def reference(tables: dict, deployments: list, redis_dump: dict) -> dict:
         "ignored_redis_keys": ignored,
         "scalar": scalar,
         "model_spend": model_spend,
+        "model_spend_miskeyed": model_spend_miskeyed,
         "rollups": {"rows": len(tables["LiteLLM_DailyUserSpend"]), "discrepancies": discrepancies},
     }
 

@@ -260,3 +260,17 @@ def test_scalar_leaks_reach_the_limit_at_the_end_of_the_charge_that_takes_the_to
     assert scalar_leaks(charges, 1.0, at_limit=False) == (1, pytest.approx(0.3))  # over at 09:15 (1.2 > 1.0)
     assert scalar_leaks(charges, 1.0, at_limit=True, gated=lambda team_key: not team_key) == (1, pytest.approx(0.1))
     assert scalar_leaks(charges, 5.0, at_limit=True) == (0, 0.0)
+
+
+def test_a_model_spend_entry_under_a_deployment_name_is_miskeyed_with_what_it_resolves_to(sqlite_url, config):
+    # The 2024 writer keyed model_spend on the deployment (kwargs["model"]): `azure/prod-gpt4o` is gpt-4o's deployment.
+    # It is reported as miskeyed (info: nothing reads model_spend), and still merged into gpt-4o's total: 1.50 + 0.50
+    # against a lifetime ledger of 0.20.
+    url = build(sqlite_url, [{**key(budget={}), "model_spend": {"azure/prod-gpt4o": 1.5, "gpt-4o": 0.5}}], [charge(at(9), 0.20)])
+    record = scan(url, config, at(12))
+    [miskeyed] = kinds(record, "miskeyed_counter")
+    assert {k: miskeyed[k] for k in ("severity", "counter_source", "counter_key", "resolves_to", "cached_spend")} == {
+        "severity": "info", "counter_source": "model_spend", "counter_key": "azure/prod-gpt4o", "resolves_to": "gpt-4o",
+        "cached_spend": 1.5}
+    [drift] = [f for f in kinds(record, "counter_drift") if f["counter_source"] == "model_spend"]
+    assert (drift["model_group"], drift["cached_spend"], drift["logged_spend"]) == ("gpt-4o", 2.0, pytest.approx(0.2))
