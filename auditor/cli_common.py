@@ -167,6 +167,18 @@ class RedisSource:
             self._give_up(str(error))
             return []
 
+    def values(self, keys: list[str]) -> dict:
+        from auditor.errors import UnavailableError
+        from auditor.redis_store import read_all_values
+
+        if self.client is None or not keys:
+            return {}
+        try:
+            return read_all_values(self.target, self.client, keys)
+        except UnavailableError as error:
+            self._give_up(str(error))
+            return {}
+
     def _give_up(self, message: str) -> None:
         from auditor.errors import UnavailableError
         from auditor.render import clean
@@ -215,6 +227,7 @@ class ScanSession:
         from auditor.scan import run_scan
 
         result = run_scan(self.conn, self.caps, self.catalogue, self.options, redis_counters=self.redis_counters,
+                          redis_values=self.redis.values if self.redis_counters is not None else None,
                           progress=_mid_scan_hook(advance), source=self.source, key_rows=self.key_rows, increment=increment)
         if self.redis is not None and self.redis.note:
             result = replace(result, notes=[self.redis.note, *result.notes])

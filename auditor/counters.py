@@ -55,6 +55,15 @@ class CounterKey:
         return f"{MODEL_COUNTER_PREFIXES[self.prefix]}:{self.entity_id}"
 
 
+def scalar_counter_key(scope: str, entity_id: str | tuple[str, str]) -> str:
+    """The Redis counter of an entity's whole spend that LiteLLM 1.110 reads before the spend column
+    (redis/stores/spend_counters/types.py; get_current_spend), reset with the column by the budget reset job."""
+    if scope == "team_member":
+        user_id, team_id = entity_id
+        return f"spend:team_member:{user_id}:{team_id}"
+    return f"spend:{scope}:{entity_id}"
+
+
 def spend_key(scope: str, entity_id: str, budget_model: str, duration: str) -> str:
     """The counter enforcement reads for an entry (1.99+)."""
     return CounterKey(PREFIX_OF_SCOPE[scope], entity_id, budget_model, duration).key

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from auditor.budgets import BudgetEntry
 from auditor.catalogue import Catalogue
-from auditor.counters import Counter, spend_key
+from auditor.counters import Counter, parse_float, spend_key
 from auditor.findings import (
     ALIAS_BYPASS,
     AMBIGUOUS_MODEL,
@@ -400,7 +400,7 @@ def scalar_leaks(charges: Iterable[tuple[datetime, datetime, float, bool]], limi
     return leaks, math.fsum(leaked)
 
 
-def scalar_findings(holders, period_sums, lifetime_sums, starts, options, leaks=None) -> list[Finding]:
+def scalar_findings(holders, period_sums, lifetime_sums, starts, options, leaks=None, redis_spend=None) -> list[Finding]:
     """Scalar `spend` (and lifetime `total_spend`) against the ledger, and whole-entity budgets.
 
     `starts` maps (scope, entity) to the period start compared; entities left out could not be
@@ -429,6 +429,16 @@ def scalar_findings(holders, period_sums, lifetime_sums, starts, options, leaks=
                 message=(f"{holder.spend_column} is {_money(holder.spend)} but the ledger has {_money(logged)} for its {period}"
                          + ("; the whole-entity budget is enforced from the lower figure" if undercounts else "")),
             ))
+        if (holder.scope, entity) in (redis_spend or {}):
+            key, raw = redis_spend[(holder.scope, entity)]
+            cached = parse_float(raw)
+            if cached is None or abs(cached - logged) > options.tolerance:
+                shown = _money(cached) if cached is not None else f"{raw!r} (not a number)"
+                findings.append(Finding(
+                    kind=COUNTER_DRIFT, severity=WARNING, cached_spend=cached, counter_source="redis_spend", counter_key=key,
+                    **common, message=(f"Redis counter {key} is {shown} but the ledger has {_money(logged)} for its {period} "
+                                       "(LiteLLM reads it before the spend column, then checks the column when it is under budget)"),
+                ))
         after, after_spend = (leaks or {}).get((holder.scope, entity), (0, 0.0))
         if holder.max_budget is not None and (logged > holder.max_budget or after):
             findings.append(Finding(

@@ -111,6 +111,23 @@ def read_counters(client: redis.Redis, batch: int = 500) -> list[Counter]:
     return counters
 
 
+def read_values(client: redis.Redis, keys: list[str], batch: int = 500) -> dict[str, str]:
+    """The string values of `keys` that exist (MGET in batches): counters whose names auditor builds itself."""
+    found: dict[str, str] = {}
+    for start in range(0, len(keys), batch):
+        chunk = keys[start : start + batch]
+        found.update((k, v) for k, v in zip(chunk, _mget(client, chunk), strict=True) if v is not None)
+    return found
+
+
+def read_all_values(target: RedisTarget, client: redis.Redis, keys: list[str]) -> dict[str, str]:
+    """read_values, with a Redis that fails halfway as one masked line (exit 3)."""
+    try:
+        return read_values(client, keys)
+    except (redis.RedisError, OSError) as err:
+        raise UnavailableError(f"lost Redis at {target.masked} ({target.origin}) while reading counters: {redis_error_text(target, err)}") from None
+
+
 # Replies as bytes whatever the client's decode_responses: a value that is not UTF-8 must not fail the read.
 _UNDECODED = {NEVER_DECODE: []}
 

@@ -21,7 +21,7 @@ from auditor import checkpoint, queries, reconcile
 from auditor.budgets import BudgetEntry, BudgetProblem, parse_model_max_budget
 from auditor.capabilities import Capabilities
 from auditor.catalogue import Catalogue
-from auditor.counters import Counter, expected_keys, loose_counter_key, parse_counter_key, rekey
+from auditor.counters import Counter, expected_keys, loose_counter_key, parse_counter_key, rekey, scalar_counter_key
 from auditor.durations import shift_months
 from auditor.errors import AuditorError, InputError
 from auditor.findings import RowCounts, ScanResult
@@ -168,6 +168,7 @@ def run_scan(
     source: Mapping[str, object] | None = None,
     key_rows: list[queries.KeyRow] | None = None,
     increment: checkpoint.Increment | None = None,
+    redis_values: Callable[[list[str]], Mapping[str, str]] | None = None,
 ) -> ScanResult:
     """The scan. With `increment` (auditor report) it also cuts a checkpoint of its state, and, when asked and
     the previous checkpoint is still valid, resumes from it and reads only the rows that ended since its cut
@@ -232,7 +233,7 @@ def run_scan(
     windows, groups_by_entry = _windows(conn, caps, catalogue, resolutions, budgets, keys_entries, read, ledger, progress,
                                         resume, state, options.window_slack)
 
-    findings_scalar, scalar_notes = _scalar(conn, caps, holders, options, resume, state)
+    findings_scalar, scalar_notes = _scalar(conn, caps, holders, options, resume, state, redis_values)
 
     logged_groups = {
         resolution.group
@@ -474,8 +475,9 @@ def _resolution_records(groups: list[queries.SpendGroup], resolutions: Resolver)
 
 
 def _scalar(conn: Connection, caps: Capabilities, holders: list[queries.Holder], options: ScanOptions,
-            resume: checkpoint.State | None = None, state: checkpoint.State | None = None):
-    """Every entity's scalar spend over its current period, summed in SQL per scope (see _period_sums)."""
+            resume: checkpoint.State | None = None, state: checkpoint.State | None = None, redis_values=None):
+    """Every entity's scalar spend over its current period, summed in SQL per scope (see _period_sums), against its
+    spend column and the Redis `spend:*` counter LiteLLM reads before it (get_current_spend)."""
     from auditor.periods import zone
 
     tz = zone(options.timezone)
@@ -516,7 +518,12 @@ def _scalar(conn: Connection, caps: Capabilities, holders: list[queries.Holder],
         gated = (lambda team_key: True) if holder.scope != "user" or options.user_budget_on_team_keys else (lambda team_key: not team_key)
         charges = queries.period_charges(conn, caps, holder.scope, holder.entity_id, starts[entity], options.now)
         leaks[entity] = reconcile.scalar_leaks(charges, limit, holder.scope in reconcile.SCALAR_BLOCKS_AT_LIMIT, gated)
-    findings = reconcile.scalar_findings(holders, period_sums, lifetime_sums, starts, options, leaks)
+    redis_spend = {}
+    if redis_values is not None:
+        wanted = {(h.scope, h.entity_id): scalar_counter_key(h.scope, h.entity_id) for h in holders if (h.scope, h.entity_id) in starts}
+        values = redis_values(sorted(set(wanted.values())))
+        redis_spend = {entity: (key, values[key]) for entity, key in wanted.items() if key in values}
+    findings = reconcile.scalar_findings(holders, period_sums, lifetime_sums, starts, options, leaks, redis_spend)
     notes = [f"scalar spend not compared for {n} entities: {why}" for why, n in sorted(skipped.items())]
     return findings, notes
 

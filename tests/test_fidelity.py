@@ -274,3 +274,20 @@ def test_a_model_spend_entry_under_a_deployment_name_is_miskeyed_with_what_it_re
         "cached_spend": 1.5}
     [drift] = [f for f in kinds(record, "counter_drift") if f["counter_source"] == "model_spend"]
     assert (drift["model_group"], drift["cached_spend"], drift["logged_spend"]) == ("gpt-4o", 2.0, pytest.approx(0.2))
+
+
+@pytest.mark.redis
+def test_redis_spend_counters_read_before_the_spend_column_are_audited(sqlite_url, config, redis_client):
+    from test_scan_focused import REDIS_URL
+
+    # get_current_spend reads spend:key:{token} before LiteLLM_VerificationToken.spend. A's counter holds the ledger's
+    # 0.50; B's lost an increment (0.20 of 0.50): drift, a warning (LiteLLM checks the column when a counter is under).
+    rows = [charge(at(9), 0.20), charge(at(10), 0.30), charge(at(9), 0.20, key=B), charge(at(10), 0.30, key=B)]
+    url = build(sqlite_url, [{**key(A, "alpha", budget={}), "max_budget": 10.0}, {**key(B, "beta", budget={}), "max_budget": 10.0}], rows)
+    redis_client.set(f"spend:key:{A}", "0.5")
+    redis_client.set(f"spend:key:{B}", "0.2")
+    redis_client.set(f"spend:key:{B}:window:30d", "99")  # a budget_limits window counter: not the entity's spend
+    record = scan(url, config, at(12), "--redis", REDIS_URL)
+    [drift] = [f for f in kinds(record, "counter_drift") if f["counter_source"] == "redis_spend"]
+    assert (drift["entity_id"], drift["counter_key"], drift["cached_spend"], drift["severity"]) == (B, f"spend:key:{B}", 0.2, "warning")
+    assert drift["logged_spend"] == pytest.approx(0.5)
