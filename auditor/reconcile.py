@@ -106,7 +106,14 @@ def budget_findings(
                     budget_model=name, time_period=entry.duration.raw, budget_limit=entry.limit,
                     message=f"budget entry {name!r} governs no model this proxy serves or has logged, so it never applies",
                 ))
-            if not entry.enforced:
+            if not entry.enforced:  # still governs its models (and shadows later candidates), but caps nothing
+                findings.append(Finding(
+                    kind=INVALID_BUDGET, severity=ERROR, scope=scope, entity_id=token, entity_alias=_alias(kb),
+                    budget_model=name, time_period=entry.duration.raw,
+                    budget_limit=entry.limit if entry.limit is not None and math.isfinite(entry.limit) else None,
+                    message=(f"budget entry {name!r} enforces nothing: its budget_limit is "
+                             f"{'null' if entry.limit is None else entry.limit!r} (LiteLLM 1.99+ enforces only a limit >= 0)"),
+                ))
                 continue
             groups = groups_by_entry.get((scope, token, name), set())
             for window in windows.get((scope, token, name), []):

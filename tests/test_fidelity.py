@@ -291,3 +291,15 @@ def test_redis_spend_counters_read_before_the_spend_column_are_audited(sqlite_ur
     [drift] = [f for f in kinds(record, "counter_drift") if f["counter_source"] == "redis_spend"]
     assert (drift["entity_id"], drift["counter_key"], drift["cached_spend"], drift["severity"]) == (B, f"spend:key:{B}", 0.2, "warning")
     assert drift["logged_spend"] == pytest.approx(0.5)
+
+
+def test_an_entry_with_a_null_or_negative_limit_enforces_nothing_and_says_so(sqlite_url, config):
+    # LiteLLM 1.99+ charges such an entry's counter but never blocks on it (a limit must be >= 0); a zero limit blocks all.
+    for limit in (None, -1.0):
+        url = build(sqlite_url.replace(".sqlite", f"-{limit}.sqlite"), [key(budget={"gpt-4o": {"budget_limit": limit, "time_period": "1d"}})],
+                    [charge(at(9), 5.0)])
+        [invalid] = kinds(scan(url, config, at(12)), "invalid_budget")
+        assert (invalid["budget_model"], invalid["severity"], invalid["budget_limit"]) == ("gpt-4o", "error", limit)
+        assert "enforces nothing" in invalid["message"]
+    zero = build(sqlite_url.replace(".sqlite", "-0.sqlite"), [key(limit=0.0)], [charge(at(9), 5.0)])
+    assert kinds(scan(zero, config, at(12)), "invalid_budget") == []
