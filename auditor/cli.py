@@ -34,9 +34,9 @@ app = typer.Typer(
     help=(
         "Audit the spend and per-model budgets of a LiteLLM proxy straight from its database.\n\n"
         "Example (the built-in sample deployment, no setup):\n\n"
-        "    auditor doctor\n\n"
+        "\b\n    auditor doctor\n\n"
         "Example (your proxy's database, read-only):\n\n"
-        "    auditor doctor --db postgresql://auditor@db.internal:5432/litellm --config proxy_config.yaml"
+        "\b\n    auditor doctor --db postgresql://auditor@db.internal:5432/litellm --config proxy_config.yaml"
     ),
     no_args_is_help=True,
     rich_markup_mode=None,
@@ -62,6 +62,7 @@ def doctor(db: DbOption = None, config: ConfigOption = None, redis_url: RedisOpt
 
     Example:
 
+        \b
         auditor doctor --db postgresql://auditor@db.internal:5432/litellm --config proxy_config.yaml
     """
     from auditor.capabilities import inspect_database
@@ -148,6 +149,7 @@ def scan(
 
     Example:
 
+        \b
         auditor scan --db postgresql://auditor@db.internal:5432/litellm --config proxy_config.yaml --since 30d
     """
     from auditor import render
@@ -192,8 +194,13 @@ def resolve(
     names for budget entries, and with --key which entry governs and why. --all lists every
     logged (model, model_group, model_id), unresolved and ambiguous first.
 
+    Exit code: 0 once it has answered, unresolved names included (a scan reports those as
+    findings and fails on them with --fail-on warning); 2 for bad input; 3 when the
+    database cannot be read.
+
     Example:
 
+        \b
         auditor resolve vertex_ai/claude-opus-4-6@default --key research-agent
     """
     from auditor import queries
@@ -316,6 +323,7 @@ def explain(
 
     Example:
 
+        \b
         auditor explain research-agent
         auditor explain --team team-data --since 30d
     """
@@ -405,6 +413,7 @@ def sample_load(
 
     Example:
 
+        \b
         createdb litellm_sample && auditor sample load --db postgresql://127.0.0.1/litellm_sample
     """
     from auditor.db import connect, parse_database_url, DatabaseTarget

@@ -29,7 +29,7 @@ backfill_app = typer.Typer(
     help=(
         "Repair the counters the scan found wrong (dry run unless --apply), list runs, undo one.\n\n"
         "Example:\n\n"
-        "    auditor backfill --db postgresql://auditor_writer@db.internal/litellm --redis redis://cache:6379/0"
+        "\b\n    auditor backfill --db postgresql://auditor_writer@db.internal/litellm --redis redis://cache:6379/0"
     ),
     rich_markup_mode=None,
 )
@@ -142,6 +142,7 @@ def backfill(
 
     Example:
 
+        \b
         auditor backfill --db postgresql://auditor_writer@db.internal/litellm --redis redis://cache:6379/0 --apply
     """
     if ctx.invoked_subcommand is not None:
@@ -263,6 +264,7 @@ def history(
 
     Example:
 
+        \b
         auditor backfill history --db postgresql://auditor_writer@db.internal/litellm
     """
     from rich.table import Table
@@ -321,6 +323,7 @@ def undo(
 
     Example:
 
+        \b
         auditor backfill undo 3f2a9c1e --db postgresql://auditor_writer@db.internal/litellm --redis redis://cache:6379/0
     """
     from auditor import backfill as core
@@ -376,6 +379,7 @@ def db_upgrade(db: DbOption = None) -> None:
 
     Example:
 
+        \b
         auditor db upgrade --db postgresql://auditor_writer@db.internal/litellm
     """
     from auditor import journal

@@ -117,6 +117,7 @@ def report(
 
     Example:
 
+        \b
         auditor report --out /var/lib/auditor/reports --db postgresql://auditor@db.internal:5432/litellm --incremental --quiet
     """
     from rich.markup import escape
@@ -232,6 +233,7 @@ def history(
 
     Example:
 
+        \b
         auditor history --db postgresql://auditor@db.internal:5432/litellm --limit 10
     """
     import json

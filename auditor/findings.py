@@ -134,6 +134,16 @@ def totals(findings: list[Finding]) -> dict:
     }
 
 
+def over_budget_phrase(record: dict) -> str:
+    """'11 entities over budget (7 keys), 9 leaking': one wording for the terminal, Markdown and the report."""
+    over = [f for f in record["findings"] if f["kind"] == OVER_BUDGET]
+    entities = record["totals"]["entities_over_budget"]
+    keys = len({f["entity_id"] for f in over if f["scope"] == "key"})
+    leaking = record["totals"]["entities_leaking"]
+    return (f"{entities} entit{'ies' if entities != 1 else 'y'} over budget ({keys} key{'s' if keys != 1 else ''}), "
+            f"{leaking} leaking")
+
+
 def iso(value: datetime | None) -> str | None:
     """ISO 8601 in UTC with a Z; LiteLLM stores naive UTC."""
     if value is None:

@@ -10,13 +10,14 @@ import csv
 import io
 import json
 import re
+import shlex
 from collections import defaultdict
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from auditor.findings import SEVERITY_RANK, ScanResult
+from auditor.findings import SEVERITY_RANK, ScanResult, over_budget_phrase
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 # What a terminal, a spreadsheet or a page could act on: C0/C1 controls (ESC starts ANSI/OSC sequences), DEL,
@@ -85,7 +86,7 @@ def to_markdown(result: ScanResult) -> str:
         f"# auditor scan, as of {record['as_of']}",
         "",
         f"- money leaked past working limits: **${totals['money_leaked']:,.4f}**",
-        f"- entities over budget: **{totals['entities_over_budget']}** ({totals['entities_leaking']} with enforcement failing)",
+        f"- {over_budget_phrase(record)}",
         f"- counters drifting: **{totals['counters_drifting']}**",
         f"- rows: {rows['read']:,} read = {rows['attributed']:,} attributed + {rows['unresolved']:,} unresolved + {rows['ignored']:,} ignored",
         "",
@@ -106,6 +107,44 @@ def _usd(value: object) -> str:
     return "" if value is None else f"${value:,.4f}"
 
 
+def _why_over(f: dict, findings: list[dict]) -> str:
+    """Why an over_budget window happened, from the entity's other findings about the same entry."""
+    if f["severity"] != "error":
+        return "only the crossing request overshot (what a working limiter does)"
+    same = [g for g in findings if g is not f and g["budget_model"] == f["budget_model"]]
+    if f["budget_model"] is None:
+        lagging = [g for g in same if g["kind"] == "counter_drift" and g["counter_source"] in ("spend", "redis_spend")]
+        return (f"lagging spend: {lagging[0]['counter_source']} holds {_usd(lagging[0]['cached_spend'])}"
+                if lagging else "the spend LiteLLM read was under the budget")
+    miskeyed = [g for g in same if g["kind"] == "miskeyed_counter" and g["counter_source"] in ("redis", "budget_window_spend")]
+    drift = [g for g in same if g["kind"] == "counter_drift" and g["counter_source"] in ("redis", "budget_window_spend")]
+    missing = [g for g in drift if g["cached_spend"] == 0.0]
+    if miskeyed:
+        return f"counter under another name ({miskeyed[0]['model']}): enforcement read none"
+    if missing:
+        return "no counter where enforcement reads: LiteLLM read $0"
+    if drift:
+        return f"lagging counter: {_usd(drift[0]['cached_spend'])} cached for {_usd(drift[0]['logged_spend'])} spent"
+    return "the counter enforcement read was behind the ledger"
+
+
+_EXPLAIN_FLAG = {"key": "", "team": "--team ", "user": "--user ", "end_user": "--end-user "}
+
+
+def next_commands(findings: list[dict]) -> list[str]:
+    """What to run next for one entity: its story, and the repair when a counter it owns is wrong."""
+    scope, entity = findings[0]["scope"], findings[0]["entity_alias"] or findings[0]["entity_id"]
+    if scope not in _EXPLAIN_FLAG or not entity:
+        return []
+    ref = shlex.quote(entity if scope != "key" or not findings[0]["entity_alias"] or "(deleted)" in entity else findings[0]["entity_alias"])
+    commands = [f"auditor explain {_EXPLAIN_FLAG[scope]}{ref}"]
+    repairable = any(f["kind"] in ("counter_drift", "miskeyed_counter") and f["counter_source"] in ("redis", "budget_window_spend")
+                     for f in findings)
+    if scope == "key" and repairable:
+        commands.append(f"auditor backfill --key {ref}")
+    return commands
+
+
 def print_table(result: ScanResult, console: Console) -> None:
     """One table per entity with findings, worst first, then the totals line."""
     record = result.as_record()
@@ -124,7 +163,6 @@ def print_table(result: ScanResult, console: Console) -> None:
         return (-worst, -sum(f["spend_after_limit"] or 0.0 for f in findings), item[0])
 
     for entity, findings in sorted(by_entity.items(), key=weight):
-        explained = any(f["kind"] != "over_budget" for f in findings)
         leaked = sum(f["spend_after_limit"] or 0.0 for f in findings)
         leaking = sum(1 for f in findings if f["kind"] == "over_budget" and f["severity"] == "error")
         caption = f"{_usd(leaked)} leaked in {leaking} window{'s' if leaking != 1 else ''}" if leaking else None
@@ -138,8 +176,7 @@ def print_table(result: ScanResult, console: Console) -> None:
         table.add_column("limit", justify="right", no_wrap=True)
         table.add_column("cached", justify="right", no_wrap=True)
         table.add_column("after limit", justify="right", no_wrap=True)
-        if explained:
-            table.add_column("why", ratio=1, overflow="fold")
+        table.add_column("why", ratio=1, overflow="fold")
         for f in sorted(findings, key=lambda f: (f["kind"], f["budget_model"] or "", f["window_start"] or "")):
             after = f"{f['requests_after_limit']} · {_usd(f['spend_after_limit'])}" if f["requests_after_limit"] else ""
             table.add_row(
@@ -151,14 +188,17 @@ def print_table(result: ScanResult, console: Console) -> None:
                 _usd(f["budget_limit"]),
                 _usd(f["cached_spend"]),
                 after,
-                *(["" if f["kind"] == "over_budget" else clean(f["message"])] if explained else []),
+                clean(_why_over(f, findings) if f["kind"] == "over_budget" else f["message"]),
             )
         console.print(table)
+        nexts = next_commands(findings)
+        if nexts:
+            console.print("  next: " + " · ".join(clean(n) for n in nexts), soft_wrap=True, highlight=False)
     totals, rows = record["totals"], record["rows"]
     ignored = ", ".join(f"{n:,} {reason}" for reason, n in rows["ignored_by_reason"].items()) or "none"
     console.print(
         f"[bold]${totals['money_leaked']:,.4f} leaked[/] past limits that should have held · "
-        f"{totals['entities_over_budget']} over budget ({totals['entities_leaking']} leaking) · "
+        f"{over_budget_phrase(record)} · "
         f"{totals['counters_drifting']} counters drifting"
     )
     console.print(

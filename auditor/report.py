@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 from auditor.errors import UnavailableError
-from auditor.findings import AMBIGUOUS_MODEL, OVER_BUDGET, SEVERITY_RANK, UNRESOLVED_MODEL, ScanResult, iso
+from auditor.findings import AMBIGUOUS_MODEL, OVER_BUDGET, SEVERITY_RANK, UNRESOLVED_MODEL, ScanResult, iso, over_budget_phrase
 from auditor.output import write_atomic
 
 REPORT_VERSION = 1
@@ -157,7 +157,7 @@ def summary_line(record: dict, report_path: str | None = None) -> str:
     )
     return (
         f"auditor: {counts}: {_usd2(fig['money_leaked'])} leaked past budgets, "
-        f"{fig['keys_over_budget']} key{'s' if fig['keys_over_budget'] != 1 else ''} over budget, "
+        f"{over_budget_phrase(record)}, "
         f"{fig['counters_drifting']} counter{'s' if fig['counters_drifting'] != 1 else ''} drifting, "
         f"{_usd2(fig['unresolved_spend'])} unresolved spend ({fig['unresolved_rows']:,} rows){where}"
     )

@@ -76,3 +76,30 @@ def test_every_help_shows_a_ready_to_paste_example(command):
     assert result.exit_code == 0
     assert "Example" in result.output
     assert "auditor " in result.output.split("Example", 1)[1]
+
+
+def test_the_scan_table_says_why_money_leaked_and_what_to_run_next():
+    """On the sample: research-agent's windows leaked because no counter exists where enforcement reads (without
+    Redis, LiteLLM_BudgetWindowSpend); bi-dashboards' because its spend column lagged. Each entity ends with the
+    commands that explain and repair it, pasteable as they are."""
+    result = runner.invoke(app, ["scan", "--now", "2026-11-22T00:00:00Z", "--fail-on", "never"], env={"COLUMNS": "220"})
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    research = out[out.index("key: research-agent"):]
+    assert "no counter where" in research.split("next:")[0]  # the why column folds at the table's width
+    assert "next: auditor explain research-agent · auditor backfill --key research-agent" in research
+    bi = out[out.index("key: bi-dashboards"):]
+    assert "lagging spend:" in bi.split("next:")[0]
+    assert "next: auditor explain bi-dashboards\n" in bi
+    assert "next: auditor explain --end-user 'ACME Corp'" in out
+    assert "entities over budget (" in out and "leaking" in out
+
+
+@pytest.mark.parametrize("command", [["--help"], ["scan", "--help"], ["explain", "--help"], ["backfill", "--help"], ["report", "--help"]])
+def test_help_examples_are_never_rewrapped_so_they_paste_as_one_line(command):
+    result = runner.invoke(app, command, env={"COLUMNS": "60"})
+    assert result.exit_code == 0
+    examples = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith("auditor ")]
+    assert examples, result.stdout
+    for line in result.stdout.splitlines():  # no example continues on the next line
+        assert not line.strip().startswith(("--config proxy_config", "--redis redis://", "--since 30d")), result.stdout

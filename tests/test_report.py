@@ -91,7 +91,9 @@ def expected(scanned: dict) -> dict:
 
 def summary(scanned: dict, html: Path) -> str:
     e = expected(scanned)
-    return (f"auditor: {e['counts']}: {e['leaked']} leaked past budgets, {e['keys']} keys over budget, "
+    entities, leaking = scanned["totals"]["entities_over_budget"], scanned["totals"]["entities_leaking"]
+    return (f"auditor: {e['counts']}: {e['leaked']} leaked past budgets, "
+            f"{entities} entities over budget ({e['keys']} keys), {leaking} leaking, "
             f"{e['drifting']} counters drifting, {e['unresolved']} unresolved spend ({e['unresolved_rows']:,} rows); report {html}")
 
 
