@@ -10,16 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import create_engine
 
-from test_scan_focused import A, B, T0, at, build, charge, iso, key, kinds, scan
-
-CONFIG = """\
-model_list:
-  - model_name: gpt-4o
-    litellm_params:
-      model: azure/prod-gpt4o
-    model_info:
-      id: dep-gpt4o
-"""
+from test_scan_focused import CONFIG, A, B, T0, at, build, charge, iso, key, kinds, scan
 
 
 @pytest.fixture
