@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from auditor.errors import AuditorError
+from auditor.errors import AuditorError, InputError
 from auditor.exitcodes import ExitCode
 
 # No highlighting and no :emoji: codes: database text is printed as typed (markup is escaped by render.clean)
@@ -70,6 +70,16 @@ def handles_errors(command: Callable) -> Callable:
             raise fail(str(error), error.exit_code) from None
 
     return wrapper
+
+
+def check_amounts(options: dict[str, float | int | None]) -> None:
+    """Numeric options are finite and >= 0: NaN compares false with everything, so it would pass a plain `< 0` check
+    and silently turn every comparison into "no finding"; infinity overflows the datetimes built from it."""
+    import math
+
+    for name, value in options.items():
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise InputError(f"{name} {value!r} is not a finite number >= 0")
 
 
 def resolve_database(db: str | None):
@@ -241,8 +251,7 @@ def scan_session(db, config, redis_url, *, now=None, since=None, until=None, key
     from auditor.redis_store import redis_from
     from auditor.scan import ScanOptions, load_catalogue
 
-    if tolerance < 0 or window_slack < 0 or settle < 0:
-        raise InputError("--tolerance, --window-slack and --settle take values >= 0")
+    check_amounts({"--tolerance": tolerance, "--window-slack": window_slack, "--settle": settle})
     judged_at = parse_instant(now, utc_now(), "--now") if now else utc_now()
     target = resolve_database(db)
     config_path, _ = resolve_config(config, target)

@@ -129,8 +129,9 @@ def report(
 
     chosen = parse_formats(formats)
     lookback_delta = parse_lookback(lookback)
-    if tolerance < 0 or window_slack < 0 or settle < 0:
-        raise InputError("--tolerance, --window-slack and --settle take values >= 0")
+    from auditor.cli_common import check_amounts
+
+    check_amounts({"--tolerance": tolerance, "--window-slack": window_slack, "--settle": settle})
     started, clock = utc_now(), time.monotonic()
     for value, option in ((now, "--now"), (since, "--since"), (until, "--until")):
         if value:
