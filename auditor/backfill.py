@@ -846,6 +846,7 @@ def _apply_all(writes: list[tuple[int, PlannedWrite]], env: WriteEnv, report: Ru
                 env.check()
                 outcomes.append((seq, _write_row(conn, write, env)))
                 env.hook(f"{write.target} {seq}")
+            env.check()  # asked to stop: the open transaction is rolled back, not committed
             journal.record_changes(conn, report.run_id, ((seq, o.journal_record(), o.state, o.written, o.reason) for seq, o in outcomes),
                                    env.clock())
         report.outcomes += [o for _, o in outcomes]  # only once committed
@@ -858,6 +859,7 @@ def _apply_all(writes: list[tuple[int, PlannedWrite]], env: WriteEnv, report: Ru
         _redis_chunk(others[start : start + live.CHUNK], env, report, lambda chunk: [_write_redis(w, env) for _, w in chunk])
     if counters:
         _apply_live_counters(counters, env, report)
+    env.check()  # a signal during the last change: the run says it was interrupted, with every change journaled
 
 
 def _redis_chunk(chunk: list[tuple[int, PlannedWrite]], env: WriteEnv, report: RunReport,
@@ -893,7 +895,7 @@ def _apply_live_counters(counters: list[tuple[int, PlannedWrite]], env: WriteEnv
         end = env.ledger.window_end(write.scope, write.entity_id, write.budget_model, start)
         windows.append((start, end))
         if end is not None and end > now:
-            asks.append(WindowAsk(write.scope, write.entity_id, write.budget_model, start, epoch_to_utc(reading.at_ms / 1000)))
+            asks.append(WindowAsk(write.scope, write.entity_id, write.budget_model, start, live.instant(reading.at_us)))
     with env.engine.connect() as conn:
         sums = iter(env.ledger.window_spends(conn, asks))
     todo = []
@@ -939,7 +941,7 @@ def _live_outcome(write: PlannedWrite, reading, start: datetime, end: datetime, 
     carried = (parse_float(result.current[0]) or 0.0) - (parse_float(reading.values[0]) or 0.0)
     planned = [c.get("value") for c in write.old]
     exact = reading.values == tuple(planned) and not carried and abs(ledger - (write.new_value or 0.0)) <= 1e-9
-    notes = [] if exact else [f"the ledger's ${ledger:,.4f} up to the read at {_ms(epoch_to_utc(reading.at_ms / 1000))}"
+    notes = [] if exact else [f"the ledger's ${ledger:,.4f} up to the read at {_ms(live.instant(reading.at_us))}"
                               + (f" + ${carried:,.4f} the proxy added since" if carried else "")
                               + (f" (read {_describe_values(reading.values)}, planned on {_describe_values(planned)})"
                                  if reading.values != tuple(planned) else "")]

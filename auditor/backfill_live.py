@@ -22,6 +22,8 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+EPOCH = datetime(1970, 1, 1)
 from itertools import groupby
 from operator import attrgetter
 
@@ -121,10 +123,16 @@ class Ledger:
 # Reading counters at an instant
 
 
+def instant(at_us: int) -> datetime:
+    """Redis TIME in microseconds as naive UTC, exactly (no float on the way)."""
+    return EPOCH + timedelta(microseconds=at_us)
+
+
 @dataclass(frozen=True)
 class Reading:
     values: tuple[str | None, ...]  # one per key: spend key, then start key when there is one
-    at_ms: int  # Redis's TIME when read (the cut of the ledger)
+    at_us: int  # Redis's TIME when read, in microseconds: the cut of the ledger (to the millisecond would drop a row
+    #            that ended in the last millisecond before the read, whose increment the read holds)
     clock: float  # time.monotonic() when read (for the flush wait)
     quiet: bool  # nothing moved for increment_lag after the read: no request was in flight at it
 
@@ -141,11 +149,11 @@ def _read(client, keysets: Sequence[Sequence[str]], indices: Sequence[int]) -> d
         replies = pipe.execute()
         clock = time.monotonic()
         seconds, micros = replies[0]
-        at_ms = int(seconds) * 1000 + int(micros) // 1000
+        at_us = int(seconds) * 1_000_000 + int(micros)
         position = 1
         for index in chunk:
             size = len(keysets[index])
-            found[index] = (tuple(replies[position : position + size]), at_ms, clock)
+            found[index] = (tuple(replies[position : position + size]), at_us, clock)
             position += size
     return found
 

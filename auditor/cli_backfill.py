@@ -96,7 +96,11 @@ def _pause_hook(stop: Callable[[], str | None] = lambda: None) -> Callable[[str]
     if not seconds:
         return lambda what: None
 
+    at = os.environ.get("AUDITOR_TEST_PAUSE_AT", "")  # only after writes whose name starts with this
+
     def pause(what: str) -> None:
+        if not what.startswith(at):
+            return
         sys.stderr.write(f"auditor: test hook: paused after {what}\n")
         sys.stderr.flush()
         end = time.monotonic() + float(seconds)
