@@ -213,7 +213,9 @@ def resolve(
     with connect(target) as conn:
         caps = inspect_database(conn)
         if not caps.has_spend_logs:
-            raise UnavailableError(f"{target.masked} has no LiteLLM_SpendLogs table: point --db at LiteLLM's database")
+            from auditor.cli_common import not_litellm
+
+            raise not_litellm(target)
         key_rows = queries.keys(conn, caps)
         catalogue = load_catalogue(conn, caps, load_config(Path(config_path)) if config_path else None, key_rows)
         triples = queries.model_triples(conn, caps, queries.SpendFilter()) if all_models else []

@@ -238,7 +238,8 @@ def backfill(
     from auditor.cli_common import check_amounts
 
     check_amounts({"--tolerance": tolerance, "--window-slack": window_slack, "--settle": settle, "--batch": batch,
-                   "--flush-lag": flush_lag, "--increment-lag": increment_lag})
+                   "--flush-lag": flush_lag, "--increment-lag": increment_lag},
+                  seconds=("--window-slack", "--settle", "--flush-lag", "--increment-lag"))
     targets = [t.value for t in (target or [Target.counters])]
     core.layout_for(litellm_version, None) if litellm_version else None  # a bad version is a usage error before connecting
     wall_now = utc_now()
@@ -261,7 +262,9 @@ def backfill(
     with connect(db_target, statement_timeout_s=statement_timeout) as conn:
         caps = inspect_database(conn)
         if not caps.has_spend_logs:
-            raise UnavailableError(f"{db_target.masked} has no LiteLLM_SpendLogs table: point --db at LiteLLM's database")
+            from auditor.cli_common import not_litellm
+
+            raise not_litellm(db_target)
         prepared = core.prepare(conn, caps, loaded, options, client, litellm_version=litellm_version, targets=targets,
                                 remove_miskeyed=remove_miskeyed, wall_now=wall_now, source=source)
     planned = prepared.plan
