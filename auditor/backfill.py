@@ -23,21 +23,20 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
-from sqlalchemy import Connection, Engine, and_, func, select, tuple_
+from sqlalchemy import Connection, Engine, and_, select, tuple_
 from sqlalchemy.exc import DBAPIError
 
+from auditor import backfill_live as live
 from auditor import journal, queries
 from auditor.backfill_live import Delta, Ledger, WindowAsk, observe, write_deltas
-from auditor import backfill_live as live
 from auditor.capabilities import Capabilities
 from auditor.counters import MODEL_COUNTER_PREFIXES, PREFIX_OF_SCOPE, CounterKey, epoch_to_utc, parse_counter_key, parse_float
 from auditor.db import json_value
 from auditor.errors import InputError, UnavailableError
-from auditor.reconcile import LIFETIME  # a period start meaning "no budget_duration: lifetime spend"
 from auditor.findings import COUNTER_DRIFT, MISKEYED_COUNTER, Finding, ScanResult, iso
-from auditor.schema import budget_window_spend, end_user_table, spend_logs, team_membership, team_table, user_table, verification_token
+from auditor.schema import budget_window_spend, end_user_table, team_membership, team_table, user_table, verification_token
 
 # Where each scope keeps its scalar spend, and the row's primary key (semantics.md (a)).
 SCALAR_TABLES = {

@@ -199,7 +199,7 @@ def resolve(
     from auditor import queries
     from auditor.capabilities import inspect_database
     from auditor.db import connect
-    from auditor.errors import InputError, UnavailableError
+    from auditor.errors import InputError
     from auditor.resolver import Resolver, budget_candidates, explain_governing
     from pathlib import Path
 

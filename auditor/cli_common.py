@@ -270,7 +270,6 @@ def scan_session(db, config, redis_url, *, now=None, since=None, until=None, key
     from auditor.clock import parse_instant, utc_now
     from auditor.config import load_config, spend_log_retention
     from auditor.db import connect
-    from auditor.errors import InputError, UnavailableError
     from auditor.periods import zone
     from auditor.redis_store import redis_from
     from auditor.scan import ScanOptions, load_catalogue

@@ -123,7 +123,6 @@ def report(
 
     from auditor import checkpoint, history
     from auditor.clock import parse_instant, utc_now
-    from auditor.errors import InputError
     from auditor.findings import SEVERITY_RANK
     from auditor.report import prepare_out_dir, summary_line
 

@@ -180,17 +180,6 @@ def finish_run(conn: Connection, run_id: str, status: str, finished_at: datetime
     ))
 
 
-def record_change(conn: Connection, run_id: str, seq: int, change: Mapping, state: str, at: datetime,
-                  written: object = None, reason: str | None = None) -> int:
-    t = tables(conn.dialect.name)
-    result = conn.execute(t.changes.insert().values(
-        run_id=run_id, seq=seq, target=change["target"], action=change["action"], scope=change.get("scope"),
-        entity_id=change.get("entity_id"), key=change["key"], old=change["old"], new=change["new"],
-        written=written, state=state, reason=reason, recorded_at=at,
-    ))
-    return int(result.inserted_primary_key[0])
-
-
 def record_changes(conn: Connection, run_id: str, changes: Iterable[tuple[int, Mapping, str, object, str | None]], at: datetime) -> None:
     """Many changes in one statement: (seq, change, state, written, reason) each."""
     rows = [dict(run_id=run_id, seq=seq, target=change["target"], action=change["action"], scope=change.get("scope"),
@@ -214,16 +203,6 @@ def update_changes(conn: Connection, run_id: str, outcomes: Iterable[tuple[int, 
         conn.execute(t.update().where(where).values(**values), plain)
     if with_old:
         conn.execute(t.update().where(where).values(**values, old=bindparam("b_old")), with_old)
-
-
-def update_change(conn: Connection, change_id: int, state: str, at: datetime, written: object = None, reason: str | None = None,
-                  old: object = None) -> None:
-    """A Redis write's outcome; `old` replaces the planned old cells when something else was there (recomputed)."""
-    t = tables(conn.dialect.name)
-    values = dict(state=state, written=written, reason=reason, recorded_at=at)
-    if old is not None:
-        values["old"] = old
-    conn.execute(t.changes.update().where(t.changes.c.id == change_id).values(**values))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ in-script re-sums count a paid job once, as the scan does; SIGTERM/SIGINT stop a
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -24,10 +23,10 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from auditor.clock import utc_now
-from auditor.schema import budget_window_spend, metadata, spend_logs, verification_token
-from test_backfill import (
-    APP, CONFIG, NO_WAIT, REDIS_URL, SCRIPT, SPEND_KEY, START_KEY, A, ENTRY, Focused, as_json, core_pause_env, counter_findings,
-    invoke, runner, REPO, _wait_for, config, r12,
+from auditor.schema import metadata, spend_logs, verification_token
+from test_backfill import (  # noqa: F401 - config is a fixture
+    APP, CONFIG, NO_WAIT, REDIS_URL, SCRIPT, SPEND_KEY, A, ENTRY, Focused, as_json, core_pause_env, counter_findings,
+    invoke, runner, REPO, _wait_for, config,
 )
 
 KEYS = 1000
@@ -107,8 +106,8 @@ def busy(pg_url, tmp_path):
             pytest.fail(f"Redis is not reachable: {error}", pytrace=False)
         pytest.skip(f"Redis is not reachable: {error}")
     client.flushdb()
-    config = tmp_path / "config.yaml"
-    config.write_text(CONFIG)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(CONFIG)
     rng = random.Random(7)
     now = utc_now().replace(microsecond=0)
     tokens = [f"{i:064x}" for i in range(1, KEYS + 1)]
@@ -129,7 +128,7 @@ def busy(pg_url, tmp_path):
         pipe.set(f"virtual_key_budget_start_time:{token}:{ENTRY}:1d", repr(epoch(starts[token])), pxat=end_ms)
     pipe.execute()
     invoke("db", "upgrade", "--db", pg_url, code=0)
-    yield pg_url, client, str(config), tokens, starts
+    yield pg_url, client, str(config_file), tokens, starts
     engine.dispose()
     client.flushdb()
     client.close()
@@ -152,8 +151,8 @@ def window_ledgers(url: str, starts: dict[str, datetime]) -> dict[str, float]:
 
 
 def test_a_busy_proxy_loses_no_increment_to_backfill(busy):
-    url, client, config, tokens, starts = busy
-    args = ["backfill", "--db", url, "--config", config, "--redis", REDIS_URL, "--apply", "--yes", "--format", "json",
+    url, client, config_path, tokens, starts = busy
+    args = ["backfill", "--db", url, "--config", config_path, "--redis", REDIS_URL, "--apply", "--yes", "--format", "json",
             "--flush-lag", str(FLUSH_EVERY + 2), "--increment-lag", "0.3"]
     proxy = Proxy(url, client, tokens)
     for attempt in range(3):
