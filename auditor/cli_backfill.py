@@ -212,9 +212,12 @@ def backfill(
     """Repair the counters the scan found wrong, on a live proxy, with a journal and a way back.
 
     Default is a dry run: the plan (target, key, old → new, why), exit 1 when there is something
-    to repair, 0 when nothing. --apply writes it: Redis by compare-and-set (never INCRBYFLOAT),
-    database rows locked and re-checked in one transaction, every old/new value journaled so
-    `auditor backfill undo RUN_ID` can put it back. Needs `auditor db upgrade` once.
+    to repair, 0 when nothing. --apply writes it: each Redis counter is read, the ledger summed up
+    to that read once the proxy has flushed (--flush-lag), and the counter set to that sum plus
+    whatever the proxy added since, in one atomic script (no increment is lost); database rows are
+    locked and re-checked; every old/new value is journaled so `auditor backfill undo RUN_ID` can
+    put it back. The run id is printed when it starts; Ctrl-C or SIGTERM stops it safely (exit
+    130/143). Needs `auditor db upgrade` once.
 
     Example:
 

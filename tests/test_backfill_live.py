@@ -153,7 +153,7 @@ def window_ledgers(url: str, starts: dict[str, datetime]) -> dict[str, float]:
 def test_a_busy_proxy_loses_no_increment_to_backfill(busy):
     url, client, config_path, tokens, starts = busy
     args = ["backfill", "--db", url, "--config", config_path, "--redis", REDIS_URL, "--apply", "--yes", "--format", "json",
-            "--flush-lag", str(FLUSH_EVERY + 2), "--increment-lag", "0.3"]
+            "--flush-lag", str(FLUSH_EVERY + 3), "--increment-lag", "0.5"]
     proxy = Proxy(url, client, tokens)
     for attempt in range(3):
         with proxy:
