@@ -19,22 +19,24 @@ Nothing here prints; the CLI (`auditor.cli_backfill`) renders.
 from __future__ import annotations
 
 import math
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
-from sqlalchemy import Connection, Engine, and_, func, select, tuple_
+from sqlalchemy import Connection, Engine, and_, select, tuple_
 from sqlalchemy.exc import DBAPIError
 
+from auditor import backfill_live as live
 from auditor import journal, queries
+from auditor.backfill_live import Delta, Ledger, WindowAsk, observe, write_deltas
 from auditor.capabilities import Capabilities
 from auditor.counters import MODEL_COUNTER_PREFIXES, PREFIX_OF_SCOPE, CounterKey, epoch_to_utc, parse_counter_key, parse_float
 from auditor.db import json_value
 from auditor.errors import InputError, UnavailableError
-from auditor.reconcile import LIFETIME  # a period start meaning "no budget_duration: lifetime spend"
 from auditor.findings import COUNTER_DRIFT, MISKEYED_COUNTER, Finding, ScanResult, iso
-from auditor.schema import budget_window_spend, end_user_table, spend_logs, team_membership, team_table, user_table, verification_token
+from auditor.schema import budget_window_spend, end_user_table, team_membership, team_table, user_table, verification_token
 
 # Where each scope keeps its scalar spend, and the row's primary key (semantics.md (a)).
 SCALAR_TABLES = {
@@ -53,7 +55,6 @@ TARGETS = (COUNTERS_TARGET, MODEL_SPEND, SCALAR)  # --target spend: an entity's 
 
 ENTRY_LAYOUT, ALIAS_LAYOUT = "entry", "alias"
 BWS_ENTITY_TYPE = "model_max_budget"
-CAS_ATTEMPTS = 5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -573,69 +574,6 @@ def _naive(value) -> datetime:
 
 
 # ---------------------------------------------------------------------------------------------
-# The ledger, re-summed in SQL for one window (used when a value moved since the plan)
-
-
-class Ledger:
-    """Re-sums one counter's window from LiteLLM_SpendLogs: grouped in SQL by (api_key, model triple), the
-    few groups resolved to their governing entry in Python exactly as the scan does."""
-
-    def __init__(self, caps: Capabilities, budgets: Mapping, catalogue, slack: timedelta) -> None:
-        from auditor.resolver import Resolver
-
-        self.caps = caps
-        self.budgets = budgets
-        self.catalogue = catalogue
-        self.resolver = Resolver(catalogue)
-        self.slack = slack
-        self.keys_entries = {b.entity_id: b.entries for b in budgets.values() if b.scope == "key"}
-
-    def entry(self, scope: str, entity_id: str, budget_model: str):
-        eb = self.budgets.get((scope, entity_id))
-        return None if eb is None else eb.entries.get(budget_model)
-
-    def window_end(self, scope: str, entity_id: str, budget_model: str, start: datetime) -> datetime | None:
-        entry = self.entry(scope, entity_id, budget_model)
-        return None if entry is None else entry.duration.end_of_window(start)
-
-    def period_spend(self, conn: Connection, scope: str, entity_id: str, start: datetime | None, until: datetime) -> float:
-        """An entity's charged spend since its period start (the scan's own query, queries.period_spend)."""
-        entity = team_member_ids(entity_id) if scope == "team_member" else entity_id
-        found = queries.period_spend(conn, self.caps, scope, [(entity, start or LIFETIME)], until)
-        return found.get(entity, (0.0, 0))[0]
-
-    def window_spend(self, conn: Connection, scope: str, entity_id: str, budget_model: str, start: datetime) -> float:
-        from auditor.resolver import governing_entry
-        from auditor.scan import team_entries
-
-        eb = self.budgets.get((scope, entity_id))
-        entry = None if eb is None else eb.entries.get(budget_model)
-        if entry is None:
-            raise InputError(f"{scope} {entity_id[:12]} has no budget entry {budget_model!r} any more: cannot recompute its counter")
-        end = entry.duration.end_of_window(start)
-        columns = [spend_logs.c[name] for name in queries.SCOPE_COLUMNS[scope]]
-        stream = eb.stream_id if isinstance(eb.stream_id, tuple) else (eb.stream_id,)
-        model, model_group, model_id = queries.model_triple(self.caps)
-        query = (
-            select(spend_logs.c.api_key, model.label("model"), model_group.label("model_group"), model_id.label("model_id"),
-                   func.coalesce(func.sum(spend_logs.c.spend), 0.0).label("spend"))
-            .where(and_(*(c == v for c, v in zip(columns, stream, strict=True))), queries.row_outcome(self.caps) == queries.CHARGED,
-                   spend_logs.c.endTime >= start - self.slack, spend_logs.c.endTime < end)
-            .group_by(spend_logs.c.api_key, model, model_group, model_id)
-        )
-        total = 0.0
-        for r in conn.execute(query):
-            resolution = self.resolver(r.model, r.model_group, r.model_id)
-            if resolution.status != "resolved":
-                continue
-            entries = team_entries(resolution.group, eb.entries, self.keys_entries.get(r.api_key, {})) if scope == "team" else eb.entries
-            found = governing_entry(resolution.group, entries, self.catalogue.access_groups_of(resolution.group))
-            if found is not None and found.name == budget_model:
-                total += float(r.spend)
-        return total
-
-
-# ---------------------------------------------------------------------------------------------
 # Apply and undo (I/O)
 
 # One compare-and-set over N keys, atomically: every key must hold what the caller read (or be absent),
@@ -752,11 +690,19 @@ class RunReport:
                 "counts": self.counts(), "results": [o.as_record() for o in self.outcomes]}
 
 
+class Interrupted(Exception):
+    """SIGINT/SIGTERM asked the run to stop: raised at the next safe point (between changes, between chunks)."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
 @dataclass
 class WriteEnv:
     """What apply/undo write through, injected so tests drive time and pauses."""
 
-    engine: Engine  # read-write; one connection per transaction
+    engine: Engine  # read-write; a small pool, one connection at a time
     redis: object | None
     ledger: Ledger | None
     masked_db: str
@@ -764,19 +710,41 @@ class WriteEnv:
     batch: int = 0  # entities per database transaction; 0 = all in one
     hook: Callable[[str], None] = lambda what: None  # called after every write (tests pause or crash here)
     tolerance: float = 0.0001
+    flush_lag: float = 0.0  # seconds from a request's counter increment until its spend-log row is in the database, at most
+    increment_lag: float = 0.0  # seconds from a request's endTime until its increment is in Redis, at most
+    stop: Callable[[], str | None] = lambda: None  # the signal's name once the run was asked to stop
+    started: Callable[[str], None] = lambda run_id: None  # told the run id as soon as it is journaled
+    waiting: Callable[[float], None] = lambda seconds: None  # told before the flush wait
+
+    def check(self) -> None:
+        signal_name = self.stop()
+        if signal_name:
+            raise Interrupted(signal_name)
+
+    def wait(self, seconds: float) -> None:
+        """Sleep, interruptibly."""
+        end = time.monotonic() + max(0.0, seconds)
+        while True:
+            self.check()
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.05))
 
 
-def apply(plan_: Plan, env: WriteEnv, options: Mapping) -> RunReport:
-    """Journal a run and make every planned write, with the safeguards in the module docstring."""
+def apply(plan_: Plan, env: WriteEnv, options: Mapping, report: RunReport | None = None) -> RunReport:
+    """Journal a run and make every planned write, with the safeguards in the module docstring. `report`, when
+    given, is filled in place, so a caller that sees Interrupted still knows the run id and what was written."""
     writes = list(enumerate(plan_.writes))
     actionable = [(seq, w) for seq, w in writes if w.action != SKIP]
-    run_id = _start(env, "backfill", options)
-    report = RunReport(run_id, "backfill", [])
+    report = report if report is not None else RunReport("", "backfill", [])
+    report.run_id = _start(env, "backfill", options)
+    env.started(report.run_id)
     _run_guarded(env, report, lambda: _apply_all(actionable, env, report))
     return report
 
 
-def undo(run_id: str, env: WriteEnv) -> RunReport:
+def undo(run_id: str, env: WriteEnv, report: RunReport | None = None) -> RunReport:
     """Put back the old values of a run's changes wherever nothing changed them since (same compare-and-set)."""
     with _begin(env) as conn:
         journal.require_current(conn, env.masked_db)
@@ -784,8 +752,9 @@ def undo(run_id: str, env: WriteEnv) -> RunReport:
         changes = journal.changes_of(conn, run.id)
     todo = [c for c in changes if c.state in journal.WRITTEN_STATES or c.state == journal.INTENT]
     todo.sort(key=lambda c: c.seq, reverse=True)
-    new_id = _start(env, "undo", {"undo_of": run.id}, parent=run.id)
-    report = RunReport(new_id, "undo", [], parent_run_id=run.id)
+    report = report if report is not None else RunReport("", "undo", [])
+    report.run_id, report.parent_run_id = _start(env, "undo", {"undo_of": run.id}, parent=run.id), run.id
+    env.started(report.run_id)
     writes = []
     for seq, change in enumerate(todo):
         expected = change.written if change.state != journal.INTENT else change.new
@@ -829,6 +798,9 @@ def _run_guarded(env: WriteEnv, report: RunReport, body: Callable[[], None]) -> 
         detail = mask_text(str(err).splitlines()[0] if str(err) else type(err).__name__)
         _finish(env, report, journal.FAILED, f"redis error: {detail}")
         raise UnavailableError(f"Redis failed during run {report.run_id}: {detail}; the journal says which writes completed") from None
+    except Interrupted as err:
+        _finish(env, report, journal.INTERRUPTED, f"interrupted by {err.signal_name}")
+        raise
     except BaseException as err:
         if isinstance(err, (InputError, UnavailableError)):
             _finish(env, report, journal.FAILED, str(err))
@@ -868,26 +840,113 @@ def _apply_all(writes: list[tuple[int, PlannedWrite]], env: WriteEnv, report: Ru
     in_redis = [(s, w) for s, w in writes if w.target == REDIS]
     for batch in _batches(database, env.batch):
         outcomes = []
-        with _begin(env) as conn:
+        with _begin(env) as conn:  # an interrupt inside rolls the whole batch back, journal rows included
             for seq, write in batch:
-                outcome = _write_row(conn, write, env)
-                journal.record_change(conn, report.run_id, seq, outcome.journal_record(), outcome.state, env.clock(),
-                                      written=outcome.written, reason=outcome.reason)
-                outcomes.append(outcome)
+                env.check()
+                outcomes.append((seq, _write_row(conn, write, env)))
                 env.hook(f"{write.target} {seq}")
-        report.outcomes += outcomes  # only once committed
+            env.check()  # asked to stop: the open transaction is rolled back, not committed
+            journal.record_changes(conn, report.run_id, ((seq, o.journal_record(), o.state, o.written, o.reason) for seq, o in outcomes),
+                                   env.clock())
+        report.outcomes += [o for _, o in outcomes]  # only once committed
     if in_redis and env.redis is None:
         raise InputError("the plan writes Redis keys but no Redis is configured: pass --redis")
-    for seq, write in in_redis:
-        with _begin(env) as conn:
-            change_id = journal.record_change(conn, report.run_id, seq, write.journal_record(), journal.INTENT, env.clock())
-        env.hook(f"intent {seq}")
-        outcome = _write_redis(write, env)
-        with _begin(env) as conn:
-            journal.update_change(conn, change_id, outcome.state, env.clock(), written=outcome.written, reason=outcome.reason,
-                                  old=outcome.replaced)
-        report.outcomes.append(outcome)
+    counters = [(s, w) for s, w in in_redis if w.action == SET and w.budget_model is not None and env.ledger is not None]
+    others = [(s, w) for s, w in in_redis if not (w.action == SET and w.budget_model is not None and env.ledger is not None)]
+    for start in range(0, len(others), live.CHUNK):
+        env.check()
+        _redis_chunk(others[start : start + live.CHUNK], env, report, lambda chunk: [_write_redis(w, env) for _, w in chunk])
+    if counters:
+        _apply_live_counters(counters, env, report)
+    env.check()  # a signal during the last change: the run says it was interrupted, with every change journaled
+
+
+def _redis_chunk(chunk: list[tuple[int, PlannedWrite]], env: WriteEnv, report: RunReport,
+                 write: Callable[[list[tuple[int, PlannedWrite]]], list[Outcome]]) -> None:
+    """Intents committed, then the Redis writes, then their outcomes: a crash in between shows the intents."""
+    with _begin(env) as conn:
+        journal.record_changes(conn, report.run_id, ((seq, w.journal_record(), journal.INTENT, None, None) for seq, w in chunk), env.clock())
+    env.hook(f"intent {chunk[0][0]}")
+    outcomes = write(chunk)
+    with _begin(env) as conn:
+        journal.update_changes(conn, report.run_id, ((seq, o.state, o.written, o.reason, o.replaced)
+                                                     for (seq, _), o in zip(chunk, outcomes, strict=True)), env.clock())
+    report.outcomes += outcomes
+    for seq, _ in chunk:
         env.hook(f"redis {seq}")
+
+
+def _apply_live_counters(counters: list[tuple[int, PlannedWrite]], env: WriteEnv, report: RunReport) -> None:
+    """The protocol of auditor/backfill_live.py: read each counter at an instant, wait for the flush, sum the ledger up
+    to that instant, then set counter = ledger + what the proxy added since the read."""
+    writes = [w for _, w in counters]
+    readings = observe(env.redis, [w.keys for w in writes], env.increment_lag, max(env.flush_lag, 3 * env.increment_lag), env.wait)
+    latest = max(r.clock for r in readings)
+    if env.flush_lag > 0:
+        env.waiting(env.flush_lag)
+    env.wait(latest + env.flush_lag - time.monotonic())
+    now = env.clock()
+    asks, windows = [], []
+    for write, reading in zip(writes, readings, strict=True):
+        start = write.window_start
+        if len(reading.values) > 1 and reading.values[1] is not None and (epoch := parse_float(reading.values[1])) is not None:
+            start = epoch_to_utc(epoch)  # the window the proxy is in, whatever the scan saw
+        end = env.ledger.window_end(write.scope, write.entity_id, write.budget_model, start)
+        windows.append((start, end))
+        if end is not None and end > now:
+            asks.append(WindowAsk(write.scope, write.entity_id, write.budget_model, start, live.instant(reading.at_us)))
+    with env.engine.connect() as conn:
+        sums = iter(env.ledger.window_spends(conn, asks))
+    todo = []
+    for (seq, write), reading, (start, end) in zip(counters, readings, windows, strict=True):
+        ledger = next(sums) if end is not None and end > now else None
+        todo.append((seq, write, reading, start, end, ledger))
+    for first in range(0, len(todo), live.CHUNK):
+        env.check()
+        chunk = todo[first : first + live.CHUNK]
+        _redis_chunk([(seq, w) for seq, w, *_ in chunk], env, report, lambda _: _write_live(chunk, env))
+
+
+def _write_live(chunk: list[tuple], env: WriteEnv) -> list[Outcome]:
+    outcomes: list[Outcome | None] = [None] * len(chunk)
+    deltas, where = [], []
+    for index, (_, write, reading, start, end, ledger) in enumerate(chunk):
+        if ledger is None:
+            outcomes[index] = Outcome(write, journal.CONFLICT, None, "its budget entry is gone" if end is None else
+                                      "its window is over by the wall clock: the live proxy opens a new one")
+            continue
+        deltas.append(Delta(write.keys, reading.values, money_value(ledger), start_value(start), epoch_ms(end)))
+        where.append(index)
+    for index, result in zip(where, write_deltas(env.redis, deltas), strict=True):
+        outcomes[index] = _live_outcome(*chunk[index][1:], result)
+    return outcomes
+
+
+def _live_outcome(write: PlannedWrite, reading, start: datetime, end: datetime, ledger: float, result) -> Outcome:
+    found = [{"key": key, "value": value, "expire_at_ms": expiry}
+             for key, value, expiry in zip(write.keys, result.current, result.expire_at_ms, strict=True)]
+    now = _describe_values(result.current)
+    if result.code == live.WINDOW_CHANGED:
+        return Outcome(write, journal.CONFLICT, None, f"the proxy opened another window since the read (now {now}): left to it")
+    if result.code == live.WINDOW_OVER:
+        return Outcome(write, journal.CONFLICT, None, "its window ended before the write: the live proxy opens a new one")
+    if result.code != live.WRITTEN:
+        return Outcome(write, journal.CONFLICT, None, f"holds something that is not a number (now {now}): left as is")
+    end_ms = epoch_ms(end)
+    written = [{"key": write.keys[0], "value": result.written, "expire_at_ms": end_ms}]
+    if len(write.keys) > 1:
+        written.append({"key": write.keys[1], "value": result.current[1] if result.current[1] is not None else start_value(start),
+                        "expire_at_ms": end_ms})
+    carried = (parse_float(result.current[0]) or 0.0) - (parse_float(reading.values[0]) or 0.0)
+    planned = [c.get("value") for c in write.old]
+    exact = reading.values == tuple(planned) and not carried and abs(ledger - (write.new_value or 0.0)) <= 1e-9
+    notes = [] if exact else [f"the ledger's ${ledger:,.4f} up to the read at {_ms(live.instant(reading.at_us))}"
+                              + (f" + ${carried:,.4f} the proxy added since" if carried else "")
+                              + (f" (read {_describe_values(reading.values)}, planned on {_describe_values(planned)})"
+                                 if reading.values != tuple(planned) else "")]
+    if not reading.quiet:
+        notes.append("it never stopped moving while read: a request in flight at the read may be counted twice (none is lost)")
+    return Outcome(write, journal.APPLIED if exact else journal.RECOMPUTED, written, "; ".join(notes) or None, replaced=found)
 
 
 def _batches(writes: list[tuple[int, PlannedWrite]], size: int) -> Iterable[list[tuple[int, PlannedWrite]]]:
@@ -1055,45 +1114,10 @@ def _write_redis(write: PlannedWrite, env: WriteEnv) -> Outcome:
         if [c.get("value") for c in wanted] == values:
             return Outcome(write, journal.UNCHANGED, None, "already holds the old value")
         return Outcome(write, journal.CONFLICT, None, f"changed since the run (now {_describe_values(values)}): left as is")
-    if write.stale:  # moved between the scan and the snapshot: the planned value is already out of date
-        current = list(read_redis(env.redis, [c["key"] for c in expected]).values())
-        current = [{"key": c["key"], **found} for c, found in zip(expected, current, strict=True)]
-    else:
-        ok, current = redis_cas(env.redis, expected, wanted)
-        if ok:
-            return Outcome(write, journal.APPLIED, wanted, replaced=expected)
-    if write.action == REMOVE or write.budget_model is None:
-        return Outcome(write, journal.CONFLICT, None, f"changed since the plan (now {_describe_values([c['value'] for c in current])}): left as is")
-    first_seen = [c["value"] for c in current]
-    for _ in range(CAS_ATTEMPTS):
-        recomputed = _recompute_redis(write, [c["value"] for c in current], env)
-        if recomputed is None:
-            return Outcome(write, journal.CONFLICT, None,
-                           f"changed since the plan (now {_describe_values([c['value'] for c in current])}) and its window is over: left as is")
-        ok, again = redis_cas(env.redis, current, recomputed)
-        if ok:
-            return Outcome(write, journal.RECOMPUTED, recomputed,
-                           f"was {_describe_values(first_seen)} instead of {_describe_values([c.get('value') for c in expected])}: "
-                           "re-summed the ledger for the window and compare-and-set on what was there", replaced=current)
-        current = again
-    return Outcome(write, journal.CONFLICT, None, f"kept changing during {CAS_ATTEMPTS} attempts: left as is, rerun backfill")
-
-
-def _recompute_redis(write: PlannedWrite, current: list[str | None], env: WriteEnv) -> list[dict] | None:
-    """New cells from the ledger for the window the counter is in now (its start key's, else the planned one)."""
-    start = write.window_start
-    if len(current) > 1 and current[1] is not None and (epoch := parse_float(current[1])) is not None:
-        start = epoch_to_utc(epoch)
-    end = env.ledger.window_end(write.scope, write.entity_id, write.budget_model, start) if env.ledger else None
-    if end is None or end <= env.clock():
-        return None
-    with env.engine.connect() as conn:
-        spend = env.ledger.window_spend(conn, write.scope, write.entity_id, write.budget_model, start)
-    end_ms = epoch_ms(end)
-    cells = [{"key": write.new[0]["key"], "value": money_value(spend), "expire_at_ms": end_ms}]
-    if len(write.new) > 1:
-        cells.append({"key": write.new[1]["key"], "value": current[1] if current[1] is not None else start_value(start), "expire_at_ms": end_ms})
-    return cells
+    ok, current = redis_cas(env.redis, expected, wanted)
+    if ok:
+        return Outcome(write, journal.APPLIED, wanted, replaced=expected)
+    return Outcome(write, journal.CONFLICT, None, f"changed since the plan (now {_describe_values([c['value'] for c in current])}): left as is")
 
 
 def _describe_values(values: Sequence[str | None]) -> str:

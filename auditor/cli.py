@@ -206,7 +206,7 @@ def resolve(
     from auditor import queries
     from auditor.capabilities import inspect_database
     from auditor.db import connect
-    from auditor.errors import InputError, UnavailableError
+    from auditor.errors import InputError
     from auditor.resolver import Resolver, budget_candidates, explain_governing
     from pathlib import Path
 
@@ -220,7 +220,9 @@ def resolve(
     with connect(target) as conn:
         caps = inspect_database(conn)
         if not caps.has_spend_logs:
-            raise UnavailableError(f"{target.masked} has no LiteLLM_SpendLogs table: point --db at LiteLLM's database")
+            from auditor.cli_common import not_litellm
+
+            raise not_litellm(target)
         key_rows = queries.keys(conn, caps)
         catalogue = load_catalogue(conn, caps, load_config(Path(config_path)) if config_path else None, key_rows)
         triples = queries.model_triples(conn, caps, queries.SpendFilter()) if all_models else []

@@ -57,18 +57,20 @@ def _writable_target(db: str | None, what: str):
 
 
 def writer_engine(target):
-    """A read-write engine, one connection per transaction (a killed connection is never reused)."""
+    """A read-write engine over a pool of at most two connections, reused from one transaction to the next
+    (a connection per journal row made a run of thousands of counters crawl). A connection that died is
+    dropped by the pool (pre-ping, and invalidation on a disconnect error), never reused."""
     from sqlalchemy import create_engine
-    from sqlalchemy.pool import NullPool
 
     from auditor.db import json_or_text
 
+    pooled = dict(pool_size=1, max_overflow=1, pool_pre_ping=True, json_deserializer=json_or_text)
     if target.dialect == "postgresql":
-        return create_engine(target.url, poolclass=NullPool, json_deserializer=json_or_text, connect_args={
+        return create_engine(target.url, **pooled, connect_args={
             "connect_timeout": 10, "application_name": "auditor backfill",
             "options": "-c lock_timeout=10000",  # never wait on the proxy's row locks for more than 10 s
         })
-    return create_engine(target.url, poolclass=NullPool, json_deserializer=json_or_text)
+    return create_engine(target.url, **pooled)
 
 
 def _db_errors(target):
@@ -89,17 +91,89 @@ def _db_errors(target):
     return guard()
 
 
-def _pause_hook() -> Callable[[str], None]:
+def _pause_hook(stop: Callable[[], str | None] = lambda: None) -> Callable[[str], None]:
     seconds = os.environ.get(PAUSE_HOOK_ENV)
     if not seconds:
         return lambda what: None
 
+    at = os.environ.get("AUDITOR_TEST_PAUSE_AT", "")  # only after writes whose name starts with this
+
     def pause(what: str) -> None:
+        if not what.startswith(at):
+            return
         sys.stderr.write(f"auditor: test hook: paused after {what}\n")
         sys.stderr.flush()
-        time.sleep(float(seconds))
+        end = time.monotonic() + float(seconds)
+        while time.monotonic() < end and not stop():
+            time.sleep(0.02)
 
     return pause
+
+
+class StopSignals:
+    """SIGINT and SIGTERM, while a run writes, ask it to stop at its next safe point instead of killing it
+    mid-change (backfill.Interrupted); a second signal of either kind stops at once."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict = {}
+
+    def __call__(self) -> str | None:
+        import signal
+
+        return None if self.received is None else signal.Signals(self.received).name
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self) -> StopSignals:
+        import signal
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _interrupted(stop: StopSignals, run_id: str, kind: str, done: int, total: int) -> typer.Exit:
+    """One block on stderr saying where the run stands and how to go on; exit 128 + the signal's number."""
+    import signal
+
+    err.print(f"auditor: run {run_id} interrupted by {stop()} after {done} of {total} changes; the change in flight was "
+              "finished or rolled back, and the journal marks the run interrupted", markup=False, highlight=False)
+    if kind == "backfill":
+        err.print("auditor: resume: rerun the same `auditor backfill … --apply` (it plans only what is still wrong); "
+                  f"undo what was written: auditor backfill undo {run_id}", markup=False, highlight=False)
+    else:
+        err.print("auditor: resume: rerun the same `auditor backfill undo` (values already restored are left as they are)",
+                  markup=False, highlight=False)
+    return typer.Exit(128 + int(stop.received or signal.SIGINT))
+
+
+def _announce(kind: str, total: int) -> Callable[[str], None]:
+    def started(run_id: str) -> None:
+        err.print(f"auditor: run {run_id} started ({kind}, {total} changes); Ctrl-C stops it safely; "
+                  f"`auditor backfill undo {run_id}` puts back what it wrote", markup=False, highlight=False)
+
+    return started
+
+
+def default_flush_lag(loaded) -> float:
+    """How long a spend-log row may take to reach the database after its request's counter increment: LiteLLM
+    flushes every general_settings.proxy_batch_write_at seconds (10 by default) plus up to 5 s of jitter; 5 s more
+    for the flush itself."""
+    from auditor.counters import parse_float
+
+    settings = loaded.data.get("general_settings") if loaded is not None else None
+    every = parse_float(settings.get("proxy_batch_write_at")) if isinstance(settings, dict) else None
+    return (every if every is not None and every >= 0 else 10.0) + 10.0
 
 
 def _money(value: float | None) -> str:
@@ -130,15 +204,20 @@ def backfill(
     apply_: Annotated[bool, typer.Option("--apply", help="Write the plan (asks first unless --yes) and journal it.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     batch: Annotated[int, typer.Option(help="Entities per database transaction (0: the whole run in one).")] = 0,
+    flush_lag: Annotated[Optional[float], typer.Option("--flush-lag", help="Seconds a spend-log row may take to reach the database after its request's counter increment; --apply waits this long before it sums the ledger. Default: general_settings.proxy_batch_write_at (else 10) + 10.", show_default=False)] = None,
+    increment_lag: Annotated[float, typer.Option("--increment-lag", help="Seconds from a request's end until its increment is in Redis, at most: a counter is read twice this far apart to find an instant no request was in flight.")] = 1.0,
     timezone: Annotated[Optional[str], typer.Option(help="Zone LiteLLM aligns scalar budget resets to. Default: litellm_settings.timezone, else UTC.", show_default=False)] = None,
     statement_timeout: Annotated[Optional[float], typer.Option(help="PostgreSQL statement_timeout for the scan's queries, in seconds.", show_default=False)] = None,
 ) -> None:
     """Repair the counters the scan found wrong, on a live proxy, with a journal and a way back.
 
     Default is a dry run: the plan (target, key, old → new, why), exit 1 when there is something
-    to repair, 0 when nothing. --apply writes it: Redis by compare-and-set (never INCRBYFLOAT),
-    database rows locked and re-checked in one transaction, every old/new value journaled so
-    `auditor backfill undo RUN_ID` can put it back. Needs `auditor db upgrade` once.
+    to repair, 0 when nothing. --apply writes it: each Redis counter is read, the ledger summed up
+    to that read once the proxy has flushed (--flush-lag), and the counter set to that sum plus
+    whatever the proxy added since, in one atomic script (no increment is lost); database rows are
+    locked and re-checked; every old/new value is journaled so `auditor backfill undo RUN_ID` can
+    put it back. The run id is printed when it starts; Ctrl-C or SIGTERM stops it safely (exit
+    130/143). Needs `auditor db upgrade` once.
 
     Example:
 
@@ -160,8 +239,11 @@ def backfill(
     from auditor.redis_store import connect_redis, redis_from
     from auditor.scan import ScanOptions
 
-    if tolerance < 0 or window_slack < 0 or settle < 0 or batch < 0:
-        raise InputError("--tolerance, --window-slack, --settle and --batch take values >= 0")
+    from auditor.cli_common import check_amounts
+
+    check_amounts({"--tolerance": tolerance, "--window-slack": window_slack, "--settle": settle, "--batch": batch,
+                   "--flush-lag": flush_lag, "--increment-lag": increment_lag},
+                  seconds=("--window-slack", "--settle", "--flush-lag", "--increment-lag"))
     targets = [t.value for t in (target or [Target.counters])]
     core.layout_for(litellm_version, None) if litellm_version else None  # a bad version is a usage error before connecting
     wall_now = utc_now()
@@ -186,7 +268,9 @@ def backfill(
     with connect(db_target, statement_timeout_s=statement_timeout) as conn:
         caps = inspect_database(conn)
         if not caps.has_spend_logs:
-            raise UnavailableError(f"{db_target.masked} has no LiteLLM_SpendLogs table: point --db at LiteLLM's database")
+            from auditor.cli_common import not_litellm
+
+            raise not_litellm(db_target)
         prepared = core.prepare(conn, caps, loaded, options, client, litellm_version=litellm_version, targets=targets,
                                 remove_miskeyed=remove_miskeyed, wall_now=wall_now, source=source)
     planned = prepared.plan
@@ -221,15 +305,23 @@ def backfill(
             _close(client)
             raise typer.Exit(int(ExitCode.FINDINGS))
     engine = writer_engine(db_target)
+    lag = default_flush_lag(loaded) if flush_lag is None else flush_lag
+    stop = StopSignals()
     env = core.WriteEnv(engine=engine, redis=client, ledger=prepared.ledger, masked_db=db_target.masked, clock=utc_now,
-                        batch=batch, hook=_pause_hook(), tolerance=tolerance)
+                        batch=batch, hook=_pause_hook(stop), tolerance=tolerance, flush_lag=lag, increment_lag=increment_lag,
+                        stop=stop, started=_announce("backfill", len(planned.actionable)),
+                        waiting=lambda seconds: err.print(f"auditor: waiting {seconds:g} s for the proxy's spend-log flush "
+                                                          "before summing the ledger (--flush-lag)", markup=False, highlight=False))
     run_options = {"targets": targets, "remove_miskeyed": remove_miskeyed, "layout": planned.layout.as_record(),
                    "now": record["as_of"], "keys": list(key or ()), "model": model, "tolerance": tolerance,
-                   "settle": settle, "batch": batch, "database": db_target.masked,
-                   "redis": redis_target.masked if redis_target else None}
+                   "settle": settle, "batch": batch, "flush_lag": lag, "increment_lag": increment_lag,
+                   "database": db_target.masked, "redis": redis_target.masked if redis_target else None}
+    report = core.RunReport("", "backfill", [])
     try:
-        with _db_errors(db_target):
-            report = core.apply(planned, env, run_options)
+        with _db_errors(db_target), stop:
+            report = core.apply(planned, env, run_options, report)
+    except core.Interrupted:
+        raise _interrupted(stop, report.run_id, "backfill", len(report.outcomes), len(planned.actionable)) from None
     finally:
         engine.dispose()
         _close(client)
@@ -350,9 +442,15 @@ def undo(
             if not confirmed:
                 err.print("auditor: not undone: nothing written")
                 raise typer.Exit(int(ExitCode.FINDINGS))
-        env = core.WriteEnv(engine=engine, redis=client, ledger=None, masked_db=target.masked, clock=utc_now, hook=_pause_hook())
-        with _db_errors(target):
-            report = core.undo(run.id, env)
+        stop = StopSignals()
+        env = core.WriteEnv(engine=engine, redis=client, ledger=None, masked_db=target.masked, clock=utc_now, hook=_pause_hook(stop),
+                            stop=stop, started=_announce(f"undo of {run.id}", len(changes)))
+        report = core.RunReport("", "undo", [], parent_run_id=run.id)
+        try:
+            with _db_errors(target), stop:
+                report = core.undo(run.id, env, report)
+        except core.Interrupted:
+            raise _interrupted(stop, report.run_id, "undo", len(report.outcomes), len(changes)) from None
     finally:
         engine.dispose()
         _close(client)

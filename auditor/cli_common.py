@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from auditor.errors import AuditorError
+from auditor.errors import AuditorError, InputError
 from auditor.exitcodes import ExitCode
 
 # No highlighting and no :emoji: codes: database text is printed as typed (markup is escaped by render.clean)
@@ -70,6 +70,40 @@ def handles_errors(command: Callable) -> Callable:
             raise fail(str(error), error.exit_code) from None
 
     return wrapper
+
+
+MAX_SECONDS = 10 * 366 * 86400  # ten years: any more and `now - it` leaves the datetimes LiteLLM's rows hold
+
+
+def check_amounts(options: dict[str, float | int | None], seconds: tuple[str, ...] = ()) -> None:
+    """Numeric options are finite and >= 0: NaN compares false with everything, so it would pass a plain `< 0` check
+    and silently turn every comparison into "no finding"; infinity overflows the datetimes built from it. Options
+    named in `seconds` are durations, at most ten years."""
+    import math
+
+    for name, value in options.items():
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise InputError(f"{name} {value!r} is not a finite number >= 0")
+        if value is not None and name in seconds and value > MAX_SECONDS:
+            raise InputError(f"{name} {value!r} is more than ten years in seconds")
+
+
+def not_litellm(target) -> Exception:
+    """The one way to say --db is not LiteLLM's database (scan, report, backfill, resolve)."""
+    from auditor.errors import UnavailableError
+
+    return UnavailableError(f"{target.masked} is not LiteLLM's database (it has no LiteLLM_SpendLogs table): "
+                            "point --db at the database the proxy's DATABASE_URL names")
+
+
+def require_litellm(target) -> None:
+    """Before anything is written for a run (report's history), the database must be LiteLLM's."""
+    from auditor.capabilities import inspect_database
+    from auditor.db import connect
+
+    with connect(target) as conn:
+        if not inspect_database(conn).has_spend_logs:
+            raise not_litellm(target)
 
 
 def resolve_database(db: str | None):
@@ -249,13 +283,11 @@ def scan_session(db, config, redis_url, *, now=None, since=None, until=None, key
     from auditor.clock import parse_instant, utc_now
     from auditor.config import general_setting_on, litellm_setting, load_config, spend_log_retention
     from auditor.db import connect
-    from auditor.errors import InputError, UnavailableError
     from auditor.periods import zone
     from auditor.redis_store import redis_from
     from auditor.scan import ScanOptions, load_catalogue
 
-    if tolerance < 0 or window_slack < 0 or settle < 0:
-        raise InputError("--tolerance, --window-slack and --settle take values >= 0")
+    check_amounts({"--tolerance": tolerance, "--window-slack": window_slack, "--settle": settle}, seconds=("--window-slack", "--settle"))
     judged_at = parse_instant(now, utc_now(), "--now") if now else utc_now()
     target = resolve_database(db)
     config_path, _ = resolve_config(config, target)
@@ -284,7 +316,7 @@ def scan_session(db, config, redis_url, *, now=None, since=None, until=None, key
         with connect(target, statement_timeout_s=statement_timeout) as conn:
             caps = inspect_database(conn)
             if not caps.has_spend_logs:
-                raise UnavailableError(f"{target.masked} has no LiteLLM_SpendLogs table: point --db at LiteLLM's database")
+                raise not_litellm(target)
             key_rows = queries.keys(conn, caps)
             source = {
                 "dialect": caps.dialect,

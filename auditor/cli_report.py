@@ -124,14 +124,14 @@ def report(
 
     from auditor import checkpoint, history
     from auditor.clock import parse_instant, utc_now
-    from auditor.errors import InputError
     from auditor.findings import SEVERITY_RANK
     from auditor.report import prepare_out_dir, summary_line
 
     chosen = parse_formats(formats)
     lookback_delta = parse_lookback(lookback)
-    if tolerance < 0 or window_slack < 0 or settle < 0:
-        raise InputError("--tolerance, --window-slack and --settle take values >= 0")
+    from auditor.cli_common import check_amounts
+
+    check_amounts({"--tolerance": tolerance, "--window-slack": window_slack, "--settle": settle}, seconds=("--window-slack", "--settle"))
     started, clock = utc_now(), time.monotonic()
     for value, option in ((now, "--now"), (since, "--since"), (until, "--until")):
         if value:
@@ -139,6 +139,11 @@ def report(
     if webhook:
         history.check_webhook(webhook)
     out_dir = prepare_out_dir(out)  # an unwritable --out fails (exit 3) before the database is read
+    from auditor.cli_common import require_litellm
+    from auditor.db import database_from
+
+    if (target := database_from(db)) is not None:
+        require_litellm(target)  # before the history: a wrong --db is not a missing `db upgrade`
     history_target = history.history_target(history_db, db)
     source = history.source_name(db)
     with history.report_run(history_target, source, {"out": str(out_dir), "formats": list(chosen), "now": now},

@@ -42,18 +42,41 @@ def parse_database_url(raw: str) -> URL:
     raw = raw.strip()
     if raw.startswith("postgres://"):
         raw = "postgresql://" + raw[len("postgres://") :]
+    _check_userinfo(raw)
     try:
         url = make_url(raw)
     except ArgumentError:
         raise InputError(
             f"database URL {mask_text(raw)!r} does not parse: use postgresql://USER@HOST:PORT/DB or sqlite:///PATH"
         ) from None
+    except ValueError:  # a port that is not a number: most often a password's ':' or '@' read as the host's
+        raise _unencoded(raw) from None
     backend = url.get_backend_name()
     if backend == "postgresql":
         return url.set(drivername="postgresql+psycopg")
     if backend == "sqlite":
         return url
     raise InputError(f"unsupported database {backend!r}: auditor reads PostgreSQL (LiteLLM's database) or SQLite")
+
+
+def _check_userinfo(raw: str) -> None:
+    """A password with a raw '@', ':' or '/' makes the URL parse into another host (and the rest of the password
+    into the host name, which error messages would then print): refuse it and say how to encode it."""
+    scheme, sep, rest = raw.partition("://")
+    if not sep or scheme.startswith("sqlite"):
+        return
+    authority, _, path = rest.partition("/")
+    if authority.count("@") > 1 or "@" in path.partition("?")[0]:
+        raise _unencoded(raw)
+
+
+def _unencoded(raw: str) -> InputError:
+    scheme = raw.partition("://")[0]
+    return InputError(
+        f"the {scheme}:// database URL does not parse as USER:PASSWORD@HOST:PORT/DB; if the password holds '@', ':' or '/', "
+        "percent-encode them (@ as %40, : as %3A, / as %2F), e.g. with "
+        "python3 -c 'import getpass, urllib.parse; print(urllib.parse.quote(getpass.getpass(), safe=\"\"))'"
+    )
 
 
 def database_from(explicit: str | None, environ: Mapping[str, str] = os.environ) -> DatabaseTarget | None:

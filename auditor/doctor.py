@@ -74,6 +74,7 @@ def database_checks(report: DoctorReport, conn: Connection, caps: Capabilities) 
             label = "estimated rows" if caps.dialect == "postgresql" else "rows"
             detail = f"{rows:,}" if rows is not None else "unknown (never analyzed; ANALYZE gives an estimate)"
             report.add(f"{table} {label}", INFO, detail)
+    scan_column_checks(report, caps)
     oldest, newest = spend_time_range(conn)
     if oldest is None:
         report.add("spend logs", WARN, "LiteLLM_SpendLogs is empty: nothing to audit")
@@ -127,3 +128,52 @@ def redis_checks(report: DoctorReport, target) -> None:
                        "check the server, or its ACL allows SCAN and MGET")
             return
     report.add("Redis", OK, f"{target.masked} ({target.origin}): {counters:,} LiteLLM per-model counter keys")
+
+
+def scan_columns(caps: Capabilities) -> dict[str, set[str]]:
+    """Every column of LiteLLM's tables that the scan's statements name, for a database of these capabilities.
+
+    Not a list kept beside the queries (it would drift from them): the scan itself is run on the embedded sample,
+    which has every column, with `caps` as its view of the schema, so each query is built exactly as it would be for
+    that database (a column the queries read only when present is left out when absent), and every statement it
+    executes is walked for the columns it names."""
+    from collections import defaultdict
+
+    from sqlalchemy import Column, event
+    from sqlalchemy.sql import visitors
+
+    from auditor import queries
+    from auditor.clock import utc_now
+    from auditor.db import connect
+    from auditor.sample import embedded_target
+    from auditor.scan import ScanOptions, load_catalogue, run_scan
+
+    used: dict[str, set[str]] = defaultdict(set)
+
+    def record(conn, statement, *args) -> None:
+        for element in visitors.iterate(statement):
+            if isinstance(element, Column) and getattr(element, "table", None) is not None and element.table.name in TABLES:
+                used[element.table.name].add(element.name)
+
+    with connect(embedded_target()) as conn:
+        event.listen(conn, "before_execute", record)
+        key_rows = queries.keys(conn, caps)
+        run_scan(conn, caps, load_catalogue(conn, caps, None, key_rows), ScanOptions(now=utc_now()), key_rows=key_rows)
+    return used
+
+
+def scan_column_checks(report: DoctorReport, caps: Capabilities) -> None:
+    """"scan can run" only if every column the scan will select exists."""
+    try:
+        used = scan_columns(caps)
+    except AuditorError as error:  # pragma: no cover - the sample is shipped with the package
+        report.add("scan columns", WARN, f"could not derive the columns the scan reads: {error}")
+        return
+    missing = sorted(f'{table}."{column}"' for table, columns in used.items() if table in caps.columns
+                     for column in columns - caps.columns[table])
+    if missing:
+        report.add("scan columns", FAIL, f"the scan selects columns this database lacks: {', '.join(missing)}",
+                   "point --db at a LiteLLM database whose schema is complete (LiteLLM's prisma migrations), or report the "
+                   "LiteLLM version so auditor learns to read it")
+    else:
+        report.add("scan columns", OK, f"every column the scan selects is present ({sum(map(len, used.values()))} in {len(used)} tables)")

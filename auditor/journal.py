@@ -9,12 +9,13 @@ row belongs to, so a change's journal row commits with the change itself.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from importlib import resources
 
-from sqlalchemy import JSON, Column, Connection, DateTime, ForeignKey, Integer, LargeBinary, MetaData, String, Table, Text, inspect, select, text
+from sqlalchemy import JSON, Column, Connection, DateTime, ForeignKey, Integer, LargeBinary, MetaData, String, Table, Text, and_, bindparam, inspect, select, text
 from sqlalchemy.dialects import postgresql
 
 from auditor import __version__
@@ -24,7 +25,7 @@ SCHEMA = "auditor"  # PostgreSQL schema of auditor's own tables
 SQLITE_PREFIX = "auditor_"
 HEAD = "0003"  # newest migration in auditor/migrations/versions
 
-RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
+RUNNING, COMPLETED, FAILED, INTERRUPTED = "running", "completed", "failed", "interrupted"
 # Change states. intent: about to write Redis (its outcome row follows); applied: written as planned;
 # recomputed: the value moved since the plan, written from the ledger re-summed under the lock / CAS;
 # conflict: changed since the plan and left alone; restored: an undo put the old value back.
@@ -47,8 +48,10 @@ class JournalTables:
     report_checkpoints: Table
 
 
+@lru_cache(maxsize=None)
 def tables(dialect: str) -> JournalTables:
-    """The journal tables as this dialect names them (mirrors migration 0001)."""
+    """The journal tables as this dialect names them (mirrors migration 0001). Built once per dialect: a run
+    journals thousands of rows, and rebuilding the metadata for each cost more than the write itself."""
     schema, prefix = (SCHEMA, "") if dialect == "postgresql" else (None, SQLITE_PREFIX)
     md = MetaData(schema=schema)
     runs = Table(
@@ -177,25 +180,29 @@ def finish_run(conn: Connection, run_id: str, status: str, finished_at: datetime
     ))
 
 
-def record_change(conn: Connection, run_id: str, seq: int, change: Mapping, state: str, at: datetime,
-                  written: object = None, reason: str | None = None) -> int:
-    t = tables(conn.dialect.name)
-    result = conn.execute(t.changes.insert().values(
-        run_id=run_id, seq=seq, target=change["target"], action=change["action"], scope=change.get("scope"),
-        entity_id=change.get("entity_id"), key=change["key"], old=change["old"], new=change["new"],
-        written=written, state=state, reason=reason, recorded_at=at,
-    ))
-    return int(result.inserted_primary_key[0])
+def record_changes(conn: Connection, run_id: str, changes: Iterable[tuple[int, Mapping, str, object, str | None]], at: datetime) -> None:
+    """Many changes in one statement: (seq, change, state, written, reason) each."""
+    rows = [dict(run_id=run_id, seq=seq, target=change["target"], action=change["action"], scope=change.get("scope"),
+                 entity_id=change.get("entity_id"), key=change["key"], old=change["old"], new=change["new"],
+                 written=written, state=state, reason=reason, recorded_at=at)
+            for seq, change, state, written, reason in changes]
+    if rows:
+        conn.execute(tables(conn.dialect.name).changes.insert(), rows)
 
 
-def update_change(conn: Connection, change_id: int, state: str, at: datetime, written: object = None, reason: str | None = None,
-                  old: object = None) -> None:
-    """A Redis write's outcome; `old` replaces the planned old cells when something else was there (recomputed)."""
-    t = tables(conn.dialect.name)
-    values = dict(state=state, written=written, reason=reason, recorded_at=at)
-    if old is not None:
-        values["old"] = old
-    conn.execute(t.changes.update().where(t.changes.c.id == change_id).values(**values))
+def update_changes(conn: Connection, run_id: str, outcomes: Iterable[tuple[int, str, object, str | None, object]], at: datetime) -> None:
+    """Many Redis outcomes at once, by (run, seq): (seq, state, written, reason, old) each; `old` None keeps the planned cells."""
+    t = tables(conn.dialect.name).changes
+    where = and_(t.c.run_id == run_id, t.c.seq == bindparam("b_seq"))
+    plain, with_old = [], []
+    for seq, state, written, reason, old in outcomes:
+        row = {"b_seq": seq, "b_state": state, "b_written": written, "b_reason": reason, "b_at": at}
+        (plain if old is None else with_old).append(row if old is None else {**row, "b_old": old})
+    values = dict(state=bindparam("b_state"), written=bindparam("b_written"), reason=bindparam("b_reason"), recorded_at=bindparam("b_at"))
+    if plain:
+        conn.execute(t.update().where(where).values(**values), plain)
+    if with_old:
+        conn.execute(t.update().where(where).values(**values, old=bindparam("b_old")), with_old)
 
 
 @dataclass(frozen=True)

@@ -422,8 +422,7 @@ def stream_charges(
     """
     if not entity_ids:
         return
-    columns = [spend_logs.c[name] for name in SCOPE_COLUMNS[scope]]
-    matches = columns[0].in_(list(entity_ids)) if len(columns) == 1 else tuple_(*columns).in_(list(entity_ids))
+    columns, matches = _entity_match(scope, entity_ids)
     model, model_group, model_id = model_triple(caps)
     query = (
         select(
@@ -461,6 +460,23 @@ def stream_charges(
             row[0] if n == 1 else team_member_entity_id(row[0], row[1]), request_id, api_key, start, end,
             float(spend or 0.0), model, model_group, model_id,
         )
+
+
+def _entity_match(scope: str, entity_ids: Sequence[str | tuple[str, str]]) -> tuple[list, ColumnElement[bool]]:
+    columns = [spend_logs.c[name] for name in SCOPE_COLUMNS[scope]]
+    return columns, (columns[0].in_(list(entity_ids)) if len(columns) == 1 else tuple_(*columns).in_(list(entity_ids)))
+
+
+def paid_jobs_before(conn: Connection, caps: Capabilities, scope: str, entity_ids: Sequence[str | tuple[str, str]],
+                     before: datetime) -> PaidJobs:
+    """The jobs these entities paid for in a poll that ended before `before`: seeded into stream_charges' `paid_jobs`
+    when it reads from `before` on (SpendFilter.ended_from), so a later poll of them is a repeat, as in a full read."""
+    if not entity_ids:
+        return {}
+    _, matches = _entity_match(scope, entity_ids)
+    query = (select(spend_logs.c.api_key, _job_id(caps, spend_logs))
+             .where(matches, _is_paid_poll(), row_outcome(caps) == CHARGED, spend_logs.c.endTime < before).distinct())
+    return {(r[0], r[1]): None for r in conn.execute(query)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -255,6 +255,7 @@ def run_scan(
     notes += rollup_notes
     spend = reconcile.window_spend(budgets, windows, groups_by_entry)
     if options.model:
+        _require_known_model(options.model, budgets, catalogue, groups, logged_groups)
         findings = [f for f in findings if options.model in (f.model_group, f.budget_model, f.model)]
         spend = [s for s in spend if options.model in (s.model_group, s.budget_model)]
     if not catalogue.has_config:
@@ -301,6 +302,14 @@ def _alias_bypasses(conn, caps, catalogue: Catalogue, budgets, keys_entries, whe
                 bucket[0] += row.spend
                 bucket[1] += row.requests
     return reconcile.alias_bypass_findings(budgets, totals)
+
+
+def _require_known_model(model: str, budgets, catalogue: Catalogue, groups, logged_groups) -> None:
+    """--model names a budget entry, a served model or a logged one; a typo is a usage error, never an all-clear."""
+    known = set(logged_groups) | set(catalogue.served_names) | {name for b in budgets.values() for name in b.entries}
+    known |= {name for g in groups for name in (g.model, g.model_group) if name}
+    if model not in known:
+        raise InputError(f"--model {model!r} names no budget entry, served model or logged model (or model group)")
 
 
 def _paid_before(first_paid: queries.PaidJobs, cut: datetime) -> set[tuple[str, str]]:

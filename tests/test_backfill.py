@@ -61,6 +61,7 @@ model_list:
 """
 
 runner = CliRunner()
+NO_WAIT = ("--flush-lag", "0", "--increment-lag", "0")  # these tests' proxy flushes nothing late
 
 
 def make_app() -> typer.Typer:
@@ -214,7 +215,7 @@ def test_round_trip_scan_apply_scan_undo_scan(focused):
         ("counter_drift", "redis", SPEND_KEY, 7.0),
     ])
 
-    applied = as_json(invoke("backfill", *focused.args("--apply", "--yes", "--format", "json"), code=0))
+    applied = as_json(invoke("backfill", *focused.args("--apply", "--yes", *NO_WAIT, "--format", "json"), code=0))
     run_id = applied["run_id"]
     assert applied["run"]["counts"] == {"applied": 2}
     assert {w["target"] for w in applied["writes"]} == {"redis", "budget_window_spend"}
@@ -228,7 +229,7 @@ def test_round_trip_scan_apply_scan_undo_scan(focused):
     after = invoke(*scan, code=0)  # nothing at --fail-on error any more
     assert counter_findings(as_json(after), A) == []
 
-    again = invoke("backfill", *focused.args("--apply", "--yes"), code=0)  # idempotent, and says so
+    again = invoke("backfill", *focused.args("--apply", "--yes", *NO_WAIT), code=0)  # idempotent, and says so
     assert "nothing to repair: nothing written, no run journaled" in again.stdout
     history = as_json(invoke("backfill", "history", "--db", focused.url, "--format", "json", code=0))
     assert [(r["run_id"], r["kind"], r["status"], r["changes"]) for r in history] == [(run_id, "backfill", "completed", {"applied": 2})]
@@ -267,7 +268,7 @@ def test_dry_run_writes_nothing_and_exits_like_scan(focused):
 def test_apply_without_the_journal_tables_says_how_to_create_them(pg_url, r12, config):
     data = Focused(pg_url, r12, config)
     try:
-        result = invoke("backfill", *data.args("--apply", "--yes"), code=3)
+        result = invoke("backfill", *data.args("--apply", "--yes", *NO_WAIT), code=3)
         assert "auditor db upgrade" in result.stderr and len(result.stderr.strip().splitlines()) == 1
         assert r12.get(SPEND_KEY) == "7.0" and data.row() == (data.w0, 1.25)
     finally:
@@ -275,7 +276,7 @@ def test_apply_without_the_journal_tables_says_how_to_create_them(pg_url, r12, c
 
 
 def test_declined_confirmation_writes_nothing(focused):
-    result = runner.invoke(APP, ["backfill", *focused.args("--apply")], input="n\n")
+    result = runner.invoke(APP, ["backfill", *focused.args("--apply", *NO_WAIT)], input="n\n")
     assert result.exit_code == 1 and "nothing written" in result.stderr
     assert focused.redis.get(SPEND_KEY) == "7.0" and focused.row() == (focused.w0, 1.25)
 
@@ -379,7 +380,7 @@ def test_a_flush_blocked_by_the_row_lock_lands_on_top(focused):
 
 def _spawn(data: Focused, pause: float) -> subprocess.Popen:
     env = {**os.environ, core_pause_env(): str(pause), "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-c", SCRIPT, "backfill", *data.args("--apply", "--yes")],
+    return subprocess.Popen([sys.executable, "-c", SCRIPT, "backfill", *data.args("--apply", "--yes", *NO_WAIT)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -470,7 +471,7 @@ def test_a_role_with_only_the_documented_grants_can_upgrade_apply_and_undo(focus
     url, role = writer_role
     invoke("db", "upgrade", "--db", url, code=0)
     as_role = ["--db", url, "--config", data.config, "--redis", REDIS_URL]
-    applied = as_json(invoke("backfill", *as_role, "--apply", "--yes", "--format", "json", code=0))
+    applied = as_json(invoke("backfill", *as_role, "--apply", "--yes", *NO_WAIT, "--format", "json", code=0))
     assert applied["run"]["counts"] == {"applied": 2} and data.row() == (data.w0, 3.5)
     invoke("backfill", "undo", applied["run_id"], "--db", url, "--redis", REDIS_URL, "--yes", code=0)
     assert data.row() == (data.w0, 1.25)
@@ -493,7 +494,7 @@ def test_sqlite_journal_tables_are_prefixed_and_the_round_trip_works(sqlite_url,
             names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'auditor%'"))}
         assert names == {"auditor_runs", "auditor_backfill_changes", "auditor_report_findings", "auditor_report_checkpoints",
                          "auditor_alembic_version"}
-        applied = as_json(invoke("backfill", *data.args("--apply", "--yes", "--format", "json"), code=0))
+        applied = as_json(invoke("backfill", *data.args("--apply", "--yes", *NO_WAIT, "--format", "json"), code=0))
         assert [w["target"] for w in applied["writes"]] == ["budget_window_spend"] and data.row()[1] == 3.5
         invoke("backfill", "undo", applied["run_id"], "--db", sqlite_url, "--yes", code=0)
         assert data.row()[1] == 1.25
@@ -553,7 +554,7 @@ def test_sample_round_trip_at_a_fixed_now(sample, r12):
     assert removed == {("redis", "vertex_ai/claude-opus-4-6@default:1d"), ("budget_window_spend", "claude-opus-4-6:1d")}
     assert any(w["target"] == "model_spend" for w in planned["writes"])
 
-    applied = as_json(invoke("backfill", *args, "--apply", "--yes", code=0))
+    applied = as_json(invoke("backfill", *args, "--apply", "--yes", *NO_WAIT, code=0))
     written = {w["key"] for w in applied["writes"]}
     second = as_json(invoke(*scan, code=0))
     assert not [f for f in counter_findings(second) if f[2] in written]  # every counter written is clean now

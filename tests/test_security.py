@@ -407,7 +407,8 @@ def test_a_writer_without_the_update_grant_is_refused_and_nothing_changes(pg_url
     url = as_role(pg_url, writer)
     result = invoke("backfill", "--db", url, "--config", config, "--apply", "--yes", "--format", "json", code=3)
     assert result.stdout == ""
-    [line] = result.stderr.splitlines()
+    started, line = result.stderr.splitlines()  # the run id as the run starts, then the one-line error
+    assert re.fullmatch(r"auditor: run [0-9a-f-]{36} started \(backfill, 1 changes\).*", started), started
     assert re.fullmatch(
         re.escape(f"auditor: database error on {masked(url)} during run ") + r"[0-9a-f-]{36}" + re.escape(
             ": permission denied for table LiteLLM_BudgetWindowSpend: the role needs UPDATE on it (docs/security.md lists "
