@@ -53,7 +53,7 @@ SET, REMOVE, SKIP, RESTORE = "set", "remove", "skip", "restore"
 COUNTERS_TARGET = "counters"  # --target: live window counters (Redis keys, LiteLLM_BudgetWindowSpend rows)
 TARGETS = (COUNTERS_TARGET, MODEL_SPEND, SCALAR)  # --target spend: an entity's scalar spend for its current period
 
-ENTRY_LAYOUT, ALIAS_LAYOUT = "entry", "alias"
+ENTRY_LAYOUT, ALIAS_LAYOUT, MEMORY_LAYOUT = "entry", "alias", "memory"
 BWS_ENTITY_TYPE = "model_max_budget"
 
 
@@ -63,48 +63,45 @@ BWS_ENTITY_TYPE = "model_max_budget"
 
 @dataclass(frozen=True)
 class Layout:
-    """Where the running proxy reads per-model counters (semantics.md (b))."""
+    """Where the running proxy reads per-model counters: its era (auditor.eras), as backfill writes it."""
 
     name: str  # ENTRY_LAYOUT (1.99+): `{prefix}:{entity}:{entry}:{dur}` + a start key per entry;
-    #            ALIAS_LAYOUT (1.84–1.98): counter named after the alias, one start key per entity
+    #            ALIAS_LAYOUT (1.84–1.98): counter named after the requested model, one start key per entity;
+    #            MEMORY_LAYOUT (before 1.84): counters in worker memory only, nothing to write
     version: str  # what the choice rests on, for humans: "1.110", ">= 1.105", ...
-    origin: str  # "--litellm-version" or "schema markers"
+    origin: str  # "--litellm-version", "schema markers", "counter keys", ...
     reads_budget_window_spend: bool  # 1.109+ replicas without Redis share windows through the table
     note: str | None = None
+    era: str | None = None  # auditor.eras.Era.name
 
     def as_record(self) -> dict:
         return asdict(self)
 
 
-def parse_version(text: str) -> tuple[int, int]:
-    parts = text.strip().lstrip("v").split(".")
-    try:
-        major, minor = int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
-    except (ValueError, IndexError):
-        raise InputError(f"--litellm-version {text!r} is not a version: use MAJOR.MINOR such as 1.110") from None
-    return major, minor
+def layout_for(explicit: str | None, caps: Capabilities | None, shapes: Iterable[str] = ()) -> Layout:
+    """--litellm-version when given, else what the schema markers and the counter key shapes suggest (eras.detect_era)."""
+    from auditor.eras import detect_era
+
+    return layout_of(detect_era(caps.version_range() if caps is not None else (None, None), frozenset(shapes), explicit), explicit)
 
 
-def layout_for(explicit: str | None, caps: Capabilities | None) -> Layout:
-    """--litellm-version when given, else what the schema markers suggest (Capabilities.version_range)."""
-    if explicit:
-        version = parse_version(explicit)
-        if version < (1, 84):
+def layout_of(found, explicit: str | None) -> Layout:
+    """The layout backfill writes for a detected era (auditor.eras.Detection)."""
+    from auditor.eras import MEMORY, PER_ENTRY
+
+    era = found.era
+    note = None if found.certain else found.evidence[-1]
+    if era.storage == MEMORY:
+        if explicit:
             raise InputError(
                 f"LiteLLM {explicit} keeps per-model counters in each worker's memory (no Redis, no table): "
                 "there is nothing backfill can write for it"
             )
-        if version >= (1, 99):
-            return Layout(ENTRY_LAYOUT, explicit, "--litellm-version", version >= (1, 109))
-        return Layout(ALIAS_LAYOUT, explicit, "--litellm-version", False)
-    low, high = caps.version_range() if caps is not None else (None, None)
-    if low is not None and parse_version(low) >= (1, 100):
-        return Layout(ENTRY_LAYOUT, f">= {low}", "schema markers", True)
-    if low is not None and parse_version(low) >= (1, 84):
-        return Layout(ALIAS_LAYOUT, f">= {low}, < {high}" if high else f">= {low}", "schema markers", False,
-                      note="the schema says 1.84–1.99; 1.99 already reads the entry layout: pass --litellm-version 1.99 if it runs that")
-    return Layout(ENTRY_LAYOUT, "unknown", "schema markers", True,
-                  note="the schema does not tell the LiteLLM version: assuming 1.99+ (entry-keyed counters); pass --litellm-version")
+        name, note = MEMORY_LAYOUT, (f"LiteLLM {found.version} ({era.name}) keeps per-model counters in each worker's memory: "
+                                     "no counter can be written; pass --litellm-version if it runs a later release")
+    else:
+        name = ENTRY_LAYOUT if era.start_keys == PER_ENTRY else ALIAS_LAYOUT
+    return Layout(name, found.version, found.origin, era.shares_through_table, note, era.name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,6 +321,9 @@ def _plan_counter(f: Finding, snapshot: Snapshot, options: PlanOptions, now: dat
     if parsed is None or f.window_start is None or f.window_end is None or f.logged_spend is None:
         return PlannedWrite(**_base(f, target, f.counter_key or ""), action=SKIP, why="the finding does not name a window")
     base = _base(f, target, parsed.key)
+    if layout.name == MEMORY_LAYOUT:
+        return PlannedWrite(**base, action=SKIP, old_value=f.cached_spend, new_value=f.logged_spend,
+                            why=f"LiteLLM {layout.version} keeps per-model counters in worker memory: nothing it reads can be written")
     if not (f.window_start <= now < f.window_end):
         return PlannedWrite(**base, action=SKIP, old_value=f.cached_spend, new_value=f.logged_spend,
                             why=f"window closed at {_ms(f.window_end)} as of --now: enforcement no longer reads it")
@@ -1142,8 +1142,10 @@ def prepare(conn: Connection, caps: Capabilities, loaded_config, scan_options, c
     from auditor.resolver import Resolver
     from auditor.scan import entity_budgets, load_catalogue, run_scan
 
+    from auditor.capabilities import detect_deployment_era
+
     targets = frozenset(targets)
-    layout = layout_for(litellm_version, caps)
+    layout = layout_of(detect_deployment_era(conn, caps, litellm_version, client=client), litellm_version)
     key_rows = queries.keys(conn, caps)
     catalogue = load_catalogue(conn, caps, loaded_config, key_rows)
     result = run_scan(conn, caps, catalogue, scan_options,

@@ -6,7 +6,7 @@ below names the version that introduced it (../shared/litellm/semantics.md, time
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, inspect, text
@@ -99,3 +99,26 @@ def inspect_database(conn: Connection) -> Capabilities:
     else:
         server_version = conn.execute(text("SELECT sqlite_version()")).scalar_one()
     return Capabilities(dialect=dialect, server_version=f"{dialect} {server_version}", columns=columns, indexes=indexes)
+
+
+def detect_deployment_era(conn: Connection, caps: Capabilities, explicit: str | None, *, client=None,
+                          redis_keys: Iterable[str] | None = None):
+    """The LiteLLM era (auditor.eras.Detection): --litellm-version, else the schema markers and the limiter's key names
+    in Redis (read with `client`, or given as `redis_keys`) and in LiteLLM_BudgetWindowSpend. A Redis that fails while
+    its key names are read is left out: the scan that follows reads it again and says so."""
+    from redis import RedisError
+
+    from auditor import queries
+    from auditor.eras import counter_shapes, detect_era
+    from auditor.redis_store import scan_keys
+
+    if explicit:
+        return detect_era(caps.version_range(), (), explicit, schema_words=caps.describe_version())
+    table_ids = [row.entity_id for row in queries.model_budget_window_rows(conn, caps)]
+    keys: list[str] = list(redis_keys or ())
+    if client is not None and redis_keys is None:
+        try:
+            keys = list(scan_keys(client))
+        except (RedisError, OSError):
+            keys = []
+    return detect_era(caps.version_range(), counter_shapes(keys, table_ids), None, schema_words=caps.describe_version())

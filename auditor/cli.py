@@ -16,6 +16,7 @@ from auditor.cli_report import history_command, report_command
 from auditor.cli_common import (
     ConfigOption,
     DbOption,
+    LiteLLMVersionOption,
     RedisOption,
     RedisOptionalOption,
     err,
@@ -53,11 +54,13 @@ app.command("history")(history_command)
 
 @app.command()
 @handles_errors
-def doctor(db: DbOption = None, config: ConfigOption = None, redis_url: RedisOption = None) -> None:
+def doctor(db: DbOption = None, config: ConfigOption = None, redis_url: RedisOption = None,
+           litellm_version: LiteLLMVersionOption = None) -> None:
     """Check what auditor can see before you trust a scan.
 
     Prints the database (password masked), what LiteLLM schema it holds, row estimates, the
-    spend-log time range, the parsed LiteLLM config and Redis; warnings come with the exact fix.
+    spend-log time range, the parsed LiteLLM config, Redis, and the LiteLLM era a scan will
+    assume: its counter layout in words and the evidence; warnings come with the exact fix.
     Exit 0 when a scan can run, 3 when it cannot.
 
     Example:
@@ -67,22 +70,29 @@ def doctor(db: DbOption = None, config: ConfigOption = None, redis_url: RedisOpt
     """
     from auditor.capabilities import inspect_database
     from auditor.db import connect
-    from auditor.doctor import FAIL, DoctorReport, config_checks, database_checks, redis_checks
+    from auditor.doctor import FAIL, DoctorReport, config_checks, database_checks, era_checks, redis_checks
+    from auditor.eras import parse_version
     from auditor.redis_store import redis_from
 
+    if litellm_version:
+        parse_version(litellm_version)  # a usage error before anything connects
     target = resolve_database(db)
     report = DoctorReport()
     report.add("database", "info", f"{target.masked} ({target.origin})")
     with connect(target) as conn:  # unreachable: one line and exit 3, from handles_errors
-        database_checks(report, conn, inspect_database(conn))
-    config_path, origin = resolve_config(config, target)
-    config_checks(report, config_path, origin)
-    try:
-        redis_target = redis_from(redis_url)
-    except AuditorError as error:
-        report.add("Redis", FAIL, str(error))
-    else:
-        redis_checks(report, redis_target)
+        caps = inspect_database(conn)
+        database_checks(report, conn, caps)
+        config_path, origin = resolve_config(config, target)
+        config_checks(report, config_path, origin)
+        redis_keys = None
+        try:
+            redis_target = redis_from(redis_url)
+        except AuditorError as error:
+            report.add("Redis", FAIL, str(error))
+        else:
+            redis_keys = redis_checks(report, redis_target)
+        if caps.has_spend_logs:
+            era_checks(report, conn, caps, redis_keys, litellm_version)
     _render_doctor(report)
     if not report.can_scan:
         raise typer.Exit(int(ExitCode.UNAVAILABLE))
@@ -139,6 +149,7 @@ def scan(
     statement_timeout: Annotated[Optional[float], typer.Option(help="PostgreSQL statement_timeout for the scan's queries, in seconds.", show_default=False)] = None,
     timezone: Annotated[Optional[str], typer.Option(help="Zone LiteLLM aligns budget resets to. Default: litellm_settings.timezone, else UTC.", show_default=False)] = None,
     use_rollups: Annotated[bool, typer.Option("--use-rollups", help="Add per-day history from LiteLLM_DailyUserSpend for days the ledger no longer holds (JSON: rollup_history).")] = False,
+    litellm_version: LiteLLMVersionOption = None,
 ) -> None:
     """How much leaked past each per-model budget, and are the counters right now.
 
@@ -159,7 +170,7 @@ def scan(
     with scan_session(
         db, config, redis_url, now=now, since=since, until=until, keys=key, model=model, tolerance=tolerance,
         window_slack=window_slack, settle=settle, timezone=timezone, use_rollups=use_rollups,
-        statement_timeout=statement_timeout, redis_optional=redis_optional,
+        statement_timeout=statement_timeout, redis_optional=redis_optional, litellm_version=litellm_version,
     ) as session, progress() as advance:
         result = session.scan(advance)
     if output_format is Format.table and not output:

@@ -19,7 +19,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from auditor.cli_common import ConfigOption, DbOption, RedisOption, err, handles_errors, out, resolve_config, resolve_database
+from auditor.cli_common import ConfigOption, DbOption, LiteLLMVersionOption, RedisOption, err, handles_errors, out, resolve_config, resolve_database
 from auditor.errors import InputError, UnavailableError
 from auditor.exitcodes import ExitCode
 
@@ -195,7 +195,7 @@ def backfill(
     model: Annotated[Optional[str], typer.Option(help="Only counters of this model group or budget entry.", show_default=False)] = None,
     target: Annotated[Optional[list[Target]], typer.Option("--target", help="What to repair: counters (live per-model window counters, default), model_spend (legacy JSON), spend (scalar spend of the current period). Repeatable.", show_default=False)] = None,
     remove_miskeyed: Annotated[bool, typer.Option("--remove-miskeyed", help="Also delete counters stored under names enforcement never reads.")] = False,
-    litellm_version: Annotated[Optional[str], typer.Option("--litellm-version", help="The proxy's LiteLLM version (X.Y): which counter layout it reads. Default: what the schema suggests.", show_default=False)] = None,
+    litellm_version: LiteLLMVersionOption = None,
     now: Annotated[Optional[str], typer.Option(help="Judge the scan at this instant (default: now). TTLs always use the wall clock.", show_default=False)] = None,
     tolerance: Annotated[float, typer.Option(help="Dollars a counter may differ from the ledger before it is repaired.")] = 0.0001,
     window_slack: Annotated[float, typer.Option(help="Seconds before a counter's start that still count in its window.")] = 1.0,
@@ -245,7 +245,7 @@ def backfill(
                    "--flush-lag": flush_lag, "--increment-lag": increment_lag},
                   seconds=("--window-slack", "--settle", "--flush-lag", "--increment-lag"))
     targets = [t.value for t in (target or [Target.counters])]
-    core.layout_for(litellm_version, None) if litellm_version else None  # a bad version is a usage error before connecting
+    core.layout_for(litellm_version, None) if litellm_version else None  # a bad or memory-only version: usage error before connecting
     wall_now = utc_now()
     judged_at = parse_instant(now, wall_now, "--now") if now else wall_now
     options = ScanOptions(now=judged_at, keys=tuple(key or ()), model=model, tolerance=tolerance,

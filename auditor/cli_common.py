@@ -51,6 +51,16 @@ RedisOptionalOption = Annotated[
     ),
 ]
 
+LiteLLMVersionOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--litellm-version",
+        help="The proxy's LiteLLM release (X.Y.Z, e.g. 1.83.7): which era's counter layout, windows and comparison to audit by. "
+             "Default: what the schema and the counter keys suggest (doctor shows it).",
+        show_default=False,
+    ),
+]
+
 
 def fail(message: str, code: ExitCode) -> typer.Exit:
     from auditor.render import clean
@@ -249,6 +259,7 @@ class ScanSession:
     source: dict
     redis: RedisSource | None = None
     config_warnings: tuple[str, ...] = ()  # what the config holds that LiteLLM ignores (config._warnings)
+    era: object = None  # auditor.eras.Detection: the LiteLLM era the scan assumes, and why
 
     @property
     def redis_counters(self) -> Callable | None:
@@ -273,13 +284,13 @@ class ScanSession:
 @contextmanager
 def scan_session(db, config, redis_url, *, now=None, since=None, until=None, keys=(), model=None, tolerance=0.0001,
                  window_slack=1.0, settle=120.0, timezone=None, use_rollups=False, statement_timeout=None,
-                 redis_optional=False) -> Iterator[ScanSession]:
+                 redis_optional=False, litellm_version=None) -> Iterator[ScanSession]:
     """Parse the shared scan options, resolve database/config/Redis, and open them: one way for every command."""
     from datetime import timedelta
     from pathlib import Path
 
     from auditor import queries
-    from auditor.capabilities import inspect_database
+    from auditor.capabilities import detect_deployment_era, inspect_database
     from auditor.clock import parse_instant, utc_now
     from auditor.config import general_setting_on, litellm_setting, load_config, spend_log_retention
     from auditor.db import connect
@@ -308,6 +319,10 @@ def scan_session(db, config, redis_url, *, now=None, since=None, until=None, key
         user_budget_on_team_keys=general_setting_on(loaded.data if loaded else None, "apply_user_budget_to_team_keys"),
     )
     zone(options.timezone)  # an unknown zone is a usage error before anything connects
+    if litellm_version:
+        from auditor.eras import parse_version
+
+        parse_version(litellm_version)  # a usage error before anything connects
     redis_target = redis_from(redis_url)
     redis = RedisSource(redis_target, redis_optional) if redis_target is not None else None
     if redis is not None:
@@ -318,15 +333,18 @@ def scan_session(db, config, redis_url, *, now=None, since=None, until=None, key
             if not caps.has_spend_logs:
                 raise not_litellm(target)
             key_rows = queries.keys(conn, caps)
+            era = detect_deployment_era(conn, caps, litellm_version, client=redis.client if redis is not None else None)
             source = {
                 "dialect": caps.dialect,
                 "database": target.masked,
                 "litellm_version": caps.describe_version(),
                 "config": config_path,
                 "redis": redis_target.masked if redis_target else None,
+                "era": era.as_record(),
             }
             yield ScanSession(conn, caps, load_catalogue(conn, caps, loaded, key_rows), options, key_rows, source, redis,
-                             loaded.warnings if loaded else ())
+                             loaded.warnings if loaded else (), era)
     finally:
         if redis is not None:
             redis.close()
+

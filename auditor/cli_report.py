@@ -18,6 +18,7 @@ import typer
 from auditor.cli_common import (
     ConfigOption,
     DbOption,
+    LiteLLMVersionOption,
     RedisOption,
     RedisOptionalOption,
     err,
@@ -102,6 +103,7 @@ def report(
     webhook: Annotated[Optional[str], typer.Option("--webhook", help='POST {"text": ...} (Slack-compatible) here when new error findings appear; 5 s timeout, one retry.', show_default=False)] = None,
     incremental: Annotated[bool, typer.Option("--incremental", help="Resume from the previous run's checkpoint: read only spend logs that ended since its cut. Falls back to a full scan (and says why) when the checkpoint cannot be reused.")] = False,
     lookback: Annotated[str, typer.Option("--lookback", help='How late a spend log may be written and still be read: the checkpoint is cut this long before the newest "startTime".')] = "1h",
+    litellm_version: LiteLLMVersionOption = None,
 ) -> None:
     """Run a scan and write it as dated report files: JSON, Markdown and a self-contained HTML page.
 
@@ -152,7 +154,8 @@ def report(
         increment = checkpoint.Increment(lookback=lookback_delta, requested=incremental,
                                          previous=recorded.checkpoint() if incremental else None)
         result, options = _scan(db, config, redis_url, since, until, now, tolerance, window_slack, settle, statement_timeout,
-                                timezone, progress=not quiet, redis_optional=redis_optional, increment=increment)
+                                timezone, progress=not quiet, redis_optional=redis_optional, increment=increment,
+                                litellm_version=litellm_version)
         if not quiet:
             for why in (increment.fallback and f"full scan instead of incremental: {increment.fallback}", increment.not_stored):
                 if why:
@@ -275,7 +278,7 @@ history_command = history
 
 
 def _scan(db, config, redis_url, since, until, now, tolerance, window_slack, settle, statement_timeout, timezone, *,
-          progress: bool, redis_optional: bool = False, increment=None):
+          progress: bool, redis_optional: bool = False, increment=None, litellm_version: str | None = None):
     """The scan exactly as `auditor scan` runs it, returning the result and its options."""
     from contextlib import nullcontext
 
@@ -284,5 +287,6 @@ def _scan(db, config, redis_url, since, until, now, tolerance, window_slack, set
     with scan_session(
         db, config, redis_url, now=now, since=since, until=until, tolerance=tolerance, window_slack=window_slack,
         settle=settle, timezone=timezone, statement_timeout=statement_timeout, redis_optional=redis_optional,
+        litellm_version=litellm_version,
     ) as session, (progress_bar() if progress else nullcontext()) as advance:
         return session.scan(advance, increment=increment), session.options

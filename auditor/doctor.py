@@ -49,7 +49,7 @@ def database_checks(report: DoctorReport, conn: Connection, caps: Capabilities) 
     report.add(
         "LiteLLM tables",
         OK if not missing else INFO,
-        f"{len(caps.columns)} of {len(TABLES)} found" + (f"; absent: {', '.join(missing)}" if missing else ""),
+        f"{len(TABLES) - len(missing)} of {len(TABLES)} found" + (f"; absent: {', '.join(missing)}" if missing else ""),
     )
     report.add("LiteLLM version", INFO, caps.describe_version())
     if not caps.has_column("LiteLLM_SpendLogs", "status"):
@@ -105,29 +105,48 @@ def config_checks(report: DoctorReport, config_path: str | None, origin: str) ->
         report.add("LiteLLM config", WARN, warning)
 
 
-def redis_checks(report: DoctorReport, target) -> None:
+def redis_checks(report: DoctorReport, target) -> list[str] | None:
+    """Redis reachable and readable; returns the limiter's key names it holds (None when not read)."""
     from auditor.redis_store import connect_redis, scan_keys
 
     if target is None:
         report.add("Redis", INFO, "not configured: Redis counters are not audited (--redis URL or REDIS_URL)")
-        return
+        return None
     try:
         client = connect_redis(target)
     except AuditorError as err:
         report.add("Redis", FAIL, str(err), "check --redis / REDIS_URL, or leave Redis out to audit the database only")
-        return
+        return None
     from redis import RedisError
 
     from auditor.redis_store import redis_error_text
 
     with client:
         try:
-            counters = sum(1 for _ in scan_keys(client))
+            keys = list(scan_keys(client))
         except (RedisError, OSError) as err:  # answered PING, then failed or stopped answering
             report.add("Redis", FAIL, f"{target.masked} ({target.origin}) answered PING but not SCAN: {redis_error_text(target, err)}",
                        "check the server, or its ACL allows SCAN and MGET")
-            return
-    report.add("Redis", OK, f"{target.masked} ({target.origin}): {counters:,} LiteLLM per-model counter keys")
+            return None
+    report.add("Redis", OK, f"{target.masked} ({target.origin}): {len(keys):,} LiteLLM per-model counter keys")
+    return keys
+
+
+def era_checks(report: DoctorReport, conn: Connection, caps: Capabilities, redis_keys: list[str] | None,
+               litellm_version: str | None) -> None:
+    """The LiteLLM era a scan will assume (auditor.eras), its counter layout in words, and the evidence."""
+    from auditor.capabilities import detect_deployment_era
+
+    found = detect_deployment_era(conn, caps, litellm_version, redis_keys=redis_keys or ())
+    sure = found.certain and not found.disputed
+    report.add("LiteLLM era", OK if sure else WARN, f"{found.era.name} ({found.origin}: {found.version})",
+               None if sure else "pass --litellm-version X.Y.Z (the proxy's release) to scan, report and backfill"
+               + (": the one given disagrees with the database" if found.disputed else ""))
+    report.add("counter layout", INFO, found.era.layout())
+    if found.era.note:
+        report.add("counter layout", INFO, found.era.note)
+    for line in found.evidence:
+        report.add("era evidence", INFO, line)
 
 
 def scan_columns(caps: Capabilities) -> dict[str, set[str]]:
