@@ -68,17 +68,24 @@ KEYS = [
     # A wildcard route: the requested name is the counter's name.
     {"token": token_hash("sk-wild"), "key_alias": "wild",
      "model_max_budget": {"anthropic/claude-3-haiku-20240307": {"budget_limit": 0.004, "time_period": "1d"}}},
+    # The same two durations with traffic that keeps the day's start key alive past the hour: the hour entry's
+    # charges open new windows on it and move the start the day entry is measured from.
+    {"token": token_hash("sk-mixed"), "key_alias": "mixed",
+     "model_max_budget": {"gpt-4o": {"budget_limit": 0.03, "time_period": "1d"},
+                          "gpt-4o-mini": {"budget_limit": 0.0015, "time_period": "1h"}}},
     # 0 is "unlimited" before 1.99 (it blocks from 1.99 on).
     {"token": token_hash("sk-zero"), "key_alias": "zero", "model_max_budget": {"gpt-4o": {"budget_limit": 0, "time_period": "1d"}}},
 ]
 END_USERS = [{"user_id": "cust-1", "model_max_budget": {"gpt-4o-mini": {"budget_limit": 0.003, "time_period": "1d"}}}]
 
-# (key alias, requested model, end user or None, how many requests, mean gap in minutes)
+# (key alias, requested model, end user or None, how many requests, mean gap in minutes, first one after minutes)
 TRAFFIC = [
-    ("research", "gpt-4o", None, 40, 35.0),
-    ("research", "gpt-4o-mini", "cust-1", 45, 9.0),
-    ("wild", "anthropic/claude-3-haiku-20240307", None, 30, 40.0),
-    ("zero", "gpt-4o", None, 8, 90.0),
+    ("research", "gpt-4o", None, 40, 35.0, 0),
+    ("research", "gpt-4o-mini", "cust-1", 45, 9.0, 0),
+    ("wild", "anthropic/claude-3-haiku-20240307", None, 30, 40.0, 0),
+    ("zero", "gpt-4o", None, 8, 90.0, 0),
+    ("mixed", "gpt-4o", None, 14, 170.0, 0),
+    ("mixed", "gpt-4o-mini", None, 24, 75.0, 30),  # after the day entry's charge created the start key
 ]
 COSTS = {  # per token, from the cost map: tokens are drawn so a few requests cross each cap
     "gpt-4o": ((400, 2500), (80, 700)),
@@ -133,13 +140,14 @@ class Capture(CustomLogger):
 def plan_requests(rng: random.Random) -> list[dict]:
     by_alias = {k["key_alias"]: k for k in KEYS}
     requests = []
-    for alias, model, end_user, count, gap in TRAFFIC:
-        moment = T0 + timedelta(minutes=rng.uniform(0, 20))
+    for alias, model, end_user, count, gap, offset in TRAFFIC:
+        moment = T0 + timedelta(minutes=offset + rng.uniform(0, 20))
         for n in range(count):
             if n == count // 2:
                 moment += timedelta(hours=26)  # an idle day: every window of this key lapses
             took = timedelta(seconds=rng.choice([1.5, 3.0, 8.0, 20.0, 95.0]))
             (pin, pout), (cin, cout) = COSTS[model]
+            moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)  # milliseconds, as the ledger stores them
             requests.append({
                 "key": by_alias[alias], "model": model, "end_user": end_user, "start": moment, "end": moment + took,
                 "prompt_tokens": rng.randint(pin, pout), "completion_tokens": rng.randint(cin, cout),

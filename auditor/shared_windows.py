@@ -1,0 +1,207 @@
+"""LiteLLM's limiter before 1.99, replayed for one entity: one start key shared by all of its counters.
+
+Before 1.99 (router_strategy/budget_limiter.py `_increment_spend_for_key`, on the proxy's in-memory DualCache) a
+key or end user has ONE start key, `virtual_key_budget_start_time:{hash}` (issue #33326), and one counter per
+(model name, duration). A charge on any model reads the start key, creating it (TTL = that entry's duration) when
+it is absent or expired; when more than that entry's duration has passed since it, the charge opens a new window:
+its counter is set to the charge and the start key to now. Otherwise the counter is incremented (created with the
+window's remaining seconds as TTL). LiteLLM's InMemoryCache only sets a TTL on a key that has none or whose TTL has
+run out, so a reset never extends a live key: a counter lives until its first TTL ends, and a start key reset by
+a short entry still expires when its first, longer TTL says. The pre-call check reads the counter as it stands
+(an expired one is gone: 0). This module replays exactly that, so windows shared across an entity's models, and
+what each check read, come out as LiteLLM had them. Pure: charges in, counter lives and check values out.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from auditor.durations import Duration
+from auditor.windows import DEFAULT_LOOKBACK, Window
+
+
+def seconds_of(duration: Duration, at: datetime) -> int:
+    """`duration_in_seconds` before 1.99: whole seconds; a month counts from `at` as the calendar does."""
+    if duration.seconds is not None:
+        return int(duration.seconds)
+    return int((duration.end_of_window(at) - at).total_seconds())
+
+
+@dataclass(slots=True)
+class _Cell:
+    """One cache key: its value and the instant its TTL ends (the key reads as absent after it)."""
+
+    value: float
+    expires: datetime
+
+    def live(self, at: datetime) -> bool:
+        return not at > self.expires
+
+
+@dataclass(slots=True)
+class _Life:
+    """One counter from the moment it was created (or reset) until its TTL ended or a new window reset it."""
+
+    start: datetime
+    expires: datetime
+    spend: float = 0.0
+    requests: int = 0
+    leaks: int = 0
+    leak_spend: float = 0.0
+
+    def window(self, end: datetime) -> Window:
+        return Window(self.start, end, self.spend, self.requests, self.leaks, self.leak_spend)
+
+
+@dataclass
+class _Counter:
+    cell: _Cell | None = None
+    life: _Life | None = None
+    lives: list[Window] = field(default_factory=list)
+    # What a read returned over time, within the lookback: (instant, value from then on, expiry of that value).
+    times: list[datetime] = field(default_factory=list)
+    values: list[tuple[float, datetime]] = field(default_factory=list)
+
+
+class SharedStartReplay:
+    """One entity's counters and its shared start key, fed charges in `end_time` order.
+
+    `charge` applies one successful request exactly as the pre-1.99 success hook does; `read` gives what the
+    pre-call check read for a counter at an earlier or equal instant (0.0 when absent or expired), from the
+    history kept for `lookback` behind the latest charge (DEFAULT_LOOKBACK, as the window tracker).
+    """
+
+    def __init__(self, *, lookback: timedelta | None = DEFAULT_LOOKBACK) -> None:
+        self.start: _Cell | None = None
+        self.counters: dict[tuple[str, str], _Counter] = {}
+        self._lookback = lookback
+        self._last: datetime | None = None
+
+    # -- the pre-call check
+
+    def read(self, name: str, duration: str, at: datetime) -> float:
+        """The counter `{prefix}:{entity}:{name}:{duration}` as a check at `at` read it (0.0: absent or expired)."""
+        counter = self.counters.get((name, duration))
+        if counter is None:
+            return 0.0
+        index = bisect_right(counter.times, at) - 1
+        if index < 0:
+            return 0.0
+        value, expires = counter.values[index]
+        return value if not at > expires else 0.0
+
+    def read_first(self, names: tuple[str, ...], duration: str, at: datetime) -> float:
+        """LiteLLM's lookup order: the first of `names` present at `at` (the requested model, then its last segment)."""
+        for name in names:
+            counter = self.counters.get((name, duration))
+            if counter is None:
+                continue
+            index = bisect_right(counter.times, at) - 1
+            if index >= 0:
+                value, expires = counter.values[index]
+                if not at > expires:
+                    return value
+        return 0.0
+
+    # -- the success hook
+
+    def charge(self, at: datetime, name: str, duration: Duration, cost: float, *, leaked: bool = False) -> None:
+        """A successful request's cost charged at `at` to the counter (name, duration.raw); `leaked`: its check
+        should have refused it (counted in the life it lands in)."""
+        if self._last is not None and at < self._last:
+            raise ValueError(f"charges must come in end_time order: {at.isoformat()} after {self._last.isoformat()}")
+        self._last = at
+        ttl = seconds_of(duration, at)
+        if self.start is None or not self.start.live(at):
+            self.start = _Cell(_epoch(at), at + timedelta(seconds=ttl))  # _get_or_set_budget_start_time
+        started = self.start.value
+        counter = self.counters.setdefault((name, duration.raw), _Counter())
+        elapsed = _epoch(at) - started
+        if elapsed > ttl:  # _handle_new_budget_window: counter := cost, start := now; live TTLs stay as they were
+            self._set(counter, at, cost, ttl, reset=True)
+            self.start = _Cell(_epoch(at), self.start.expires)  # live here: read (or created) just above
+        else:  # _increment_spend_in_current_window: TTL = the window's remaining whole seconds, if the key is new
+            current = counter.cell.value if counter.cell is not None and counter.cell.live(at) else 0.0
+            self._set(counter, at, current + cost, int(ttl - elapsed), reset=False)
+        life = counter.life
+        life.spend += cost
+        life.requests += 1
+        if leaked:
+            life.leaks += 1
+            life.leak_spend += cost
+        self._trim(counter, at)
+
+    def _set(self, counter: _Counter, at: datetime, value: float, ttl: int, *, reset: bool) -> None:
+        """InMemoryCache.set_cache: the value always; the TTL only when the key has none or it has run out."""
+        if counter.cell is not None and counter.cell.live(at):
+            expires = counter.cell.expires
+            if reset:  # a new window on a live key: same TTL, a new life from here
+                counter.lives.append(counter.life.window(at))
+                counter.life = _Life(at, expires)
+        else:
+            expires = at + timedelta(seconds=ttl)
+            if counter.life is not None:
+                counter.lives.append(counter.life.window(counter.life.expires))
+            counter.life = _Life(at, expires)
+        counter.cell = _Cell(value, expires)
+        counter.times.append(at)
+        counter.values.append((value, expires))
+
+    def _trim(self, counter: _Counter, at: datetime) -> None:
+        if self._lookback is None or len(counter.times) < 64:
+            return
+        keep = bisect_right(counter.times, at - self._lookback) - 1
+        if keep > len(counter.times) // 2:
+            del counter.times[:keep]
+            del counter.values[:keep]
+
+    # -- results
+
+    def windows(self, name: str, duration: str) -> list[Window]:
+        """Every life of one counter, oldest first; the one still cached ends where its TTL does."""
+        counter = self.counters.get((name, duration))
+        if counter is None:
+            return []
+        lives = list(counter.lives)
+        if counter.life is not None:
+            lives.append(counter.life.window(counter.life.expires))
+        return lives
+
+    def cached(self, name: str, duration: str, at: datetime) -> tuple[float, datetime] | None:
+        """What the cache holds for the counter at `at` (value, expiry), or None when absent or expired."""
+        counter = self.counters.get((name, duration))
+        if counter is None or counter.cell is None or not counter.cell.live(at):
+            return None
+        return counter.cell.value, counter.cell.expires
+
+    def start_key(self, at: datetime) -> tuple[float, datetime] | None:
+        """The entity's start key at `at` (epoch seconds, expiry), or None when absent or expired."""
+        if self.start is None or not self.start.live(at):
+            return None
+        return self.start.value, self.start.expires
+
+
+def replay_checked(replay: SharedStartReplay, charges, place: Callable, blocks: Callable[[float, float | None], bool]):
+    """Feed an entity's charges (sorted by end_time) through `replay`, judging each at its start as the check did.
+
+    `place(charge)` gives (counter name, read names, entry) or None for a charge no entry governs; `blocks(spend,
+    limit)` is the era's comparison. A charge whose check read a blocking value is charged as leaked."""
+    for charge in charges:
+        placed = place(charge)
+        if placed is None:
+            continue
+        name, read_names, entry = placed
+        judged_at = min(charge.start_time, charge.end_time)
+        leaked = blocks(replay.read_first(read_names, entry.duration.raw, judged_at), entry.limit)
+        replay.charge(charge.end_time, name, entry.duration, charge.spend, leaked=leaked)
+    return replay
+
+
+def _epoch(moment: datetime) -> float:
+    return (moment - _EPOCH).total_seconds()
+
+
+_EPOCH = datetime(1970, 1, 1)

@@ -1,0 +1,150 @@
+"""The pre-1.99 limiter replay (auditor/shared_windows.py) against what LiteLLM 1.83.7 and 1.90.7 themselves did.
+
+tests/eras/*.json were recorded by those releases' own router, spend-log writer and limiter (tests/eras/record.py).
+Replaying every request of a fixture in time order, with the counter names its era writes and reads, must block
+exactly the requests that release blocked and end with exactly the counters and start keys its cache held.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from auditor.budgets import BudgetEntry, parse_model_max_budget
+from auditor.durations import parse_duration
+from auditor.eras import DEPLOYMENT, era_of, parse_version
+from auditor.shared_windows import SharedStartReplay, replay_checked, seconds_of
+from auditor.windows import Charge
+
+FIXTURES = Path(__file__).parent / "eras"
+
+
+def load(version: str) -> dict:
+    return json.loads((FIXTURES / f"litellm-{version}.json").read_text())
+
+
+def when(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def entry_for(entries: dict, name: str):
+    """Before 1.99 a model finds its entry by its exact name, else its last `/` segment."""
+    found = entries.get(name) or entries.get(name.rsplit("/", 1)[-1])
+    return found if isinstance(found, BudgetEntry) else None
+
+
+def play(data: dict):
+    """Every request of the fixture through one replay per key and per end user, as the proxy ran them."""
+    era = era_of(parse_version(data["litellm_version"]))
+    budgets = {("key", k["token"]): parse_model_max_budget(k["model_max_budget"]) for k in data["keys"]}
+    budgets.update({("end_user", u["user_id"]): parse_model_max_budget(u["model_max_budget"]) for u in data["end_users"]})
+    replays = {entity: SharedStartReplay(lookback=None) for entity in budgets}
+    attempts = [("ok", r, r["model_group"] or r["model"], r["end_user"] or None) for r in data["spend_logs"]]
+    attempts += [("blocked", b, b["model"], b["end_user"]) for b in data["blocked"]]
+    events = sorted([(when(row["startTime"]), 0, i) for i, (_, row, _, _) in enumerate(attempts)]
+                    + [(when(row["endTime"]), 1, i) for i, (kind, row, _, _) in enumerate(attempts) if kind == "ok"])
+    blocked = {}
+    for moment, kind, index in events:
+        _, row, requested, end_user = attempts[index]
+        entities = [("key", row["api_key"])] + ([("end_user", end_user)] if end_user else [])
+        if kind == 0:
+            for entity in entities:
+                entry = entry_for(budgets[entity], requested)
+                if entry is None or not era.enforced(entry.limit):
+                    continue
+                spend = replays[entity].read_first(era.read_names(requested, entry.name), entry.duration.raw, moment)
+                if era.blocks(spend, entry.limit):
+                    blocked[row["request_id"]] = entity[0]
+                    break
+            continue
+        written = row["model"] if era.written == DEPLOYMENT else requested
+        for entity in entities:
+            entry = entry_for(budgets[entity], written)  # the write path resolves the entry from its own name
+            if entry is not None:
+                replays[entity].charge(moment, written, entry.duration, row["spend"])
+    return era, replays, blocked
+
+
+@pytest.mark.parametrize("version", ["1.83.7", "1.90.7"])
+def test_the_replay_blocks_exactly_what_litellm_blocked(version):
+    data = load(version)
+    _, _, blocked = play(data)
+    assert blocked == {b["request_id"]: b["scope"] for b in data["blocked"]}
+    assert len(blocked) > 10  # the fixture exercises the check
+
+
+@pytest.mark.parametrize("version", ["1.83.7", "1.90.7"])
+def test_the_replay_ends_with_the_counters_and_start_keys_litellm_held(version):
+    data = load(version)
+    _, replays, _ = play(data)
+    now = when(data["now"])
+    held = {name: (cell["value"], when(cell["expires_at"])) for name, cell in data["memory"].items() if when(cell["expires_at"]) >= now}
+    ours = {}
+    for (scope, entity), replay in replays.items():
+        spend_prefix, start_prefix = (("virtual_key_spend", "virtual_key_budget_start_time") if scope == "key"
+                                      else ("end_user_model_spend", "end_user_budget_start_time"))
+        if (start := replay.start_key(now)) is not None:
+            ours[f"{start_prefix}:{entity}"] = start
+        for name, duration in replay.counters:
+            if (cached := replay.cached(name, duration, now)) is not None:
+                ours[f"{spend_prefix}:{entity}:{name}:{duration}"] = cached
+    assert sorted(ours) == sorted(held)
+    for name, (value, expires) in held.items():
+        assert ours[name][0] == pytest.approx(value, abs=1e-9), name
+        assert abs((ours[name][1] - expires).total_seconds()) < 0.002, name
+
+
+def test_1_83_7_leaks_that_the_intended_counter_would_have_stopped():
+    """Judged with the counter 1.83.7 meant to read (named after the requested model), its research key's gpt-4o
+    requests after the day's cap would have been refused; LiteLLM let every one through (the #25549 bug)."""
+    data = load("1.83.7")
+    era = era_of(parse_version(data["litellm_version"]))
+    research = next(k for k in data["keys"] if k["key_alias"] == "research")
+    entries = parse_model_max_budget(research["model_max_budget"])
+    rows = sorted((r for r in data["spend_logs"] if r["api_key"] == research["token"]), key=lambda r: r["endTime"])
+    charges = [(Charge(when(r["startTime"]), when(r["endTime"]), r["spend"]), r["model_group"]) for r in rows]
+
+    def place(item):
+        charge, requested = item
+        entry = entry_for(entries, requested)
+        return None if entry is None else (requested, era.read_names(requested, entry.name), entry)
+
+    class Judged:  # what replay_checked reads of a charge
+        def __init__(self, item):
+            self.item, self.start_time, self.end_time, self.spend = item, item[0].start_time, item[0].end_time, item[0].spend
+
+    replay = replay_checked(SharedStartReplay(), [Judged(c) for c in charges], lambda j: place(j.item), era.blocks)
+    windows = replay.windows("gpt-4o", "1d")
+    assert sum(w.requests for w in windows) == sum(1 for _, m in charges if m == "gpt-4o")
+    assert sum(w.spend for w in windows) == pytest.approx(sum(c.spend for c, m in charges if m == "gpt-4o"))
+    leaked = [w for w in windows if w.requests_after_limit]
+    assert leaked and all(w.spend > 0.05 for w in leaked)
+    # each request leaked when the window open at its start already held more than $0.05 from requests that had
+    # ended by then: counted here from the rows and the windows' bounds alone
+    gpt = [c for c, m in charges if m == "gpt-4o"]
+    expected = 0
+    for charge in gpt:
+        window = next((w for w in windows if w.start <= charge.start_time < w.end), None)
+        if window is not None:
+            held = sum(c.spend for c in gpt if window.start <= c.end_time <= charge.start_time and c.end_time < window.end)
+            expected += held > 0.05
+    assert sum(w.requests_after_limit for w in windows) == expected > 10
+
+def test_a_short_entry_restarts_the_window_a_long_one_is_measured_in():
+    """The issue-#33326 behaviour: one start key per key. A charge on the hour entry after more than an hour opens a
+    new window, and resets the start key the day entry's counter is measured against."""
+    hour, day = parse_duration("1h"), parse_duration("1d")
+    t0 = datetime(2026, 3, 2, 8)
+    replay = SharedStartReplay()
+    replay.charge(t0, "gpt-4o", day, 1.0)  # start key created with the day's TTL
+    replay.charge(t0 + timedelta(minutes=90), "gpt-4o-mini", hour, 0.5)  # 90 min > 1 h: a new window, start := now
+    assert replay.start_key(t0 + timedelta(minutes=91))[0] == (t0 + timedelta(minutes=90) - datetime(1970, 1, 1)).total_seconds()
+    # the reset kept the start key's first TTL (a day, not the hour entry's): alive at 3 h, gone after a day
+    assert replay.start_key(t0 + timedelta(hours=2, minutes=59)) is not None
+    assert replay.start_key(t0 + timedelta(days=1, seconds=1)) is None
+    replay.charge(t0 + timedelta(hours=3), "gpt-4o", day, 2.0)  # within a day of the new start: the same counter grows
+    assert replay.cached("gpt-4o", "1d", t0 + timedelta(hours=3)) == (3.0, t0 + timedelta(days=1))
+    assert seconds_of(parse_duration("1mo"), datetime(2026, 2, 1)) == 28 * 86400
