@@ -15,7 +15,7 @@ what each check read, come out as LiteLLM had them. Pure: charges in, counter li
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -184,20 +184,54 @@ class SharedStartReplay:
         return self.start.value, self.start.expires
 
 
-def replay_checked(replay: SharedStartReplay, charges, place: Callable, blocks: Callable[[float, float | None], bool]):
-    """Feed an entity's charges (sorted by end_time) through `replay`, judging each at its start as the check did.
+def requested_name(model: str, model_group: str) -> str:
+    """The name a pre-1.99 limiter charges and checks: the model group (what was requested), else the logged model."""
+    return model_group or model
 
-    `place(charge)` gives (counter name, read names, entry) or None for a charge no entry governs; `blocks(spend,
-    limit)` is the era's comparison. A charge whose check read a blocking value is charged as leaked."""
-    for charge in charges:
-        placed = place(charge)
-        if placed is None:
-            continue
-        name, read_names, entry = placed
+
+def entry_by_name(name: str, entries: Mapping[str, object]):
+    """Before 1.99 a model finds its entry by its exact name, else its last `/` segment; nothing else (no globs,
+    access groups or Bedrock candidates). None when neither is a usable entry."""
+    found = entries.get(name)
+    if found is None and "/" in name:
+        found = entries.get(name.rsplit("/", 1)[-1])
+    return found if hasattr(found, "duration") else None
+
+
+class EntityReplay:
+    """One key's or end user's charges as its pre-1.99 limiter counted them, with counters named after the model as
+    requested: the counter the pre-call check reads. (1.82-1.83.7 charged the deployment string instead, so its checks
+    read nothing; counted this way the requests that bug let through are the ones judged after the limit.)"""
+
+    def __init__(self, era, entries: Mapping[str, object], *, lookback: timedelta | None = DEFAULT_LOOKBACK) -> None:
+        self.era = era
+        self.entries = entries
+        self.replay = SharedStartReplay(lookback=lookback)
+        self.lookback = lookback
+        self.names: dict[str, set[tuple[str, str]]] = {}  # entry name -> the counters (name, duration) charged under it
+        self._placed: dict[str, object] = {}
+
+    def add(self, charge) -> tuple[str, object] | None:
+        """Charge one request (anything with start_time, end_time, spend, model, model_group); returns (counter name,
+        entry), or None when no entry governs it."""
+        name = requested_name(charge.model, charge.model_group)
+        entry = self._placed.get(name, False)
+        if entry is False:
+            entry = self._placed[name] = entry_by_name(name, self.entries)
+        if entry is None:
+            return None
         judged_at = min(charge.start_time, charge.end_time)
-        leaked = blocks(replay.read_first(read_names, entry.duration.raw, judged_at), entry.limit)
-        replay.charge(charge.end_time, name, entry.duration, charge.spend, leaked=leaked)
-    return replay
+        if self.lookback is not None:
+            judged_at = max(judged_at, charge.end_time - self.lookback)
+        read = self.replay.read_first(self.era.read_names(name, entry.name), entry.duration.raw, judged_at)
+        self.replay.charge(charge.end_time, name, entry.duration, charge.spend, leaked=self.era.blocks(read, entry.limit))
+        self.names.setdefault(entry.name, set()).add((name, entry.duration.raw))
+        return name, entry
+
+    def windows(self) -> dict[str, list[Window]]:
+        """Each entry's windows: the lives of every counter charged under it, oldest first."""
+        return {entry: sorted((w for counter in sorted(counters) for w in self.replay.windows(*counter)), key=lambda w: w.start)
+                for entry, counters in self.names.items()}
 
 
 def _epoch(moment: datetime) -> float:

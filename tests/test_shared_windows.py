@@ -16,8 +16,7 @@ import pytest
 from auditor.budgets import BudgetEntry, parse_model_max_budget
 from auditor.durations import parse_duration
 from auditor.eras import DEPLOYMENT, era_of, parse_version
-from auditor.shared_windows import SharedStartReplay, replay_checked, seconds_of
-from auditor.windows import Charge
+from auditor.shared_windows import EntityReplay, SharedStartReplay, seconds_of
 
 FIXTURES = Path(__file__).parent / "eras"
 
@@ -97,41 +96,67 @@ def test_the_replay_ends_with_the_counters_and_start_keys_litellm_held(version):
         assert abs((ours[name][1] - expires).total_seconds()) < 0.002, name
 
 
-def test_1_83_7_leaks_that_the_intended_counter_would_have_stopped():
-    """Judged with the counter 1.83.7 meant to read (named after the requested model), its research key's gpt-4o
-    requests after the day's cap would have been refused; LiteLLM let every one through (the #25549 bug)."""
-    data = load("1.83.7")
+class Row:
+    """A fixture row as the scan streams it."""
+
+    def __init__(self, row: dict) -> None:
+        self.start_time, self.end_time = when(row["startTime"]), when(row["endTime"])
+        self.spend, self.model, self.model_group = row["spend"], row["model"], row["model_group"] or ""
+
+
+def audited(version: str) -> dict[tuple[str, str], dict]:
+    """Every key's and end user's windows as the scan rebuilds them for that era (EntityReplay)."""
+    data = load(version)
     era = era_of(parse_version(data["litellm_version"]))
-    research = next(k for k in data["keys"] if k["key_alias"] == "research")
-    entries = parse_model_max_budget(research["model_max_budget"])
-    rows = sorted((r for r in data["spend_logs"] if r["api_key"] == research["token"]), key=lambda r: r["endTime"])
-    charges = [(Charge(when(r["startTime"]), when(r["endTime"]), r["spend"]), r["model_group"]) for r in rows]
+    found = {}
+    holders = [("key", k["token"], k["model_max_budget"], "api_key") for k in data["keys"]]
+    holders += [("end_user", u["user_id"], u["model_max_budget"], "end_user") for u in data["end_users"]]
+    for scope, entity, budget, column in holders:
+        replay = EntityReplay(era, parse_model_max_budget(budget))
+        rows = sorted((r for r in data["spend_logs"] if r[column] == entity), key=lambda r: r["endTime"])
+        for row in rows:
+            replay.add(Row(row))
+        found[(scope, entity)] = replay.windows()
+    return found
 
-    def place(item):
-        charge, requested = item
-        entry = entry_for(entries, requested)
-        return None if entry is None else (requested, era.read_names(requested, entry.name), entry)
 
-    class Judged:  # what replay_checked reads of a charge
-        def __init__(self, item):
-            self.item, self.start_time, self.end_time, self.spend = item, item[0].start_time, item[0].end_time, item[0].spend
+def test_a_clean_1_90_7_deployment_leaked_nothing():
+    """1.90.7 enforced what it counted: rebuilt its way, no window admitted a request after its limit, though the
+    requests in flight when a limit was crossed overshot it."""
+    found = audited("1.90.7")
+    rows = load("1.90.7")["spend_logs"]
+    windows = [w for entries in found.values() for ws in entries.values() for w in ws]
+    assert sum(w.requests for w in windows) == len(rows) + sum(r["end_user"] == "cust-1" for r in rows)  # 81 + 13
+    assert sum(w.requests_after_limit for w in windows) == 0
+    assert any(w.spend > 0.05 for w in found[("key", KEY["research"])]["gpt-4o"])  # the crossing request overshot
 
-    replay = replay_checked(SharedStartReplay(), [Judged(c) for c in charges], lambda j: place(j.item), era.blocks)
-    windows = replay.windows("gpt-4o", "1d")
-    assert sum(w.requests for w in windows) == sum(1 for _, m in charges if m == "gpt-4o")
-    assert sum(w.spend for w in windows) == pytest.approx(sum(c.spend for c, m in charges if m == "gpt-4o"))
-    leaked = [w for w in windows if w.requests_after_limit]
-    assert leaked and all(w.spend > 0.05 for w in leaked)
-    # each request leaked when the window open at its start already held more than $0.05 from requests that had
-    # ended by then: counted here from the rows and the windows' bounds alone
-    gpt = [c for c, m in charges if m == "gpt-4o"]
+
+def test_the_1_83_7_leak_is_found_where_it_happened():
+    """1.83.7 charged openai/gpt-4o and checked gpt-4o: every routed key ran past its caps unblocked. Its wildcard
+    route, logged as requested, was enforced: no leak there."""
+    found = audited("1.83.7")
+    leaked = {(scope, entity[:6], entry): sum(w.requests_after_limit for w in ws)
+              for (scope, entity), entries in found.items() for entry, ws in entries.items()}
+    assert leaked[("key", KEY["research"][:6], "gpt-4o")] > 10 and leaked[("key", KEY["mixed"][:6], "gpt-4o-mini")] > 0
+    assert leaked[("end_user", "cust-1", "gpt-4o-mini")] > 10
+    assert leaked[("key", KEY["wild"][:6], "anthropic/claude-3-haiku-20240307")] == 0
+    assert leaked[("key", KEY["zero"][:6], "gpt-4o")] == 0  # a 0 cap is unlimited before 1.99
+    # each leak independently: the window open at the request's start already held more than the cap from requests
+    # that had ended by then (counted from the rows and the windows' bounds alone)
+    data = load("1.83.7")
+    rows = [Row(r) for r in data["spend_logs"] if r["api_key"] == KEY["research"] and r["model_group"] == "gpt-4o"]
+    windows = found[("key", KEY["research"])]["gpt-4o"]
     expected = 0
-    for charge in gpt:
-        window = next((w for w in windows if w.start <= charge.start_time < w.end), None)
+    for row in rows:
+        window = next((w for w in windows if w.start <= row.start_time < w.end), None)
         if window is not None:
-            held = sum(c.spend for c in gpt if window.start <= c.end_time <= charge.start_time and c.end_time < window.end)
+            held = sum(r.spend for r in rows if window.start <= r.end_time <= row.start_time)
             expected += held > 0.05
-    assert sum(w.requests_after_limit for w in windows) == expected > 10
+    assert leaked[("key", KEY["research"][:6], "gpt-4o")] == expected
+
+
+KEY = {k["key_alias"]: k["token"] for k in load("1.83.7")["keys"]}
+
 
 def test_a_short_entry_restarts_the_window_a_long_one_is_measured_in():
     """The issue-#33326 behaviour: one start key per key. A charge on the hour entry after more than an hour opens a
