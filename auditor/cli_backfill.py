@@ -512,8 +512,9 @@ def render_plan(planned, console, *, dry_run: bool, hide=None) -> None:
         return inert(shown(str(value)))
 
     layout = planned.layout
-    shape = ("entry-keyed counters, a start key per entry (LiteLLM 1.99+)" if layout.name == core.ENTRY_LAYOUT
-             else "alias-keyed counters, one start key per entity (LiteLLM 1.84–1.98)")
+    shape = {core.ENTRY_LAYOUT: "entry-keyed counters, a start key per entry (LiteLLM 1.99+)",
+             core.ALIAS_LAYOUT: "counters keyed by requested model, one start key per entity (LiteLLM 1.84–1.98)",
+             core.MEMORY_LAYOUT: "counters in worker memory, none to write (LiteLLM < 1.84)"}[layout.name]
     console.print(f"counter layout: {shape}; LiteLLM {clean(layout.version)} from {layout.origin}")
     for note in planned.notes:
         console.print(f"[dim]note: {clean(note)}[/]")
