@@ -1145,7 +1145,9 @@ def prepare(conn: Connection, caps: Capabilities, loaded_config, scan_options, c
     from auditor.capabilities import detect_deployment_era
 
     targets = frozenset(targets)
-    layout = layout_of(detect_deployment_era(conn, caps, litellm_version, client=client), litellm_version)
+    found = detect_deployment_era(conn, caps, litellm_version, client=client)
+    layout = layout_of(found, litellm_version)
+    scan_options = replace(scan_options, era=found.era.name)  # judged by the release that wrote the counters
     key_rows = queries.keys(conn, caps)
     catalogue = load_catalogue(conn, caps, loaded_config, key_rows)
     result = run_scan(conn, caps, catalogue, scan_options,

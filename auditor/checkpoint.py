@@ -137,6 +137,7 @@ def fingerprint(options, selected: tuple[str, ...] | None, caps, catalogue, hold
         "settle": options.settle.total_seconds(),
         "tolerance": options.tolerance,
         "retention": options.retention,
+        "era": options.era,
         "budgets": _digest(sorted(
             json.dumps([h.scope, h.entity_id, json_value(h.model_max_budget)], sort_keys=True, default=str) for h in holders
         )),
@@ -159,6 +160,7 @@ _WHY = {
     "settle": "--settle changed since the checkpoint ({old} s -> {new} s)",
     "tolerance": "--tolerance changed since the checkpoint ({old} -> {new})",
     "retention": "the config's spend-log retention changed since the checkpoint ({old} -> {new})",
+    "era": "the LiteLLM era judged by changed since the checkpoint ({old} -> {new}: an upgrade, or --litellm-version)",
     "budgets": "budgets changed since the checkpoint (a model_max_budget was edited, or an entity added or removed)",
     "catalogue": "the LiteLLM config or model table changed since the checkpoint",
     "schema": "LiteLLM's tables changed since the checkpoint (an upgrade?)",

@@ -286,6 +286,7 @@ def scan_session(db, config, redis_url, *, now=None, since=None, until=None, key
                  window_slack=1.0, settle=120.0, timezone=None, use_rollups=False, statement_timeout=None,
                  redis_optional=False, litellm_version=None) -> Iterator[ScanSession]:
     """Parse the shared scan options, resolve database/config/Redis, and open them: one way for every command."""
+    from dataclasses import replace
     from datetime import timedelta
     from pathlib import Path
 
@@ -342,6 +343,7 @@ def scan_session(db, config, redis_url, *, now=None, since=None, until=None, key
                 "redis": redis_target.masked if redis_target else None,
                 "era": era.as_record(),
             }
+            options = replace(options, era=era.era.name)  # the scan judges the deployment by the release that ran
             yield ScanSession(conn, caps, load_catalogue(conn, caps, loaded, key_rows), options, key_rows, source, redis,
                              loaded.warnings if loaded else (), era)
     finally:

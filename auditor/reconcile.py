@@ -89,7 +89,10 @@ def budget_findings(
     catalogue: Catalogue,
     logged_groups: Collection[str],
     options,
+    enforced=None,
 ) -> list[Finding]:
+    """Invalid and unenforceable entries, and windows over their limit. `enforced(limit)`: whether the era's limiter
+    enforces a cap at all (before 1.99 a 0 cap is unlimited); default: 1.99+'s BudgetEntry.enforced."""
     findings: list[Finding] = []
     names = {n for n in catalogue.served_names if GLOB not in n} | set(logged_groups)
     for (scope, token), kb in budgets.items():
@@ -106,13 +109,15 @@ def budget_findings(
                     budget_model=name, time_period=entry.duration.raw, budget_limit=entry.limit,
                     message=f"budget entry {name!r} governs no model this proxy serves or has logged, so it never applies",
                 ))
-            if not entry.enforced:  # still governs its models (and shadows later candidates), but caps nothing
+            if not (entry.enforced if enforced is None else enforced(entry.limit)):  # still governs its models, caps nothing
                 findings.append(Finding(
                     kind=INVALID_BUDGET, severity=ERROR, scope=scope, entity_id=token, entity_alias=_alias(kb),
                     budget_model=name, time_period=entry.duration.raw,
                     budget_limit=entry.limit if entry.limit is not None and math.isfinite(entry.limit) else None,
                     message=(f"budget entry {name!r} enforces nothing: its budget_limit is "
-                             f"{'null' if entry.limit is None else entry.limit!r} (LiteLLM 1.99+ enforces only a limit >= 0)"),
+                             f"{'null' if entry.limit is None else entry.limit!r} "
+                             + ("(LiteLLM 1.99+ enforces only a limit >= 0)" if enforced is None or enforced(0.0) else
+                                "(before 1.99 LiteLLM enforces only a limit > 0: 0 means no limit)")),
                 ))
                 continue
             groups = groups_by_entry.get((scope, token, name), set())

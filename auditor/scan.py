@@ -17,12 +17,13 @@ from operator import attrgetter
 
 from sqlalchemy import Connection
 
-from auditor import checkpoint, queries, reconcile
+from auditor import checkpoint, queries, reconcile, shared_windows
 from auditor.budgets import BudgetEntry, BudgetProblem, parse_model_max_budget
 from auditor.capabilities import Capabilities
 from auditor.catalogue import Catalogue
 from auditor.counters import Counter, expected_keys, loose_counter_key, parse_counter_key, rekey, scalar_counter_key
 from auditor.durations import shift_months
+from auditor.eras import PER_ENTITY, era_named
 from auditor.errors import AuditorError, InputError
 from auditor.findings import RowCounts, ScanResult
 from auditor.redact import is_raw_key
@@ -46,6 +47,7 @@ class ScanOptions:
     use_rollups: bool = False  # fill per-day history before the ledger from LiteLLM_DailyUserSpend
     default_end_user_budget: str | None = None  # litellm_settings.max_end_user_budget_id
     user_budget_on_team_keys: bool = False  # general_settings.apply_user_budget_to_team_keys
+    era: str | None = None  # auditor.eras.Era.name of the release that ran (None: the latest's rules)
 
 
 SCOPES = ("key", "team", "user", "end_user", "team_member")
@@ -184,11 +186,20 @@ def run_scan(
     if options.entity is not None:
         holders = [h for h in holders if (h.scope, h.entity_id) == options.entity]
     budgets = {(b.scope, b.entity_id): b for b in map(entity_budgets, holders)}
+    era = era_named(options.era) if options.era else None
+    era_notes: list[str] = []
+    if era is not None:  # only the scopes that release's limiter had
+        budgets, era_notes = shared_windows.in_era(budgets, era)
+    shared = era is not None and era.start_keys == PER_ENTITY  # before 1.99: one start key per key, replayed
     keys_entries = {b.entity_id: b.entries for b in budgets.values() if b.scope == "key"}
 
     counters = _database_counters(conn, caps)
     if redis_counters is not None:
         counters += redis_counters()
+    if era is not None and not era.counters_auditable:
+        era_notes.append(f"LiteLLM {era.name} keeps per-model counters in each worker's memory: Redis holds none of them, so only "
+                         "the ledger is audited" + (f" ({len(counters)} counters found were not written by it)" if counters else ""))
+        counters = []
     counters = rekey(counters, expected_keys(
         (b.scope, b.entity_id, name, entry.duration.raw) for b in budgets.values() for name, entry in b.entries.items()))
     read_source = _read_source(counters)  # from every counter: auditing one key does not move where LiteLLM reads
@@ -201,7 +212,10 @@ def run_scan(
         counters_by_entity[(counter.key.scope, counter.key.entity_id)].append(counter)
 
     resume, cut, bounds = None, None, (None, None, None)
-    if increment is not None:
+    if increment is not None and shared:
+        why = f"LiteLLM {era.name} shares one window start per key: its windows are rebuilt from the whole ledger every run"
+        increment.fallback, increment.not_stored = (why if increment.requested else None), why
+    elif increment is not None:
         resume, cut, bounds = _plan(conn, caps, catalogue, options, where, selected, holders, budgets, counters, increment)
     read = where if resume is None else replace(where, ended_from=resume.cut)
     first_paid: queries.PaidJobs | None = {} if cut is not None else None
@@ -230,8 +244,12 @@ def run_scan(
         else:
             after = queries.spend_groups(conn, caps, replace(where, ended_from=cut), state.jobs)
             state.groups = checkpoint.merge_groups(groups, minus=after)
-    windows, groups_by_entry = _windows(conn, caps, catalogue, resolutions, budgets, keys_entries, read, ledger, progress,
-                                        resume, state, options.window_slack)
+    if shared:
+        windows, groups_by_entry, replays = shared_windows.era_windows(
+            era, budgets, lambda scope, ids: queries.stream_charges(conn, caps, read, scope, ids), progress)
+    else:
+        windows, groups_by_entry = _windows(conn, caps, catalogue, resolutions, budgets, keys_entries, read, ledger, progress,
+                                            resume, state, options.window_slack)
 
     findings_scalar, scalar_notes = _scalar(conn, caps, holders, options, resume, state, redis_values)
 
@@ -240,12 +258,18 @@ def run_scan(
         for group in groups
         if (resolution := resolutions(group.model, group.model_group, group.model_id)).status == "resolved"
     }
-    findings = reconcile.budget_findings(budgets, windows, groups_by_entry, catalogue, logged_groups, options)
-    findings += reconcile.counter_findings(budgets, windows, counters_by_entity, ledger, resolutions, catalogue, options,
-                                           read_source=read_source)
+    findings = reconcile.budget_findings(budgets, windows, groups_by_entry, catalogue, logged_groups, options,
+                                         enforced=era.enforced if era is not None else None)
+    if shared:
+        findings += shared_windows.counter_findings(
+            budgets, replays, counters_by_entity, era, options, read_source,
+            miskeyed=lambda counter, entity_id, eb: reconcile._miskeyed(counter, entity_id, reconcile._alias(eb), eb, catalogue, resolutions))
+    else:
+        findings += reconcile.counter_findings(budgets, windows, counters_by_entity, ledger, resolutions, catalogue, options,
+                                               read_source=read_source)
     findings += reconcile.resolution_findings(groups, resolutions)
     findings += _alias_bypasses(conn, caps, catalogue, budgets, keys_entries, where)
-    notes = reconcile.model_spend_notes(key_rows)
+    notes = era_notes + reconcile.model_spend_notes(key_rows)
     findings += reconcile.model_spend_findings(key_rows, groups, resolutions, options, selected)
     findings += findings_scalar
     notes += scalar_notes

@@ -239,3 +239,130 @@ def _epoch(moment: datetime) -> float:
 
 
 _EPOCH = datetime(1970, 1, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The scan of a pre-1.99 deployment (called by scan.run_scan when the era keeps one start key per entity)
+
+REPLAYED_SCOPES = ("key", "end_user")  # the only scopes with per-model budgets before 1.99
+
+
+def era_windows(era, budgets: Mapping, stream: Callable, progress: Callable | None = None):
+    """Every key's and end user's windows, rebuilt by EntityReplay from `stream(scope, stream ids)` (charged rows in
+    (entity, end_time) order, as queries.stream_charges yields them). Returns (windows, groups_by_entry, replays)
+    keyed as the scan keys them: (scope, entity_id, entry name)."""
+    from itertools import groupby
+    from operator import attrgetter
+
+    windows: dict[tuple[str, str, str], list[Window]] = {}
+    groups_by_entry: dict[tuple[str, str, str], set[str]] = {}
+    replays: dict[tuple[str, str], EntityReplay] = {}
+    for scope in REPLAYED_SCOPES:
+        by_stream_id = {b.stream_id: b for b in budgets.values() if b.scope == scope and b.entries}
+        for entity_id, charges in groupby(stream(scope, sorted(by_stream_id)), key=attrgetter("entity_id")):
+            eb = budgets[(scope, entity_id)]
+            replay = replays[(scope, entity_id)] = EntityReplay(era, eb.entries)
+            seen = 0
+            for charge in charges:
+                seen += 1
+                replay.add(charge)
+            for entry, lives in replay.windows().items():
+                windows[(scope, entity_id, entry)] = lives
+                groups_by_entry[(scope, entity_id, entry)] = {name for name, _ in replay.names[entry]}
+            if progress is not None:
+                progress(seen)
+    return windows, groups_by_entry, replays
+
+
+def in_era(budgets: Mapping, era) -> tuple[dict, list[str]]:
+    """The per-model budgets the era's limiter enforces at all: scopes it did not have are left out, and said."""
+    scopes = set(era.scopes()) & (set(REPLAYED_SCOPES) if era.start_keys == "entity" else set(era.scopes()))
+    kept = {k: b for k, b in budgets.items() if b.scope in scopes}
+    dropped: dict[str, int] = {}
+    for b in budgets.values():
+        if b.scope not in scopes and (b.entries or b.problems):
+            dropped[b.scope] = dropped.get(b.scope, 0) + 1
+    notes = [f"LiteLLM {era.name} has no {scope.replace('_', ' ')} per-model budgets: {n} not audited"
+             for scope, n in sorted(dropped.items())]
+    return kept, notes
+
+
+def counter_findings(budgets: Mapping, replays: Mapping, counters_by_entity: Mapping, era, options, read_source, miskeyed) -> list:
+    """Counters of a 1.84-1.98 deployment (named after the model as requested, one start key per entity) against the
+    replay: each counter's value now (or before the last `settle`, which LiteLLM may not have pushed yet), and live
+    counters Redis lacks. Redis is only a copy there (each worker reads its own memory first), so drift is a warning.
+    `miskeyed(counter, entity_id, budgets)` builds the finding for a counter no entry reads."""
+    from auditor.findings import COUNTER_DRIFT, WARNING, Finding
+    from auditor.reconcile import _alias  # how reports show an entity, deleted keys labelled
+
+    findings = []
+    for (scope, entity_id), counters in sorted(counters_by_entity.items()):
+        eb = budgets.get((scope, entity_id))
+        replay = replays.get((scope, entity_id))
+        alias = _alias(eb)
+        seen = set()
+        for counter in counters:
+            name, duration = counter.key.budget_model, counter.key.duration
+            entry = entry_by_name(name, eb.entries) if eb is not None else None
+            if entry is None or entry.duration.raw != duration:
+                findings.append(miskeyed(counter, entity_id, eb))
+                continue
+            seen.add((name, duration))
+            now = _value_at(replay, name, duration, options.now)
+            settled = _value_at(replay, name, duration, options.now - options.settle)
+            cached = counter.value
+            if cached is not None and min(abs(cached - now), abs(cached - settled)) <= options.tolerance:
+                continue
+            life = _current_life(replay, name, duration, options.now)
+            findings.append(Finding(
+                kind=COUNTER_DRIFT, severity=WARNING, scope=scope, entity_id=entity_id, entity_alias=alias,
+                budget_model=entry.name, model_group=name, time_period=duration,
+                window_start=life.start if life else counter.window_start, window_end=life.end if life else None,
+                budget_limit=entry.limit, logged_spend=now, cached_spend=cached, counter_source=counter.source,
+                counter_key=counter.key.key,
+                message=(f"{counter.source} counter {counter.key.key} holds "
+                         + (f"${cached:,.4f}" if cached is not None else f"{counter.raw_value!r} (not a number)")
+                         + f" but LiteLLM {era.name}'s limiter, replayed over the ledger, holds ${now:,.4f}; Redis is a copy "
+                         "there (each worker enforces its own memory first)"),
+            ))
+        if read_source == "redis" and replay is not None:
+            findings += _missing(scope, entity_id, eb, replay, seen, options, era, alias)
+    for (scope, entity_id), replay in sorted(replays.items()):
+        if read_source == "redis" and (scope, entity_id) not in counters_by_entity:
+            findings += _missing(scope, entity_id, budgets[(scope, entity_id)], replay, set(), options, era, _alias(budgets[(scope, entity_id)]))
+    return findings
+
+
+def _missing(scope, entity_id, eb, replay: EntityReplay, seen, options, era, alias) -> list:
+    """Live counters the replay holds and Redis does not (LiteLLM pushed every increment there when it had Redis)."""
+    from auditor.counters import spend_key
+    from auditor.findings import COUNTER_DRIFT, WARNING, Finding
+
+    found = []
+    for entry_name, counters in sorted(replay.names.items()):
+        entry = eb.entries[entry_name]
+        for name, duration in sorted(counters - seen):
+            cached = replay.replay.cached(name, duration, options.now - options.settle)
+            if cached is None or cached[0] <= options.tolerance or replay.replay.cached(name, duration, options.now) is None:
+                continue
+            key = spend_key(scope, entity_id, name, duration)
+            life = _current_life(replay, name, duration, options.now)
+            found.append(Finding(
+                kind=COUNTER_DRIFT, severity=WARNING, scope=scope, entity_id=entity_id, entity_alias=alias, budget_model=entry_name,
+                model_group=name, time_period=duration, window_start=life.start if life else None, window_end=life.end if life else None,
+                budget_limit=entry.limit, logged_spend=cached[0], cached_spend=0.0, counter_source="redis", counter_key=key,
+                message=(f"no redis counter {key} while LiteLLM {era.name}'s limiter, replayed over the ledger, holds ${cached[0]:,.4f}: "
+                         "Redis is only a copy there (each worker enforces its own memory first)"),
+            ))
+    return found
+
+
+def _value_at(replay: EntityReplay | None, name: str, duration: str, at: datetime) -> float:
+    return 0.0 if replay is None else replay.replay.read(name, duration, at)
+
+
+def _current_life(replay: EntityReplay | None, name: str, duration: str, at: datetime) -> Window | None:
+    if replay is None:
+        return None
+    return next((w for w in reversed(replay.replay.windows(name, duration)) if w.start <= at < w.end), None)
+

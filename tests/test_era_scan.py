@@ -1,0 +1,139 @@
+"""`auditor scan` on deployments written by LiteLLM 1.83.7 and 1.90.7 themselves (tests/eras/*.json, recorded by
+tests/eras/record.py with those releases' own router, spend-log writer and limiter), judged by their era.
+
+A clean 1.90.7 deployment (Redis on, as enable_redis_auth_cache gives it) must give no false finding; 1.83.7's
+known leak (#25549: counters charged under the deployment, checked under the model requested) must be found.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from datetime import datetime
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from sqlalchemy import create_engine
+from typer.testing import CliRunner
+
+from auditor.capabilities import VERSION_MARKERS
+from auditor.cli import app
+from auditor.eras import parse_version
+from auditor.schema import budget_table, end_user_table, metadata, spend_logs, verification_token
+
+FIXTURES = Path(__file__).parent / "eras"
+SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "auditor" / "scan.schema.json").read_text())
+REDIS_URL = os.environ.get("AUDITOR_TEST_REDIS", "redis://127.0.0.1:6379/13")  # the db the redis_client fixture flushes
+runner = CliRunner()
+
+
+def load(version: str) -> dict:
+    return json.loads((FIXTURES / f"litellm-{version}.json").read_text())
+
+
+def when(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def deploy(data: dict, url: str, tmp_path) -> str:
+    """The fixture as LiteLLM's database holds it: keys (scalar spend = their ledger, as the spend writer keeps it),
+    the end user's budget, the spend rows. Returns the config path."""
+    rows = [{**r, "startTime": when(r["startTime"]), "endTime": when(r["endTime"]), "metadata": {}} for r in data["spend_logs"]]
+    keys = [{"token": k["token"], "key_alias": k["key_alias"], "model_max_budget": k["model_max_budget"],
+             "spend": math.fsum(r["spend"] for r in rows if r["api_key"] == k["token"])} for k in data["keys"]]
+    budgets = [{"budget_id": f"budget-{u['user_id']}", "model_max_budget": u["model_max_budget"], "created_by": "test",
+                "updated_by": "test"} for u in data["end_users"]]
+    end_users = [{"user_id": u["user_id"], "budget_id": f"budget-{u['user_id']}",
+                  "spend": math.fsum(r["spend"] for r in rows if r["end_user"] == u["user_id"])} for u in data["end_users"]]
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        metadata.create_all(conn)
+        conn.execute(verification_token.insert(), keys)
+        conn.execute(budget_table.insert(), budgets)
+        conn.execute(end_user_table.insert(), end_users)
+        conn.execute(spend_logs.insert(), rows)
+        as_released(conn, parse_version(data["litellm_version"]))
+    engine.dispose()
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(data["config"]))
+    return str(config)
+
+
+def as_released(conn, version) -> None:
+    """Drop what that release's schema did not have yet (the markers auditor dates a schema by)."""
+    for table, column, since in VERSION_MARKERS:
+        if parse_version(since) <= version:
+            continue
+        if column is None:
+            conn.exec_driver_sql(f'DROP TABLE "{table}"')
+        else:
+            conn.exec_driver_sql(f'ALTER TABLE "{table}" DROP COLUMN "{column}"')
+
+
+def scan(url: str, config: str, data: dict, *extra: str) -> dict:
+    result = runner.invoke(app, ["scan", "--db", url, "--config", config, "--now", data["now"] + "Z", "--format", "json",
+                                 "--fail-on", "never", *extra])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    jsonschema.validate(record, SCHEMA)
+    return record
+
+
+def counters(record: dict) -> list[dict]:
+    return [f for f in record["findings"] if f["kind"] in ("counter_drift", "miskeyed_counter")
+            and f["counter_source"] in ("redis", "budget_window_spend")]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def any_url(request) -> str:
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+
+
+@pytest.mark.redis
+def test_a_clean_1_90_7_deployment_gives_no_false_finding(any_url, tmp_path, redis_client):
+    data = load("1.90.7")
+    config = deploy(data, any_url, tmp_path)
+    now = when(data["now"])
+    for name, cell in data["redis"].items():
+        redis_client.set(name, cell["value"], px=int((when(cell["expires_at"]) - now).total_seconds() * 1000))
+    record = scan(any_url, config, data, "--redis", REDIS_URL)
+    era = record["source"]["era"]
+    assert (era["era"], era["origin"], era["certain"]) == ("1.84-1.98", "schema markers and counter keys", True)  # no flag needed
+    assert counters(record) == []
+    assert [f for f in record["findings"] if f["severity"] == "error"] == []
+    over = [f for f in record["findings"] if f["kind"] == "over_budget"]
+    assert over and all(f["requests_after_limit"] == 0 for f in over)  # only the crossing requests overshot
+    assert {f["kind"] for f in record["findings"]} <= {"over_budget"}
+
+
+def test_the_1_83_7_leak_is_found_and_its_counters_are_not_looked_for(any_url, tmp_path):
+    data = load("1.83.7")
+    config = deploy(data, any_url, tmp_path)
+    record = scan(any_url, config, data, "--litellm-version", "1.83.7")
+    keys = {k["key_alias"]: k["token"] for k in data["keys"]}
+    errors = [f for f in record["findings"] if f["severity"] == "error"]
+    assert errors and {f["kind"] for f in errors} == {"over_budget"}
+    leaked = {(f["scope"], f["entity_id"], f["budget_model"]) for f in errors}
+    assert leaked == {("key", keys["research"], "gpt-4o"), ("key", keys["research"], "gpt-4o-mini"),
+                      ("key", keys["mixed"], "gpt-4o"), ("key", keys["mixed"], "gpt-4o-mini"),
+                      ("end_user", "cust-1", "gpt-4o-mini")}
+    assert not any(f["entity_id"] in (keys["wild"], keys["zero"]) for f in record["findings"] if f["kind"] == "over_budget"
+                   and f["severity"] == "error")  # its wildcard route was enforced; a 0 cap is unlimited before 1.99
+    assert counters(record) == []
+    assert any("worker's memory" in note for note in record["notes"])
+    research = [f for f in errors if f["entity_id"] == keys["research"] and f["budget_model"] == "gpt-4o"]
+    assert sum(f["requests_after_limit"] for f in research) > 10
+
+
+def test_the_same_1_83_7_ledger_judged_by_1_110_rules_finds_other_windows(any_url, tmp_path):
+    """Why the era matters: 1.109+ rules (a window per entry, `>=`, 0 blocks) read the same rows differently."""
+    data = load("1.83.7")
+    config = deploy(data, any_url, tmp_path)
+    old = scan(any_url, config, data, "--litellm-version", "1.83.7")
+    new = scan(any_url, config, data, "--litellm-version", "1.110.2")
+    zero = next(k["token"] for k in data["keys"] if k["key_alias"] == "zero")
+    assert not any(f["entity_id"] == zero for f in old["findings"] if f["kind"] == "over_budget")
+    assert any(f["entity_id"] == zero and f["severity"] == "error" for f in new["findings"] if f["kind"] == "over_budget")
