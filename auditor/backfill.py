@@ -345,7 +345,7 @@ def _plan_counter(f: Finding, snapshot: Snapshot, options: PlanOptions, now: dat
         why = ("row missing: LiteLLM reads $0" if old["spend"] is None else "row differs from the ledger") + f"; {window}"
         return PlannedWrite(**base, action=SET, old=(old,), new=(new,), old_value=f.cached_spend, new_value=f.logged_spend,
                             ttl_seconds=None, stale=stale, why=why)
-    spend_key = parsed.key if layout.name == ENTRY_LAYOUT else f"{parsed.prefix}:{parsed.entity_id}:{f.budget_model}:{parsed.duration}"
+    spend_key = parsed.key  # 1.99+: named after the entry; 1.84-1.98: after the model as requested (the scan names it)
     old_spend = _redis_cell(snapshot, spend_key)
     new_spend = {"key": spend_key, "value": money_value(f.logged_spend), "expire_at_ms": end_ms}
     cells_old, cells_new = [old_spend], [new_spend]

@@ -137,3 +137,28 @@ def test_the_same_1_83_7_ledger_judged_by_1_110_rules_finds_other_windows(any_ur
     zero = next(k["token"] for k in data["keys"] if k["key_alias"] == "zero")
     assert not any(f["entity_id"] == zero for f in old["findings"] if f["kind"] == "over_budget")
     assert any(f["entity_id"] == zero and f["severity"] == "error" for f in new["findings"] if f["kind"] == "over_budget")
+
+
+@pytest.mark.redis
+def test_backfill_on_1_90_7_writes_the_counter_that_era_reads(sqlite_url, tmp_path, redis_client):
+    """A 1.90.7 key's Redis counter that lost increments: a warning (each worker enforces its own memory first), and
+    backfill plans that counter, under the name that era reads, back to the replay's value."""
+    data = load("1.90.7")
+    config = deploy(data, sqlite_url, tmp_path)
+    now = when(data["now"])
+    mixed = next(k["token"] for k in data["keys"] if k["key_alias"] == "mixed")
+    lagging = f"virtual_key_spend:{mixed}:gpt-4o:1d"
+    for name, cell in data["redis"].items():
+        value = "0.01" if name == lagging else cell["value"]
+        redis_client.set(name, value, px=int((when(cell["expires_at"]) - now).total_seconds() * 1000))
+    record = scan(sqlite_url, config, data, "--redis", REDIS_URL)
+    (drift,) = counters(record)
+    assert (drift["counter_key"], drift["severity"], drift["budget_model"], drift["cached_spend"]) == (lagging, "warning", "gpt-4o", 0.01)
+    assert drift["logged_spend"] == pytest.approx(float(data["redis"][lagging]["value"]))
+    result = runner.invoke(app, ["backfill", "--db", sqlite_url, "--config", config, "--redis", REDIS_URL, "--now", data["now"] + "Z",
+                                 "--format", "json"])
+    assert result.exit_code in (0, 1), result.output
+    plan = json.loads(result.stdout)
+    assert (plan["layout"]["name"], plan["layout"]["era"]) == ("alias", "1.84-1.98")
+    (write,) = [w for w in plan["writes"] + plan["skipped"] if w["target"] == "redis"]
+    assert write["keys"] == [lagging] and write["new_value"] == pytest.approx(drift["logged_spend"])

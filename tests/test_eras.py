@@ -217,7 +217,7 @@ def test_backfill_layout_follows_the_era():
 
 def test_backfill_writes_no_counter_for_a_detected_memory_era():
     from auditor.capabilities import Capabilities
-    from auditor.findings import COUNTER_DRIFT, Finding, ScanResult
+    from auditor.findings import COUNTER_DRIFT, Finding, RowCounts, ScanResult
 
     caps = Capabilities("sqlite", "sqlite", {"LiteLLM_SpendLogs": frozenset({"status"})}, {})
     layout = core.layout_for(None, caps)
@@ -225,7 +225,7 @@ def test_backfill_writes_no_counter_for_a_detected_memory_era():
     drift = Finding(kind=COUNTER_DRIFT, severity="error", scope="key", entity_id=H, budget_model="gpt-4o", time_period="1d",
                     window_start=datetime(2026, 3, 2), window_end=datetime(2026, 3, 3), logged_spend=2.0, cached_spend=1.0,
                     counter_source="redis", counter_key=f"virtual_key_spend:{H}:gpt-4o:1d", message="")
-    result = ScanResult(as_of=datetime(2026, 3, 2, 12), source={}, rows=None, spend=[], findings=[drift], notes=[], resolutions=[])
+    result = ScanResult(as_of=datetime(2026, 3, 2, 12), source={}, rows=RowCounts(), spend=[], findings=[drift])
     planned = core.plan(result, core.Snapshot(), core.PlanOptions(wall_now=datetime(2026, 3, 2, 12), layout=layout))
     assert planned.actionable == [] and "worker memory" in planned.skipped[0].why
 
@@ -273,3 +273,17 @@ def test_the_scan_says_which_era_it_assumed_and_why(small_db):
     assert (era["era"], era["origin"], era["version"], era["certain"]) == ("1.82-1.83.7", "--litellm-version", "1.83.7", True)
     assert era["layout"].startswith("counters keyed by the logged deployment")
     assert era["evidence"][0] == "--litellm-version 1.83.7: 1.82-1.83.7"
+
+
+def test_backfill_names_a_1_84_to_1_98_counter_as_the_scan_found_it():
+    """Before 1.99 the counter is named after the model as requested: a wildcard route's entry `claude-3-haiku` is
+    read through `anthropic/claude-3-haiku`, and that is the key backfill writes."""
+    from auditor.findings import COUNTER_DRIFT, Finding, RowCounts, ScanResult
+
+    key = f"virtual_key_spend:{H}:anthropic/claude-3-haiku:1d"
+    drift = Finding(kind=COUNTER_DRIFT, severity="warning", scope="key", entity_id=H, budget_model="claude-3-haiku", time_period="1d",
+                    window_start=datetime(2026, 3, 2, 4), window_end=datetime(2026, 3, 3, 4), logged_spend=2.0, cached_spend=0.0,
+                    counter_source="redis", counter_key=key, message="")
+    result = ScanResult(as_of=datetime(2026, 3, 2, 12), source={}, rows=RowCounts(), spend=[], findings=[drift])
+    planned = core.plan(result, core.Snapshot(), core.PlanOptions(wall_now=datetime(2026, 3, 2, 12), layout=core.layout_for("1.90.7", None)))
+    assert sorted(w.keys for w in planned.actionable) == [(f"virtual_key_budget_start_time:{H}",), (key,)]
