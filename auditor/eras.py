@@ -249,12 +249,14 @@ class Detection:
 def detect_era(schema_range: tuple[str | None, str | None] = (None, None), shapes: Collection[str] = (),
                explicit: str | None = None, *, schema_words: str | None = None) -> Detection:
     """The era from --litellm-version when given, else from the schema markers (Capabilities.version_range) narrowed
-    by the counter key shapes seen (counter_shapes). Newer evidence wins a conflict: keys an older release left behind
-    expire with their window, a column never goes away."""
+    by the counter key shapes seen (counter_shapes). The schema wins a conflict with the keys (a column is where
+    LiteLLM's own migrations put it; keys may have been copied or left behind), and among the keys the newest wins
+    (keys an older release left behind expire with their window)."""
     schema_low = parse_version(schema_range[0]) if schema_range[0] else None
     schema_high = parse_version(schema_range[1]) if schema_range[1] else None
     schema_text = schema_words or _range_text(schema_low, schema_high, "from schema markers")
-    shape_words = [SHAPE_BOUNDS[s][2] for s in sorted(shapes) if s in SHAPE_BOUNDS]
+    known = sorted(s for s in shapes if s in SHAPE_BOUNDS)
+    shape_words = [SHAPE_BOUNDS[s][2] for s in known]
     if explicit:
         version = parse_version(explicit)
         era = era_of(version)
@@ -265,10 +267,19 @@ def detect_era(schema_range: tuple[str | None, str | None] = (None, None), shape
             evidence.append("1.83 without a patch release: 1.83.0-1.83.7 have the #25549 bug, 1.83.8+ the fix; assumed 1.83.0")
         return Detection(era, explicit.strip(), "--litellm-version", True, tuple(evidence))
 
-    lows = [v for v in (schema_low,) if v] + [SHAPE_BOUNDS[s][0] for s in shapes if s in SHAPE_BOUNDS and SHAPE_BOUNDS[s][0]]
-    highs = [v for v in (schema_high,) if v] + [SHAPE_BOUNDS[s][1] for s in shapes if s in SHAPE_BOUNDS and SHAPE_BOUNDS[s][1]]
+    evidence = [f"schema: {schema_text}"]
+    agreeing = []
+    for shape in known:
+        at_least, below, words = SHAPE_BOUNDS[shape]
+        if (at_least is not None and schema_high is not None and at_least >= schema_high) or (
+                below is not None and schema_low is not None and below <= schema_low):
+            evidence.append(f"keys: {words}; the schema says otherwise, so they are not from the release that runs it")
+        else:
+            agreeing.append(shape)
+            evidence.append(f"keys: {words}")
+    lows = [v for v in (schema_low,) if v] + [SHAPE_BOUNDS[s][0] for s in agreeing if SHAPE_BOUNDS[s][0]]
+    highs = [v for v in (schema_high,) if v] + [SHAPE_BOUNDS[s][1] for s in agreeing if SHAPE_BOUNDS[s][1]]
     low = max(lows) if lows else None
-    evidence = [f"schema: {schema_text}"] + [f"keys: {w}" for w in shape_words]
     dropped = [h for h in highs if low is not None and h <= low]
     if dropped:
         evidence.append("older key shapes too: left by a release before an upgrade (they expire with their window)")

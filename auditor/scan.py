@@ -196,10 +196,9 @@ def run_scan(
     counters = _database_counters(conn, caps)
     if redis_counters is not None:
         counters += redis_counters()
-    if era is not None and not era.counters_auditable:
-        era_notes.append(f"LiteLLM {era.name} keeps per-model counters in each worker's memory: Redis holds none of them, so only "
-                         "the ledger is audited" + (f" ({len(counters)} counters found were not written by it)" if counters else ""))
-        counters = []
+    if era is not None and not era.counters_auditable:  # counters found anyway are compared; none is missing
+        era_notes.append(f"LiteLLM {era.name} keeps per-model counters in each worker's memory: Redis holds none of them, so a "
+                         "counter is never missing there and the ledger is what is audited")
     counters = rekey(counters, expected_keys(
         (b.scope, b.entity_id, name, entry.duration.raw) for b in budgets.values() for name, entry in b.entries.items()))
     read_source = _read_source(counters)  # from every counter: auditing one key does not move where LiteLLM reads
@@ -262,7 +261,7 @@ def run_scan(
                                          enforced=era.enforced if era is not None else None)
     if shared:
         findings += shared_windows.counter_findings(
-            budgets, replays, counters_by_entity, era, options, read_source,
+            budgets, replays, counters_by_entity, era, options, read_source if era.counters_auditable else None,
             miskeyed=lambda counter, entity_id, eb: reconcile._miskeyed(counter, entity_id, reconcile._alias(eb), eb, catalogue, resolutions))
     else:
         findings += reconcile.counter_findings(budgets, windows, counters_by_entity, ledger, resolutions, catalogue, options,

@@ -301,9 +301,10 @@ def counter_findings(budgets: Mapping, replays: Mapping, counters_by_entity: Map
         replay = replays.get((scope, entity_id))
         alias = _alias(eb)
         seen = set()
+        read = _read_names(eb, replay)
         for counter in counters:
             name, duration = counter.key.budget_model, counter.key.duration
-            entry = entry_by_name(name, eb.entries) if eb is not None else None
+            entry = entry_by_name(name, eb.entries) if eb is not None and name in read else None
             if entry is None or entry.duration.raw != duration:
                 findings.append(miskeyed(counter, entity_id, eb))
                 continue
@@ -331,6 +332,17 @@ def counter_findings(budgets: Mapping, replays: Mapping, counters_by_entity: Map
         if read_source == "redis" and (scope, entity_id) not in counters_by_entity:
             findings += _missing(scope, entity_id, budgets[(scope, entity_id)], replay, set(), options, era, _alias(budgets[(scope, entity_id)]))
     return findings
+
+
+def _read_names(eb, replay: EntityReplay | None) -> set[str]:
+    """The counter names a pre-call check reads for this entity: each model requested (and its last segment), and
+    each entry's own name (requested by that name). A counter under another name (1.82-1.83.7's `openai/gpt-4o` for
+    a `gpt-4o` request) is never read."""
+    names = set(eb.entries) if eb is not None else set()
+    for counters in (replay.names.values() if replay is not None else ()):
+        for name, _ in counters:
+            names |= {name, name.rsplit("/", 1)[-1]}
+    return names
 
 
 def _missing(scope, entity_id, eb, replay: EntityReplay, seen, options, era, alias) -> list:

@@ -162,3 +162,53 @@ def test_backfill_on_1_90_7_writes_the_counter_that_era_reads(sqlite_url, tmp_pa
     assert (plan["layout"]["name"], plan["layout"]["era"]) == ("alias", "1.84-1.98")
     (write,) = [w for w in plan["writes"] + plan["skipped"] if w["target"] == "redis"]
     assert write["keys"] == [lagging] and write["new_value"] == pytest.approx(drift["logged_spend"])
+
+
+@pytest.mark.redis
+def test_1_83_7_counters_copied_into_redis_are_named_for_what_they_are(sqlite_url, tmp_path, redis_client):
+    """1.83.7's worker memory copied into Redis (its limiter never had Redis): the schema's era stands, the counters
+    named after the deployment are miskeyed (no check reads `openai/gpt-4o`), and no counter is reported missing: that
+    era keeps them in memory only."""
+    data = load("1.83.7")
+    config = deploy(data, sqlite_url, tmp_path)
+    now = when(data["now"])
+    live = {name: cell for name, cell in data["memory"].items() if when(cell["expires_at"]) > now}
+    for name, cell in live.items():
+        redis_client.set(name, repr(cell["value"]), px=int((when(cell["expires_at"]) - now).total_seconds() * 1000))
+    record = scan(sqlite_url, config, data, "--redis", REDIS_URL)
+    era = record["source"]["era"]
+    assert era["era"] == "1.83.8-1.83.14" and any("the schema says otherwise" in line for line in era["evidence"])
+    found = counters(record)
+    spend_keys = sorted(n for n in live if n.split(":")[0].endswith("_spend"))
+    deployment_named = [n for n in spend_keys if ":openai/" in n]
+    assert deployment_named and sorted(f["counter_key"] for f in found) == deployment_named
+    assert {f["kind"] for f in found} == {"miskeyed_counter"}
+    assert {(f["model"], f["resolves_to"]) for f in found} <= {("openai/gpt-4o", "gpt-4o"), ("openai/gpt-4o-mini", "gpt-4o-mini")}
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(("cached", "drift"), [("3.0", False), ("2.0", True)])
+def test_a_wildcard_routes_counter_is_the_one_1_90_reads(sqlite_url, tmp_path, redis_client, cached, drift):
+    """Before 1.99 the counter is named after the model requested: `anthropic/claude-3-haiku` (through the
+    `anthropic/*` route) is read for entry `claude-3-haiku` by its last segment, so it is the live counter, compared
+    with the replay (1 + 2 = 3 since the key's start), not a miskeyed one with an entry-named twin missing."""
+    from test_scan_focused import A, at, build, charge, epoch, iso
+
+    route = dict(model="anthropic/claude-3-haiku", model_group="anthropic/claude-3-haiku", model_id="dep-anthropic")
+    build(sqlite_url, [{"token": A, "key_alias": "alpha", "model_max_budget": {"claude-3-haiku": {"budget_limit": 10, "time_period": "1d"}}}],
+          [charge(at(1), 1.0, **route), charge(at(2), 2.0, **route)])
+    config = tmp_path / "config.yaml"
+    config.write_text("model_list:\n  - model_name: anthropic/*\n    litellm_params:\n      model: anthropic/*\n    model_info:\n      id: dep-anthropic\n")
+    redis_client.set(f"virtual_key_spend:{A}:anthropic/claude-3-haiku:1d", cached, ex=86400)
+    redis_client.set(f"virtual_key_budget_start_time:{A}", repr(epoch(at(1))), ex=86400)
+    result = runner.invoke(app, ["scan", "--db", sqlite_url, "--config", str(config), "--redis", REDIS_URL, "--now", iso(at(3)),
+                                 "--format", "json", "--fail-on", "never", "--litellm-version", "1.90.7"])
+    assert result.exit_code == 0, result.output
+    found = counters(json.loads(result.stdout))
+    if not drift:
+        assert found == []
+    else:
+        (finding,) = found
+        assert (finding["kind"], finding["severity"], finding["budget_model"], finding["cached_spend"], finding["logged_spend"]) == (
+            "counter_drift", "warning", "claude-3-haiku", 2.0, 3.0)
+        assert (finding["window_start"], finding["window_end"]) == (iso(at(1)), iso(at(1, days=1)))

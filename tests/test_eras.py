@@ -163,9 +163,21 @@ def test_a_1_84_schema_is_1_84_to_1_98_unless_the_keys_say_1_99():
 
 
 def test_newer_keys_win_over_leftovers_of_an_older_release():
-    found = detect_era(("1.105", None), {ENTITY_START_KEYS, ENTRY_START_KEYS, TABLE_WINDOWS})
+    found = detect_era((None, None), {ENTITY_START_KEYS, ENTRY_START_KEYS, TABLE_WINDOWS})
     assert (found.era.name, found.certain) == ("1.109+", True)
     assert "left by a release before an upgrade" in found.why
+    # with a 1.105 schema the old start keys contradict the schema itself
+    found = detect_era(("1.105", None), {ENTITY_START_KEYS, ENTRY_START_KEYS, TABLE_WINDOWS})
+    assert (found.era.name, found.certain) == ("1.109+", True)
+    assert "the schema says otherwise" in found.why
+
+
+def test_the_schema_wins_over_keys_it_cannot_have_written():
+    """Counters in Redis next to a schema older than 1.84 (whose limiter never had Redis) were put there by something
+    else: the schema's era stands, and the keys are named as not its own."""
+    found = detect_era(("1.68", "1.84"), {REDIS_COUNTERS, ENTITY_START_KEYS})
+    assert (found.era.name, found.origin) == ("1.83.8-1.83.14", "schema markers and counter keys")
+    assert "the schema says otherwise" in found.why
 
 
 def test_an_explicit_version_wins_and_says_what_disagrees():
