@@ -212,3 +212,22 @@ def test_a_wildcard_routes_counter_is_the_one_1_90_reads(sqlite_url, tmp_path, r
         assert (finding["kind"], finding["severity"], finding["budget_model"], finding["cached_spend"], finding["logged_spend"]) == (
             "counter_drift", "warning", "claude-3-haiku", 2.0, 3.0)
         assert (finding["window_start"], finding["window_end"]) == (iso(at(1)), iso(at(1, days=1)))
+
+
+def test_report_judges_by_the_era_and_keeps_no_checkpoint_of_shared_windows(sqlite_url, tmp_path):
+    """`report --litellm-version 1.83.7 --incremental` twice: the same findings as `scan`, each run a full read that
+    says why (shared windows are rebuilt from the whole ledger), and no checkpoint stored."""
+    data = load("1.83.7")
+    config = deploy(data, sqlite_url, tmp_path)
+    scanned = scan(sqlite_url, config, data, "--litellm-version", "1.83.7")
+    for n in (1, 2):
+        out = tmp_path / f"r{n}"
+        result = runner.invoke(app, ["report", "--db", sqlite_url, "--config", config, "--out", str(out), "--now", data["now"] + "Z",
+                                     "--quiet", "--fail-on", "never", "--formats", "json", "--incremental", "--litellm-version", "1.83.7"])
+        assert result.exit_code == 0, result.output
+        record = json.loads((out / "latest.json").read_text())
+        assert record["source"]["era"]["era"] == "1.82-1.83.7"
+        run = record["run"]["incremental"]
+        assert (run["mode"], run["checkpoint_stored"]) == ("full", False)
+        assert "shares one window start per key" in run["fallback"] and "shares one window start per key" in run["not_stored"]
+        assert len(record["findings"]) == len(scanned["findings"])
