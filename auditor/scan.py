@@ -264,8 +264,8 @@ def run_scan(
             budgets, replays, counters_by_entity, era, options, read_source if era.counters_auditable else None,
             miskeyed=lambda counter, entity_id, eb: reconcile._miskeyed(counter, entity_id, reconcile._alias(eb), eb, catalogue, resolutions))
     else:
-        findings += reconcile.counter_findings(budgets, windows, counters_by_entity, ledger, resolutions, catalogue, options,
-                                               read_source=read_source)
+        findings += shared_windows.as_copies(reconcile.counter_findings(
+            budgets, windows, counters_by_entity, ledger, resolutions, catalogue, options, read_source=read_source), era)
     findings += reconcile.resolution_findings(groups, resolutions)
     findings += _alias_bypasses(conn, caps, catalogue, budgets, keys_entries, where)
     notes = era_notes + reconcile.model_spend_notes(key_rows)

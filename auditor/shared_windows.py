@@ -378,3 +378,17 @@ def _current_life(replay: EntityReplay | None, name: str, duration: str, at: dat
         return None
     return next((w for w in reversed(replay.replay.windows(name, duration)) if w.start <= at < w.end), None)
 
+
+
+def as_copies(findings: list, era) -> list:
+    """Where the era keeps counters in memory and Redis only holds a copy (1.84-1.100, read memory-first), a Redis
+    counter that differs from the ledger is a warning: each worker enforced its own memory, not that copy."""
+    from dataclasses import replace
+
+    from auditor.eras import MEMORY_FIRST
+    from auditor.findings import COUNTER_DRIFT, ERROR, WARNING
+
+    if era is None or era.storage != MEMORY_FIRST:
+        return findings
+    return [replace(f, severity=WARNING, message=f"{f.message}; Redis is only a copy in LiteLLM {era.name} (each worker enforces its own memory first)")
+            if f.kind == COUNTER_DRIFT and f.counter_source == "redis" and f.severity == ERROR else f for f in findings]

@@ -231,3 +231,39 @@ def test_report_judges_by_the_era_and_keeps_no_checkpoint_of_shared_windows(sqli
         assert (run["mode"], run["checkpoint_stored"]) == ("full", False)
         assert "shares one window start per key" in run["fallback"] and "shares one window start per key" in run["not_stored"]
         assert len(record["findings"]) == len(scanned["findings"])
+
+
+@pytest.mark.redis
+def test_a_1_99_redis_copy_that_drifted_is_a_warning(sqlite_url, redis_client, tmp_path):
+    """1.99 and 1.100 key counters by entry but still read each worker's memory first; Redis is a copy."""
+    from test_scan_focused import A, at, build, charge, epoch, iso
+
+    build(sqlite_url, [{"token": A, "key_alias": "alpha", "model_max_budget": {"gpt-4o": {"budget_limit": 10, "time_period": "1d"}}}],
+          [charge(at(1), 1.0), charge(at(2), 2.0)])
+    config = tmp_path / "config.yaml"
+    config.write_text("model_list:\n  - model_name: gpt-4o\n    litellm_params:\n      model: azure/prod-gpt4o\n    model_info:\n      id: dep-gpt4o\n")
+    redis_client.set(f"virtual_key_spend:{A}:gpt-4o:1d", "1.0", ex=86400)
+    redis_client.set(f"virtual_key_budget_start_time:{A}:gpt-4o:1d", repr(epoch(at(1))), ex=86400)
+    severities = {}
+    for version in ("1.99.0", "1.110.2"):
+        result = runner.invoke(app, ["scan", "--db", sqlite_url, "--config", str(config), "--redis", REDIS_URL, "--now", iso(at(3)),
+                                     "--format", "json", "--fail-on", "never", "--litellm-version", version])
+        assert result.exit_code == 0, result.output
+        (drift,) = counters(json.loads(result.stdout))
+        assert (drift["cached_spend"], drift["logged_spend"]) == (1.0, 3.0)
+        severities[version] = drift["severity"]
+    assert severities == {"1.99.0": "warning", "1.110.2": "error"}
+
+
+@pytest.mark.redis
+def test_doctor_names_a_1_90_deployment_from_its_keys(any_url, tmp_path, redis_client):
+    data = load("1.90.7")
+    deploy(data, any_url, tmp_path)
+    now = when(data["now"])
+    for name, cell in data["redis"].items():
+        redis_client.set(name, cell["value"], px=int((when(cell["expires_at"]) - now).total_seconds() * 1000))
+    result = runner.invoke(app, ["doctor", "--db", any_url, "--redis", REDIS_URL], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "1.84-1.98 (schema markers and counter keys: >= 1.84, < 1.99)" in result.output
+    assert "counters keyed by requested model, one start key per key (shared by all its models)" in result.output
+    assert "keys: one start key per key in Redis (virtual_key_budget_start_time:{hash}): 1.84-1.98" in result.output
