@@ -43,7 +43,8 @@ class _Cell:
 
 @dataclass(slots=True)
 class _Life:
-    """One counter from the moment it was created (or reset) until its TTL ended or a new window reset it."""
+    """One counter from the start of the window it was created (or reset) in until its TTL ended or a new window
+    reset it."""
 
     start: datetime
     expires: datetime
@@ -76,6 +77,7 @@ class SharedStartReplay:
 
     def __init__(self, *, lookback: timedelta | None = DEFAULT_LOOKBACK) -> None:
         self.start: _Cell | None = None
+        self.started_at: datetime | None = None  # the start key's value as a moment
         self.counters: dict[tuple[str, str], _Counter] = {}
         self._lookback = lookback
         self._last: datetime | None = None
@@ -117,15 +119,16 @@ class SharedStartReplay:
         ttl = seconds_of(duration, at)
         if self.start is None or not self.start.live(at):
             self.start = _Cell(_epoch(at), at + timedelta(seconds=ttl))  # _get_or_set_budget_start_time
-        started = self.start.value
+            self.started_at = at
         counter = self.counters.setdefault((name, duration.raw), _Counter())
-        elapsed = _epoch(at) - started
+        elapsed = _epoch(at) - self.start.value
         if elapsed > ttl:  # _handle_new_budget_window: counter := cost, start := now; live TTLs stay as they were
-            self._set(counter, at, cost, ttl, reset=True)
+            self._set(counter, at, cost, ttl, reset=True, window_start=at)
             self.start = _Cell(_epoch(at), self.start.expires)  # live here: read (or created) just above
+            self.started_at = at
         else:  # _increment_spend_in_current_window: TTL = the window's remaining whole seconds, if the key is new
             current = counter.cell.value if counter.cell is not None and counter.cell.live(at) else 0.0
-            self._set(counter, at, current + cost, int(ttl - elapsed), reset=False)
+            self._set(counter, at, current + cost, int(ttl - elapsed), reset=False, window_start=self.started_at)
         life = counter.life
         life.spend += cost
         life.requests += 1
@@ -134,8 +137,10 @@ class SharedStartReplay:
             life.leak_spend += cost
         self._trim(counter, at)
 
-    def _set(self, counter: _Counter, at: datetime, value: float, ttl: int, *, reset: bool) -> None:
-        """InMemoryCache.set_cache: the value always; the TTL only when the key has none or it has run out."""
+    def _set(self, counter: _Counter, at: datetime, value: float, ttl: int, *, reset: bool, window_start: datetime) -> None:
+        """InMemoryCache.set_cache: the value always; the TTL only when the key has none or it has run out. A counter
+        that starts a new life is in the window the start key says began at `window_start` (never before its previous
+        life ended)."""
         if counter.cell is not None and counter.cell.live(at):
             expires = counter.cell.expires
             if reset:  # a new window on a live key: same TTL, a new life from here
@@ -143,9 +148,11 @@ class SharedStartReplay:
                 counter.life = _Life(at, expires)
         else:
             expires = at + timedelta(seconds=ttl)
+            began = window_start
             if counter.life is not None:
                 counter.lives.append(counter.life.window(counter.life.expires))
-            counter.life = _Life(at, expires)
+                began = max(began, counter.life.expires)
+            counter.life = _Life(began, expires)
         counter.cell = _Cell(value, expires)
         counter.times.append(at)
         counter.values.append((value, expires))

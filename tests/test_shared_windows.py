@@ -173,3 +173,15 @@ def test_a_short_entry_restarts_the_window_a_long_one_is_measured_in():
     replay.charge(t0 + timedelta(hours=3), "gpt-4o", day, 2.0)  # within a day of the new start: the same counter grows
     assert replay.cached("gpt-4o", "1d", t0 + timedelta(hours=3)) == (3.0, t0 + timedelta(days=1))
     assert seconds_of(parse_duration("1mo"), datetime(2026, 2, 1)) == 28 * 86400
+
+
+def test_a_counter_created_inside_an_open_window_belongs_to_it():
+    """The hour entry's first charge, 30 min after the day entry's opened the key's window: its counter gets the
+    window's remaining 30 min as TTL, so it lives in [t0, t0 + 1 h), the window the start key says."""
+    t0 = datetime(2026, 3, 2, 8)
+    replay = SharedStartReplay()
+    replay.charge(t0, "gpt-4o", parse_duration("1d"), 1.0)
+    replay.charge(t0 + timedelta(minutes=30), "gpt-4o-mini", parse_duration("1h"), 0.25)
+    (window,) = replay.windows("gpt-4o-mini", "1h")
+    assert (window.start, window.end, window.spend, window.requests) == (t0, t0 + timedelta(hours=1), 0.25, 1)
+    assert replay.cached("gpt-4o-mini", "1h", t0 + timedelta(hours=1, seconds=1)) is None
