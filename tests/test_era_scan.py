@@ -103,10 +103,14 @@ def test_a_clean_1_90_7_deployment_gives_no_false_finding(any_url, tmp_path, red
     era = record["source"]["era"]
     assert (era["era"], era["origin"], era["certain"]) == ("1.84-1.98", "schema markers and counter keys", True)  # no flag needed
     assert counters(record) == []
-    assert [f for f in record["findings"] if f["severity"] == "error"] == []
+    # the one error: the 0 cap, which before 1.99 means no limit (its requests all went through, rightly)
+    zero = next(k["token"] for k in data["keys"] if k["key_alias"] == "zero")
+    (invalid,) = [f for f in record["findings"] if f["severity"] == "error"]
+    assert (invalid["kind"], invalid["entity_id"], invalid["budget_limit"]) == ("invalid_budget", zero, 0.0)
+    assert "0 means no limit" in invalid["message"]
     over = [f for f in record["findings"] if f["kind"] == "over_budget"]
     assert over and all(f["requests_after_limit"] == 0 for f in over)  # only the crossing requests overshot
-    assert {f["kind"] for f in record["findings"]} <= {"over_budget"}
+    assert {f["kind"] for f in record["findings"]} == {"over_budget", "invalid_budget"}
 
 
 def test_the_1_83_7_leak_is_found_and_its_counters_are_not_looked_for(any_url, tmp_path):
@@ -114,8 +118,10 @@ def test_the_1_83_7_leak_is_found_and_its_counters_are_not_looked_for(any_url, t
     config = deploy(data, any_url, tmp_path)
     record = scan(any_url, config, data, "--litellm-version", "1.83.7")
     keys = {k["key_alias"]: k["token"] for k in data["keys"]}
-    errors = [f for f in record["findings"] if f["severity"] == "error"]
+    errors = [f for f in record["findings"] if f["severity"] == "error" and f["kind"] != "invalid_budget"]
     assert errors and {f["kind"] for f in errors} == {"over_budget"}
+    invalid = [(f["entity_id"], f["budget_model"]) for f in record["findings"] if f["kind"] == "invalid_budget"]
+    assert invalid == [(keys["zero"], "gpt-4o")]  # a 0 cap is no limit before 1.99
     leaked = {(f["scope"], f["entity_id"], f["budget_model"]) for f in errors}
     assert leaked == {("key", keys["research"], "gpt-4o"), ("key", keys["research"], "gpt-4o-mini"),
                       ("key", keys["mixed"], "gpt-4o"), ("key", keys["mixed"], "gpt-4o-mini"),
