@@ -1,0 +1,176 @@
+"""The ledger grouped for `auditor spend` (and the scan's spend lines): one GROUP BY in the database.
+
+It groups on the entity column(s), the logged model triple, the calendar period and the row's outcome
+(queries.row_outcome, so "charged" means what it means to the scan), and returns one cell per group: memory
+grows with the cells, never with rows. Repeat polls of a paid job, which row_outcome cannot see, are moved out
+of the charged cells by a narrow second query over poll rows, run only when charged poll rows exist (as
+queries.spend_groups does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, String, and_, case, cast, func, literal, literal_column, select, true
+
+from auditor.capabilities import Capabilities
+from auditor.errors import InputError
+from auditor.queries import (
+    CHARGED,
+    IGNORED_REPEAT_POLL,
+    JOB_POLL_CALL_TYPES,
+    SCOPE_COLUMNS,
+    SpendFilter,
+    _finite_spend,  # the scan's own definitions of a summable spend, a paid poll and a job: one way to decide
+    _is_paid_poll,
+    _job_id,
+    hash_aggregated,
+    model_triple,
+    row_outcome,
+)
+from auditor.schema import spend_logs
+
+TAG = "tag"
+ENTITY_COLUMNS: dict[str, tuple[str, ...]] = {**SCOPE_COLUMNS, TAG: ("request_tags",)}
+PERIODS = ("day", "week", "month", "total")
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One group of ledger rows: entity values ('' where the row has none), logged triple, period start (local
+    date, None for total) and outcome."""
+
+    entity: tuple[str, ...]
+    model: str
+    model_group: str
+    model_id: str
+    period: str | None
+    outcome: str
+    spend: float
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cache_hits: int
+
+
+def ledger_cells(conn: Connection, caps: Capabilities, where: SpendFilter, by: str, period: str = "total",
+                 offsets: Sequence[tuple[datetime | None, int]] = ((None, 0),), zone_name: str = "UTC") -> list[Cell]:
+    """The ledger's rows in `where`, grouped by the entity of `by` (a scope, or "tag": a row counts once under
+    each of its request_tags, and under '' when it has none), model triple, calendar `period` and outcome.
+
+    Periods are local to the zone: PostgreSQL converts with the zone's name (AT TIME ZONE); SQLite, which knows
+    no zones, shifts "startTime" by `offsets`, the zone's UTC offsets in force from each instant on (the first
+    from the beginning), as spend.offset_changes lists them for the range read."""
+    if by == TAG and not caps.has_column("LiteLLM_SpendLogs", "request_tags"):
+        raise InputError("--by tag: this LiteLLM_SpendLogs has no request_tags column (LiteLLM before tags were logged)")
+    source, entity = _entity_source(conn, spend_logs, by)
+    bucket = _bucket(conn, spend_logs.c.startTime, period, offsets, zone_name)
+    model, model_group, model_id = model_triple(caps)
+    outcome = row_outcome(caps)
+    keys = [*entity, model, model_group, model_id, bucket, outcome, spend_logs.c.call_type]
+    query = (
+        select(*keys, *_measures(caps, spend_logs))
+        .select_from(source)
+        .where(*where.where())
+        .group_by(*keys)
+    )
+    rows = hash_aggregated(conn, query)
+    n = len(entity)
+    polls = any(r[n + 4] == CHARGED and r[n + 5] in JOB_POLL_CALL_TYPES for r in rows)
+    cells: dict[tuple, list] = {}
+    for r in rows:
+        _add(cells, (tuple(r[:n]), *r[n:n + 5]), r[n + 6:])
+    if polls:
+        for r in _repeat_polls(conn, caps, where, by, period, offsets, zone_name):
+            group = (tuple(r[:n]), *r[n:n + 4])
+            _add(cells, (*group, IGNORED_REPEAT_POLL), r[n + 4:])
+            _add(cells, (*group, CHARGED), [-v for v in r[n + 4:]])
+    return [
+        Cell(k[0], k[1], k[2], k[3], k[4] or None, k[5], float(v[0]), int(v[1]), int(v[2]), int(v[3]), int(v[4]))
+        for k, v in cells.items() if v[1]
+    ]
+
+
+def _add(cells: dict, key: tuple, values: Sequence) -> None:
+    found = cells.get(key)
+    values = [float(values[0] or 0.0), *(int(v or 0) for v in values[1:])]
+    cells[key] = values if found is None else [a + b for a, b in zip(found, values, strict=True)]
+
+
+def _measures(caps: Capabilities, table) -> list:
+    """spend (finite amounts only), rows, prompt and completion tokens, cache hits."""
+    def tokens(name: str):
+        return func.coalesce(func.sum(table.c[name]), 0) if caps.has_column("LiteLLM_SpendLogs", name) else literal(0)
+
+    hit = (func.count(case((func.lower(func.coalesce(table.c.cache_hit, "")) == "true", 1)))
+           if caps.has_column("LiteLLM_SpendLogs", "cache_hit") else literal(0))
+    return [func.coalesce(func.sum(_finite_spend(table)), 0.0), func.count(), tokens("prompt_tokens"),
+            tokens("completion_tokens"), hit]
+
+
+def _entity_source(conn: Connection, table, by: str):
+    """(FROM clause, entity expressions). Tags are unnested with a table function joined to each row (LEFT JOIN
+    ... ON true: a row without tags keeps one line, tag ''); a request_tags value that is not a JSON array
+    counts as no tags rather than failing the statement."""
+    if by not in ENTITY_COLUMNS:
+        raise InputError(f"--by {by!r}: use one of {', '.join(ENTITY_COLUMNS)}")
+    if by != TAG:
+        return table, [func.coalesce(table.c[name], "") for name in SCOPE_COLUMNS[by]]
+    tags = table.c.request_tags
+    if conn.dialect.name == "postgresql":
+        array = case((func.jsonb_typeof(tags) == "array", tags), else_=literal_column("'[]'::jsonb"))
+        unnested = func.jsonb_array_elements_text(array).table_valued("value").alias("tag")
+        value = unnested.c.value
+    else:
+        array = case((and_(func.json_valid(tags) == 1, func.json_type(tags) == "array"), tags), else_=literal("[]"))
+        unnested = func.json_each(array).table_valued("value").alias("tag")
+        value = cast(unnested.c.value, String)
+    return table.outerjoin(unnested, true()), [func.coalesce(value, "")]
+
+
+def _bucket(conn: Connection, column, period: str, offsets: Sequence[tuple[datetime | None, int]], zone_name: str):
+    """The local calendar day, week (from Monday) or month a UTC "startTime" falls in, as 'YYYY-MM-DD' of its
+    first day; '' for the total."""
+    if period not in PERIODS:
+        raise InputError(f"--period {period!r}: use one of {', '.join(PERIODS)}")
+    if period == "total":
+        return literal("", String)
+    if conn.dialect.name == "postgresql":
+        local = func.timezone(zone_name, func.timezone("UTC", column))
+        return func.to_char(func.date_trunc(period, local), "YYYY-MM-DD")
+    shifts = [(since, f"{seconds:+d} seconds") for since, seconds in offsets]
+    first = shifts[0][1]
+    later = [(column >= since, shift) for since, shift in reversed(shifts[1:])]
+    local = func.datetime(column, case(*later, else_=literal(first)) if later else literal(first))
+    if period == "day":
+        return func.date(local)
+    if period == "week":
+        return func.date(local, "-6 days", "weekday 1")
+    return func.strftime("%Y-%m-01", local)
+
+
+def _repeat_polls(conn: Connection, caps: Capabilities, where: SpendFilter, by: str, period: str,
+                  offsets, zone_name: str) -> list:
+    """The charged polls of a job after its first paid one (by "endTime", then request_id, per key: as
+    queries.repeat_polls ranks them), grouped like ledger_cells' cells without the outcome."""
+    model, model_group, model_id = model_triple(caps)
+    wanted = [spend_logs.c[name] for name in ENTITY_COLUMNS[by]]
+    extra = [spend_logs.c[name] for name in ("prompt_tokens", "completion_tokens", "cache_hit")
+             if caps.has_column("LiteLLM_SpendLogs", name)]
+    ranked = (
+        select(
+            *wanted, *extra, spend_logs.c.startTime, spend_logs.c.spend, model.label("model"),
+            model_group.label("model_group"), model_id.label("model_id"),
+            func.row_number().over(partition_by=(spend_logs.c.api_key, _job_id(caps, spend_logs)),
+                                   order_by=(spend_logs.c.endTime, spend_logs.c.request_id)).label("nth"),
+        )
+        .where(*where.where(), _is_paid_poll(), row_outcome(caps) == CHARGED)
+        .subquery("ranked")
+    )
+    source, entity = _entity_source(conn, ranked, by)
+    bucket = _bucket(conn, ranked.c.startTime, period, offsets, zone_name)
+    keys = [*entity, ranked.c.model, ranked.c.model_group, ranked.c.model_id, bucket]
+    query = select(*keys, *_measures(caps, ranked)).select_from(source).where(ranked.c.nth > 1).group_by(*keys)
+    return conn.execute(query).all()
