@@ -242,6 +242,7 @@ def run_scan(
     findings += rollup_found
     notes += rollup_notes
     spend = reconcile.window_spend(budgets, windows, groups_by_entry)
+    spend += _ungoverned_spend(conn, caps, where, groups, budgets, keys_entries, resolutions, catalogue, options, selected)
     if options.model:
         findings = [f for f in findings if options.model in (f.model_group, f.budget_model, f.model)]
         spend = [s for s in spend if options.model in (s.model_group, s.budget_model)]
@@ -265,6 +266,37 @@ def run_scan(
         resolutions=_resolution_records(groups, resolutions),
         rollup_history=rollup_history if options.use_rollups else None,
     )
+
+
+def _ungoverned_spend(conn, caps, where, groups, budgets, keys_entries, resolutions, catalogue, options, selected):
+    """The spend of every (scope, entity, model group) the ledger charged that no budget entry governs, which no
+    window shows (budget_model null). Keys from the scan's own groups; the other scopes from one grouped query over
+    the ledger, unless the scan audits chosen keys (--key) alone."""
+    from auditor import spend_queries
+    from auditor.spend import ungoverned
+
+    totals = [("key", g.api_key, g.api_key, g.model, g.model_group, g.model_id, g.spend, g.requests)
+              for g in groups if g.outcome == queries.CHARGED]
+    if selected is None and (options.entity is None or options.entity[0] != "key"):
+        for cell in spend_queries.ledger_cells(conn, caps, where, ("api_key", "team_id", "user", "end_user")):
+            if cell.outcome != queries.CHARGED:
+                continue
+            api_key, team, user, end_user = cell.entity
+            member = queries.team_member_entity_id(user, team) if user and team else ""
+            for scope, entity_id in (("team", team), ("user", user), ("end_user", end_user), ("team_member", member)):
+                if entity_id:
+                    totals.append((scope, entity_id, api_key, cell.model, cell.model_group, cell.model_id, cell.spend, cell.requests))
+    if options.entity is not None:
+        scope, entity = options.entity
+        wanted = (scope, queries.team_member_entity_id(*entity) if isinstance(entity, tuple) else entity)
+        totals = [t for t in totals if t[:2] == wanted]
+
+    def governed(scope, entity_id, api_key, model, model_group, model_id) -> bool:
+        eb = budgets.get((scope, entity_id))
+        charge = queries.ChargeRow(entity_id, "", api_key, None, None, 0.0, model, model_group, model_id)
+        return eb is not None and bool(eb.entries) and _place(eb, charge, resolutions, catalogue, keys_entries) is not None
+
+    return ungoverned(totals, resolutions, governed)
 
 
 def _paid_before(first_paid: queries.PaidJobs, cut: datetime) -> set[tuple[str, str]]:

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
 
+from auditor.findings import WindowSpend
+
 CHARGED, IGNORED_FAILURE = "charged", "failure"  # queries.row_outcome's outcomes (this module imports no SQL)
 
 BY = ("key", "team", "user", "end_user", "team_member", "tag")
@@ -176,3 +178,28 @@ def offset_changes(tz: tzinfo, start: datetime | None, end: datetime | None) -> 
             changes.append((hi.replace(microsecond=0), offset(hi)))
         at = nxt
     return changes
+
+
+# --------------------------------------------------------------------------------------------------
+# The scan's spend lines that no budget window shows
+
+
+SCAN_SCOPES = ("key", "team", "user", "end_user", "team_member")
+
+
+def ungoverned(totals: Iterable[tuple], resolve, governed: Callable[..., bool]) -> list[WindowSpend]:
+    """Charged totals (scope, entity_id, api_key, model, model_group, model_id, spend, requests) that no budget entry
+    governs, summed per (scope, entity, canonical model group): the scan's `spend` lines with budget_model and window
+    null. With the windows (which hold every governed charge) they add up to each entity's attributed spend.
+    Unresolved models are left out, as from `rows.attributed` (they are unresolved_model findings)."""
+    found: dict[tuple[str, str, str], list] = {}
+    for scope, entity_id, api_key, model, model_group, model_id, spend, requests in totals:
+        resolution = resolve(model, model_group, model_id)
+        if resolution.status != "resolved" or governed(scope, entity_id, api_key, model, model_group, model_id):
+            continue
+        line = found.setdefault((scope, entity_id, resolution.group), [0.0, 0])
+        line[0] += spend
+        line[1] += requests
+    order = {scope: n for n, scope in enumerate(SCAN_SCOPES)}
+    return [WindowSpend(scope, entity_id, group, None, None, None, None, spend, requests)
+            for (scope, entity_id, group), (spend, requests) in sorted(found.items(), key=lambda kv: (order[kv[0][0]], *kv[0][1:]))]

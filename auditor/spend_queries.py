@@ -55,10 +55,11 @@ class Cell:
     cache_hits: int
 
 
-def ledger_cells(conn: Connection, caps: Capabilities, where: SpendFilter, by: str, period: str = "total",
+def ledger_cells(conn: Connection, caps: Capabilities, where: SpendFilter, by: str | tuple[str, ...], period: str = "total",
                  offsets: Sequence[tuple[datetime | None, int]] = ((None, 0),), zone_name: str = "UTC") -> list[Cell]:
     """The ledger's rows in `where`, grouped by the entity of `by` (a scope, or "tag": a row counts once under
-    each of its request_tags, and under '' when it has none), model triple, calendar `period` and outcome.
+    each of its request_tags, and under '' when it has none; or a tuple of spend-log columns), model triple,
+    calendar `period` and outcome.
 
     Periods are local to the zone: PostgreSQL converts with the zone's name (AT TIME ZONE); SQLite, which knows
     no zones, shifts "startTime" by `offsets`, the zone's UTC offsets in force from each instant on (the first
@@ -114,6 +115,8 @@ def _entity_source(conn: Connection, table, by: str):
     """(FROM clause, entity expressions). Tags are unnested with a table function joined to each row (LEFT JOIN
     ... ON true: a row without tags keeps one line, tag ''); a request_tags value that is not a JSON array
     counts as no tags rather than failing the statement."""
+    if isinstance(by, tuple):  # spend-log columns named directly (the scan's lines of every scope at once)
+        return table, [func.coalesce(table.c[name], "") for name in by]
     if by not in ENTITY_COLUMNS:
         raise InputError(f"--by {by!r}: use one of {', '.join(ENTITY_COLUMNS)}")
     if by != TAG:
@@ -156,7 +159,7 @@ def _repeat_polls(conn: Connection, caps: Capabilities, where: SpendFilter, by: 
     """The charged polls of a job after its first paid one (by "endTime", then request_id, per key: as
     queries.repeat_polls ranks them), grouped like ledger_cells' cells without the outcome."""
     model, model_group, model_id = model_triple(caps)
-    wanted = [spend_logs.c[name] for name in ENTITY_COLUMNS[by]]
+    wanted = [spend_logs.c[name] for name in (by if isinstance(by, tuple) else ENTITY_COLUMNS[by])]
     extra = [spend_logs.c[name] for name in ("prompt_tokens", "completion_tokens", "cache_hit")
              if caps.has_column("LiteLLM_SpendLogs", name)]
     ranked = (

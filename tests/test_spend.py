@@ -7,8 +7,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import defaultdict
 from datetime import datetime, timedelta
+from pathlib import Path
 
+import jsonschema
 import pytest
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
@@ -237,3 +240,81 @@ def test_sample_without_db(monkeypatch):
     record = json.loads(result.stdout)
     assert record["total_requests"] == 5626 + 67
     assert sum(ln["requests"] for ln in record["lines"] if ln["model_group"] is None) == 67
+
+
+# ---------------------------------------------------------------------------------------------
+# The scan's `spend` lines: every (scope, entity, model group) the ledger charged, windows or not
+
+SCAN_SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "auditor" / "scan.schema.json").read_text())
+
+
+def scan_spend(url: str, config: str, *extra: str) -> list[dict]:
+    result = runner.invoke(app, ["scan", "--db", url, "--config", config, "--now", "2026-04-01T00:00:00Z", "--format", "json",
+                                 "--fail-on", "never", *extra])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    jsonschema.validate(record, SCAN_SCHEMA)
+    return record["spend"]
+
+
+def test_scan_spend_has_a_line_for_every_entity_and_group_with_null_budget_where_none_governs(ledger, config):
+    """Key A has a 1d gpt-4o budget (one window: 1.25 + 0.75 + 0.5 = 2.5, the alias row included, as the scan's
+    resolver places it); everything else no entry governs: a line per (scope, entity, group) with its total."""
+    engine = create_engine(ledger)
+    with engine.begin() as conn:
+        conn.execute(verification_token.update().where(verification_token.c.token == A).values(
+            model_max_budget={"gpt-4o": {"budget_limit": 100.0, "time_period": "1d"}}))
+    engine.dispose()
+    got = [(s["scope"], s["entity_id"], s["model_group"], s["budget_model"], round(s["logged_spend"], 9), s["requests"])
+           for s in scan_spend(ledger, config)]
+    member = lambda user: f"{len(user)}:{user}:team-x"  # noqa: E731 - LiteLLM's team member id
+    assert got == [
+        ("key", A, "gpt-4o", "gpt-4o", 2.5, 3),  # the window
+        ("key", A, "claude-opus-4-6", None, 5.0, 2),
+        ("key", B, "gpt-4o", None, 10.0, 2),
+        ("team", "team-x", "claude-opus-4-6", None, 5.0, 2),
+        ("team", "team-x", "gpt-4o", None, 2.5, 3),
+        ("user", "u1", "claude-opus-4-6", None, 5.0, 2),
+        ("user", "u1", "gpt-4o", None, 2.5, 3),
+        ("user", "u2", "gpt-4o", None, 10.0, 2),
+        ("team_member", member("u1"), "claude-opus-4-6", None, 5.0, 2),
+        ("team_member", member("u1"), "gpt-4o", None, 2.5, 3),
+    ]
+    # --key audits that key alone; --model keeps one group
+    assert [(s["entity_id"], s["model_group"]) for s in scan_spend(ledger, config, "--key", "alpha")] == [
+        (A, "gpt-4o"), (A, "claude-opus-4-6")]
+    assert {s["model_group"] for s in scan_spend(ledger, config, "--model", "claude-opus-4-6")} == {"claude-opus-4-6"}
+
+
+def test_on_the_sample_scan_spend_and_auditor_spend_agree_for_every_scope(any_url):
+    """The sample deployment (budgets in every scope, an access-group entry, aliases): for every scope the scan's
+    spend lines add up, per entity, to what `auditor spend --by SCOPE` charges it, and per (entity, model group)
+    too wherever an entry governs a single group (an entry over several groups has windows with model_group null)."""
+    from auditor.db import DatabaseTarget, connect, parse_database_url
+    from auditor.sample import load_sample, sample_config_path
+
+    with connect(DatabaseTarget(parse_database_url(any_url), "test"), read_only=False) as conn:
+        load_sample(conn)
+    config = str(sample_config_path())
+    result = runner.invoke(app, ["scan", "--db", any_url, "--config", config, "--now", "2026-11-22T00:00:00Z", "--format", "json",
+                                 "--fail-on", "never"])
+    record = json.loads(result.stdout)
+    jsonschema.validate(record, SCAN_SCHEMA)
+    assert sum(s["requests"] for s in record["spend"] if s["scope"] == "key") == record["rows"]["attributed"] == 5626
+    pairs: dict[tuple, float] = defaultdict(float)
+    entities: dict[tuple, float] = defaultdict(float)
+    multi = {(s["scope"], s["entity_id"]) for s in record["spend"] if s["budget_model"] and s["model_group"] is None}
+    for s in record["spend"]:
+        pairs[(s["scope"], s["entity_id"], s["model_group"])] += s["logged_spend"]
+        entities[(s["scope"], s["entity_id"])] += s["logged_spend"]
+    assert multi == {("key", "4bed785cfb4de749df487487ea75ecb55a735183e4c6ec34c8d08f2e7605a9e3")}  # premium-user
+    for scope in ("key", "team", "user", "end_user", "team_member"):
+        lines_ = [ln for ln in spend(any_url, config, "--by", scope)["lines"] if ln["model_group"] and ln["entity_id"]]
+        want_pairs = {(scope, ln["entity_id"], ln["model_group"]): ln["spend"] for ln in lines_}
+        want_entities: dict[tuple, float] = defaultdict(float)
+        for ln in lines_:
+            want_entities[(scope, ln["entity_id"])] += ln["spend"]
+        assert {k: v for k, v in entities.items() if k[0] == scope} == pytest.approx(dict(want_entities), abs=1e-9), scope
+        assert ({k: v for k, v in pairs.items() if k[0] == scope and k[:2] not in multi}
+                == pytest.approx({k: v for k, v in want_pairs.items() if k[:2] not in multi}, abs=1e-9)), scope
+        assert len(want_pairs) > 0, scope
