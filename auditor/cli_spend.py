@@ -71,36 +71,44 @@ def spend_command(
 
         auditor spend --db postgresql://auditor@db.internal:5432/litellm --by team --period month --since 90d
     """
-    from auditor import queries, render, spend, spend_queries
+    from auditor import render, spend
     from auditor.output import write_atomic
-    from auditor.periods import zone
-    from auditor.redact import Redactor
-    from auditor.resolver import Resolver
 
     with scan_session(db, config, None, since=since, until=until, timezone=timezone, statement_timeout=statement_timeout,
                       with_redis=False) as session:
-        conn, caps, options = session.conn, session.caps, session.options
-        where = queries.SpendFilter(since=options.since, until=options.until)
-        zone_name = options.timezone or "UTC"
-        offsets = ((None, 0),)
-        if conn.dialect.name != "postgresql" and period is not Period.total:
-            offsets = spend.offset_changes(zone(options.timezone), *queries.spend_time_range(conn, where))
-        cells = spend_queries.ledger_cells(conn, caps, where, by.value, period.value, offsets, zone_name)
-        aliases = _aliases(conn, caps, session.key_rows, by.value)
-    keys = [row.token for row in session.key_rows] + ([c.entity[0] for c in cells] if by is By.key else [])
-    lines, ignored = spend.merge(cells, by.value, Resolver(session.catalogue), session.catalogue.alias_target, aliases,
-                                 Redactor(keys))
-    result = spend.table(lines, ignored, by=by.value, period=period.value, zone_name=zone_name, top=top, model=model,
-                         since=options.since, until=options.until)
+        lines, ignored = ledger_lines(session, by.value, period.value)
+    options = session.options
+    result = spend.table(lines, ignored, by=by.value, period=period.value, zone_name=options.timezone or "UTC", top=top,
+                         model=model, since=options.since, until=options.until)
     if output_format is Format.table and not output:
         _print_table(result)
         return
     text = {Format.json: render.spend_json, Format.csv: render.spend_csv, Format.markdown: render.spend_markdown,
-            Format.table: render.spend_markdown}[output_format](result)
+            Format.table: render.spend_markdown}[output_format](result.record())
     if output:
         write_atomic(output, text)
     else:
         sys.stdout.write(text)
+
+
+def ledger_lines(session, by: str, period: str) -> tuple[dict, dict[str, int]]:
+    """The ledger in the session's --since/--until as spend lines (spend.merge) of `by` x model group x `period`,
+    in the session's zone: one grouped query. For `auditor spend` and the report's "where the money went"."""
+    from auditor import queries, spend, spend_queries
+    from auditor.periods import zone
+    from auditor.redact import Redactor
+    from auditor.resolver import Resolver
+
+    conn, caps, options = session.conn, session.caps, session.options
+    where = queries.SpendFilter(since=options.since, until=options.until)
+    offsets = ((None, 0),)
+    if conn.dialect.name != "postgresql" and period != "total":
+        offsets = spend.offset_changes(zone(options.timezone), *queries.spend_time_range(conn, where))
+    cells = spend_queries.ledger_cells(conn, caps, where, by, period, offsets, options.timezone or "UTC")
+    keys = [row.token for row in session.key_rows] + ([c.entity[0] for c in cells] if by == "key" else [])
+    catalogue = session.catalogue
+    return spend.merge(cells, by, Resolver(catalogue), catalogue.alias_target, _aliases(conn, caps, session.key_rows, by),
+                       Redactor(keys))
 
 
 def _aliases(conn, caps, key_rows, by: str) -> dict[str, str | None]:
@@ -122,17 +130,19 @@ def _aliases(conn, caps, key_rows, by: str) -> dict[str, str | None]:
 def _print_table(result) -> None:
     from auditor import render
 
+    record = result.record()
     table = Table(header_style="bold", expand=False)
     columns = [("period", "left"), (result.by.replace("_", " "), "left"), ("model group", "left"), ("spend", "right"),
                ("share", "right"), ("requests", "right"), ("tokens in", "right"), ("tokens out", "right"),
                ("failures", "right"), ("cache hits", "right")]
-    for name, justify in columns[0 if result.period != "total" else 1:]:
+    by_period = result.period != "total"
+    for name, justify in columns[0 if by_period else 1:]:
         table.add_column(name, justify=justify, overflow="fold")
-    for line in result.lines:
-        cells = [render.clean(render.spend_entity(line)), render.clean(render.spend_group(line)), f"${line.spend:,.4f}",
-                 f"{line.share:.1%}", f"{line.requests:,}", f"{line.prompt_tokens:,}", f"{line.completion_tokens:,}",
-                 f"{line.failures:,}", f"{line.cache_hits:,}"]
-        table.add_row(*([line.period or ""] if result.period != "total" else []), *cells)
+    for line in record["lines"]:
+        cells = [render.clean(render.spend_entity(line)), render.clean(render.spend_group(line)), f"${line['spend']:,.4f}",
+                 f"{line['share']:.1%}", f"{line['requests']:,}", f"{line['prompt_tokens']:,}", f"{line['completion_tokens']:,}",
+                 f"{line['failures']:,}", f"{line['cache_hits']:,}"]
+        table.add_row(*([line["period"]] if by_period else []), *cells)
     out.print(table)
-    for said in render.spend_summary(result):
+    for said in render.spend_summary(record):
         out.print(render.clean(said))

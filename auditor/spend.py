@@ -203,3 +203,51 @@ def ungoverned(totals: Iterable[tuple], resolve, governed: Callable[..., bool]) 
     order = {scope: n for n, scope in enumerate(SCAN_SCOPES)}
     return [WindowSpend(scope, entity_id, group, None, None, None, None, spend, requests)
             for (scope, entity_id, group), (spend, requests) in sorted(found.items(), key=lambda kv: (order[kv[0][0]], *kv[0][1:]))]
+
+
+# --------------------------------------------------------------------------------------------------
+# The report's "where the money went"
+
+
+def folded(lines: Mapping[tuple, SpendLine]) -> dict[tuple, SpendLine]:
+    """Per-period lines summed over their periods: what --period total gives, from the same cells."""
+    found: dict[tuple, SpendLine] = {}
+    for line in lines.values():
+        total = found.get((line.entity_id, line.model_group))
+        if total is None:
+            total = found[(line.entity_id, line.model_group)] = SpendLine(line.entity_id, line.entity_alias, line.model_group, None)
+        total.spend += line.spend
+        total.requests += line.requests
+        total.prompt_tokens += line.prompt_tokens
+        total.completion_tokens += line.completion_tokens
+        total.failures += line.failures
+        total.cache_hits += line.cache_hits
+        total.aliases |= line.aliases
+        total.models |= line.models
+    return found
+
+
+def overview(daily: Mapping[tuple, SpendLine], ignored: dict[str, int], *, zone_name: str, top: int = 10,
+             since=None, until=None) -> dict:
+    """Top entities (their lines per model group, as `auditor spend --top`), every model group's total, and each
+    day's spend per model group (unresolved models as one series, model_group null)."""
+    totals = table(folded(daily), ignored, by="key", period="total", zone_name=zone_name, top=top, since=since, until=until)
+    groups: dict[str | None, list] = {}
+    per_day: dict[tuple[str, str | None], float] = defaultdict(float)
+    for line in daily.values():
+        g = groups.setdefault(line.model_group, [0.0, 0, set()])
+        g[0] += line.spend
+        g[1] += line.requests
+        g[2] |= line.aliases
+        per_day[(line.period, line.model_group)] += line.spend
+    whole = totals.total_spend
+    ordered = sorted(groups, key=lambda g: (g is None, -groups[g][0], g or ""))
+    days = sorted({day for day, _ in per_day if day})
+    return {
+        "table": totals.record(),
+        "model_groups": [{"model_group": g, "spend": groups[g][0], "requests": groups[g][1],
+                          "share": round(groups[g][0] / whole, 6) if whole > 0 else 0.0, "aliases": sorted(groups[g][2])}
+                         for g in ordered],
+        "daily": {"days": days, "series": [{"model_group": g, "spend": [per_day.get((day, g), 0.0) for day in days]}
+                                            for g in ordered]},
+    }
