@@ -318,3 +318,11 @@ def test_on_the_sample_scan_spend_and_auditor_spend_agree_for_every_scope(any_ur
         assert ({k: v for k, v in pairs.items() if k[0] == scope and k[:2] not in multi}
                 == pytest.approx({k: v for k, v in want_pairs.items() if k[:2] not in multi}, abs=1e-9)), scope
         assert len(want_pairs) > 0, scope
+
+
+def test_request_tags_that_are_not_a_list_count_as_no_tags(any_url, config):
+    """LiteLLM writes a JSON list; anything else (an object, a string, a number) is read as no tags instead of
+    failing the statement (jsonb_array_elements_text raises on a non-array). Two tags on one row: counted under each."""
+    url = build(any_url, [row(1.0, tags={"team": "x"}), row(2.0, tags="oops"), row(4.0, tags=7), row(8.0, tags=["ok", "ok2"])])
+    assert lines(spend(url, config, "--by", "tag")) == [
+        (None, "ok", "gpt-4o", 8.0, 1), (None, "ok2", "gpt-4o", 8.0, 1), (None, None, "gpt-4o", 7.0, 3)]
