@@ -1,8 +1,8 @@
 """The ledger grouped for `auditor spend` (and the scan's spend lines): one GROUP BY in the database.
 
 It groups on the entity column(s), the logged model triple, the calendar period and the row's outcome
-(queries.row_outcome, so "charged" means what it means to the scan), and returns one cell per group: memory
-grows with the cells, never with rows. Repeat polls of a paid job, which row_outcome cannot see, are moved out
+(queries.row_outcome, so "charged" means what it means to the scan), and returns a cell per group (and per
+call_type): memory grows with the groups, never with rows. Repeat polls of a paid job, which row_outcome cannot see, are moved out
 of the charged cells by a narrow second query over poll rows, run only when charged poll rows exist (as
 queries.spend_groups does).
 """
@@ -10,7 +10,7 @@ queries.spend_groups does).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 from datetime import datetime
 
 from sqlalchemy import Connection, String, and_, case, cast, func, literal, literal_column, select, true
@@ -37,10 +37,9 @@ ENTITY_COLUMNS: dict[str, tuple[str, ...]] = {**SCOPE_COLUMNS, TAG: ("request_ta
 PERIODS = ("day", "week", "month", "total")
 
 
-@dataclass(frozen=True, slots=True)
-class Cell:
+class Cell(NamedTuple):
     """One group of ledger rows: entity values ('' where the row has none), logged triple, period start (local
-    date, None for total) and outcome."""
+    date, None for total) and outcome. A tuple: a daily read makes one per (key, model, day, outcome)."""
 
     entity: tuple[str, ...]
     model: str
@@ -79,25 +78,28 @@ def ledger_cells(conn: Connection, caps: Capabilities, where: SpendFilter, by: s
     )
     rows = hash_aggregated(conn, query)
     n = len(entity)
-    polls = any(r[n + 4] == CHARGED and r[n + 5] in JOB_POLL_CALL_TYPES for r in rows)
-    cells: dict[tuple, list] = {}
-    for r in rows:
-        _add(cells, (tuple(r[:n]), *r[n:n + 5]), r[n + 6:])
-    if polls:
-        for r in _repeat_polls(conn, caps, where, by, period, offsets, zone_name):
-            group = (tuple(r[:n]), *r[n:n + 4])
-            _add(cells, (*group, IGNORED_REPEAT_POLL), r[n + 4:])
-            _add(cells, (*group, CHARGED), [-v for v in r[n + 4:]])
-    return [
-        Cell(k[0], k[1], k[2], k[3], k[4] or None, k[5], float(v[0]), int(v[1]), int(v[2]), int(v[3]), int(v[4]))
-        for k, v in cells.items() if v[1]
+    dates: dict = {}  # each distinct bucket converted once
+    cells = [
+        Cell(tuple(r[:n]), r[n], r[n + 1], r[n + 2], _date(r[n + 3], dates), r[n + 4], float(r[n + 6] or 0.0), int(r[n + 7]),
+             int(r[n + 8] or 0), int(r[n + 9] or 0), int(r[n + 10] or 0))
+        for r in rows
     ]
+    if any(c.outcome == CHARGED and r[n + 5] in JOB_POLL_CALL_TYPES for c, r in zip(cells, rows)):
+        # each group of repeats moves out of the charged cells: a cell of them, and the same with the sign turned
+        for r in _repeat_polls(conn, caps, where, by, period, offsets, zone_name):
+            head = (tuple(r[:n]), r[n], r[n + 1], r[n + 2], _date(r[n + 3], dates))
+            values = (float(r[n + 4] or 0.0), int(r[n + 5]), int(r[n + 6] or 0), int(r[n + 7] or 0), int(r[n + 8] or 0))
+            cells.append(Cell(*head, IGNORED_REPEAT_POLL, *values))
+            cells.append(Cell(*head, CHARGED, *(-v for v in values)))
+    return cells
 
 
-def _add(cells: dict, key: tuple, values: Sequence) -> None:
-    found = cells.get(key)
-    values = [float(values[0] or 0.0), *(int(v or 0) for v in values[1:])]
-    cells[key] = values if found is None else [a + b for a, b in zip(found, values, strict=True)]
+def _date(bucket: object, dates: dict) -> str | None:
+    """A period's first day as 'YYYY-MM-DD' (PostgreSQL gives a timestamp, SQLite the text); None for the total."""
+    found = dates.get(bucket)
+    if found is None and bucket:
+        found = dates[bucket] = bucket.date().isoformat() if isinstance(bucket, datetime) else str(bucket)[:10]
+    return found
 
 
 def _measures(caps: Capabilities, table) -> list:
@@ -134,15 +136,15 @@ def _entity_source(conn: Connection, table, by: str):
 
 
 def _bucket(conn: Connection, column, period: str, offsets: Sequence[tuple[datetime | None, int]], zone_name: str):
-    """The local calendar day, week (from Monday) or month a UTC "startTime" falls in, as 'YYYY-MM-DD' of its
-    first day; '' for the total."""
+    """The local calendar day, week (from Monday) or month a UTC "startTime" falls in: its first day ('YYYY-MM-DD'
+    on SQLite, midnight of it on PostgreSQL); '' for the total."""
     if period not in PERIODS:
         raise InputError(f"--period {period!r}: use one of {', '.join(PERIODS)}")
     if period == "total":
         return literal("", String)
     if conn.dialect.name == "postgresql":
         local = func.timezone(zone_name, func.timezone("UTC", column))
-        return func.to_char(func.date_trunc(period, local), "YYYY-MM-DD")
+        return func.date_trunc(period, local)  # a timestamp: grouping on to_char's text costs three times as much
     shifts = [(since, f"{seconds:+d} seconds") for since, seconds in offsets]
     first = shifts[0][1]
     later = [(column >= since, shift) for since, shift in reversed(shifts[1:])]
