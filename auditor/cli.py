@@ -13,10 +13,18 @@ from rich.table import Table
 from auditor import __version__
 from auditor.cli_backfill import backfill_app, db_app
 from auditor.cli_report import history_command, report_command
+from auditor.cli_spend import spend_command
 from auditor.cli_common import (
     ConfigOption,
     DbOption,
     LiteLLMVersionOption,
+    Format,
+    FormatOption,
+    OutputOption,
+    SinceOption,
+    StatementTimeoutOption,
+    TimezoneOption,
+    UntilOption,
     RedisOption,
     RedisOptionalOption,
     err,
@@ -50,6 +58,7 @@ app.add_typer(backfill_app, name="backfill")
 app.add_typer(db_app, name="db")
 app.command("report")(report_command)
 app.command("history")(history_command)
+app.command("spend")(spend_command)
 
 
 @app.command()
@@ -115,13 +124,6 @@ def _render_doctor(report) -> None:
     out.print("scan can run" if report.can_scan else "[bold red]scan cannot run[/] (exit 3)")
 
 
-class Format(str, Enum):
-    table = "table"
-    json = "json"
-    csv = "csv"
-    markdown = "markdown"
-
-
 class FailOn(str, Enum):
     error = "error"
     warning = "warning"
@@ -135,19 +137,19 @@ def scan(
     config: ConfigOption = None,
     redis_url: RedisOption = None,
     redis_optional: RedisOptionalOption = False,
-    since: Annotated[Optional[str], typer.Option(help='Only spend logs with "startTime" at or after this (ISO 8601, or an age like 30d).', show_default=False)] = None,
-    until: Annotated[Optional[str], typer.Option(help='Only spend logs with "startTime" before this.', show_default=False)] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
     key: Annotated[Optional[list[str]], typer.Option("--key", help="A key hash or alias; repeat for several.", show_default=False)] = None,
     model: Annotated[Optional[str], typer.Option(help="Only findings about this model group or budget entry.", show_default=False)] = None,
-    output_format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
-    output: Annotated[Optional[str], typer.Option(help="Write the output to this file (atomically, mode 0600).", show_default=False)] = None,
+    output_format: FormatOption = Format.table,
+    output: OutputOption = None,
     now: Annotated[Optional[str], typer.Option(help="Judge the scan at this instant (default: the current time), for reproducible results.", show_default=False)] = None,
     tolerance: Annotated[float, typer.Option(help="Dollars a counter may differ from the ledger before it is drift.")] = 0.0001,
     window_slack: Annotated[float, typer.Option(help="Seconds before a counter's start that still count in its window.")] = 1.0,
     settle: Annotated[float, typer.Option(help="Seconds before --now whose charges counters may not hold yet.")] = 120.0,
     fail_on: Annotated[FailOn, typer.Option(help="Exit 1 when a finding of this severity or worse is found.")] = FailOn.error,
-    statement_timeout: Annotated[Optional[float], typer.Option(help="PostgreSQL statement_timeout for the scan's queries, in seconds.", show_default=False)] = None,
-    timezone: Annotated[Optional[str], typer.Option(help="Zone LiteLLM aligns budget resets to. Default: litellm_settings.timezone, else UTC.", show_default=False)] = None,
+    statement_timeout: StatementTimeoutOption = None,
+    timezone: TimezoneOption = None,
     use_rollups: Annotated[bool, typer.Option("--use-rollups", help="Add per-day history from LiteLLM_DailyUserSpend for days the ledger no longer holds (JSON: rollup_history).")] = False,
     litellm_version: LiteLLMVersionOption = None,
 ) -> None:

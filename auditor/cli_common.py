@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import Enum
 from typing import Annotated, Optional
 
 import typer
@@ -60,6 +61,33 @@ LiteLLMVersionOption = Annotated[
         show_default=False,
     ),
 ]
+
+SinceOption = Annotated[
+    Optional[str],
+    typer.Option(help='Only spend logs with "startTime" at or after this (ISO 8601, or an age like 30d).', show_default=False),
+]
+UntilOption = Annotated[Optional[str], typer.Option(help='Only spend logs with "startTime" before this.', show_default=False)]
+TimezoneOption = Annotated[
+    Optional[str],
+    typer.Option(help="Zone LiteLLM aligns budget resets to. Default: litellm_settings.timezone, else UTC.", show_default=False),
+]
+StatementTimeoutOption = Annotated[
+    Optional[float],
+    typer.Option(help="PostgreSQL statement_timeout for the scan's queries, in seconds.", show_default=False),
+]
+OutputOption = Annotated[
+    Optional[str], typer.Option(help="Write the output to this file (atomically, mode 0600).", show_default=False)
+]
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    markdown = "markdown"
+
+
+FormatOption = Annotated[Format, typer.Option("--format", help="Output format.")]
 
 
 def fail(message: str, code: ExitCode) -> typer.Exit:
@@ -284,7 +312,7 @@ class ScanSession:
 @contextmanager
 def scan_session(db, config, redis_url, *, now=None, since=None, until=None, keys=(), model=None, tolerance=0.0001,
                  window_slack=1.0, settle=120.0, timezone=None, use_rollups=False, statement_timeout=None,
-                 redis_optional=False, litellm_version=None) -> Iterator[ScanSession]:
+                 redis_optional=False, litellm_version=None, with_redis=True) -> Iterator[ScanSession]:
     """Parse the shared scan options, resolve database/config/Redis, and open them: one way for every command."""
     from dataclasses import replace
     from datetime import timedelta
@@ -324,7 +352,7 @@ def scan_session(db, config, redis_url, *, now=None, since=None, until=None, key
         from auditor.eras import parse_version
 
         parse_version(litellm_version)  # a usage error before anything connects
-    redis_target = redis_from(redis_url)
+    redis_target = redis_from(redis_url) if with_redis else None  # `spend` reads the ledger alone
     redis = RedisSource(redis_target, redis_optional) if redis_target is not None else None
     if redis is not None:
         redis.open()

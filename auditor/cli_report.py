@@ -153,15 +153,15 @@ def report(
         _pause_hook()
         increment = checkpoint.Increment(lookback=lookback_delta, requested=incremental,
                                          previous=recorded.checkpoint() if incremental else None)
-        result, options = _scan(db, config, redis_url, since, until, now, tolerance, window_slack, settle, statement_timeout,
-                                timezone, progress=not quiet, redis_optional=redis_optional, increment=increment,
-                                litellm_version=litellm_version)
+        result, options, money = _scan(db, config, redis_url, since, until, now, tolerance, window_slack, settle, statement_timeout,
+                                       timezone, progress=not quiet, redis_optional=redis_optional, increment=increment,
+                                       litellm_version=litellm_version)
         if not quiet:
             for why in (increment.fallback and f"full scan instead of incremental: {increment.fallback}", increment.not_stored):
                 if why:
                     err.print(f"auditor: {escape(why)}")
         record, names, written, changes = _write(result, options, recorded, started, clock, chosen, out_dir, now, fail_on,
-                                                  statement_timeout, increment)
+                                                  statement_timeout, increment, money)
         recorded.complete(record, changes, utc_now(), increment)
 
     worst = result.worst()
@@ -181,7 +181,7 @@ def report(
         raise typer.Exit(int(ExitCode.FINDINGS))
 
 
-def _write(result, options, recorded, started, clock, chosen, out_dir, now, fail_on, statement_timeout, increment):
+def _write(result, options, recorded, started, clock, chosen, out_dir, now, fail_on, statement_timeout, increment, money=None):
     """The record (with the changes since the previous run) and its files."""
     from auditor import __version__, history
     from auditor.findings import iso
@@ -213,7 +213,7 @@ def _write(result, options, recorded, started, clock, chosen, out_dir, now, fail
     )
     scanned = result.as_record()["findings"]
     changes = history.compare(scanned, history.finding_ids(scanned), recorded.previous())
-    record = build_record(result, run, changes)
+    record = build_record(result, run, changes, money)
     renderers = {"json": lambda: render_json(record), "md": lambda: render_markdown(result, record), "html": lambda: render_html(record)}
     written = write_reports(out_dir, names, {fmt: renderers[fmt]() for fmt in chosen})
     return record, names, written, changes
@@ -279,14 +279,21 @@ history_command = history
 
 def _scan(db, config, redis_url, since, until, now, tolerance, window_slack, settle, statement_timeout, timezone, *,
           progress: bool, redis_optional: bool = False, increment=None, litellm_version: str | None = None):
-    """The scan exactly as `auditor scan` runs it, returning the result and its options."""
+    """The scan exactly as `auditor scan` runs it, returning the result, its options and where the money went
+    (spend.overview: one more grouped query over the ledger, daily in the scan's zone)."""
     from contextlib import nullcontext
 
     from auditor.cli_common import progress as progress_bar, scan_session
+    from auditor.cli_spend import ledger_lines
+    from auditor.spend import overview
 
     with scan_session(
         db, config, redis_url, now=now, since=since, until=until, tolerance=tolerance, window_slack=window_slack,
         settle=settle, timezone=timezone, statement_timeout=statement_timeout, redis_optional=redis_optional,
         litellm_version=litellm_version,
     ) as session, (progress_bar() if progress else nullcontext()) as advance:
-        return session.scan(advance, increment=increment), session.options
+        result = session.scan(advance, increment=increment)
+        options = session.options
+        money = overview(*ledger_lines(session, "key", "day"), zone_name=options.timezone or "UTC", since=options.since,
+                         until=options.until)
+        return result, options, money

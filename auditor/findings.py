@@ -59,10 +59,10 @@ class WindowSpend:
     scope: str
     entity_id: str
     model_group: str | None
-    budget_model: str
-    time_period: str
-    window_start: datetime
-    window_end: datetime
+    budget_model: str | None  # None: spend no budget entry governs (no window), the entity's total for the group
+    time_period: str | None
+    window_start: datetime | None
+    window_end: datetime | None
     logged_spend: float
     requests: int
 

@@ -206,8 +206,11 @@ class SpendGroup:
 PaidJobs = dict[tuple[str, str], tuple[datetime, datetime] | None]
 
 
+ENTITY_GRAIN = ("team_id", "user", "end_user")  # with api_key, the columns that place a row in every scope
+
+
 def spend_groups(conn: Connection, caps: Capabilities, where: SpendFilter, paid: Collection[tuple[str, str]] = (),
-                 first_paid: PaidJobs | None = None) -> list[SpendGroup]:
+                 first_paid: PaidJobs | None = None, charged_by_entity: list | None = None) -> list[SpendGroup]:
     """One grouped query over the whole ledger: memory grows with distinct (key, model triple), not rows.
 
     It groups on plain columns only (key, model triple, status, call_type): PostgreSQL estimates the
@@ -218,35 +221,40 @@ def spend_groups(conn: Connection, caps: Capabilities, where: SpendFilter, paid:
     Spend that is not a finite amount is an aggregate, not a grouped column: each group counts its rows of
     such spend and sums only the others, which costs nothing in the plan.
 
-    `paid` and `first_paid` are for reads of part of the ledger (see repeat_polls)."""
+    `paid` and `first_paid` are for reads of part of the ledger (see repeat_polls). `charged_by_entity`, when a
+    list, makes the same pass also group on ENTITY_GRAIN (plain columns too) and receives the charged rows at that
+    grain, (api_key, team_id, user, end_user, model, model_group, model_id, spend, rows): the scan's spend lines
+    of every scope, without a second read of the ledger."""
     model, model_group, model_id = model_triple(caps)
     key = func.coalesce(spend_logs.c.api_key, "")
     status = spend_logs.c.status if caps.has_column("LiteLLM_SpendLogs", "status") else literal(None, String)
+    grain = _grain(charged_by_entity is not None)
     query = (
         select(
             key.label("api_key"), model.label("model"), model_group.label("model_group"), model_id.label("model_id"),
-            status.label("status"), spend_logs.c.call_type,
+            *grain, status.label("status"), spend_logs.c.call_type,
             func.coalesce(func.sum(_finite_spend()), 0.0).label("spend"),
             func.count().label("requests"),
             func.count(case((_spend_not_finite(), 1))).label("bad_spend"),
         )
         .where(*where.where())
-        .group_by(key, model, model_group, model_id, status, spend_logs.c.call_type)
+        .group_by(key, model, model_group, model_id, *grain, status, spend_logs.c.call_type)
     )
     rows = hash_aggregated(conn, query)
     unknown_status = caps.has_column("LiteLLM_SpendLogs", "status") and any(r.status is None for r in rows)
-    metadata_failures = _metadata_failures(conn, caps, where) if unknown_status else {}
+    metadata_failures = _metadata_failures(conn, caps, where, bool(grain)) if unknown_status else {}
     polls = any(r.call_type in JOB_POLL_CALL_TYPES and r.status != "failure" and r.api_key for r in rows)
-    repeats = repeat_polls(conn, caps, where, paid, first_paid) if polls else {}
+    repeats = repeat_polls(conn, caps, where, paid, first_paid, bool(grain)) if polls else {}
     groups = []
     for r in rows:
         triple = (r.api_key, r.model, r.model_group, r.model_id)
+        found = triple + tuple(r[4:4 + len(grain)])  # how the narrow queries key their groups
         spend, requests, bad = float(r.spend), int(r.requests), int(r.bad_spend)
         if r.status == "failure":
             groups.append(SpendGroup(*triple, IGNORED_FAILURE, spend, requests))
             continue
-        if r.status is None and (triple, r.call_type) in metadata_failures:
-            failed_requests, failed_spend, failed_bad = metadata_failures.pop((triple, r.call_type))
+        if r.status is None and (found, r.call_type) in metadata_failures:
+            failed_requests, failed_spend, failed_bad = metadata_failures.pop((found, r.call_type))
             groups.append(SpendGroup(*triple, IGNORED_FAILURE, failed_spend, failed_requests))
             spend, requests, bad = spend - failed_spend, requests - failed_requests, bad - failed_bad
         if not r.api_key:
@@ -256,13 +264,20 @@ def spend_groups(conn: Connection, caps: Capabilities, where: SpendFilter, paid:
         if bad:  # their spend is not in `spend`: it is no amount, so the group of them holds $0
             groups.append(SpendGroup(*triple, IGNORED_BAD_SPEND, 0.0, bad))
             requests -= bad
-        if r.call_type in JOB_POLL_CALL_TYPES and (triple, r.call_type) in repeats:
-            repeat_requests, repeat_spend = repeats.pop((triple, r.call_type))
+        if r.call_type in JOB_POLL_CALL_TYPES and (found, r.call_type) in repeats:
+            repeat_requests, repeat_spend = repeats.pop((found, r.call_type))
             groups.append(SpendGroup(*triple, IGNORED_REPEAT_POLL, repeat_spend, repeat_requests))
             spend, requests = spend - repeat_spend, requests - repeat_requests
         if requests:
             groups.append(SpendGroup(*triple, CHARGED, spend, requests))
+            if charged_by_entity is not None:
+                charged_by_entity.append((r.api_key, *found[4:], r.model, r.model_group, r.model_id, spend, requests))
     return _merged(groups)
+
+
+def _grain(wanted: bool, table=spend_logs) -> list:
+    """ENTITY_GRAIN as grouped columns ('' for NULL), or nothing."""
+    return [func.coalesce(table.c[name], "").label(name) for name in ENTITY_GRAIN] if wanted else []
 
 
 def hash_aggregated(conn: Connection, query) -> list:
@@ -282,18 +297,20 @@ def hash_aggregated(conn: Connection, query) -> list:
     return rows
 
 
-def _metadata_failures(conn: Connection, caps: Capabilities, where: SpendFilter) -> dict:
+def _metadata_failures(conn: Connection, caps: Capabilities, where: SpendFilter, by_entity: bool = False) -> dict:
     """Rows written before the status column existed (LiteLLM < 1.68) that metadata.status marks as failures:
     (rows, finite spend, rows whose spend is not a finite amount) per group of spend_groups."""
     model, model_group, model_id = model_triple(caps)
     key = func.coalesce(spend_logs.c.api_key, "")
+    group = (key, model, model_group, model_id, *_grain(by_entity))
+    n = len(group)
     query = (
-        select(key, model, model_group, model_id, spend_logs.c.call_type, func.count(), func.coalesce(func.sum(_finite_spend()), 0.0),
+        select(*group, spend_logs.c.call_type, func.count(), func.coalesce(func.sum(_finite_spend()), 0.0),
                func.count(case((_spend_not_finite(), 1))))
         .where(*where.where(), spend_logs.c.status.is_(None), spend_logs.c.metadata["status"].as_string() == "failure")
-        .group_by(key, model, model_group, model_id, spend_logs.c.call_type)
+        .group_by(*group, spend_logs.c.call_type)
     )
-    return {((r[0], r[1], r[2], r[3]), r[4]): (int(r[5]), float(r[6]), int(r[7])) for r in hash_aggregated(conn, query)}
+    return {(tuple(r[:n]), r[n]): (int(r[n + 1]), float(r[n + 2]), int(r[n + 3])) for r in hash_aggregated(conn, query)}
 
 
 def _merged(groups: list[SpendGroup]) -> list[SpendGroup]:
@@ -307,8 +324,9 @@ def _merged(groups: list[SpendGroup]) -> list[SpendGroup]:
 
 
 def repeat_polls(conn: Connection, caps: Capabilities, where: SpendFilter, paid: Collection[tuple[str, str]] = (),
-                 first_paid: PaidJobs | None = None) -> dict:
-    """Paid polls of a job that the same key already paid for, per ((key, model triple), call_type): (rows, spend).
+                 first_paid: PaidJobs | None = None, by_entity: bool = False) -> dict:
+    """Paid polls of a job that the same key already paid for, per ((key, model triple), call_type): (rows, spend);
+    `by_entity`: per ((key, model triple, *ENTITY_GRAIN), call_type), as spend_groups groups then.
 
     A finished batch or video reports its whole cost on every poll; LiteLLM charges it once per counter.
     The first paid poll (by endTime, then request_id) counts; the rest are repeats. Reads poll rows only.
@@ -321,7 +339,8 @@ def repeat_polls(conn: Connection, caps: Capabilities, where: SpendFilter, paid:
     ranked = (
         select(
             spend_logs.c.api_key, model.label("model"), model_group.label("model_group"), model_id.label("model_id"),
-            spend_logs.c.call_type, spend_logs.c.spend, job.label("job"), spend_logs.c.endTime, spend_logs.c.startTime,
+            *_grain(by_entity), spend_logs.c.call_type, spend_logs.c.spend, job.label("job"), spend_logs.c.endTime,
+            spend_logs.c.startTime,
             func.row_number().over(
                 partition_by=(spend_logs.c.api_key, job), order_by=(spend_logs.c.endTime, spend_logs.c.request_id)
             ).label("nth"),
@@ -330,10 +349,12 @@ def repeat_polls(conn: Connection, caps: Capabilities, where: SpendFilter, paid:
     )
     partial = bool(paid) or first_paid is not None
     ranked = ranked.cte("ranked") if partial else ranked.subquery()
-    group = (ranked.c.api_key, ranked.c.model, ranked.c.model_group, ranked.c.model_id, ranked.c.call_type)
+    grain = [ranked.c[name] for name in ENTITY_GRAIN] if by_entity else []
+    group = (ranked.c.api_key, ranked.c.model, ranked.c.model_group, ranked.c.model_id, *grain, ranked.c.call_type)
+    n = len(group) - 1  # the columns before call_type
     query = select(*group, func.count(), func.sum(ranked.c.spend)).where(ranked.c.nth > 1).group_by(*group)
     if not partial:
-        return {((r[0], r[1], r[2], r[3]), r[4]): (int(r[5]), float(r[6])) for r in conn.execute(query)}
+        return {(tuple(r[:n]), r[n]): (int(r[n + 1]), float(r[n + 2])) for r in conn.execute(query)}
     # One statement (the ranked polls read once): the repeats grouped as above, then each job's first paid poll.
     nothing = (cast(null(), String), cast(null(), DateTime), cast(null(), DateTime))
     query = union_all(
@@ -344,13 +365,14 @@ def repeat_polls(conn: Connection, caps: Capabilities, where: SpendFilter, paid:
     )
     repeats: dict = {}
     for r in conn.execute(query):
-        found = ((r[0], r[1], r[2], r[3]), r[4])
-        if r[10] and (r[0], r[7]) not in paid:  # the job's first paid poll, and the job was not paid before: charged
+        found = (tuple(r[:n]), r[n])
+        count, spend, job, end, start, first = r[n + 1:n + 7]
+        if first and (r[0], job) not in paid:  # the job's first paid poll, and the job was not paid before: charged
             if first_paid is not None:
-                first_paid[(r[0], r[7])] = (_as_datetime(r[8]), _as_datetime(r[9]))
+                first_paid[(r[0], job)] = (_as_datetime(end), _as_datetime(start))
             continue
-        rows, spend = repeats.get(found, (0, 0.0))
-        repeats[found] = (rows + int(r[5]), spend + float(r[6] or 0.0))
+        rows, total = repeats.get(found, (0, 0.0))
+        repeats[found] = (rows + int(count), total + float(spend or 0.0))
     return repeats
 
 

@@ -207,3 +207,64 @@ def print_table(result: ScanResult, console: Console) -> None:
     )
     for note in record["notes"]:
         console.print(f"[dim]note: {clean(note)}[/]")
+
+
+# --------------------------------------------------------------------------------------------------
+# `auditor spend`: its table's record (spend.SpendTable.record()) as JSON, CSV, Markdown; the Rich table lives with
+# the command, and the report's Markdown reuses spend_markdown
+
+
+SPEND_CSV_FIELDS = ("period", "entity_id", "entity_alias", "model_group", "spend", "share", "requests", "prompt_tokens",
+                    "completion_tokens", "failures", "cache_hits", "aliases", "unresolved_models")
+
+
+def spend_json(record: dict) -> str:
+    return json.dumps(record, indent=2) + "\n"
+
+
+def spend_csv(record: dict) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=SPEND_CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for line in record["lines"]:
+        row = dict(line, aliases=" ".join(line["aliases"]), unresolved_models=" ".join(line["unresolved_models"]))
+        writer.writerow({k: _csv_cell(row[k]) for k in SPEND_CSV_FIELDS})
+    return buffer.getvalue()
+
+
+def spend_group(line: dict) -> str:
+    """A line's model group as people read it: the router aliases its requests named, or the models no group has."""
+    if line["model_group"] is None:
+        return "(unresolved: " + ", ".join(line["unresolved_models"]) + ")" if line["unresolved_models"] else "(unresolved)"
+    return line["model_group"] + (" (via alias " + ", ".join(line["aliases"]) + ")" if line["aliases"] else "")
+
+
+def spend_entity(line: dict) -> str:
+    if line["entity_id"] is None:
+        return "(none)"
+    return f"{line['entity_alias']} ({line['entity_id'][:8]}…)" if line["entity_alias"] else line["entity_id"]
+
+
+def spend_summary(record: dict) -> list[str]:
+    """The lines under the table: total, what --top left out, rows not charged."""
+    period = record["period"]
+    said = [f"total {_usd(record['total_spend'])} in {record['total_requests']:,} charged requests ({record['by']} x model group"
+            + (f" x {period}, {record['timezone']}" if period != "total" else "") + ")"]
+    if record["omitted"]:
+        left = record["omitted"]
+        said.append(f"--top left out {left['entities']} more entities: {_usd(left['spend'])} in {left['requests']:,} requests")
+    if record["ignored_by_reason"]:
+        said.append("not charged: " + ", ".join(f"{n:,} {why}" for why, n in record["ignored_by_reason"].items()))
+    if record["by"] == "tag":
+        said.append("a request with several tags is counted under each, so tags add up to more than the ledger")
+    return said
+
+
+def spend_markdown(record: dict) -> str:
+    lines = ["| period | entity | model group | spend | share | requests | prompt tokens | completion tokens | failures | cache hits |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for line in record["lines"]:
+        lines.append(f"| {line['period'] or 'total'} | {md_text(spend_entity(line))} | {md_text(spend_group(line))} | "
+                     f"{_usd(line['spend'])} | {line['share']:.1%} | {line['requests']:,} | {line['prompt_tokens']:,} | "
+                     f"{line['completion_tokens']:,} | {line['failures']:,} | {line['cache_hits']:,} |")
+    return "\n".join(lines + [""] + [f"- {md_text(s)}" for s in spend_summary(record)]) + "\n"

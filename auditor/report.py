@@ -4,7 +4,7 @@ Pure apart from `prepare_out_dir` and `write_reports`: the record, the summary f
 and the rendered texts are computed from one ScanResult and the run's metadata.
 
 The JSON is the scan contract (`auditor/scan.schema.json`) with the report's own keys in front of it:
-`{"run": {...}, "changes": null, "coverage": {...}, ...scan contract...}`. Dropping REPORT_KEYS gives back
+`{"run": {...}, "changes": null, "coverage": {...}, "money": {...}, ...scan contract...}`. Dropping REPORT_KEYS gives back
 exactly what `auditor scan --format json` prints, so the scan's schema still validates it;
 `auditor/report.schema.json` describes the report's keys. `changes` is what changed since the previous
 run recorded in the history (auditor/history.py): `{"previous_run", "previous_as_of", "new", "still_open",
@@ -31,7 +31,7 @@ from auditor.findings import AMBIGUOUS_MODEL, OVER_BUDGET, SEVERITY_RANK, UNRESO
 from auditor.output import write_atomic
 
 REPORT_VERSION = 1
-REPORT_KEYS = ("run", "changes", "coverage")
+REPORT_KEYS = ("run", "changes", "coverage", "money")
 FORMATS = ("json", "md", "html")  # also the files' extensions
 PREFIX = "auditor-report-"
 _TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -76,10 +76,11 @@ def file_names(as_of: datetime, formats: tuple[str, ...]) -> dict[str, str]:
     return {fmt: f"{stem}.{fmt}" for fmt in formats}
 
 
-def build_record(result: ScanResult, run: Run, changes: dict | None = None) -> dict:
-    """The report's JSON: its own keys first, then the scan contract unchanged."""
+def build_record(result: ScanResult, run: Run, changes: dict | None = None, money: dict | None = None) -> dict:
+    """The report's JSON: its own keys first, then the scan contract unchanged. `money` is where the money went
+    (spend.overview; report_money renders it)."""
     scan = result.as_record()
-    return {"run": run.as_record(), "changes": changes, "coverage": coverage(scan, result.resolutions), **scan}
+    return {"run": run.as_record(), "changes": changes, "coverage": coverage(scan, result.resolutions), "money": money, **scan}
 
 
 def scan_part(record: dict) -> dict:
@@ -203,7 +204,9 @@ def render_markdown(result: ScanResult, record: dict) -> str:
         f"run `{run['id']}`, {run['duration_s']:.1f} s, auditor {run['auditor_version']}"
         + (f"; charts and resolver coverage: `{html}`" if html else ""),
     ]
-    return to_markdown(result) + changes_markdown(record) + "\n".join(tail) + "\n"
+    from auditor.report_money import money_markdown
+
+    return to_markdown(result) + changes_markdown(record) + money_markdown(record.get("money")) + "\n".join(tail) + "\n"
 
 
 CHANGES_LISTED = 50  # findings listed per group in the Markdown and HTML; the JSON has every id
@@ -344,6 +347,8 @@ def _short(entity_id: str | None, n: int = 12) -> str:
 
 
 def html_view(record: dict) -> dict:
+    from auditor.report_money import money_view
+
     fig = figures(record)
     findings = record["findings"]
     entities, other = _entities(record)
@@ -359,6 +364,7 @@ def html_view(record: dict) -> dict:
         "unplaced": cov["unplaced_models"],
         "severity_total": len(findings),
         "scan_line": scan_line(record),
+        "money": money_view(record.get("money")),
         "title": f"auditor report {_when(record['as_of'])} UTC: {_usd2(fig['money_leaked'])} leaked",
     }
 

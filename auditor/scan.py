@@ -219,7 +219,10 @@ def run_scan(
     read = where if resume is None else replace(where, ended_from=resume.cut)
     first_paid: queries.PaidJobs | None = {} if cut is not None else None
 
-    read_groups = queries.spend_groups(conn, caps, read, resume.jobs if resume else (), first_paid)
+    # a full read also places every charged row in every scope, for the spend lines (_ungoverned_spend)
+    other_scopes = selected is None and (options.entity is None or options.entity[0] != "key")
+    by_entity: list | None = [] if resume is None and other_scopes else None
+    read_groups = queries.spend_groups(conn, caps, read, resume.jobs if resume else (), first_paid, by_entity)
     groups = checkpoint.merge_groups(resume.groups, read_groups) if resume is not None else read_groups
     rows = RowCounts()
     for group in groups:
@@ -277,6 +280,7 @@ def run_scan(
     findings += rollup_found
     notes += rollup_notes
     spend = reconcile.window_spend(budgets, windows, groups_by_entry)
+    spend += _ungoverned_spend(conn, caps, where, groups, by_entity, budgets, keys_entries, resolutions, catalogue, options, selected)
     if options.model:
         _require_known_model(options.model, budgets, catalogue, groups, logged_groups)
         findings = [f for f in findings if options.model in (f.model_group, f.budget_model, f.model)]
@@ -333,6 +337,41 @@ def _require_known_model(model: str, budgets, catalogue: Catalogue, groups, logg
     known |= {name for g in groups for name in (g.model, g.model_group) if name}
     if model not in known:
         raise InputError(f"--model {model!r} names no budget entry, served model or logged model (or model group)")
+
+
+def _ungoverned_spend(conn, caps, where, groups, by_entity, budgets, keys_entries, resolutions, catalogue, options, selected):
+    """The spend of every (scope, entity, model group) the ledger charged that no budget entry governs, which no
+    window shows (budget_model null). Keys from the scan's own groups; the other scopes from the charged rows at
+    entity grain that a full read's spend_groups pass collected (`by_entity`), else (an incremental run, which
+    reads only new rows) from one grouped query over the ledger; none when the scan audits chosen keys alone."""
+    from auditor import spend_queries
+    from auditor.spend import ungoverned
+
+    totals = [("key", g.api_key, g.api_key, g.model, g.model_group, g.model_id, g.spend, g.requests)
+              for g in groups if g.outcome == queries.CHARGED]
+    if selected is None and (options.entity is None or options.entity[0] != "key"):
+        if by_entity is None:  # an incremental run read only the new rows
+            by_entity = [(*c.entity, c.model, c.model_group, c.model_id, c.spend, c.requests)
+                         for c in spend_queries.ledger_cells(conn, caps, where, ("api_key", *queries.ENTITY_GRAIN))
+                         if c.outcome == queries.CHARGED]
+        for api_key, team, user, end_user, model, model_group, model_id, spend, requests in by_entity:
+            member = queries.team_member_entity_id(user, team) if user and team else ""
+            for scope, entity_id in (("team", team), ("user", user), ("end_user", end_user), ("team_member", member)):
+                if entity_id:
+                    totals.append((scope, entity_id, api_key, model, model_group, model_id, spend, requests))
+    if options.entity is not None:
+        scope, entity = options.entity
+        wanted = (scope, queries.team_member_entity_id(*entity) if isinstance(entity, tuple) else entity)
+        totals = [t for t in totals if t[:2] == wanted]
+
+    def governed(scope, entity_id, api_key, model, model_group, model_id) -> bool:
+        eb = budgets.get((scope, entity_id))
+        if eb is None or not eb.entries:  # most entities: no per-model budget at all
+            return False
+        charge = queries.ChargeRow(entity_id, "", api_key, None, None, 0.0, model, model_group, model_id)
+        return _place(eb, charge, resolutions, catalogue, keys_entries) is not None
+
+    return ungoverned(totals, resolutions, governed)
 
 
 def _paid_before(first_paid: queries.PaidJobs, cut: datetime) -> set[tuple[str, str]]:

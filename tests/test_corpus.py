@@ -127,6 +127,7 @@ def windows(record: dict) -> list[list]:
     return [
         [s["budget_model"], s["time_period"], s["window_start"], s["window_end"], s["logged_spend"], s["requests"]]
         for s in record["spend"]
+        if s["budget_model"] is not None  # a window; the others are spend no entry governs
     ]
 
 

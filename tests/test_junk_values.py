@@ -126,5 +126,8 @@ def test_a_scan_of_junk_spends_is_strict_json_with_every_row_accounted_for(diale
     junk = len(rows) - 4
     assert record["rows"] == {"read": len(rows), "attributed": 2, "unresolved": 0, "ignored": junk + 2,
                               "ignored_by_reason": {"failure": 2, "spend not a finite amount": junk}}
-    assert [(s["window_start"], s["logged_spend"], s["requests"]) for s in record["spend"]] == [("2026-03-02T09:00:00.000Z", 0.75, 2)]
+    assert [(s["scope"], s["budget_model"], s["window_start"], s["logged_spend"], s["requests"]) for s in record["spend"]] == [
+        ("key", "gpt-4o", "2026-03-02T09:00:00.000Z", 0.75, 2),
+        ("user", None, None, 0.75, 2),  # u1's spend, which no entry of a user budget governs
+    ]
     assert json.dumps(record, allow_nan=False)  # nothing non-finite anywhere in it

@@ -146,7 +146,7 @@ def test_sample_report_writes_the_dated_files_and_latest_atomically(sample_run):
 def test_the_json_is_the_scan_contract_with_the_run_in_front(sample_run):
     _, out, scanned = sample_run
     record = load(out)
-    assert list(record)[:3] == list(REPORT_KEYS)
+    assert list(record)[:4] == list(REPORT_KEYS)
     jsonschema.validate(record, REPORT_SCHEMA)
     jsonschema.validate(scan_part(record), SCAN_SCHEMA)
     assert scan_part(record) == scanned  # exactly what `auditor scan --format json` prints
@@ -580,3 +580,39 @@ def test_money_is_summed_exactly(sample_run):
     record = load(out)
     leaked = math.fsum(f["spend_after_limit"] or 0.0 for f in record["findings"] if f["kind"] == "over_budget")
     assert round(leaked, 6) == record["totals"]["money_leaked"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the money went
+
+
+def test_where_the_money_went_is_the_spend_table_in_json_markdown_and_html(sample_run, tmp_path):
+    """The report's `money` is `auditor spend --by key --top 10` of the same ledger (summed per day there, so equal
+    to the float), every model group's total, and each day's spend per group adding up to those totals."""
+    _, out, scanned = sample_run
+    record = load(out)
+    money = record["money"]
+    env = {name: None for name in UNSET} | {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    spend = json.loads(runner.invoke(app, ["spend", "--top", "10", "--format", "json"], env=env).stdout)
+    table = money["table"]
+    strip = lambda line: {k: v for k, v in line.items() if k not in ("spend", "share")}  # noqa: E731
+    assert [strip(ln) for ln in table["lines"]] == [strip(ln) for ln in spend["lines"]]
+    assert [ln["spend"] for ln in table["lines"]] == pytest.approx([ln["spend"] for ln in spend["lines"]], abs=1e-9)
+    assert table["omitted"] == {**spend["omitted"], "spend": pytest.approx(spend["omitted"]["spend"], abs=1e-9)}
+    assert table["total_requests"] == scanned["rows"]["attributed"] + scanned["rows"]["unresolved"]
+    groups = {g["model_group"]: g["spend"] for g in money["model_groups"]}
+    assert math.fsum(groups.values()) == pytest.approx(table["total_spend"], abs=1e-9)
+    days = money["daily"]["days"]
+    assert days == [f"2026-11-{d:02d}" for d in range(1, 22)]  # the sample's traffic, 1 .. 21 November (UTC)
+    for series in money["daily"]["series"]:
+        assert len(series["spend"]) == len(days)
+        assert math.fsum(series["spend"]) == pytest.approx(groups[series["model_group"]], abs=1e-9), series["model_group"]
+
+    markdown = (out / f"{STEM}.md").read_text()
+    assert "## Where the money went" in markdown
+    assert "| total | research-agent \\(c53fc536…\\) | claude-opus-4-6 |" in markdown
+
+    page = (out / f"{STEM}.html").read_text()
+    section = page[page.index('<h2 id="money">'):page.index("<h2>Resolver coverage")]
+    assert section.count('<rect class="mg0"') == len(days) + 1  # a segment per day of the biggest group, and its swatch
+    assert "research-agent (c53fc536…)" in section and "claude-opus-4-6" in section
