@@ -201,8 +201,11 @@ def test_traffic_through_a_proxy_alias_is_charged_to_the_alias_name_and_bypasses
         "scope": "key", "entity_id": A, "budget_model": "gpt-4o", "model": "gpt4", "model_group": "gpt-4o", "requests": 2,
         "severity": "error"}
     assert bypass["logged_spend"] == pytest.approx(1.40)
-    assert sorted((s["entity_id"], s["budget_model"], round(s["logged_spend"], 6)) for s in record["spend"]) == [
+    assert sorted((s["entity_id"], s["budget_model"], round(s["logged_spend"], 6)) for s in record["spend"] if s["budget_model"]) == [
         (A, "gpt-4o", 0.30), (B, "gpt4", 1.40), (C, "gpt*", 1.70)]
+    # what no entry governs is a spend line of its own: A's alias traffic, and B's direct gpt-4o request
+    assert sorted((s["entity_id"], s["model_group"], round(s["logged_spend"], 6)) for s in record["spend"] if not s["budget_model"]) == [
+        (A, "gpt-4o", 1.40), (B, "gpt-4o", 0.30)]
     [over] = kinds(record, "over_budget")
     assert (over["entity_id"], over["budget_model"], over["severity"]) == (B, "gpt4", "warning")
     assert record["totals"]["money_leaked"] == pytest.approx(1.40)

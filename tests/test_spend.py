@@ -258,8 +258,9 @@ def scan_spend(url: str, config: str, *extra: str) -> list[dict]:
 
 
 def test_scan_spend_has_a_line_for_every_entity_and_group_with_null_budget_where_none_governs(ledger, config):
-    """Key A has a 1d gpt-4o budget (one window: 1.25 + 0.75 + 0.5 = 2.5, the alias row included, as the scan's
-    resolver places it); everything else no entry governs: a line per (scope, entity, group) with its total."""
+    """Key A has a 1d gpt-4o budget (one window: 1.25 + 0.75 = 2.0; its 0.5 through the proxy alias gpt4 is gated
+    and charged by LiteLLM under the alias name, which no entry governs, so it is a line of its own with budget null);
+    everything else no entry governs: a line per (scope, entity, group) with its total."""
     engine = create_engine(ledger)
     with engine.begin() as conn:
         conn.execute(verification_token.update().where(verification_token.c.token == A).values(
@@ -269,8 +270,9 @@ def test_scan_spend_has_a_line_for_every_entity_and_group_with_null_budget_where
            for s in scan_spend(ledger, config)]
     member = lambda user: f"{len(user)}:{user}:team-x"  # noqa: E731 - LiteLLM's team member id
     assert got == [
-        ("key", A, "gpt-4o", "gpt-4o", 2.5, 3),  # the window
+        ("key", A, "gpt-4o", "gpt-4o", 2.0, 2),  # the window
         ("key", A, "claude-opus-4-6", None, 5.0, 2),
+        ("key", A, "gpt-4o", None, 0.5, 1),  # through the alias gpt4
         ("key", B, "gpt-4o", None, 10.0, 2),
         ("team", "team-x", "claude-opus-4-6", None, 5.0, 2),
         ("team", "team-x", "gpt-4o", None, 2.5, 3),
