@@ -283,8 +283,8 @@ def test_scan_spend_has_a_line_for_every_entity_and_group_with_null_budget_where
         ("team_member", member("u1"), "gpt-4o", None, 2.5, 3),
     ]
     # --key audits that key alone; --model keeps one group
-    assert [(s["entity_id"], s["model_group"]) for s in scan_spend(ledger, config, "--key", "alpha")] == [
-        (A, "gpt-4o"), (A, "claude-opus-4-6")]
+    assert [(s["entity_id"], s["model_group"], s["budget_model"]) for s in scan_spend(ledger, config, "--key", "alpha")] == [
+        (A, "gpt-4o", "gpt-4o"), (A, "claude-opus-4-6", None), (A, "gpt-4o", None)]
     assert {s["model_group"] for s in scan_spend(ledger, config, "--model", "claude-opus-4-6")} == {"claude-opus-4-6"}
 
 
