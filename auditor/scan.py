@@ -270,7 +270,7 @@ def run_scan(
         findings += shared_windows.as_copies(reconcile.counter_findings(
             budgets, windows, counters_by_entity, ledger, resolutions, catalogue, options, read_source=read_source), era)
     findings += reconcile.resolution_findings(groups, resolutions)
-    findings += _alias_bypasses(conn, caps, catalogue, budgets, keys_entries, where)
+    findings += _alias_bypasses(conn, caps, catalogue, budgets, keys_entries, where, by_entity)
     notes = era_notes + reconcile.model_spend_notes(key_rows)
     findings += reconcile.model_spend_findings(key_rows, groups, resolutions, options, selected)
     findings += findings_scalar
@@ -307,13 +307,21 @@ def run_scan(
     )
 
 
-def _alias_bypasses(conn, caps, catalogue: Catalogue, budgets, keys_entries, where) -> list:
+def _alias_bypasses(conn, caps, catalogue: Catalogue, budgets, keys_entries, where, by_entity) -> list:
     """Traffic through a proxy-level alias that no entry governs while an entry governs its target: LiteLLM's
-    limiter gates and charges the alias name, so that traffic is neither blocked nor counted (alias_bypass)."""
+    limiter gates and charges the alias name, so that traffic is neither blocked nor counted (alias_bypass).
+    A full read already grouped the charged rows at entity grain (`by_entity`); otherwise one narrow query."""
     aliases = {alias: catalogue.internal_names.get(target, target)
                for alias in catalogue.group_aliases if (target := catalogue.alias_target(alias)) is not None}
+    if not aliases:
+        return []
+    if by_entity is not None:
+        traffic = [queries.AliasTraffic(key, team, user, end_user, group, spend, requests)
+                   for key, team, user, end_user, _, group, _, spend, requests in by_entity if group in aliases]
+    else:
+        traffic = queries.alias_traffic(conn, caps, where, aliases)
     totals: dict[tuple, list] = defaultdict(lambda: [0.0, 0])
-    for row in queries.alias_traffic(conn, caps, where, aliases):
+    for row in traffic:
         target = aliases[row.alias]
         for scope, entity_id in (("key", row.api_key), ("team", row.team_id), ("user", row.user), ("end_user", row.end_user),
                                  ("team_member", queries.team_member_entity_id(row.user, row.team_id) if row.user and row.team_id else "")):

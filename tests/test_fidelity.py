@@ -209,6 +209,9 @@ def test_traffic_through_a_proxy_alias_is_charged_to_the_alias_name_and_bypasses
     [over] = kinds(record, "over_budget")
     assert (over["entity_id"], over["budget_model"], over["severity"]) == (B, "gpt4", "warning")
     assert record["totals"]["money_leaked"] == pytest.approx(1.40)
+    # --key reads the alias traffic with a query of its own: the same finding
+    [alone] = kinds(scan(url, cfg, at(12), "--key", "alpha"), "alias_bypass")
+    assert (alone["entity_id"], alone["requests"], round(alone["logged_spend"], 6)) == (A, 2, 1.40)
 
 
 # ---------------------------------------------------------------------------------------------
