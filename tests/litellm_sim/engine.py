@@ -51,7 +51,7 @@ from litellm.proxy.litellm_pre_call_utils import LiteLLMProxyRequestSetup  # noq
 from litellm.proxy.spend_tracking.spend_tracking_utils import get_logging_payload  # noqa: E402
 from litellm.proxy.utils import PrismaClient  # noqa: E402
 
-from tests.litellm_sim.world import Request, World  # noqa: E402
+from .world import Request, World  # noqa: E402
 
 UTC = timezone.utc
 RESET_JOB_EVERY = timedelta(seconds=600)  # ResetBudgetJob's scheduler interval (proxy_budget_rescheduler_*_time)
@@ -284,7 +284,9 @@ class Simulation:
             member_budget = w.budgets.get(chosen) if chosen else None
         scalars = self.outcome.scalars
         return UserAPIKeyAuth(
-            token=key.token, key_alias=key.name, user_id=key.user_id, team_id=key.team_id, end_user_id=request.end_user,
+            # the raw key: UserAPIKeyAuth hashes it into `token` and `api_key`, as the proxy's auth does
+            api_key=f"sk-sim-{key.name}", key_alias=key.name,
+            user_id=key.user_id, team_id=key.team_id, end_user_id=request.end_user,
             model_max_budget=dict(key.model_max_budget),
             litellm_budget_table_model_max_budget=w.budgets.get(key.budget_id) if key.budget_id else None,
             user_model_max_budget=(user.model_max_budget or None) if user else None,
@@ -297,7 +299,7 @@ class Simulation:
     def _metadata(self, auth: UserAPIKeyAuth) -> dict:
         """What litellm_pre_call_utils adds to the request's metadata for spend tracking and the limiter."""
         metadata = dict(LiteLLMProxyRequestSetup.get_sanitized_user_information_from_key(user_api_key_dict=auth))
-        metadata["user_api_key"] = auth.token
+        metadata["user_api_key"] = LiteLLMProxyRequestSetup.get_logged_api_key(auth)
         metadata.update(
             user_api_key_model_max_budget=auth.model_max_budget,
             user_api_key_team_model_max_budget=auth.team_model_max_budget,
@@ -346,6 +348,7 @@ class Simulation:
     async def request(self, request: Request) -> None:
         self.advance(request.start)
         auth = self._auth(request)
+        assert auth.token == self.world.keys[request.key].token
         metadata = self._metadata(auth)
         call_id = f"call-sim{self.world.seed}-{request.n:05d}"
         blocked = self._scalar_blocked(request) or not await _is_within_every_model_budget(auth, self.limiter, request.model)

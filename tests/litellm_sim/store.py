@@ -11,8 +11,8 @@ import yaml
 from sqlalchemy import JSON, Column, MetaData, Table, create_engine
 
 from auditor import schema
-from tests.litellm_sim.engine import Outcome
-from tests.litellm_sim.world import World
+from .engine import Outcome
+from .world import World
 
 # LiteLLM_DailyTeamSpend / LiteLLM_DailyEndUserSpend: LiteLLM_DailyUserSpend's columns with the entity column
 # renamed (schema.prisma 1.110.2). auditor.schema keeps only the columns it reads of these two.

@@ -12,9 +12,24 @@ import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-ZONES = ("Asia/Kolkata", "America/New_York", "Europe/Berlin", "Australia/Sydney")
+ZONES = ("Asia/Kolkata", "Asia/Tokyo", "America/Sao_Paulo")  # non-UTC, no DST change in March 2026
 ENTRY_PERIODS = ("1d", "12h", "6h", "2d")
 SCALAR_PERIODS = ("1d", "12h", "7d", "1d")
+ODD_SCALAR_PERIODS = ("48h", "36h", "90m", "5h", "45m")  # do not divide a day or an hour
+
+# Each feature switches on one LiteLLM behaviour on top of the baseline deployment, so a test can tell which
+# one a false finding comes from. The baseline alone is every scope, budget kind and routing case that needs none.
+FEATURES = frozenset({
+    "alias_traffic",  # requests name a proxy-level model_group_alias ("opus" -> claude-opus-4-6)
+    "keys_without_user_or_team",  # keys with no user_id / team_id: rows with user "" and team_id ""
+    "default_end_user_budget",  # end users without budget_id, governed by litellm_settings.max_end_user_budget_id
+    "colon_ids",  # a user id and an end-user id containing ':'
+    "member_without_row",  # a team member with no LiteLLM_TeamMembership row (the team's team_member_budget_id)
+    "cache_hits",  # repeated requests answered from LiteLLM's cache ($0 rows)
+    "deleted_key",  # a key deleted half-way (LiteLLM_DeletedVerificationToken)
+    "odd_scalar_periods",  # scalar budget_duration 48h / 36h / 90m / 5h / 45m
+    "dst",  # litellm_settings.timezone America/New_York across its spring-forward day (2026-03-08)
+})
 
 
 def key_hash(name: str) -> str:
@@ -54,6 +69,7 @@ class Entity:
 @dataclass
 class World:
     seed: int
+    features: frozenset[str]
     start: datetime  # naive UTC
     days: int
     timezone: str
@@ -86,9 +102,19 @@ def _entry(rng: random.Random, low: float, high: float, *, legacy_names: bool = 
     return {"max_budget": limit, "budget_duration": period}
 
 
-def build_world(seed: int, *, days: int = 4) -> World:
+def build_world(seed: int, *, days: int = 4, features: frozenset[str] = FEATURES) -> World:
+    unknown = set(features) - FEATURES
+    if unknown:
+        raise ValueError(f"unknown simulator features: {sorted(unknown)}")
+    on = features.__contains__
     rng = random.Random(seed)
     start = datetime(2026, 3, 2) + timedelta(days=rng.randrange(0, 20), hours=rng.randrange(0, 24))
+    zone = rng.choice(ZONES)
+    if on("dst"):
+        start, zone = datetime(2026, 3, 6, rng.randrange(0, 24)), "America/New_York"
+    svc_user = "ops:svc" if on("colon_ids") else "ops-svc"
+    tenant = "tenant:42" if on("colon_ids") else "tenant-42"
+    scalar_periods = ODD_SCALAR_PERIODS if on("odd_scalar_periods") else SCALAR_PERIODS
     config = {
         "model_list": [
             {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_key": "sk-dummy"},
@@ -104,9 +130,11 @@ def build_world(seed: int, *, days: int = 4) -> World:
             {"model_name": "anthropic/*", "litellm_params": {"model": "anthropic/*", "api_key": "sk-dummy"}},
         ],
         "router_settings": {"model_group_alias": {"opus": "claude-opus-4-6"}},
-        "litellm_settings": {"timezone": rng.choice(ZONES), "max_end_user_budget_id": "bud-eu-default"},
+        "litellm_settings": {"timezone": zone},
         "general_settings": {},
     }
+    if on("default_end_user_budget"):
+        config["litellm_settings"]["max_end_user_budget_id"] = "bud-eu-default"
     budgets = {
         "bud-key-shared": {"claude-*": _entry(rng, 0.05, 0.15)},
         "bud-member-alice": {"gpt-4o-mini": _entry(rng, 0.01, 0.04)},
@@ -116,40 +144,48 @@ def build_world(seed: int, *, days: int = 4) -> World:
     }
     users = {
         "alice": Entity("alice", {"claude-opus-4-6": _entry(rng, 0.05, 0.15)}, max_budget=round(rng.uniform(0.3, 1.5), 2),
-                        budget_duration=rng.choice(SCALAR_PERIODS)),
+                        budget_duration=rng.choice(scalar_periods)),
         "bob": Entity("bob"),
         "carol": Entity("carol", max_budget=50.0, budget_duration="7d"),
-        "ops:svc": Entity("ops:svc", {"gpt-4o": _entry(rng, 0.04, 0.12)}),
+        svc_user: Entity(svc_user, {"gpt-4o": _entry(rng, 0.04, 0.12)}),
+        "dave": Entity("dave"),
     }
     teams = {
         "team-a": Entity("team-a", {"gpt-4o": _entry(rng, 0.08, 0.2)}, max_budget=round(rng.uniform(0.5, 2.0), 2),
-                         budget_duration=rng.choice(SCALAR_PERIODS), metadata={"team_member_budget_id": "bud-member-default"}),
+                         budget_duration=rng.choice(scalar_periods), metadata={"team_member_budget_id": "bud-member-default"}),
         "team-b": Entity("team-b"),
     }
     end_users = {
         "eu-1": Entity("eu-1", budget_id="bud-eu", max_budget=round(rng.uniform(0.2, 1.0), 2)),
-        "tenant:42": Entity("tenant:42"),
-        "eu-2": Entity("eu-2"),
+        tenant: Entity(tenant, budget_id=None if on("default_end_user_budget") else "bud-eu"),
+        "eu-2": Entity("eu-2", budget_id=None if on("default_end_user_budget") else "bud-eu"),
     }
     keys = {
         "alice-a": Key("alice-a", "alice", "team-a", {"gpt-4o": _entry(rng, 0.04, 0.1, legacy_names=True)},
-                       max_budget=round(rng.uniform(0.2, 1.0), 2), budget_duration=rng.choice(SCALAR_PERIODS),
-                       end_users=("eu-1", "tenant:42")),
+                       max_budget=round(rng.uniform(0.2, 1.0), 2), budget_duration=rng.choice(scalar_periods),
+                       end_users=("eu-1", tenant)),
         "bob-a": Key("bob-a", "bob", "team-a", {}, budget_id="bud-key-shared", end_users=("eu-2",)),
-        "carol": Key("carol", "carol", None,
+        "carol": Key("carol", "carol", None if on("keys_without_user_or_team") else "team-b",
                      {"general": _entry(rng, 0.05, 0.15, legacy_names=True), "anthropic/*": _entry(rng, 0.01, 0.03)},
                      end_users=("eu-1", "eu-2")),
-        "svc": Key("svc", "ops:svc", None, {"claude-opus-4-6": _entry(rng, 0.05, 0.12, legacy_names=True)}),
-        "anon": Key("anon", None, None, {"gpt-4o-mini": _entry(rng, 0.01, 0.03, legacy_names=True)},
+        "svc": Key("svc", svc_user, "team-b", {"claude-opus-4-6": _entry(rng, 0.05, 0.12, legacy_names=True)}),
+        "anon": Key("anon", *((None, None) if on("keys_without_user_or_team") else ("dave", "team-b")), {"gpt-4o-mini": _entry(rng, 0.01, 0.03, legacy_names=True)},
                     max_budget=round(rng.uniform(0.1, 0.4), 2), budget_duration="1d"),
         "old": Key("old", "carol", "team-b", {"gpt-4o": _entry(rng, 0.05, 0.1, legacy_names=True)},
-                   deleted_at=start + timedelta(days=days / 2, minutes=rng.randrange(0, 600))),
+                   deleted_at=start + timedelta(days=days / 2, minutes=rng.randrange(0, 600)) if on("deleted_key") else None),
     }
+    memberships = {("alice", "team-a"): "bud-member-alice", ("bob", "team-a"): None}
+    without_row: tuple[tuple[str, str], ...] = ()
+    if on("member_without_row"):
+        del memberships[("bob", "team-a")]
+        without_row = (("bob", "team-a"),)
+    models = ["gpt-4o", "gpt-4o-mini", "claude-opus-4-6", "anthropic/claude-haiku-4-5"]
+    if on("alias_traffic"):
+        models.append("opus")
     return World(
-        seed=seed, start=start, days=days, timezone=config["litellm_settings"]["timezone"], config=config,
+        seed=seed, start=start, days=days, timezone=zone, config=config, features=frozenset(features),
         budgets=budgets, users=users, teams=teams, end_users=end_users,
-        memberships={("alice", "team-a"): "bud-member-alice"}, team_members_without_row=(("bob", "team-a"),),
-        keys=keys, models=("gpt-4o", "gpt-4o-mini", "claude-opus-4-6", "opus", "anthropic/claude-haiku-4-5"),
+        memberships=memberships, team_members_without_row=without_row, keys=keys, models=tuple(models),
         default_end_user_budget="bud-eu-default",
     )
 
@@ -186,7 +222,8 @@ def draw_traffic(world: World, requests_per_day: int = 60) -> list[Request]:
         model = rng.choice(world.models)
         end_user = rng.choice(key.end_users) if key.end_users and rng.random() < 0.6 else None
         roll = rng.random()
-        outcome = "error" if roll < 0.05 else "cache_repeat" if roll < 0.1 and out else "success"
+        repeat = "cache_hits" in world.features and roll < 0.1 and out
+        outcome = "error" if roll < 0.05 else "cache_repeat" if repeat else "success"
         out.append(Request(n, start, timedelta(seconds=rng.uniform(0.4, 20)), key.name, model, end_user,
                            rng.randrange(200, 3000), rng.randrange(50, 1500), outcome))
     return out
