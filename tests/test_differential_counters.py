@@ -104,7 +104,7 @@ def test_team_member_counter_keys_with_colons_parse_back():
     assert not found, "\n".join(found[:10])
 
 
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "a key, user, end-user or team id containing ':' (end_user_model_spend:tenant:42:gpt-4o:1d): auditor splits the "
     "counter name at the first ':' instead of building the names enforcement reads from the entries "
     "(model_budget_spend_cache_key) and looking them up"
@@ -212,7 +212,7 @@ def test_scalar_periods_follow_the_reset_schedule(duration):
 
 
 @pytest.mark.parametrize(
-    "duration", [pytest.param(d, marks=pytest.mark.xfail(strict=True, reason=why)) for d, why in NOT_DIVIDING.items()]
+    "duration", [pytest.param(d, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=why)) for d, why in NOT_DIVIDING.items()]
 )
 def test_scalar_periods_that_do_not_divide_a_day_or_an_hour_follow_the_reset_schedule(duration):
     found = _schedule_mismatches(duration)
@@ -220,7 +220,7 @@ def test_scalar_periods_that_do_not_divide_a_day_or_an_hour_follow_the_reset_sch
 
 
 @pytest.mark.parametrize("duration", [
-    pytest.param(d, marks=pytest.mark.xfail(strict=True, reason=(
+    pytest.param(d, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
         "hour and minute resets across a DST change: LiteLLM's schedule steps through the skipped or repeated local "
         "hour in UTC (a period of 1h/30m/15m of real time); auditor's period_start subtracts the duration in local "
         "wall time, so the period starts an hour early (autumn) or after its own reset (spring)"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from .world import FEATURES, World, build_world, draw_traffic, key_hash
@@ -46,6 +46,18 @@ class SimRun:
         return len(self.rows["LiteLLM_SpendLogs"])
 
 
+_LOOP: asyncio.AbstractEventLoop | None = None
+
+
+def _loop() -> asyncio.AbstractEventLoop:
+    """One event loop for every simulation of a process: LiteLLM's logging worker binds to the first loop it runs
+    on, and a second asyncio.run would leave the success callbacks queued on a closed one."""
+    global _LOOP
+    if _LOOP is None or _LOOP.is_closed():
+        _LOOP = asyncio.new_event_loop()
+    return _LOOP
+
+
 def simulate(seed: int, redis_url: str | None, workdir: Path, *, features: frozenset[str] = FEATURES, days: int = 4,
              requests_per_day: int = 60, disable_pre_routing_error_logs: bool = False) -> SimRun:
     """Run the deployment through LiteLLM; Redis (a db of its own: it is flushed) holds its counters afterwards."""
@@ -56,7 +68,7 @@ def simulate(seed: int, redis_url: str | None, workdir: Path, *, features: froze
     traffic = draw_traffic(world, requests_per_day)
     now = world.end + timedelta(minutes=30)
     sim = Simulation(world, redis_url, disable_pre_routing_error_logs=disable_pre_routing_error_logs)
-    outcome = asyncio.run(sim.run(traffic, now))
+    outcome = _loop().run_until_complete(sim.run(traffic, now))
     rows = database_rows(world, outcome, now)
     snapshot, starts = None, {}
     if sim.redis is not None:
@@ -66,7 +78,7 @@ def simulate(seed: int, redis_url: str | None, workdir: Path, *, features: froze
             prefix, _, rest = name.partition(":")
             spend_prefix = {"virtual_key_budget_start_time": "virtual_key_spend"}.get(prefix)
             if spend_prefix:
-                starts[f"{spend_prefix}:{rest}"] = datetime.utcfromtimestamp(float(sim.redis.get(k)))
+                starts[f"{spend_prefix}:{rest}"] = datetime.fromtimestamp(float(sim.redis.get(k)), timezone.utc).replace(tzinfo=None)
     else:
         starts = {r["entity_id"]: r["window_start"] for r in rows["LiteLLM_BudgetWindowSpend"]}
     config_path = write_config(Path(workdir) / "proxy_config.yaml", world,

@@ -175,6 +175,9 @@ class _Capture(CustomLogger):
         self.calls[kwargs["litellm_call_id"]] = ("failure", kwargs, response_obj)
 
 
+_CAPTURE = _Capture()  # one for the process: LiteLLM keeps the callbacks it saw first in its own lists
+
+
 class _RequestStatus:
     """What the daily-transaction functions ask of the Prisma client: LiteLLM's own status rule."""
 
@@ -240,7 +243,7 @@ class Simulation:
             dual_cache=self.cache, clock=self.clock, shared_windows=self.shared,
             model_access_groups=lambda model, team_id=None: model_access_groups_of(self.router, model, team_id),
         )
-        self.capture = _Capture()
+        self.capture = _CAPTURE
         self.writer = DBSpendUpdateWriter()
         self.status = _RequestStatus()
         self.outcome = Outcome()
@@ -429,13 +432,13 @@ class Simulation:
     # --- the whole run ----------------------------------------------------------------------------------------
 
     async def run(self, traffic: list[Request], until: datetime) -> Outcome:
-        litellm.callbacks = [self.capture]
-        litellm.cache = Cache(type="local")
+        if self.capture not in litellm.callbacks:
+            litellm.callbacks.append(self.capture)
+        litellm.cache = Cache(type="local")  # a fresh one: a previous simulation's answers must not be cache hits
         try:
             for request in traffic:
                 await self.request(request)
         finally:
-            litellm.callbacks = []
             litellm.cache = None
         self.advance(until)
         if self.timeline is not None:

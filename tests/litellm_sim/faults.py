@@ -6,8 +6,10 @@ it breaks, and says which findings it must cause (`Expected`), with the amount t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
+from .engine import to_ms
 from .world import key_hash
 
 ANON = key_hash("anon")
@@ -38,9 +40,14 @@ def _open_window_start(run, spend_key: str) -> datetime | None:
     return start if start is not None and start <= run.now else None
 
 
-def _anon_period_start(rows) -> datetime:
+def _anon_period_start(run, rows) -> datetime:
+    """Where anon's current scalar period began: LiteLLM's get_budget_window_start, in the proxy's zone."""
+    from litellm.litellm_core_utils.duration_parser import get_budget_window_start
+
     token = next(r for r in rows["LiteLLM_VerificationToken"] if r["token"] == ANON)
-    return token["budget_reset_at"] - timedelta(days=1)  # anon's budget_duration is 1d
+    local = token["budget_reset_at"].replace(tzinfo=timezone.utc).astimezone(ZoneInfo(run.world.timezone))
+    start = get_budget_window_start(run.world.keys["anon"].budget_duration, local)
+    return start.astimezone(timezone.utc).replace(tzinfo=None)
 
 
 def _scalar_targets(run) -> list[tuple[str, str, bool]]:
@@ -60,7 +67,7 @@ def lost_rows(run, rows, count: int) -> list[Expected]:
     entry, duration = _anon_entry(run)
     spend_key = _spend_key(entry, duration)
     window_start = _open_window_start(run, spend_key)
-    floor = max(_anon_period_start(rows), datetime.combine((run.now - SETTLE).date(), datetime.min.time()))
+    floor = max(_anon_period_start(run, rows), datetime.combine((run.now - SETTLE).date(), datetime.min.time()))
     candidates = [r for r in rows["LiteLLM_SpendLogs"]
                   if r["api_key"] == ANON and r["status"] == "success" and r["spend"] > 0
                   and r["model_group"] == entry and r["startTime"] >= floor and r["endTime"] < run.now - SETTLE]
@@ -74,7 +81,8 @@ def lost_rows(run, rows, count: int) -> list[Expected]:
     for scope, entity, _ in _scalar_targets(run):
         expected.append(Expected("counter_drift", scope, entity, "spend", total))
     if window_start is not None:
-        in_window = sum(r["spend"] for r in dropped if r["endTime"] >= window_start)
+        # the charge that opened the window is the row that ended at its start (rows keep milliseconds)
+        in_window = sum(r["spend"] for r in dropped if r["endTime"] >= to_ms(window_start))
         if in_window:
             expected.append(Expected("counter_drift", "key", ANON, entry, in_window))
     return expected
@@ -147,7 +155,7 @@ def deployment_counter(run, rows, redis) -> list[Expected]:
 def stale_spend_column(run, rows) -> list[Expected]:
     """Key anon's `spend` column stopped being written six hours before the scan (total_spend still is)."""
     cut = run.now - timedelta(hours=6)
-    since = max(cut, _anon_period_start(rows))
+    since = max(cut, _anon_period_start(run, rows))
     missing = sum(c["spend"] for c in run.outcome.charges if c["key"] == "anon" and c["end"] >= since)
     if not missing:
         return []

@@ -170,7 +170,7 @@ def build_world(seed: int, *, days: int = 4, features: frozenset[str] = FEATURES
                      end_users=("eu-1", "eu-2")),
         "svc": Key("svc", svc_user, "team-b", {"claude-opus-4-6": _entry(rng, 0.05, 0.12, legacy_names=True)}),
         "anon": Key("anon", *((None, None) if on("keys_without_user_or_team") else ("dave", "team-b")), {"gpt-4o-mini": _entry(rng, 0.01, 0.03, legacy_names=True)},
-                    max_budget=round(rng.uniform(0.1, 0.4), 2), budget_duration="1d"),
+                    max_budget=round(rng.uniform(0.5, 2.0), 2), budget_duration="30d"),
         "old": Key("old", "carol", "team-b", {"gpt-4o": _entry(rng, 0.05, 0.1, legacy_names=True)},
                    deleted_at=start + timedelta(days=days / 2, minutes=rng.randrange(0, 600)) if on("deleted_key") else None),
     }
