@@ -10,7 +10,6 @@ import os
 import random
 import warnings
 from datetime import datetime, timedelta, timezone
-from zoneinfo import ZoneInfo
 
 import pytest
 

@@ -14,10 +14,8 @@ expires keys on the real clock, so `RedisTimeline` re-expires them on the simula
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -189,7 +187,6 @@ class Scalar:
     spend: float = 0.0
     total_spend: float = 0.0
     reset_at: datetime | None = None  # naive UTC
-    spend_frozen_after: datetime | None = None  # fault: the column stopped being written
 
 
 @dataclass
@@ -424,10 +421,8 @@ class Simulation:
             if (auth.user_id, auth.team_id) in self.world.memberships:
                 targets.append(("team_member", (auth.user_id, auth.team_id)))
         for target in targets:
-            scalar = s[target]
-            if scalar.spend_frozen_after is None or request.end < scalar.spend_frozen_after:
-                scalar.spend += cost
-            scalar.total_spend += cost
+            s[target].spend += cost
+            s[target].total_spend += cost
 
     # --- the whole run ----------------------------------------------------------------------------------------
 
