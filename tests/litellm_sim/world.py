@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from functools import partial
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -16,6 +17,7 @@ ZONES = ("Asia/Kolkata", "Asia/Tokyo", "America/Sao_Paulo")  # non-UTC, no DST c
 ENTRY_PERIODS = ("1d", "12h", "6h", "2d")
 SCALAR_PERIODS = ("1d", "12h", "7d", "1d")
 ODD_SCALAR_PERIODS = ("48h", "36h", "90m", "5h", "45m")  # do not divide a day or an hour
+WORD_PERIODS = ("daily", "hourly", "30d", "1mo", "24h")  # word aliases and month-long windows
 
 # Each feature switches on one LiteLLM behaviour on top of the baseline deployment, so a test can tell which
 # one a false finding comes from. The baseline alone is every scope, budget kind and routing case that needs none.
@@ -29,6 +31,8 @@ FEATURES = frozenset({
     "deleted_key",  # a key deleted half-way (LiteLLM_DeletedVerificationToken)
     "odd_scalar_periods",  # scalar budget_duration 48h / 36h / 90m / 5h / 45m
     "dst",  # litellm_settings.timezone America/New_York across its spring-forward day (2026-03-08)
+    "word_periods",  # per-model entries over daily / hourly / 30d / 1mo / 24h
+    "unenforced_entries",  # entries the limiter charges but never blocks on (max_budget null or negative)
 })
 
 
@@ -92,11 +96,12 @@ class World:
         return self.keys[name]
 
 
-def _entry(rng: random.Random, low: float, high: float, *, legacy_names: bool = False) -> dict:
+def _entry(rng: random.Random, low: float, high: float, *, legacy_names: bool = False,
+           periods: tuple[str, ...] = ENTRY_PERIODS) -> dict:
     """One model_max_budget entry; /key/generate stores the names as sent (budget_limit/time_period),
     /budget/new, team and user endpoints store max_budget/budget_duration (semantics.md (c))."""
     limit = round(rng.uniform(low, high), 4)
-    period = rng.choice(ENTRY_PERIODS)
+    period = rng.choice(periods)
     if legacy_names:
         return {"budget_limit": limit, "time_period": period}
     return {"max_budget": limit, "budget_duration": period}
@@ -115,6 +120,7 @@ def build_world(seed: int, *, days: int = 4, features: frozenset[str] = FEATURES
     svc_user = "ops:svc" if on("colon_ids") else "ops-svc"
     tenant = "tenant:42" if on("colon_ids") else "tenant-42"
     scalar_periods = ODD_SCALAR_PERIODS if on("odd_scalar_periods") else SCALAR_PERIODS
+    entry = partial(_entry, periods=WORD_PERIODS if on("word_periods") else ENTRY_PERIODS)
     config = {
         "model_list": [
             {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_key": "sk-dummy"},
@@ -136,22 +142,22 @@ def build_world(seed: int, *, days: int = 4, features: frozenset[str] = FEATURES
     if on("default_end_user_budget"):
         config["litellm_settings"]["max_end_user_budget_id"] = "bud-eu-default"
     budgets = {
-        "bud-key-shared": {"claude-*": _entry(rng, 0.05, 0.15)},
-        "bud-member-alice": {"gpt-4o-mini": _entry(rng, 0.01, 0.04)},
-        "bud-member-default": {"gpt-4o-mini": _entry(rng, 0.01, 0.04)},
-        "bud-eu": {"gpt-4o": _entry(rng, 0.03, 0.08)},
-        "bud-eu-default": {"gpt-4o-mini": _entry(rng, 0.005, 0.02)},
+        "bud-key-shared": {"claude-*": entry(rng, 0.05, 0.15)},
+        "bud-member-alice": {"gpt-4o-mini": entry(rng, 0.01, 0.04)},
+        "bud-member-default": {"gpt-4o-mini": entry(rng, 0.01, 0.04)},
+        "bud-eu": {"gpt-4o": entry(rng, 0.03, 0.08)},
+        "bud-eu-default": {"gpt-4o-mini": entry(rng, 0.005, 0.02)},
     }
     users = {
-        "alice": Entity("alice", {"claude-opus-4-6": _entry(rng, 0.05, 0.15)}, max_budget=round(rng.uniform(0.3, 1.5), 2),
+        "alice": Entity("alice", {"claude-opus-4-6": entry(rng, 0.05, 0.15)}, max_budget=round(rng.uniform(0.3, 1.5), 2),
                         budget_duration=rng.choice(scalar_periods)),
         "bob": Entity("bob"),
         "carol": Entity("carol", max_budget=50.0, budget_duration="7d"),
-        svc_user: Entity(svc_user, {"gpt-4o": _entry(rng, 0.04, 0.12)}),
+        svc_user: Entity(svc_user, {"gpt-4o": entry(rng, 0.04, 0.12)}),
         "dave": Entity("dave"),
     }
     teams = {
-        "team-a": Entity("team-a", {"gpt-4o": _entry(rng, 0.08, 0.2)}, max_budget=round(rng.uniform(0.5, 2.0), 2),
+        "team-a": Entity("team-a", {"gpt-4o": entry(rng, 0.08, 0.2)}, max_budget=round(rng.uniform(0.5, 2.0), 2),
                          budget_duration=rng.choice(scalar_periods), metadata={"team_member_budget_id": "bud-member-default"}),
         "team-b": Entity("team-b"),
     }
@@ -161,19 +167,22 @@ def build_world(seed: int, *, days: int = 4, features: frozenset[str] = FEATURES
         "eu-2": Entity("eu-2", budget_id=None if on("default_end_user_budget") else "bud-eu"),
     }
     keys = {
-        "alice-a": Key("alice-a", "alice", "team-a", {"gpt-4o": _entry(rng, 0.04, 0.1, legacy_names=True)},
+        "alice-a": Key("alice-a", "alice", "team-a", {"gpt-4o": entry(rng, 0.04, 0.1, legacy_names=True)},
                        max_budget=round(rng.uniform(0.2, 1.0), 2), budget_duration=rng.choice(scalar_periods),
                        end_users=("eu-1", tenant)),
         "bob-a": Key("bob-a", "bob", "team-a", {}, budget_id="bud-key-shared", end_users=("eu-2",)),
         "carol": Key("carol", "carol", None if on("keys_without_user_or_team") else "team-b",
-                     {"general": _entry(rng, 0.05, 0.15, legacy_names=True), "anthropic/*": _entry(rng, 0.01, 0.03)},
+                     {"general": entry(rng, 0.05, 0.15, legacy_names=True), "anthropic/*": entry(rng, 0.01, 0.03)},
                      end_users=("eu-1", "eu-2")),
-        "svc": Key("svc", svc_user, "team-b", {"claude-opus-4-6": _entry(rng, 0.05, 0.12, legacy_names=True)}),
-        "anon": Key("anon", *((None, None) if on("keys_without_user_or_team") else ("dave", "team-b")), {"gpt-4o-mini": _entry(rng, 0.01, 0.03, legacy_names=True)},
+        "svc": Key("svc", svc_user, "team-b", {"claude-opus-4-6": entry(rng, 0.05, 0.12, legacy_names=True)}),
+        "anon": Key("anon", *((None, None) if on("keys_without_user_or_team") else ("dave", "team-b")), {"gpt-4o-mini": entry(rng, 0.01, 0.03, legacy_names=True)},
                     max_budget=round(rng.uniform(0.5, 2.0), 2), budget_duration="30d"),
-        "old": Key("old", "carol", "team-b", {"gpt-4o": _entry(rng, 0.05, 0.1, legacy_names=True)},
+        "old": Key("old", "carol", "team-b", {"gpt-4o": entry(rng, 0.05, 0.1, legacy_names=True)},
                    deleted_at=start + timedelta(days=days / 2, minutes=rng.randrange(0, 600)) if on("deleted_key") else None),
     }
+    if on("unenforced_entries"):
+        keys["svc"].model_max_budget["gpt-4o-mini"] = {"max_budget": None, "budget_duration": "1d"}
+        users["dave"].model_max_budget["claude-opus-4-6"] = {"max_budget": -1, "budget_duration": "12h"}
     memberships = {("alice", "team-a"): "bud-member-alice", ("bob", "team-a"): None}
     without_row: tuple[tuple[str, str], ...] = ()
     if on("member_without_row"):
