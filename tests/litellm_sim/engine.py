@@ -104,13 +104,16 @@ class RedisTimeline:
         pipe = self.client.pipeline(transaction=False)
         for k in keys:
             pipe.pttl(k)
-        real_now_ms = int(self.client.time()[0] * 1000)
+        seconds, micros = self.client.time()
+        real_now_ms = seconds * 1000 + micros // 1000
         for k, pttl in zip(keys, pipe.execute()):
             k = k.decode() if isinstance(k, bytes) else k
             if pttl is None or pttl < 0:
                 continue
             expiry = real_now_ms + pttl
-            if k not in self.deadlines or abs(expiry - self.seen_expiry.get(k, 0)) > 250:
+            # LiteLLM re-sets a TTL from the simulated clock, seconds to days away from the last one; a few ms of
+            # drift between TIME and PTTL is only the real clock moving
+            if k not in self.deadlines or abs(expiry - self.seen_expiry.get(k, 0)) > 2000:
                 self.deadlines[k] = now + pttl / 1000
             self.seen_expiry[k] = expiry
 
@@ -372,7 +375,7 @@ class Simulation:
                                           litellm_call_id=call_id, caching=True, user=request.end_user)
         except Exception:  # noqa: BLE001 - the mocked provider error; its failure event is what we want
             pass
-        for _ in range(2000):
+        for _ in range(10_000):  # LiteLLM logs on a worker task: wait for it (10 s at most)
             if call_id in self.capture.calls:
                 break
             await asyncio.sleep(0.001)
