@@ -102,6 +102,9 @@ def assert_rows_exact(report: dict, run: litellm_sim.SimRun) -> None:
     assert sum(rows["ignored_by_reason"].values()) == rows["ignored"]
     assert rows["read"] == run.rows_written
     assert rows["unresolved"] == 0
+    failures = sum(1 for r in run.rows["LiteLLM_SpendLogs"] if r["status"] == "failure")
+    assert failures == run.outcome.failed + run.outcome.blocked - run.outcome.blocked_without_row
+    assert rows["ignored_by_reason"] == ({"failure": failures} if failures else {})
 
 
 # --- a clean deployment ----------------------------------------------------------------------------
