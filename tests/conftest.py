@@ -26,6 +26,16 @@ def _unavailable(what: str, error: Exception):
     pytest.skip(message)
 
 
+def import_litellm(module: str = "litellm"):
+    """Import a LiteLLM module for the differential tests: skipped without the `differential` extra, but under CI
+    an ImportError fails the test module (CI always installs the extra, so a missing one must not pass silently)."""
+    import importlib
+
+    if IN_CI:
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason="differential tests need the 'differential' extra: pip install -e '.[differential]'")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch, tmp_path_factory):
     """No test may pick up the developer's LiteLLM settings or cache."""

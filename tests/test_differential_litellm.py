@@ -13,10 +13,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from conftest import import_litellm
+
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # no network: use the cost map shipped in the wheel
-litellm = pytest.importorskip(
-    "litellm", reason="differential tests need the 'differential' extra: pip install -e '.[differential]'"
-)
+litellm = import_litellm("litellm")  # skipped without the differential extra, a failure under CI
 
 from litellm.litellm_core_utils.duration_parser import duration_in_seconds  # noqa: E402
 from litellm.router_strategy.budget_limiter import budget_window_seconds  # noqa: E402
@@ -34,10 +34,7 @@ EPOCH = datetime(1970, 1, 1)
 
 def _hook() -> Callable[[object], object]:
     """LiteLLM's `_usable_budget_config`; its module needs the proxy's web deps (fastapi, orjson)."""
-    module = pytest.importorskip(
-        "litellm.proxy.hooks.model_max_budget_limiter",
-        reason="LiteLLM's proxy hooks need fastapi and orjson: pip install fastapi orjson",
-    )
+    module = import_litellm("litellm.proxy.hooks.model_max_budget_limiter")
     return module._usable_budget_config  # noqa: SLF001  # the exact function the limiter uses
 
 
@@ -264,7 +261,7 @@ def test_rate_limit_coercion_matches_pydantic() -> None:
 
 def test_a_json_string_value_is_not_honoured_by_litellm() -> None:
     """Why a str value is a whole-value problem: LiteLLM's key and user rows refuse it outright."""
-    types = pytest.importorskip("litellm.proxy._types", reason="LiteLLM's proxy types need fastapi and orjson")
+    types = import_litellm("litellm.proxy._types")
     value = '{"gpt-4o": {"budget_limit": 1, "time_period": "1d"}}'
     with pytest.raises(ValueError):
         types.LiteLLM_VerificationTokenView(token="t", model_max_budget=value)
