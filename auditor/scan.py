@@ -202,6 +202,12 @@ def run_scan(
     counters = rekey(counters, expected_keys(
         (b.scope, b.entity_id, name, entry.duration.raw) for b in budgets.values() for name, entry in b.entries.items()))
     read_source = _read_source(counters)  # from every counter: auditing one key does not move where LiteLLM reads
+    deleted = {row.token for row in key_rows if row.deleted}
+    left = [c for c in counters if c.key.scope == "key" and c.key.entity_id in deleted]
+    if left:  # a deleted key's last window: nothing removes the row (no TTL), nothing reads it again
+        counters = [c for c in counters if not (c.key.scope == "key" and c.key.entity_id in deleted)]
+        era_notes.append(f"{len(left)} counter{'s' if len(left) != 1 else ''} of deleted keys not compared: the last windows of keys "
+                         "LiteLLM no longer serves (it never removes them, and never reads them again)")
     if selected is not None:
         counters = [c for c in counters if c.key.scope == "key" and c.key.entity_id in selected]
     if options.entity is not None:
