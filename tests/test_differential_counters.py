@@ -1,7 +1,7 @@
 """What auditor computes against LiteLLM 1.110.2's own functions where the other differential tests never looked:
 counter key names, the key-over-team entry rule, generated deployment ids, and the scalar budget reset schedule.
 
-Where auditor differs today, the case is xfail(strict) naming the LiteLLM behaviour, so it turns red once fixed.
+Where auditor differed, the case was a strict xfail naming the LiteLLM behaviour; none is left.
 """
 
 from __future__ import annotations
