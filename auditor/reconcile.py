@@ -115,7 +115,7 @@ def budget_findings(
                     budget_model=name, time_period=entry.duration.raw,
                     budget_limit=entry.limit if entry.limit is not None and math.isfinite(entry.limit) else None,
                     message=(f"budget entry {name!r} enforces nothing: its budget_limit is "
-                             f"{'null' if entry.limit is None else entry.limit!r} "
+                             f"{'null' if entry.limit is None else repr(entry.limit)} "
                              + ("(LiteLLM 1.99+ enforces only a limit >= 0)" if enforced is None or enforced(0.0) else
                                 "(before 1.99 LiteLLM enforces only a limit > 0: 0 means no limit)")),
                 ))
