@@ -297,6 +297,6 @@ def test_an_entry_with_a_null_or_negative_limit_enforces_nothing_and_says_so(sql
                     [charge(at(9), 5.0)])
         [invalid] = kinds(scan(url, config, at(12)), "invalid_budget")
         assert (invalid["budget_model"], invalid["severity"], invalid["budget_limit"]) == ("gpt-4o", "error", limit)
-        assert "enforces nothing" in invalid["message"]
+        assert f"enforces nothing: its budget_limit is {'null' if limit is None else limit} (" in invalid["message"]
     zero = build(sqlite_url.replace(".sqlite", "-0.sqlite"), [key(limit=0.0)], [charge(at(9), 5.0)])
     assert kinds(scan(zero, config, at(12)), "invalid_budget") == []
