@@ -736,6 +736,30 @@ def period_spend(
     return found
 
 
+def window_splits(
+    conn: Connection, caps: Capabilities, scope: str, entity: str | tuple[str, str], windows: Sequence[tuple[datetime, datetime]],
+) -> list[tuple[datetime, str, str, str, str, float, int]]:
+    """One entity's charged rows per window (charged at "endTime" in [start, end), as the replay assigns them), key and
+    logged model triple: (window start, api_key, model, model_group, model_id, spend, rows). One statement, the
+    windows joined as a VALUES list; asked only for entries that charged several model groups."""
+    if not windows:
+        return []
+    names = SCOPE_COLUMNS[scope]
+    values_ = (entity,) if isinstance(entity, str) else tuple(entity)
+    spans = _rows_as_table(list(windows), ["w_start", "w_end"], [DateTime, DateTime], conn)
+    model, model_group, model_id = model_triple(caps)
+    key = func.coalesce(spend_logs.c.api_key, "")
+    query = (
+        select(spans.c.w_start, key, model, model_group, model_id, func.coalesce(func.sum(_finite_spend()), 0.0), func.count())
+        .select_from(spans.join(spend_logs, and_(spend_logs.c.endTime >= spans.c.w_start, spend_logs.c.endTime < spans.c.w_end)))
+        .where(*(spend_logs.c[name] == value for name, value in zip(names, values_, strict=True)),
+               spend_logs.c.startTime >= min(start for start, _ in windows) - DEFAULT_LOOKBACK, row_outcome(caps) == CHARGED)
+        .group_by(spans.c.w_start, key, model, model_group, model_id)
+    )
+    parse = conn.dialect.name != "postgresql"
+    return [(_as_datetime(r[0]) if parse else r[0], r[1], r[2], r[3], r[4], float(r[5]), int(r[6])) for r in conn.execute(query)]
+
+
 def period_charges(
     conn: Connection, caps: Capabilities, scope: str, entity: str | tuple[str, str], start: datetime, until: datetime,
 ) -> Iterator[tuple[datetime, datetime, float, bool]]:

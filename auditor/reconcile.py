@@ -364,13 +364,22 @@ def model_spend_findings(key_rows, groups, resolutions, options, selected) -> li
     return findings
 
 
-def window_spend(budgets, windows, groups_by_entry) -> list[WindowSpend]:
+def window_spend(budgets, windows, groups_by_entry, splits=None) -> list[WindowSpend]:
+    """A line per budget window; for an entry that charged several model groups, a line per group in each window
+    (`splits`), whose amounts add up to the window's."""
     spend = []
     for (scope, entity_id, name), history in sorted(windows.items()):
         entry = budgets[(scope, entity_id)].entries[name]
         group = _single(groups_by_entry.get((scope, entity_id, name), set()))
         for window in history:
-            spend.append(WindowSpend(scope, entity_id, group, name, entry.duration.raw, window.start, window.end, window.spend, window.requests))
+            parts = (splits or {}).get((scope, entity_id, name, window.start))
+            if not parts:
+                spend.append(WindowSpend(scope, entity_id, group, name, entry.duration.raw, window.start, window.end,
+                                         window.spend, window.requests))
+                continue
+            for part_group, (part_spend, part_requests) in sorted(parts.items()):
+                spend.append(WindowSpend(scope, entity_id, part_group, name, entry.duration.raw, window.start, window.end,
+                                         part_spend, part_requests))
     return spend
 
 

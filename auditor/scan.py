@@ -285,7 +285,8 @@ def run_scan(
     rollup_found, rollup_notes = _rollups(conn, caps, key_rows, options, selected, rollup_history, resume, state)
     findings += rollup_found
     notes += rollup_notes
-    spend = reconcile.window_spend(budgets, windows, groups_by_entry)
+    spend = reconcile.window_spend(budgets, windows, groups_by_entry,
+                                   _group_splits(conn, caps, budgets, windows, groups_by_entry, resolutions, catalogue, keys_entries))
     spend += _ungoverned_spend(conn, caps, where, groups, by_entity, budgets, keys_entries, resolutions, catalogue, options, selected)
     if options.model:
         _require_known_model(options.model, budgets, catalogue, groups, logged_groups)
@@ -351,6 +352,29 @@ def _require_known_model(model: str, budgets, catalogue: Catalogue, groups, logg
     known |= {name for g in groups for name in (g.model, g.model_group) if name}
     if model not in known:
         raise InputError(f"--model {model!r} names no budget entry, served model or logged model (or model group)")
+
+
+def _group_splits(conn, caps, budgets, windows, groups_by_entry, resolutions, catalogue, keys_entries) -> dict:
+    """Per-model-group spend inside each window of an entry that charged several groups (a glob, an access group):
+    {(scope, entity, entry, window start): {group: [spend, requests]}}, so every (entity, model group) has spend lines.
+    Read per such entity with one grouped statement; the rows of each window are placed exactly as the replay did."""
+    splits: dict[tuple, dict[str, list]] = {}
+    for (scope, entity_id, name), history in windows.items():
+        if len(groups_by_entry.get((scope, entity_id, name), ())) < 2 or not history:
+            continue
+        eb = budgets[(scope, entity_id)]
+        rows = queries.window_splits(conn, caps, scope, eb.stream_id, [(w.start, w.end) for w in history])
+        for start, api_key, model, model_group, model_id, spend, requests in rows:
+            resolution = resolutions(model, model_group, model_id)
+            if resolution.status != "resolved":
+                continue
+            entry = entry_for(eb, resolution.budget_name, catalogue, keys_entries.get(api_key, {}))
+            if entry is None or entry.name != name:
+                continue
+            cell = splits.setdefault((scope, entity_id, name, start), {}).setdefault(resolution.group, [0.0, 0])
+            cell[0] += spend
+            cell[1] += requests
+    return splits
 
 
 def _ungoverned_spend(conn, caps, where, groups, by_entity, budgets, keys_entries, resolutions, catalogue, options, selected):
