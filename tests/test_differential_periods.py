@@ -11,13 +11,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-if os.environ.get("CI"):  # CI installs the differential extra: a missing LiteLLM is a failure there, not a skip
-    import litellm  # noqa: F401
-else:
-    pytest.importorskip("litellm", reason="differential tests need the 'differential' extra: pip install -e '.[differential]'")
+from conftest import import_litellm
 
-from litellm.litellm_core_utils.duration_parser import get_next_standardized_reset_time  # noqa: E402
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+get_next_standardized_reset_time = import_litellm("litellm.litellm_core_utils.duration_parser").get_next_standardized_reset_time
 
 from auditor.periods import next_reset, period_start  # noqa: E402
 
