@@ -3,9 +3,9 @@
 
     python benchmarks/profile_scan.py --db postgresql://postgres@127.0.0.1:5432/auditor_bench --config benchmarks/config.yaml
 
-Runs `auditor scan --format json` in this process (through auditor.cli's Typer app, so it
+Runs `auditor scan --format json` in this process (through auditor.cli.main's Typer app, so it
 follows whatever the command does today) without changing auditor: every function of
-auditor.queries that takes a connection is wrapped to time it (generators: time spent inside
+auditor.ledger.queries that takes a connection is wrapped to time it (generators: time spent inside
 the generator, i.e. server + driver + row objects, versus the whole loop including the consumer),
 and every connection loads PostgreSQL's auto_explain (superuser only) with `log_level = notice`,
 so the plans the server actually ran for statements over --explain-min-ms (200 ms) -- including the server-side
@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import inspect
 
-    from auditor import queries
-    from auditor.cli import app
+    from auditor.ledger import queries
+    from auditor.cli.main import app
 
     notices: list[str] = []
 

@@ -17,9 +17,9 @@ import yaml
 from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, Table, create_engine, null, text
 from typer.testing import CliRunner
 
-from auditor.cli import app
-from auditor.config import load_config
-from auditor.schema import metadata, spend_logs, verification_token
+from auditor.cli.main import app
+from auditor.litellm.config import load_config
+from auditor.ledger.schema import metadata, spend_logs, verification_token
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 runner = CliRunner()

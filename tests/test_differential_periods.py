@@ -19,7 +19,7 @@ else:
 
 from litellm.litellm_core_utils.duration_parser import get_next_standardized_reset_time  # noqa: E402
 
-from auditor.periods import next_reset, period_start  # noqa: E402
+from auditor.litellm.periods import next_reset, period_start  # noqa: E402
 
 pytestmark = pytest.mark.differential
 

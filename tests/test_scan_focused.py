@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import create_engine
 from typer.testing import CliRunner
 
-from auditor.cli import app
-from auditor.schema import budget_window_spend, metadata, spend_logs, verification_token
+from auditor.cli.main import app
+from auditor.ledger.schema import budget_window_spend, metadata, spend_logs, verification_token
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((REPO / "auditor" / "scan.schema.json").read_text())
@@ -542,7 +542,7 @@ def rollup(day: str, spend: float, requests: int, key_: str = A, model: str = "a
 
 
 def test_use_rollups_adds_the_days_the_ledger_no_longer_holds(any_url, config):
-    from auditor.schema import daily_user_spend
+    from auditor.ledger.schema import daily_user_spend
 
     # The ledger starts on 2026-03-02 (09:00, $0.20 by user u-1); rollups reach back two more days, as they
     # do after LiteLLM's spend-log retention deleted those rows. 03-02 matches the ledger, so it is no drift.
@@ -568,7 +568,7 @@ def test_use_rollups_adds_the_days_the_ledger_no_longer_holds(any_url, config):
 
 
 def test_a_rollup_that_disagrees_with_a_whole_ledger_day_is_drift(any_url, config):
-    from auditor.schema import daily_user_spend
+    from auditor.ledger.schema import daily_user_spend
 
     # 03-02: ledger 0.20 + 0.30 = 0.50 in 2 requests; the rollup says 0.20 in 1 (a lost flush).
     rows = [charge(at(9), 0.20), charge(at(10), 0.30)]
@@ -590,11 +590,11 @@ def test_rollup_disagreements_in_sql_are_the_cells_a_python_comparison_finds(any
     compared with reconcile.rollup_differs) must find exactly the same cells with the same totals."""
     import random
 
-    from auditor.capabilities import inspect_database
-    from auditor.db import DatabaseTarget, connect, parse_database_url
-    from auditor.queries import ledger_days, rollup_days, rollup_disagreements
-    from auditor.reconcile import rollup_differs
-    from auditor.schema import daily_user_spend
+    from auditor.ledger.capabilities import inspect_database
+    from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
+    from auditor.ledger.queries import ledger_days, rollup_days, rollup_disagreements
+    from auditor.audit.reconcile import rollup_differs
+    from auditor.ledger.schema import daily_user_spend
 
     rng = random.Random(7)
     models, keys_ = ("azure/a", "azure/b", "openai/c"), (A, "b" * 64)
@@ -633,7 +633,7 @@ def test_rollup_disagreements_in_sql_are_the_cells_a_python_comparison_finds(any
 
 
 def test_team_rollups_are_compared_when_the_table_exists(any_url, config):
-    from auditor.schema import daily_team_spend, rollup_metadata
+    from auditor.ledger.schema import daily_team_spend, rollup_metadata
 
     # Team t-1's requests on 03-02: 0.20 + 0.30 = 0.50 in 2; LiteLLM_DailyTeamSpend holds 0.50 in 2 for the key's
     # deployment (no drift), and 0.10 in 1 for a deployment the ledger never saw that day (drift: ledger 0 in 0).

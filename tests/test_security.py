@@ -33,10 +33,10 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from auditor.cli import app
+from auditor.cli.main import app
 from auditor.clock import utc_now
-from auditor.db import DatabaseTarget, connect, parse_database_url
-from auditor.schema import budget_window_spend, metadata, spend_logs, team_table, verification_token
+from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
+from auditor.ledger.schema import budget_window_spend, metadata, spend_logs, team_table, verification_token
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_CONFIG = str(REPO / "sample_data" / "config.yaml")
@@ -554,9 +554,9 @@ def test_sql_in_names_is_data_never_sql(hostile, config):
 # Every SQL text auditor builds from Python values, with why each value is safe. A new f-string or
 # concatenation handed to text()/exec_driver_sql() fails this test until it is parameterised or listed here.
 REVIEWED_SQL = {
-    ("auditor/db.py", 'f"SET LOCAL statement_timeout = {max(1, round(statement_timeout_s * 1000))}"'): "an integer",
-    ("auditor/db.py", "f'ANALYZE \"{table}\"'"): "table names from auditor.schema (sample load)",
-    ("auditor/journal.py", 'f"CREATE SCHEMA {SCHEMA}"'): "a constant",
+    ("auditor/ledger/db.py", 'f"SET LOCAL statement_timeout = {max(1, round(statement_timeout_s * 1000))}"'): "an integer",
+    ("auditor/ledger/db.py", "f'ANALYZE \"{table}\"'"): "table names from auditor.ledger.schema (sample load)",
+    ("auditor/repair/journal.py", 'f"CREATE SCHEMA {SCHEMA}"'): "a constant",
 }
 
 

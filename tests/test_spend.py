@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
-from auditor.cli import app
-from auditor.schema import metadata, spend_logs, team_table, verification_token
+from auditor.cli.main import app
+from auditor.ledger.schema import metadata, spend_logs, team_table, verification_token
 
 runner = CliRunner()
 
@@ -292,7 +292,7 @@ def test_on_the_sample_scan_spend_and_auditor_spend_agree_for_every_scope(any_ur
     """The sample deployment (budgets in every scope, an access-group entry, aliases): for every scope the scan's
     spend lines add up, per entity, to what `auditor spend --by SCOPE` charges it, and per (entity, model group)
     too wherever an entry governs a single group (an entry over several groups has windows with model_group null)."""
-    from auditor.db import DatabaseTarget, connect, parse_database_url
+    from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
     from auditor.sample import load_sample, sample_config_path
 
     with connect(DatabaseTarget(parse_database_url(any_url), "test"), read_only=False) as conn:
