@@ -19,8 +19,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from auditor.cli.common import ConfigOption, DbOption, LiteLLMVersionOption, RedisOption, err, handles_errors, out, resolve_config, resolve_database
+from auditor.cli.common import ConfigOption, DbOption, LiteLLMVersionOption, RedisOption, err, handles_errors, out, resolve_database
 from auditor.errors import InputError, UnavailableError
+from auditor.session import resolve_config
 from auditor.exitcodes import ExitCode
 
 PAUSE_HOOK_ENV = "AUDITOR_TEST_PAUSE_AFTER_WRITE"  # seconds to pause after every write (crash and disconnect tests)
@@ -239,7 +240,7 @@ def backfill(
     from auditor.ledger.redis_store import connect_redis, redis_from
     from auditor.audit.scan import ScanOptions
 
-    from auditor.cli.common import check_amounts
+    from auditor.session import check_amounts
 
     check_amounts({"--tolerance": tolerance, "--window-slack": window_slack, "--settle": settle, "--batch": batch,
                    "--flush-lag": flush_lag, "--increment-lag": increment_lag},
@@ -268,7 +269,7 @@ def backfill(
     with connect(db_target, statement_timeout_s=statement_timeout) as conn:
         caps = inspect_database(conn)
         if not caps.has_spend_logs:
-            from auditor.cli.common import not_litellm
+            from auditor.session import not_litellm
 
             raise not_litellm(db_target)
         prepared = core.prepare(conn, caps, loaded, options, client, litellm_version=litellm_version, targets=targets,

@@ -30,12 +30,13 @@ from auditor.cli.common import (
     err,
     handles_errors,
     out,
-    resolve_config,
     progress,
+    say,
     resolve_database,
     scan_session,
 )
 from auditor.errors import AuditorError
+from auditor.session import resolve_config
 from auditor.exitcodes import ExitCode
 from auditor.report.render import clean
 
@@ -77,31 +78,9 @@ def doctor(db: DbOption = None, config: ConfigOption = None, redis_url: RedisOpt
         \b
         auditor doctor --db postgresql://auditor@db.internal:5432/litellm --config proxy_config.yaml
     """
-    from auditor.ledger.capabilities import inspect_database
-    from auditor.ledger.db import connect
-    from auditor.audit.doctor import FAIL, DoctorReport, config_checks, database_checks, era_checks, redis_checks
-    from auditor.litellm.eras import parse_version
-    from auditor.ledger.redis_store import redis_from
+    from auditor import api
 
-    if litellm_version:
-        parse_version(litellm_version)  # a usage error before anything connects
-    target = resolve_database(db)
-    report = DoctorReport()
-    report.add("database", "info", f"{target.masked} ({target.origin})")
-    with connect(target) as conn:  # unreachable: one line and exit 3, from handles_errors
-        caps = inspect_database(conn)
-        database_checks(report, conn, caps)
-        config_path, origin = resolve_config(config, target)
-        config_checks(report, config_path, origin)
-        redis_keys = None
-        try:
-            redis_target = redis_from(redis_url)
-        except AuditorError as error:
-            report.add("Redis", FAIL, str(error))
-        else:
-            redis_keys = redis_checks(report, redis_target)
-        if caps.has_spend_logs:
-            era_checks(report, conn, caps, redis_keys, litellm_version)
+    report = api.doctor(db, config=config, redis=redis_url, litellm_version=litellm_version, warn=say)
     _render_doctor(report)
     if not report.can_scan:
         raise typer.Exit(int(ExitCode.UNAVAILABLE))
@@ -169,12 +148,13 @@ def scan(
     from auditor.audit.findings import SEVERITY_RANK
     from auditor.output import write_atomic
 
-    with scan_session(
-        db, config, redis_url, now=now, since=since, until=until, keys=key, model=model, tolerance=tolerance,
-        window_slack=window_slack, settle=settle, timezone=timezone, use_rollups=use_rollups,
-        statement_timeout=statement_timeout, redis_optional=redis_optional, litellm_version=litellm_version,
-    ) as session, progress() as advance:
-        result = session.scan(advance)
+    from auditor import api
+
+    with progress() as advance:
+        result = api.scan(db, config=config, redis=redis_url, now=now, since=since, until=until, keys=tuple(key or ()),
+                          model=model, tolerance=tolerance, window_slack=window_slack, settle=settle, timezone=timezone,
+                          use_rollups=use_rollups, statement_timeout=statement_timeout, redis_optional=redis_optional,
+                          litellm_version=litellm_version, progress=advance, warn=say)
     if output_format is Format.table and not output:
         render.print_table(result, out)
     else:
@@ -233,7 +213,7 @@ def resolve(
     with connect(target) as conn:
         caps = inspect_database(conn)
         if not caps.has_spend_logs:
-            from auditor.cli.common import not_litellm
+            from auditor.session import not_litellm
 
             raise not_litellm(target)
         key_rows = queries.keys(conn, caps)

@@ -132,7 +132,7 @@ def report(
 
     chosen = parse_formats(formats)
     lookback_delta = parse_lookback(lookback)
-    from auditor.cli.common import check_amounts
+    from auditor.session import check_amounts
 
     check_amounts({"--tolerance": tolerance, "--window-slack": window_slack, "--settle": settle}, seconds=("--window-slack", "--settle"))
     started, clock = utc_now(), time.monotonic()
@@ -142,7 +142,7 @@ def report(
     if webhook:
         history.check_webhook(webhook)
     out_dir = prepare_out_dir(out)  # an unwritable --out fails (exit 3) before the database is read
-    from auditor.cli.common import require_litellm
+    from auditor.session import require_litellm
     from auditor.ledger.db import database_from
 
     if (target := database_from(db)) is not None:
@@ -286,7 +286,7 @@ def _scan(db, config, redis_url, since, until, now, tolerance, window_slack, set
     from contextlib import nullcontext
 
     from auditor.cli.common import progress as progress_bar, scan_session
-    from auditor.cli.spend import ledger_lines
+    from auditor.audit.spend_ledger import ledger_lines
     from auditor.audit.spend import overview
 
     with scan_session(

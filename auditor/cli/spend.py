@@ -25,7 +25,7 @@ from auditor.cli.common import (
     UntilOption,
     handles_errors,
     out,
-    scan_session,
+    say,
 )
 
 
@@ -71,16 +71,12 @@ def spend_command(
 
         auditor spend --db postgresql://auditor@db.internal:5432/litellm --by team --period month --since 90d
     """
+    from auditor import api
     from auditor.report import render
-    from auditor.audit import spend
     from auditor.output import write_atomic
 
-    with scan_session(db, config, None, since=since, until=until, timezone=timezone, statement_timeout=statement_timeout,
-                      with_redis=False) as session:
-        lines, ignored = ledger_lines(session, by.value, period.value)
-    options = session.options
-    result = spend.table(lines, ignored, by=by.value, period=period.value, zone_name=options.timezone or "UTC", top=top,
-                         model=model, since=options.since, until=options.until)
+    result = api.spend(db, config=config, by=by.value, period=period.value, since=since, until=until, top=top,
+                       model=model, timezone=timezone, statement_timeout=statement_timeout, warn=say)
     if output_format is Format.table and not output:
         _print_table(result)
         return
@@ -90,44 +86,6 @@ def spend_command(
         write_atomic(output, text)
     else:
         sys.stdout.write(text)
-
-
-def ledger_lines(session, by: str, period: str) -> tuple[dict, dict[str, int]]:
-    """The ledger in the session's --since/--until as spend lines (spend.merge) of `by` x model group x `period`,
-    in the session's zone: one grouped query. For `auditor spend` and the report's "where the money went"."""
-    from auditor.ledger import queries
-    from auditor.audit import spend
-    from auditor.ledger import spend_queries
-    from auditor.litellm.periods import zone
-    from auditor.redact import Redactor
-    from auditor.litellm.resolver import Resolver
-
-    conn, caps, options = session.conn, session.caps, session.options
-    where = queries.SpendFilter(since=options.since, until=options.until)
-    offsets = ((None, 0),)
-    if conn.dialect.name != "postgresql" and period != "total":
-        offsets = spend.offset_changes(zone(options.timezone), *queries.spend_time_range(conn, where))
-    cells = spend_queries.ledger_cells(conn, caps, where, by, period, offsets, options.timezone or "UTC")
-    keys = [row.token for row in session.key_rows] + ([c.entity[0] for c in cells] if by == "key" else [])
-    catalogue = session.catalogue
-    return spend.merge(cells, by, Resolver(catalogue), catalogue.alias_target, _aliases(conn, caps, session.key_rows, by),
-                       Redactor(keys))
-
-
-def _aliases(conn, caps, key_rows, by: str) -> dict[str, str | None]:
-    """Each entity's alias (key alias, team alias, user alias or email, ...), keyed as spend.entity_label names it."""
-    from auditor.ledger import queries
-
-    if by == "tag":
-        return {}
-    if by == "key":
-        return {row.token: f"{row.key_alias or row.token[:12]} (deleted)" if row.deleted else row.key_alias for row in key_rows}
-    found = {}
-    for holder in queries.holders(conn, caps, key_rows):
-        if holder.scope == by:
-            entity = holder.entity_id
-            found[queries.team_member_entity_id(*entity) if isinstance(entity, tuple) else entity] = holder.alias
-    return found
 
 
 def _print_table(result) -> None:
