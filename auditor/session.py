@@ -218,7 +218,7 @@ def scan_session(db, config, redis_url, *, now=None, since=None, until=None, key
     from datetime import timedelta
     from pathlib import Path
 
-    from auditor.ledger import queries
+    from auditor.ledger import budget_holders
     from auditor.ledger.capabilities import detect_deployment_era, inspect_database
     from auditor.clock import parse_instant, utc_now
     from auditor.litellm.config import general_setting_on, litellm_setting, load_config, spend_log_retention
@@ -261,7 +261,7 @@ def scan_session(db, config, redis_url, *, now=None, since=None, until=None, key
             caps = inspect_database(conn)
             if not caps.has_spend_logs:
                 raise not_litellm(target)
-            key_rows = queries.keys(conn, caps)
+            key_rows = budget_holders.keys(conn, caps)
             era = detect_deployment_era(conn, caps, litellm_version, client=redis.client if redis is not None else None)
             source = {
                 "dialect": caps.dialect,

@@ -33,7 +33,8 @@ from auditor.cli.main import app
 from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
 from auditor.litellm.durations import parse_duration
 from auditor.report.history import finding_ids
-from auditor.ledger.queries import DayTotals, SpendGroup
+from auditor.ledger.daily_rollups import DayTotals
+from auditor.ledger.queries import SpendGroup
 from auditor.report.document import scan_part
 from auditor.sample import load_sample, load_sample_redis
 from auditor.ledger.schema import budget_window_spend, daily_user_spend, metadata, spend_logs, verification_token

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from test_corpus import CONFIG, DAY, A, B, build, key_row, scan, spend_log_row, strict_json
 
 from auditor.ledger import queries
+from auditor.ledger import daily_rollups
 from auditor.ledger.capabilities import inspect_database
 from auditor.ledger.db import connect, database_from, json_or_text
 
@@ -109,8 +110,8 @@ def test_scalar_and_rollup_sums_leave_out_spend_that_is_not_an_amount(dialect_ur
         assert queries.period_spend(conn, caps, "key", [(A, DAY)], datetime(2026, 3, 4)) == {A: (0.75, 2)}
         assert queries.period_spend(conn, caps, "user", [("u1", DAY)], datetime(2026, 3, 4)) == {"u1": (0.75, 2)}
         # every row counted as LiteLLM's rollup counts requests; spend from finite amounts only: 0.5 + 0.25 + 2.0
-        assert queries.ledger_days(conn, caps, "user", "2026-03-02", "2026-03-02") == {
-            ("2026-03-02", A, "azure/prod-gpt4o", ""): queries.DayTotals(2.75, len(rows), len(rows) - 2, 2),
+        assert daily_rollups.ledger_days(conn, caps, "user", "2026-03-02", "2026-03-02") == {
+            ("2026-03-02", A, "azure/prod-gpt4o", ""): daily_rollups.DayTotals(2.75, len(rows), len(rows) - 2, 2),
         }
         groups = {g.outcome: (g.spend, g.requests) for g in queries.spend_groups(conn, caps, queries.SpendFilter())}
     assert groups == {"charged": (0.75, 2), "failure": (2.0, 2), "spend not a finite amount": (0.0, junk)}

@@ -586,13 +586,13 @@ def test_a_rollup_that_disagrees_with_a_whole_ledger_day_is_drift(any_url, confi
 
 
 def test_rollup_disagreements_in_sql_are_the_cells_a_python_comparison_finds(any_url):
-    """queries.rollup_disagreements compares in the database; a second, simple method (both sides read whole,
+    """daily_rollups.rollup_disagreements compares in the database; a second, simple method (both sides read whole,
     compared with reconcile.rollup_differs) must find exactly the same cells with the same totals."""
     import random
 
     from auditor.ledger.capabilities import inspect_database
     from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
-    from auditor.ledger.queries import ledger_days, rollup_days, rollup_disagreements
+    from auditor.ledger.daily_rollups import ledger_days, rollup_days, rollup_disagreements
     from auditor.audit.reconcile import rollup_differs
     from auditor.ledger.schema import daily_user_spend
 

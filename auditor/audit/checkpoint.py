@@ -45,7 +45,8 @@ from datetime import datetime, timedelta
 from auditor import __version__
 from auditor.ledger.db import json_value  # model_max_budget: text on SQLite, decoded on PostgreSQL; hashed alike
 from auditor.audit.findings import iso
-from auditor.ledger.queries import DayTotals, RollupKey, SpendGroup
+from auditor.ledger.daily_rollups import DayTotals, RollupKey
+from auditor.ledger.queries import SpendGroup
 from auditor.audit.windows import TrackerState, Window, WindowTracker
 
 FORMAT = 2  # 2: junk spend is its own ignored outcome. Bump when State or its encoding changes: older checkpoints are then not reused

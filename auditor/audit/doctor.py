@@ -161,7 +161,7 @@ def scan_columns(caps: Capabilities) -> dict[str, set[str]]:
     from sqlalchemy import Column, event
     from sqlalchemy.sql import visitors
 
-    from auditor.ledger import queries
+    from auditor.ledger import budget_holders
     from auditor.clock import utc_now
     from auditor.ledger.db import connect
     from auditor.sample import embedded_target
@@ -176,7 +176,7 @@ def scan_columns(caps: Capabilities) -> dict[str, set[str]]:
 
     with connect(embedded_target()) as conn:
         event.listen(conn, "before_execute", record)
-        key_rows = queries.keys(conn, caps)
+        key_rows = budget_holders.keys(conn, caps)
         run_scan(conn, caps, load_catalogue(conn, caps, None, key_rows), ScanOptions(now=utc_now()), key_rows=key_rows)
     return used
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from auditor.ledger import queries
+from auditor.ledger import budget_holders
 from auditor.litellm.budgets import BudgetEntry, BudgetProblem
 from auditor.ledger.capabilities import Capabilities
 from auditor.litellm.catalogue import Catalogue
@@ -48,13 +49,13 @@ class EntryStory:
 @dataclass
 class Story:
     budgets: EntityBudgets
-    holder: queries.Holder
+    holder: budget_holders.Holder
     entries: list[EntryStory]
     other: list[Finding]  # scalar spend, miskeyed counters, whole-entity budgets
     result: ScanResult
 
 
-def find_holder(holders: list[queries.Holder], scope: str, wanted: str) -> queries.Holder:
+def find_holder(holders: list[budget_holders.Holder], scope: str, wanted: str) -> budget_holders.Holder:
     """By id first, then alias; an alias shared by several entities is a usage error, not a guess."""
     in_scope = [h for h in holders if h.scope == scope]
     exact = [h for h in in_scope if h.entity_id == wanted or (isinstance(h.entity_id, tuple) and ":".join(h.entity_id) == wanted)]
@@ -67,7 +68,7 @@ def find_holder(holders: list[queries.Holder], scope: str, wanted: str) -> queri
     return exact[0]
 
 
-def explain(conn: Connection, caps: Capabilities, catalogue: Catalogue, options: ScanOptions, key_rows, holder: queries.Holder,
+def explain(conn: Connection, caps: Capabilities, catalogue: Catalogue, options: ScanOptions, key_rows, holder: budget_holders.Holder,
             redis_counters=None) -> Story:
     scoped = replace(options, entity=(holder.scope, holder.entity_id))
     result = run_scan(conn, caps, catalogue, scoped, redis_counters=redis_counters, key_rows=key_rows)
@@ -105,7 +106,7 @@ def _name_requests(conn, caps, catalogue, options, budgets: EntityBudgets, stori
         return
     keys_entries = {}
     if budgets.scope == "team":
-        keys_entries = {b.entity_id: b.entries for b in map(entity_budgets, map(queries.key_holder, key_rows))}
+        keys_entries = {b.entity_id: b.entries for b in map(entity_budgets, map(budget_holders.key_holder, key_rows))}
     where = queries.SpendFilter(since=options.since, until=options.until, entity=options.entity)
     charges = queries.stream_charges(conn, caps, where, budgets.scope, [budgets.stream_id])
     totals: dict[tuple[str, datetime], float] = defaultdict(float)

@@ -19,6 +19,8 @@ from sqlalchemy import Connection
 
 from auditor.audit import checkpoint
 from auditor.ledger import queries
+from auditor.ledger import budget_holders
+from auditor.ledger import daily_rollups
 from auditor.audit import reconcile
 from auditor.audit import shared_windows
 from auditor.litellm.budgets import BudgetEntry, BudgetProblem, parse_model_max_budget
@@ -74,7 +76,7 @@ class EntityBudgets:
         return self.entity_id
 
 
-def entity_budgets(holder: queries.Holder) -> EntityBudgets:
+def entity_budgets(holder: budget_holders.Holder) -> EntityBudgets:
     entity = holder.entity_id
     entity_id = queries.team_member_entity_id(*entity) if isinstance(entity, tuple) else entity
     budgets = EntityBudgets(holder.scope, entity_id, holder.alias, holder.deleted, holder.budget_source, entity)
@@ -86,8 +88,8 @@ def entity_budgets(holder: queries.Holder) -> EntityBudgets:
     return budgets
 
 
-def key_budgets(row: queries.KeyRow) -> EntityBudgets:
-    return entity_budgets(queries.key_holder(row))
+def key_budgets(row: budget_holders.KeyRow) -> EntityBudgets:
+    return entity_budgets(budget_holders.key_holder(row))
 
 
 def team_entries(group: str, team: Mapping[str, BudgetEntry], key: Mapping[str, BudgetEntry]) -> Mapping[str, BudgetEntry]:
@@ -143,7 +145,7 @@ def entry_for(eb: EntityBudgets, name: str, catalogue: Catalogue, key_entries: M
     return governing_entry(name, entries, catalogue.access_groups_of(name))
 
 
-def select_keys(key_rows: list[queries.KeyRow], wanted: tuple[str, ...]) -> tuple[str, ...] | None:
+def select_keys(key_rows: list[budget_holders.KeyRow], wanted: tuple[str, ...]) -> tuple[str, ...] | None:
     """--key takes hashes or aliases; an unknown one is a usage error, not an empty scan."""
     if not wanted:
         return None
@@ -171,19 +173,19 @@ def run_scan(
     redis_counters: Callable[[], list[Counter]] | None = None,
     progress: Callable[[int], None] | None = None,
     source: Mapping[str, object] | None = None,
-    key_rows: list[queries.KeyRow] | None = None,
+    key_rows: list[budget_holders.KeyRow] | None = None,
     increment: checkpoint.Increment | None = None,
     redis_values: Callable[[list[str]], Mapping[str, str]] | None = None,
 ) -> ScanResult:
     """The scan. With `increment` (auditor report) it also cuts a checkpoint of its state, and, when asked and
     the previous checkpoint is still valid, resumes from it and reads only the rows that ended since its cut
     (auditor/audit/checkpoint.py); the result is the same either way."""
-    key_rows = queries.keys(conn, caps) if key_rows is None else key_rows
+    key_rows = budget_holders.keys(conn, caps) if key_rows is None else key_rows
     selected = select_keys(key_rows, options.keys)
     where = queries.SpendFilter(since=options.since, until=options.until, api_keys=selected, entity=options.entity)
     resolutions = Resolver(catalogue)
 
-    holders = queries.holders(conn, caps, key_rows, options.default_end_user_budget)
+    holders = budget_holders.holders(conn, caps, key_rows, options.default_end_user_budget)
     if selected is not None:  # --key audits those keys alone: other scopes would see only part of their spend
         holders = [h for h in holders if h.scope == "key" and h.entity_id in selected]
     if options.entity is not None:
@@ -562,7 +564,7 @@ def _resolution_records(groups: list[queries.SpendGroup], resolutions: Resolver)
     return records
 
 
-def _scalar(conn: Connection, caps: Capabilities, holders: list[queries.Holder], options: ScanOptions,
+def _scalar(conn: Connection, caps: Capabilities, holders: list[budget_holders.Holder], options: ScanOptions,
             resume: checkpoint.State | None = None, state: checkpoint.State | None = None, redis_values=None):
     """Every entity's scalar spend over its current period, summed in SQL per scope (see _period_sums), against its
     spend column and the Redis `spend:*` counter LiteLLM reads before it (get_current_spend)."""
@@ -662,7 +664,7 @@ def _rollups(conn: Connection, caps: Capabilities, key_rows, options: ScanOption
     aliases = {row.token: row.key_alias for row in key_rows}
     findings, notes = [], []
     for name, table, by in present:
-        first_rollup, _ = queries.rollup_date_range(conn, table)
+        first_rollup, _ = daily_rollups.rollup_date_range(conn, table)
         if first_rollup is None:
             continue
         if first_rollup < first.isoformat():
@@ -672,7 +674,7 @@ def _rollups(conn: Connection, caps: Capabilities, key_rows, options: ScanOption
                 history_out.extend(
                     {"date": day, "api_key": api_key, "model": model, "custom_llm_provider": provider or None,
                      "spend": totals.spend, "requests": totals.requests, "source": name}
-                    for (day, api_key, model, provider), totals in sorted(queries.rollup_days(conn, table, first_rollup, before).items())
+                    for (day, api_key, model, provider), totals in sorted(daily_rollups.rollup_days(conn, table, first_rollup, before).items())
                     if selected is None or api_key in selected
                 )
                 notes.append(
@@ -685,7 +687,7 @@ def _rollups(conn: Connection, caps: Capabilities, key_rows, options: ScanOption
         days = [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
         digests: dict[str, str] = {}
         if resume is not None or state is not None:  # a checkpoint keys each past day by its rollup rows
-            digests = queries.rollup_day_digests(conn, table, first.isoformat(), last.isoformat(), checkpoint.rollup_digest)
+            digests = daily_rollups.rollup_day_digests(conn, table, first.isoformat(), last.isoformat(), checkpoint.rollup_digest)
         reused: dict[str, checkpoint.RollupDay] = {}
         if resume is not None:  # a day is whole in the checkpoint when none of its rows is one an incremental run reads
             stored, before = resume.rollups.get(name, {}), (resume.cut - DEFAULT_LOOKBACK).date().isoformat()
@@ -694,14 +696,14 @@ def _rollups(conn: Connection, caps: Capabilities, key_rows, options: ScanOption
         ledger: dict = {}
         rollups: dict = {}
         for lo, hi in _runs([day for day in days if day not in reused]):
-            for key, logged, cached in queries.rollup_disagreements(conn, caps, table, by, lo, hi, options.tolerance):
+            for key, logged, cached in daily_rollups.rollup_disagreements(conn, caps, table, by, lo, hi, options.tolerance):
                 if logged is not None:
                     ledger[key] = logged
                 if cached is not None:
                     rollups[key] = cached
         for day, kept in reused.items():  # the rows that disagreed then: the ledger's side from the checkpoint
             if kept.differing:
-                current = queries.rollup_days(conn, table, day, day)
+                current = daily_rollups.rollup_days(conn, table, day, day)
                 ledger.update((k, v) for k, v in kept.differing.items() if v is not None)
                 rollups.update((k, v) for k, v in current.items() if k in kept.differing)
         if selected is not None:
@@ -759,7 +761,7 @@ def _ledger_complete_since(conn: Connection, options: ScanOptions) -> datetime |
 
 def _database_counters(conn: Connection, caps: Capabilities) -> list[Counter]:
     counters = []
-    for row in queries.model_budget_window_rows(conn, caps):
+    for row in budget_holders.model_budget_window_rows(conn, caps):
         key = parse_counter_key(row.entity_id)
         exact = key is not None
         key = key or loose_counter_key(row.entity_id)
@@ -775,7 +777,7 @@ def _read_source(counters: list[Counter]) -> str | None:
     return "redis" if "redis" in sources else "budget_window_spend" if "budget_window_spend" in sources else None
 
 
-def load_catalogue(conn: Connection, caps: Capabilities, loaded, key_rows: list[queries.KeyRow]) -> Catalogue:
+def load_catalogue(conn: Connection, caps: Capabilities, loaded, key_rows: list[budget_holders.KeyRow]) -> Catalogue:
     """The model catalogue from the config file (if any), LiteLLM_ProxyModelTable and keys' aliases."""
     from pathlib import Path
 
@@ -787,7 +789,7 @@ def load_catalogue(conn: Connection, caps: Capabilities, loaded, key_rows: list[
             key_aliases.update({str(k): str(v) for k, v in row.aliases.items() if isinstance(v, str)})
     return build_catalogue(
         loaded.data if loaded else None,
-        queries.proxy_models(conn, caps),
+        budget_holders.proxy_models(conn, caps),
         key_aliases,
         config_name=Path(loaded.path).name if loaded else "config.yaml",
     )

@@ -30,13 +30,14 @@ def ledger_lines(session, by: str, period: str) -> tuple[dict, dict[str, int]]:
 def _aliases(conn, caps, key_rows, by: str) -> dict[str, str | None]:
     """Each entity's alias (key alias, team alias, user alias or email, ...), keyed as spend.entity_label names it."""
     from auditor.ledger import queries
+    from auditor.ledger import budget_holders
 
     if by == "tag":
         return {}
     if by == "key":
         return {row.token: f"{row.key_alias or row.token[:12]} (deleted)" if row.deleted else row.key_alias for row in key_rows}
     found = {}
-    for holder in queries.holders(conn, caps, key_rows):
+    for holder in budget_holders.holders(conn, caps, key_rows):
         if holder.scope == by:
             entity = holder.entity_id
             found[queries.team_member_entity_id(*entity) if isinstance(entity, tuple) else entity] = holder.alias

@@ -197,6 +197,7 @@ def resolve(
         auditor resolve vertex_ai/claude-opus-4-6@default --key research-agent
     """
     from auditor.ledger import queries
+    from auditor.ledger import budget_holders
     from auditor.ledger.capabilities import inspect_database
     from auditor.ledger.db import connect
     from auditor.errors import InputError
@@ -216,9 +217,9 @@ def resolve(
             from auditor.session import not_litellm
 
             raise not_litellm(target)
-        key_rows = queries.keys(conn, caps)
+        key_rows = budget_holders.keys(conn, caps)
         catalogue = load_catalogue(conn, caps, load_config(Path(config_path)) if config_path else None, key_rows)
-        triples = queries.model_triples(conn, caps, queries.SpendFilter()) if all_models else []
+        triples = budget_holders.model_triples(conn, caps, queries.SpendFilter()) if all_models else []
     resolver = Resolver(catalogue)
     for note in catalogue.notes:
         err.print(f"note: {clean(note)}")
@@ -323,7 +324,7 @@ def explain(
         auditor explain --team team-data --since 30d
     """
 
-    from auditor.ledger import queries
+    from auditor.ledger import budget_holders
     from auditor.errors import InputError
     from auditor.audit.explain import explain as build_story, find_holder
 
@@ -332,7 +333,7 @@ def explain(
         raise InputError("name one entity: a KEY (hash or alias), or --team, --user or --end-user")
     (scope, wanted), = chosen
     with scan_session(db, config, redis_url, now=now, since=since, timezone=timezone) as session:
-        holder = find_holder(queries.holders(session.conn, session.caps, session.key_rows, session.options.default_end_user_budget), scope, wanted)
+        holder = find_holder(budget_holders.holders(session.conn, session.caps, session.key_rows, session.options.default_end_user_budget), scope, wanted)
         story = build_story(session.conn, session.caps, session.catalogue, session.options, session.key_rows, holder,
                             redis_counters=session.redis_counters)
     _render_story(story)

@@ -108,13 +108,13 @@ def detect_deployment_era(conn: Connection, caps: Capabilities, explicit: str | 
     its key names are read is left out: the scan that follows reads it again and says so."""
     from redis import RedisError
 
-    from auditor.ledger import queries
+    from auditor.ledger import budget_holders
     from auditor.litellm.eras import counter_shapes, detect_era
     from auditor.ledger.redis_store import scan_keys
 
     if explicit:
         return detect_era(caps.version_range(), (), explicit, schema_words=caps.describe_version())
-    table_ids = [row.entity_id for row in queries.model_budget_window_rows(conn, caps)]
+    table_ids = [row.entity_id for row in budget_holders.model_budget_window_rows(conn, caps)]
     keys: list[str] = list(redis_keys or ())
     if client is not None and redis_keys is None:
         try:

@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError
 from auditor.repair import backfill_live as live
 from auditor.repair import journal
 from auditor.ledger import queries
+from auditor.ledger import budget_holders
 from auditor.repair.backfill_live import Delta, Ledger, WindowAsk, observe, write_deltas
 from auditor.ledger.capabilities import Capabilities
 from auditor.litellm.counters import MODEL_COUNTER_PREFIXES, PREFIX_OF_SCOPE, CounterKey, epoch_to_utc, parse_counter_key, parse_float
@@ -1149,7 +1150,7 @@ def prepare(conn: Connection, caps: Capabilities, loaded_config, scan_options, c
     found = detect_deployment_era(conn, caps, litellm_version, client=client)
     layout = layout_of(found, litellm_version)
     scan_options = replace(scan_options, era=found.era.name)  # judged by the release that wrote the counters
-    key_rows = queries.keys(conn, caps)
+    key_rows = budget_holders.keys(conn, caps)
     catalogue = load_catalogue(conn, caps, loaded_config, key_rows)
     result = run_scan(conn, caps, catalogue, scan_options,
                       redis_counters=(lambda: read_counters(client)) if client is not None else None,
@@ -1171,5 +1172,5 @@ def prepare(conn: Connection, caps: Capabilities, loaded_config, scan_options, c
 
     planned = plan(result, snapshot, PlanOptions(wall_now=wall_now, layout=layout, targets=targets,
                                                  remove_miskeyed=remove_miskeyed, canonical=canonical))
-    budgets = {(b.scope, b.entity_id): b for b in map(entity_budgets, queries.holders(conn, caps, key_rows, scan_options.default_end_user_budget))}
+    budgets = {(b.scope, b.entity_id): b for b in map(entity_budgets, budget_holders.holders(conn, caps, key_rows, scan_options.default_end_user_budget))}
     return Prepared(planned, result, Ledger(caps, budgets, catalogue, scan_options.window_slack))
