@@ -145,11 +145,6 @@ def config_file(tmp_path) -> str:
     return str(path)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def dialect_url(request) -> tuple[str, str]:
-    """(dialect, a fresh empty database URL), once on SQLite and once on PostgreSQL."""
-    return request.param, request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-
 
 # ---------------------------------------------------------------------------------------------
 # Building a LiteLLM database

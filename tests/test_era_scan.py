@@ -87,10 +87,6 @@ def counters(record: dict) -> list[dict]:
             and f["counter_source"] in ("redis", "budget_window_spend")]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def any_url(request) -> str:
-    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-
 
 @pytest.mark.redis
 def test_a_clean_1_90_7_deployment_gives_no_false_finding(any_url, tmp_path, redis_client):

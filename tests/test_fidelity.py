@@ -26,10 +26,6 @@ def config_with(tmp_path, extra: str) -> str:
     return str(path)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def any_url(request) -> str:
-    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-
 
 def insert(url: str, table, rows: list[dict]) -> None:
     from auditor.ledger.schema import rollup_metadata

@@ -34,10 +34,6 @@ def test_json_or_text_decodes_what_python_reads_and_hands_back_the_text_of_the_r
     assert json_or_text(b"{not json") == "{not json"  # a hand-edited SQLite JSON column
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def dialect_url(request) -> tuple[str, str]:
-    return request.param, request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-
 
 @pytest.fixture
 def config_file(tmp_path) -> str:

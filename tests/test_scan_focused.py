@@ -132,11 +132,6 @@ def config(tmp_path) -> str:
     return str(path)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def any_url(request) -> str:
-    """A fresh empty database, once on SQLite and once on PostgreSQL."""
-    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-
 
 def run(url: str, config: str | None, now: datetime, *extra: str, fail_on: str = "never"):
     args = ["scan", "--db", url, "--now", iso(now), "--format", "json", "--fail-on", fail_on, *extra]

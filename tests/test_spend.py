@@ -106,11 +106,6 @@ def config(tmp_path) -> str:
     return str(path)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def any_url(request) -> str:
-    """A fresh empty database, once on SQLite and once on PostgreSQL."""
-    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-
 
 @pytest.fixture
 def ledger(any_url) -> str:
