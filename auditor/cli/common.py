@@ -88,6 +88,20 @@ class Format(str, Enum):
 FormatOption = Annotated[Format, typer.Option("--format", help="Output format.")]
 
 
+class FailOn(str, Enum):
+    """--fail-on of scan and report: the severity at which the run exits 1."""
+
+    error = "error"
+    warning = "warning"
+    never = "never"
+
+    def fails(self, worst: str | None) -> bool:
+        """Whether a run whose worst finding is `worst` (None: no finding) exits 1."""
+        from auditor.audit.findings import SEVERITY_RANK
+
+        return self is not FailOn.never and worst is not None and SEVERITY_RANK[worst] >= SEVERITY_RANK[self.value]
+
+
 def fail(message: str, code: ExitCode) -> typer.Exit:
     from auditor.report.render import clean
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
 from typing import Annotated, Optional
 
 import typer
@@ -17,6 +16,7 @@ from auditor.cli.spend import spend_command
 from auditor.cli.common import (
     ConfigOption,
     DbOption,
+    FailOn,
     LiteLLMVersionOption,
     Format,
     FormatOption,
@@ -103,12 +103,6 @@ def _render_doctor(report) -> None:
     out.print("scan can run" if report.can_scan else "[bold red]scan cannot run[/] (exit 3)")
 
 
-class FailOn(str, Enum):
-    error = "error"
-    warning = "warning"
-    never = "never"
-
-
 @app.command()
 @handles_errors
 def scan(
@@ -145,7 +139,6 @@ def scan(
         auditor scan --db postgresql://auditor@db.internal:5432/litellm --config proxy_config.yaml --since 30d
     """
     from auditor.report import render
-    from auditor.audit.findings import SEVERITY_RANK
     from auditor.output import write_atomic
 
     from auditor import api
@@ -167,7 +160,7 @@ def scan(
         else:
             sys.stdout.write(text)
     worst = result.worst()
-    if fail_on is not FailOn.never and worst is not None and SEVERITY_RANK[worst] >= SEVERITY_RANK[fail_on.value]:
+    if fail_on.fails(worst):
         raise typer.Exit(int(ExitCode.FINDINGS))
 
 

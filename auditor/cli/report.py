@@ -18,6 +18,7 @@ import typer
 from auditor.cli.common import (
     ConfigOption,
     DbOption,
+    FailOn,
     LiteLLMVersionOption,
     RedisOption,
     RedisOptionalOption,
@@ -45,12 +46,6 @@ def _pause_hook() -> None:
         sys.stderr.write("auditor: test hook: paused after taking the run lock\n")
         sys.stderr.flush()
         time.sleep(float(seconds))
-
-
-class FailOn(str, Enum):  # the same values as scan's (auditor/cli/main.py), which cli.common does not hold yet
-    error = "error"
-    warning = "warning"
-    never = "never"
 
 
 def parse_lookback(raw: str):
@@ -127,7 +122,6 @@ def report(
     from auditor.audit import checkpoint
     from auditor.report import history
     from auditor.clock import parse_instant, utc_now
-    from auditor.audit.findings import SEVERITY_RANK
     from auditor.report.document import prepare_out_dir, summary_line
 
     chosen = parse_formats(formats)
@@ -166,7 +160,7 @@ def report(
         recorded.complete(record, changes, utc_now(), increment)
 
     worst = result.worst()
-    failing = fail_on is not FailOn.never and worst is not None and SEVERITY_RANK[worst] >= SEVERITY_RANK[fail_on.value]
+    failing = fail_on.fails(worst)
     main_file = str(out_dir / names["html" if "html" in names else chosen[0]])
     if not quiet:
         for path in written:
