@@ -1,3 +1,17 @@
-"""Audit the spend and per-model budgets of a LiteLLM proxy straight from its database."""
+"""Audit the spend and per-model budgets of a LiteLLM proxy straight from its database.
+
+As a library: `auditor.scan(...)`, `auditor.spend(...)`, `auditor.doctor(...)` (auditor.api; README, "Use it from
+Python"). They are loaded on first use, so importing a pure module does not bring in the database layer.
+"""
 
 __version__ = "0.1.0"
+
+__all__ = ["__version__", "doctor", "scan", "spend"]
+
+
+def __getattr__(name: str):
+    if name in ("doctor", "scan", "spend"):
+        from auditor import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'auditor' has no attribute {name!r}")

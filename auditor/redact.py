@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import fields, replace
 
-from auditor.findings import ScanResult
+from auditor.audit.findings import ScanResult
 
 RAW_KEY_PREFIX = "sk-"  # how LiteLLM issues keys; a stored hash is 64 hex digits and never starts so
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from sqlalchemy import Connection, DateTime, func, select, tuple_
 
-from auditor.db import DatabaseTarget, connect, parse_database_url
+from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
 from auditor.errors import InputError, UnavailableError
-from auditor.schema import TABLES, metadata
+from auditor.ledger.schema import TABLES, metadata
 
 SAMPLE_FILES = ("litellm_tables.json", "config.yaml", "redis.json")
 LOADER_VERSION = "1"  # bump when the loader changes how rows land, so cached databases rebuild

@@ -28,15 +28,15 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from auditor import backfill as core  # noqa: E402
-from auditor import journal  # noqa: E402
-from auditor.capabilities import inspect_database  # noqa: E402
-from auditor.cli_backfill import writer_engine  # noqa: E402
+from auditor.repair import backfill as core  # noqa: E402
+from auditor.repair import journal  # noqa: E402
+from auditor.ledger.capabilities import inspect_database  # noqa: E402
+from auditor.cli.backfill import writer_engine  # noqa: E402
 from auditor.clock import utc_now  # noqa: E402
-from auditor.config import load_config  # noqa: E402
-from auditor.db import DatabaseTarget, connect, parse_database_url  # noqa: E402
-from auditor.scan import ScanOptions  # noqa: E402
-from auditor.schema import metadata, spend_logs, verification_token  # noqa: E402
+from auditor.litellm.config import load_config  # noqa: E402
+from auditor.ledger.db import DatabaseTarget, connect, parse_database_url  # noqa: E402
+from auditor.audit.scan import ScanOptions  # noqa: E402
+from auditor.ledger.schema import metadata, spend_logs, verification_token  # noqa: E402
 
 CONFIG = """\
 model_list:

@@ -3,7 +3,7 @@
 
     python benchmarks/generate.py --db postgresql://postgres@127.0.0.1:5432/auditor_bench --rows 10000000
 
-What it writes (LiteLLM's own tables, created with `auditor.schema.metadata.create_all` when absent):
+What it writes (LiteLLM's own tables, created with `auditor.ledger.schema.metadata.create_all` when absent):
 
 * LiteLLM_VerificationToken: `--keys` keys (default 2,000), 10% of them with a per-model budget
   (`model_max_budget`) in the shapes real proxies hold: `budget_limit`/`time_period` and
@@ -610,7 +610,7 @@ def ensure_database(url: str) -> None:
 def create_tables(url: str) -> None:
     from sqlalchemy import create_engine
 
-    from auditor.schema import metadata
+    from auditor.ledger.schema import metadata
 
     engine = create_engine(libpq_url(url).replace("postgresql://", "postgresql+psycopg://", 1))
     try:

@@ -3,9 +3,9 @@
 
     python benchmarks/profile_scan.py --db postgresql://postgres@127.0.0.1:5432/auditor_bench --config benchmarks/config.yaml
 
-Runs `auditor scan --format json` in this process (through auditor.cli's Typer app, so it
+Runs `auditor scan --format json` in this process (through auditor.cli.main's Typer app, so it
 follows whatever the command does today) without changing auditor: every function of
-auditor.queries that takes a connection is wrapped to time it (generators: time spent inside
+auditor.ledger.queries that takes a connection is wrapped to time it (generators: time spent inside
 the generator, i.e. server + driver + row objects, versus the whole loop including the consumer),
 and every connection loads PostgreSQL's auto_explain (superuser only) with `log_level = notice`,
 so the plans the server actually ran for statements over --explain-min-ms (200 ms) -- including the server-side
@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import inspect
 
-    from auditor import queries
-    from auditor.cli import app
+    from auditor.cli.main import app
+    from auditor.ledger import budget_holders, daily_rollups, queries
 
     notices: list[str] = []
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         def timed(*a, **k):
             t0 = time.perf_counter()
             result = fn(*a, **k)
-            add(f"queries.{name}", time.perf_counter() - t0, len(result) if hasattr(result, "__len__") else None)
+            add(name, time.perf_counter() - t0, len(result) if hasattr(result, "__len__") else None)
             return result
         return timed
 
@@ -94,16 +94,19 @@ def main(argv: list[str] | None = None) -> int:
                 inside += time.perf_counter() - t
                 rows += 1
                 yield row
-            add(f"queries.{name}: inside the generator (server, driver, row objects)", inside, rows)
-            add(f"queries.{name}: whole loop incl. the consumer (resolve, windows, ledger)", time.perf_counter() - t0)
+            add(f"{name}: inside the generator (server, driver, row objects)", inside, rows)
+            add(f"{name}: whole loop incl. the consumer (resolve, windows, ledger)", time.perf_counter() - t0)
         return timed
 
     if args.what_if_raw_charges:
-        queries.stream_charges = wrap_generator("stream_charges [what-if: psycopg cursor]", raw_stream_charges(queries))
+        queries.stream_charges = wrap_generator("queries.stream_charges [what-if: psycopg cursor]", raw_stream_charges(queries))
 
-    for name, fn in list(vars(queries).items()):
-        if inspect.isfunction(fn) and fn.__module__ == queries.__name__ and "conn" in inspect.signature(fn).parameters:
-            setattr(queries, name, (wrap_generator if inspect.isgeneratorfunction(fn) else wrap_function)(name, fn))
+    for module in (queries, budget_holders, daily_rollups):  # every read of LiteLLM's tables the scan makes
+        label = module.__name__.rsplit(".", 1)[-1]
+        for name, fn in list(vars(module).items()):
+            if inspect.isfunction(fn) and fn.__module__ == module.__name__ and "conn" in inspect.signature(fn).parameters:
+                wrap = wrap_generator if inspect.isgeneratorfunction(fn) else wrap_function
+                setattr(module, name, wrap(f"{label}.{name}", fn))
 
     now = args.now
     if now is None:

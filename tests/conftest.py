@@ -94,6 +94,18 @@ def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'litellm.sqlite'}"
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def any_url(request) -> str:
+    """A fresh empty database, once on SQLite and once on PostgreSQL (the test id says which)."""
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+
+
+@pytest.fixture
+def dialect_url(request, any_url) -> tuple[str, str]:
+    """(dialect, any_url), for tests whose expectations differ by dialect."""
+    return request.node.callspec.params["any_url"], any_url
+
+
 @pytest.fixture
 def redis_client():
     import redis

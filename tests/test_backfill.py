@@ -5,7 +5,7 @@ ago, a Redis counter inflated 2x as LiteLLM #28247 does, a LiteLLM_BudgetWindowS
 flush), so every write really happens; and the sample deployment judged at a fixed --now, where
 windows already over by the wall clock must be skipped and said so.
 
-The sub-apps are not registered in auditor/cli.py yet: tests build their own Typer app with `scan`,
+The sub-apps are not registered in auditor/cli/main.py yet: tests build their own Typer app with `scan`,
 `backfill` and `db`, and the subprocess tests run the same app from a two-line script.
 """
 
@@ -29,17 +29,17 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from auditor import backfill as core
-from auditor import cli
-from auditor.cli_backfill import backfill_app, db_app, writer_engine
+from auditor.repair import backfill as core
+from auditor.cli import main as cli
+from auditor.cli.backfill import backfill_app, db_app, writer_engine
 from auditor.clock import utc_now
-from auditor.config import load_config
-from auditor.counters import CounterKey
-from auditor.db import DatabaseTarget, connect, parse_database_url
+from auditor.litellm.config import load_config
+from auditor.litellm.counters import CounterKey
+from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
 from auditor.errors import InputError
-from auditor.findings import COUNTER_DRIFT, ERROR, Finding, RowCounts, ScanResult
+from auditor.audit.findings import COUNTER_DRIFT, ERROR, Finding, RowCounts, ScanResult
 from auditor.sample import load_sample
-from auditor.schema import budget_window_spend, metadata, spend_logs, verification_token
+from auditor.ledger.schema import budget_window_spend, metadata, spend_logs, verification_token
 
 REPO = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("AUDITOR_TEST_REDIS_BACKFILL", "redis://127.0.0.1:6379/12")  # our own db: conftest's redis_client flushes 13
@@ -75,7 +75,7 @@ def make_app() -> typer.Typer:
 APP = make_app()
 SCRIPT = (
     "import typer\n"
-    "from auditor.cli_backfill import backfill_app, db_app\n"
+    "from auditor.cli.backfill import backfill_app, db_app\n"
     "app = typer.Typer(pretty_exceptions_enable=False)\n"
     "app.add_typer(backfill_app, name='backfill')\n"
     "app.add_typer(db_app, name='db')\n"
@@ -286,8 +286,8 @@ def test_declined_confirmation_writes_nothing(focused):
 
 
 def _prepared(data: Focused, targets=("counters",)):
-    from auditor.capabilities import inspect_database
-    from auditor.scan import ScanOptions
+    from auditor.ledger.capabilities import inspect_database
+    from auditor.audit.scan import ScanOptions
 
     target = DatabaseTarget(parse_database_url(data.url), "--db")
     with connect(target) as conn:
@@ -385,7 +385,7 @@ def _spawn(data: Focused, pause: float) -> subprocess.Popen:
 
 
 def core_pause_env() -> str:
-    from auditor.cli_backfill import PAUSE_HOOK_ENV
+    from auditor.cli.backfill import PAUSE_HOOK_ENV
 
     return PAUSE_HOOK_ENV
 

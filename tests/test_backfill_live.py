@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from auditor.clock import utc_now
-from auditor.schema import metadata, spend_logs, verification_token
+from auditor.ledger.schema import metadata, spend_logs, verification_token
 from test_backfill import (  # noqa: F401 - config is a fixture
     APP, CONFIG, NO_WAIT, REDIS_URL, SCRIPT, SPEND_KEY, A, ENTRY, Focused, as_json, core_pause_env, counter_findings,
     invoke, runner, REPO, _wait_for, config,
@@ -209,7 +209,7 @@ def test_the_re_sum_drops_repeat_job_polls_as_the_scan_does(pg_url, config):
         prepared, env = _prepared(data)
         with data.engine.begin() as conn:
             conn.execute(text('UPDATE "LiteLLM_BudgetWindowSpend" SET spend = spend + 0.5 WHERE entity_id = :k'), {"k": SPEND_KEY})
-        from auditor import backfill as core
+        from auditor.repair import backfill as core
 
         try:
             report = core.apply(prepared.plan, env, {})
@@ -227,10 +227,10 @@ def test_the_re_sum_drops_repeat_job_polls_as_the_scan_does(pg_url, config):
 
 def test_a_poll_of_a_job_paid_before_the_window_is_a_repeat(pg_url, config):
     """The re-sum reads from the window on; a job whose first paid poll is older still counts as paid."""
-    from auditor.capabilities import inspect_database
-    from auditor.config import load_config
-    from auditor.db import DatabaseTarget, connect, parse_database_url
-    from auditor.scan import ScanOptions
+    from auditor.ledger.capabilities import inspect_database
+    from auditor.litellm.config import load_config
+    from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
+    from auditor.audit.scan import ScanOptions
 
     data = Focused(pg_url, None, config)
     try:
@@ -239,7 +239,7 @@ def test_a_poll_of_a_job_paid_before_the_window_is_a_repeat(pg_url, config):
                 {**data.charge(data.w0 - timedelta(hours=36), 4.0), "call_type": "aretrieve_batch", "session_id": "old_job"},
                 {**data.charge(data.w0 + timedelta(minutes=30), 4.0), "call_type": "aretrieve_batch", "session_id": "old_job"},
             ])
-        from auditor import backfill as core
+        from auditor.repair import backfill as core
 
         target = DatabaseTarget(parse_database_url(pg_url), "--db")
         with connect(target) as conn:

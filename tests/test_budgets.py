@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from auditor.budgets import BudgetEntry, BudgetProblem, parse_model_max_budget
-from auditor.durations import Duration
+from auditor.litellm.budgets import BudgetEntry, BudgetProblem, parse_model_max_budget
+from auditor.litellm.durations import Duration
 
 NOW = datetime(2026, 3, 15, 12, 0, 0)
 

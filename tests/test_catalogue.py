@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from auditor.catalogue import Catalogue, build_catalogue, generated_model_id, glob_matches, without_first_segment
+from auditor.litellm.catalogue import Catalogue, build_catalogue, generated_model_id, glob_matches, without_first_segment
 
 CONFIG = {
     "model_list": [

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from auditor.cli import app
+from auditor.cli.main import app
 
 runner = CliRunner()
 
@@ -33,7 +33,7 @@ def test_a_password_with_a_raw_at_or_colon_says_how_to_encode_it_and_prints_none
 
 
 def test_a_colon_in_a_password_that_parses_is_accepted():
-    from auditor.db import parse_database_url
+    from auditor.ledger.db import parse_database_url
 
     assert parse_database_url("postgresql://bob:pa:ss@db.internal:5432/litellm").password == "pa:ss"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from auditor.cli import app
-from auditor.db import database_from, mask_text, parse_database_url
+from auditor.cli.main import app
+from auditor.ledger.db import database_from, mask_text, parse_database_url
 from auditor.errors import InputError
-from auditor.redis_store import redis_from
+from auditor.ledger.redis_store import redis_from
 
 runner = CliRunner()
 

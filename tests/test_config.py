@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from auditor.config import LoadedConfig, config_from_env, load_config
+from auditor.litellm.config import LoadedConfig, config_from_env, load_config
 from auditor.errors import ConfigError, InputError
 
 GOOD = """

@@ -17,9 +17,9 @@ import yaml
 from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, Table, create_engine, null, text
 from typer.testing import CliRunner
 
-from auditor.cli import app
-from auditor.config import load_config
-from auditor.schema import metadata, spend_logs, verification_token
+from auditor.cli.main import app
+from auditor.litellm.config import load_config
+from auditor.ledger.schema import metadata, spend_logs, verification_token
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 runner = CliRunner()
@@ -144,11 +144,6 @@ def config_file(tmp_path) -> str:
     path.write_text(CONFIG)
     return str(path)
 
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def dialect_url(request) -> tuple[str, str]:
-    """(dialect, a fresh empty database URL), once on SQLite and once on PostgreSQL."""
-    return request.param, request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
 
 
 # ---------------------------------------------------------------------------------------------

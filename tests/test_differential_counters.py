@@ -24,14 +24,14 @@ with warnings.catch_warnings():  # LiteLLM's import-time pydantic chatter is not
     from litellm.proxy._types import Litellm_EntityType
     from litellm.router_api import deployment_id
 
-from auditor.budgets import BudgetEntry, parse_model_max_budget  # noqa: E402
-from auditor.catalogue import generated_model_id  # noqa: E402
-from auditor.counters import (  # noqa: E402
+from auditor.litellm.budgets import BudgetEntry, parse_model_max_budget  # noqa: E402
+from auditor.litellm.catalogue import generated_model_id  # noqa: E402
+from auditor.litellm.counters import (  # noqa: E402
     PREFIX_OF_SCOPE, Counter, CounterKey, expected_keys, loose_counter_key, parse_counter_key, rekey, spend_key,
 )
-from auditor.periods import period_start, zone  # noqa: E402
-from auditor.queries import team_member_entity_id  # noqa: E402
-from auditor.scan import team_entries  # noqa: E402
+from auditor.litellm.periods import period_start, zone  # noqa: E402
+from auditor.ledger.queries import team_member_entity_id  # noqa: E402
+from auditor.audit.scan import team_entries  # noqa: E402
 
 pytestmark = pytest.mark.differential
 

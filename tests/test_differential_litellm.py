@@ -21,8 +21,8 @@ litellm = import_litellm("litellm")  # skipped without the differential extra, a
 from litellm.litellm_core_utils.duration_parser import duration_in_seconds  # noqa: E402
 from litellm.router_strategy.budget_limiter import budget_window_seconds  # noqa: E402
 
-from auditor.budgets import BudgetEntry, parse_model_max_budget  # noqa: E402
-from auditor.durations import parse_duration  # noqa: E402
+from auditor.litellm.budgets import BudgetEntry, parse_model_max_budget  # noqa: E402
+from auditor.litellm.durations import parse_duration  # noqa: E402
 from auditor.errors import DurationError  # noqa: E402
 
 pytestmark = pytest.mark.differential

@@ -16,7 +16,7 @@ from conftest import import_litellm
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 get_next_standardized_reset_time = import_litellm("litellm.litellm_core_utils.duration_parser").get_next_standardized_reset_time
 
-from auditor.periods import next_reset, period_start  # noqa: E402
+from auditor.litellm.periods import next_reset, period_start  # noqa: E402
 
 pytestmark = pytest.mark.differential
 

@@ -24,10 +24,10 @@ with warnings.catch_warnings():  # LiteLLM's import-time pydantic chatter is not
     from litellm.llms.bedrock.common_utils import get_bedrock_base_model
     from litellm.proxy.hooks import model_max_budget_limiter as limiter
 
-from auditor.budgets import BudgetEntry, BudgetProblem  # noqa: E402
-from auditor.catalogue import generated_model_id  # noqa: E402
-from auditor.durations import Duration  # noqa: E402
-from auditor.resolver import _has_bedrock_vendor, bedrock_base_model, budget_candidates, explain_governing, governing_entry  # noqa: E402
+from auditor.litellm.budgets import BudgetEntry, BudgetProblem  # noqa: E402
+from auditor.litellm.catalogue import generated_model_id  # noqa: E402
+from auditor.litellm.durations import Duration  # noqa: E402
+from auditor.litellm.resolver import _has_bedrock_vendor, bedrock_base_model, budget_candidates, explain_governing, governing_entry  # noqa: E402
 
 pytestmark = pytest.mark.differential
 

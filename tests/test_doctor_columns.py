@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
-from auditor.cli import app
-from auditor.db import DatabaseTarget, connect, parse_database_url
+from auditor.cli.main import app
+from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
 from auditor.sample import load_sample
 
 runner = CliRunner()

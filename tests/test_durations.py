@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from auditor.durations import Duration, parse_duration
+from auditor.litellm.durations import Duration, parse_duration
 from auditor.errors import DurationError, InputError
 
 NOW = datetime(2026, 3, 15, 12, 0, 0)

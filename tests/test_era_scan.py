@@ -19,10 +19,10 @@ import yaml
 from sqlalchemy import create_engine
 from typer.testing import CliRunner
 
-from auditor.capabilities import VERSION_MARKERS
-from auditor.cli import app
-from auditor.eras import parse_version
-from auditor.schema import budget_table, end_user_table, metadata, spend_logs, verification_token
+from auditor.ledger.capabilities import VERSION_MARKERS
+from auditor.cli.main import app
+from auditor.litellm.eras import parse_version
+from auditor.ledger.schema import budget_table, end_user_table, metadata, spend_logs, verification_token
 
 FIXTURES = Path(__file__).parent / "eras"
 SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "auditor" / "scan.schema.json").read_text())
@@ -86,10 +86,6 @@ def counters(record: dict) -> list[dict]:
     return [f for f in record["findings"] if f["kind"] in ("counter_drift", "miskeyed_counter")
             and f["counter_source"] in ("redis", "budget_window_spend")]
 
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def any_url(request) -> str:
-    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
 
 
 @pytest.mark.redis

@@ -1,4 +1,4 @@
-"""The LiteLLM era table and its detection (auditor/eras.py), checked against what old releases did.
+"""The LiteLLM era table and its detection (auditor/litellm/eras.py), checked against what old releases did.
 
 The boundaries were read in the released wheels (`pip download --no-deps litellm==X`); the fixtures in tests/eras/
 were written by 1.83.7's and 1.90.7's own router, spend-log writer and limiter (tests/eras/record.py), so the facts
@@ -15,10 +15,10 @@ import pytest
 from sqlalchemy import create_engine, insert
 from typer.testing import CliRunner
 
-from auditor import backfill as core
-from auditor.cli import app
+from auditor.repair import backfill as core
+from auditor.cli.main import app
 from auditor.errors import InputError
-from auditor.eras import (
+from auditor.litellm.eras import (
     DEPLOYMENT,
     ENTITY_START_KEYS,
     ENTRY,
@@ -39,7 +39,7 @@ from auditor.eras import (
     era_of,
     parse_version,
 )
-from auditor.schema import metadata, rollup_metadata, spend_logs
+from auditor.ledger.schema import metadata, rollup_metadata, spend_logs
 
 FIXTURES = Path(__file__).parent / "eras"
 runner = CliRunner()
@@ -228,8 +228,8 @@ def test_backfill_layout_follows_the_era():
 
 
 def test_backfill_writes_no_counter_for_a_detected_memory_era():
-    from auditor.capabilities import Capabilities
-    from auditor.findings import COUNTER_DRIFT, Finding, RowCounts, ScanResult
+    from auditor.ledger.capabilities import Capabilities
+    from auditor.audit.findings import COUNTER_DRIFT, Finding, RowCounts, ScanResult
 
     caps = Capabilities("sqlite", "sqlite", {"LiteLLM_SpendLogs": frozenset({"status"})}, {})
     layout = core.layout_for(None, caps)
@@ -290,7 +290,7 @@ def test_the_scan_says_which_era_it_assumed_and_why(small_db):
 def test_backfill_names_a_1_84_to_1_98_counter_as_the_scan_found_it():
     """Before 1.99 the counter is named after the model as requested: a wildcard route's entry `claude-3-haiku` is
     read through `anthropic/claude-3-haiku`, and that is the key backfill writes."""
-    from auditor.findings import COUNTER_DRIFT, Finding, RowCounts, ScanResult
+    from auditor.audit.findings import COUNTER_DRIFT, Finding, RowCounts, ScanResult
 
     key = f"virtual_key_spend:{H}:anthropic/claude-3-haiku:1d"
     drift = Finding(kind=COUNTER_DRIFT, severity="warning", scope="key", entity_id=H, budget_model="claude-3-haiku", time_period="1d",

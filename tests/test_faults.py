@@ -24,9 +24,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from auditor.cli import app
-from auditor.cli_common import MID_SCAN_HOOK_ENV
-from auditor.db import parse_database_url
+from auditor.cli.main import app
+from auditor.session import MID_SCAN_HOOK_ENV
+from auditor.ledger.db import parse_database_url
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_CONFIG = str(REPO / "sample_data" / "config.yaml")
@@ -463,7 +463,7 @@ def test_a_mistyped_sqlite_path_is_exit_3_and_creates_nothing(tmp_path):
 
 def test_the_mid_scan_hook_is_inert_unless_its_variable_is_set(monkeypatch):
     """A normal run never pauses or prints: without the variable the progress callback is passed through as is."""
-    from auditor.cli_common import _mid_scan_hook
+    from auditor.session import _mid_scan_hook
 
     monkeypatch.delenv(MID_SCAN_HOOK_ENV, raising=False)
     calls: list[int] = []

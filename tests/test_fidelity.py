@@ -26,13 +26,9 @@ def config_with(tmp_path, extra: str) -> str:
     return str(path)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def any_url(request) -> str:
-    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-
 
 def insert(url: str, table, rows: list[dict]) -> None:
-    from auditor.schema import rollup_metadata
+    from auditor.ledger.schema import rollup_metadata
 
     engine = create_engine(url)
     with engine.begin() as conn:
@@ -53,7 +49,7 @@ def rollup_row(table_key: str, entity, day: str, api_key: str, spend: float, req
 
 
 def test_userless_teamless_and_keyless_rows_are_rolled_up_as_litellm_does(any_url, config):
-    from auditor.schema import daily_end_user_spend, daily_team_spend, daily_user_spend
+    from auditor.ledger.schema import daily_end_user_spend, daily_team_spend, daily_user_spend
 
     # get_logging_payload stores user '' and team_id '' when there is none; the daily writer rolls up user ''
     # and NULL, team '' (not NULL), and keyless rows; an end user '' or NULL is skipped.
@@ -72,7 +68,7 @@ def test_userless_teamless_and_keyless_rows_are_rolled_up_as_litellm_does(any_ur
 
 
 def test_a_rollup_missing_the_userless_rows_is_drift(sqlite_url, config):
-    from auditor.schema import daily_user_spend
+    from auditor.ledger.schema import daily_user_spend
 
     rows = [charge(at(9), 0.20), charge(at(10), 0.30)]
     rows[0].update(user="", custom_llm_provider="azure")
@@ -95,7 +91,7 @@ def budget(budget_id: str, entries: dict, max_budget: float | None = None) -> di
 
 
 def test_the_default_end_user_budget_governs_end_users_without_one(any_url, tmp_path):
-    from auditor.schema import budget_table, end_user_table
+    from auditor.ledger.schema import budget_table, end_user_table
 
     # litellm_settings.max_end_user_budget_id: auth_checks._apply_default_budget_to_end_user gives it to an end user
     # whose budget_id is unset. cust-1 spends 3 x 0.60 in one 1d window against a 1.00 cap: the third request was
@@ -122,7 +118,7 @@ def test_the_default_end_user_budget_governs_end_users_without_one(any_url, tmp_
 
 
 def test_a_team_member_without_a_membership_row_gets_the_teams_default_member_budget(any_url, config):
-    from auditor.schema import budget_table, team_table
+    from auditor.ledger.schema import budget_table, team_table
 
     # user_api_key_auth._load_team_member_default_model_budget: no LiteLLM_TeamMembership row for (u-1, t-1), so the
     # team's metadata.team_member_budget_id applies. u-1 spends 0.70 + 0.70 through its key in t-1: over 1.00.
@@ -145,7 +141,7 @@ def test_a_team_member_without_a_membership_row_gets_the_teams_default_member_bu
 
 @pytest.mark.redis
 def test_counter_keys_whose_ids_and_models_hold_colons_are_found_whole(sqlite_url, tmp_path, redis_client):
-    from auditor.schema import budget_table, end_user_table
+    from auditor.ledger.schema import budget_table, end_user_table
     from test_scan_focused import REDIS_URL, epoch
 
     # End user "tenant:42" (entry gpt-4o/1d) and key A with an entry named after a Bedrock ARN: both counters hold
@@ -219,7 +215,7 @@ def test_traffic_through_a_proxy_alias_is_charged_to_the_alias_name_and_bypasses
 
 
 def test_scalar_budgets_count_requests_admitted_after_the_ledger_reached_them(any_url, tmp_path):
-    from auditor.schema import team_table, user_table
+    from auditor.ledger.schema import team_table, user_table
 
     # Key A (team t-1, owner u-1) and lifetime max_budgets of 1.00 on the key, its team and its owner. The ledger
     # reaches 1.00 at 10:00 (0.50 + 0.50); a request started at 11:00 (0.30) was admitted after that.
@@ -247,7 +243,7 @@ def test_scalar_budgets_count_requests_admitted_after_the_ledger_reached_them(an
 def test_scalar_leaks_reach_the_limit_at_the_end_of_the_charge_that_takes_the_total_there():
     from datetime import datetime
 
-    from auditor.reconcile import scalar_leaks
+    from auditor.audit.reconcile import scalar_leaks
 
     t = lambda minute: datetime(2026, 3, 2, 9, minute)  # noqa: E731
     # (start, end, spend, via a team key), in end order; the total reaches 1.0 at 09:10 (>=) and passes it at 09:15 (>).

@@ -1,4 +1,4 @@
-"""`auditor report --incremental` (auditor/checkpoint.py): a run that resumes from the previous run's checkpoint and
+"""`auditor report --incremental` (auditor/audit/checkpoint.py): a run that resumes from the previous run's checkpoint and
 reads only the spend logs that ended since its cut must give what a full scan of the same data gives.
 
 The nightly sequence runs on PostgreSQL against a hand-built ledger whose findings are worked out below, so the
@@ -27,16 +27,18 @@ from sqlalchemy import create_engine, delete, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from auditor import checkpoint, journal
-from auditor.cli import app
-from auditor.db import DatabaseTarget, connect, parse_database_url
-from auditor.durations import parse_duration
-from auditor.history import finding_ids
-from auditor.queries import DayTotals, SpendGroup
-from auditor.report import scan_part
+from auditor.audit import checkpoint
+from auditor.repair import journal
+from auditor.cli.main import app
+from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
+from auditor.litellm.durations import parse_duration
+from auditor.report.history import finding_ids
+from auditor.ledger.daily_rollups import DayTotals
+from auditor.ledger.queries import SpendGroup
+from auditor.report.document import scan_part
 from auditor.sample import load_sample, load_sample_redis
-from auditor.schema import budget_window_spend, daily_user_spend, metadata, spend_logs, verification_token
-from auditor.windows import Charge, TrackerState, Window, WindowTracker, windows
+from auditor.ledger.schema import budget_window_spend, daily_user_spend, metadata, spend_logs, verification_token
+from auditor.audit.windows import Charge, TrackerState, Window, WindowTracker, windows
 
 REPO = Path(__file__).resolve().parent.parent
 REPORT_SCHEMA = json.loads((REPO / "auditor" / "report.schema.json").read_text())
@@ -64,7 +66,7 @@ def iso(moment: datetime) -> str:
 
 
 def expected_id(kind, scope, entity, budget_model, window_start, counter_source="", counter_key="", model="", group="") -> str:
-    """The documented finding-id recipe (auditor/history.py), computed here independently."""
+    """The documented finding-id recipe (auditor/report/history.py), computed here independently."""
     parts = [kind, scope, entity, budget_model, window_start, counter_source, counter_key, model, group]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
@@ -633,7 +635,7 @@ def daily_rollups(rows: list[dict], seed: int) -> list[dict]:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_random_ledgers_written_in_batches_give_the_same_result_incrementally(seed, sqlite_url, config, tmp_path):
-    from auditor.schema import team_table, user_table
+    from auditor.ledger.schema import team_table, user_table
 
     rows = random_ledger(seed)
     engine = create_engine(sqlite_url)

@@ -15,9 +15,10 @@ import pytest
 from sqlalchemy import text
 from test_corpus import CONFIG, DAY, A, B, build, key_row, scan, spend_log_row, strict_json
 
-from auditor import queries
-from auditor.capabilities import inspect_database
-from auditor.db import connect, database_from, json_or_text
+from auditor.ledger import queries
+from auditor.ledger import daily_rollups
+from auditor.ledger.capabilities import inspect_database
+from auditor.ledger.db import connect, database_from, json_or_text
 
 HUGE = "1" + "9" * 4999  # 5000 digits: past Python's 4300-digit int-from-text limit
 STORED = '{"gpt-4o": {"budget_limit": %s, "time_period": "1d"}}' % HUGE
@@ -32,10 +33,6 @@ def test_json_or_text_decodes_what_python_reads_and_hands_back_the_text_of_the_r
     assert json_or_text(deep) == deep
     assert json_or_text(b"{not json") == "{not json"  # a hand-edited SQLite JSON column
 
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def dialect_url(request) -> tuple[str, str]:
-    return request.param, request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
 
 
 @pytest.fixture
@@ -109,8 +106,8 @@ def test_scalar_and_rollup_sums_leave_out_spend_that_is_not_an_amount(dialect_ur
         assert queries.period_spend(conn, caps, "key", [(A, DAY)], datetime(2026, 3, 4)) == {A: (0.75, 2)}
         assert queries.period_spend(conn, caps, "user", [("u1", DAY)], datetime(2026, 3, 4)) == {"u1": (0.75, 2)}
         # every row counted as LiteLLM's rollup counts requests; spend from finite amounts only: 0.5 + 0.25 + 2.0
-        assert queries.ledger_days(conn, caps, "user", "2026-03-02", "2026-03-02") == {
-            ("2026-03-02", A, "azure/prod-gpt4o", ""): queries.DayTotals(2.75, len(rows), len(rows) - 2, 2),
+        assert daily_rollups.ledger_days(conn, caps, "user", "2026-03-02", "2026-03-02") == {
+            ("2026-03-02", A, "azure/prod-gpt4o", ""): daily_rollups.DayTotals(2.75, len(rows), len(rows) - 2, 2),
         }
         groups = {g.outcome: (g.spend, g.requests) for g in queries.spend_groups(conn, caps, queries.SpendFilter())}
     assert groups == {"charged": (0.75, 2), "failure": (2.0, 2), "spend not a finite amount": (0.0, junk)}

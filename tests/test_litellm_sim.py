@@ -26,7 +26,7 @@ except ImportError as error:  # the differential extra is missing
         raise ImportError(f"CI must install the 'differential' extra for the LiteLLM simulator: {error}") from error
     pytest.skip(f"the LiteLLM simulator needs the 'differential' extra ({error})", allow_module_level=True)
 
-from auditor.cli import app  # noqa: E402
+from auditor.cli.main import app  # noqa: E402
 from litellm_sim.faults import Expected  # noqa: E402
 
 SIM_REDIS = os.environ.get("AUDITOR_TEST_REDIS_SIM", "redis://127.0.0.1:6379/5")

@@ -22,12 +22,12 @@ import pytest
 from sqlalchemy import create_engine, update
 from typer.testing import CliRunner
 
-from auditor import report as report_module
-from auditor.cli import app
-from auditor.cli_report import report_command
+from auditor.report import document as report_module
+from auditor.cli.main import app
+from auditor.cli.report import report_command
 from auditor.errors import UnavailableError
-from auditor.report import REPORT_KEYS, coverage, scan_part, write_reports
-from auditor.schema import metadata, spend_logs, verification_token
+from auditor.report.document import REPORT_KEYS, coverage, scan_part, write_reports
+from auditor.ledger.schema import metadata, spend_logs, verification_token
 
 REPO = Path(__file__).resolve().parent.parent
 SCAN_SCHEMA = json.loads((REPO / "auditor" / "scan.schema.json").read_text())
@@ -48,7 +48,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module", autouse=True)
 def report_registered():
-    """`auditor report` registered exactly as auditor/cli.py does it: `app.command("report")(report_command)`.
+    """`auditor report` registered exactly as auditor/cli/main.py does it: `app.command("report")(report_command)`.
     Once cli.py registers it, this does nothing and the tests run the real registration."""
     if any(command.name == "report" for command in app.registered_commands):
         yield

@@ -1,4 +1,4 @@
-"""Report run history (auditor/history.py): finding ids, new / still open / resolved across runs, the history
+"""Report run history (auditor/report/history.py): finding ids, new / still open / resolved across runs, the history
 database (SQLite created on demand, PostgreSQL only after `auditor db upgrade`, a read-only report database
 with --history-db), one run at a time (two real processes), and the webhook against local HTTP servers.
 """
@@ -24,10 +24,11 @@ from sqlalchemy import create_engine, delete, text, update
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from auditor import history, journal
-from auditor.cli_backfill import db_app
-from auditor.cli_report import history_command, report_command
-from auditor.schema import metadata, spend_logs, verification_token
+from auditor.report import history
+from auditor.repair import journal
+from auditor.cli.backfill import db_app
+from auditor.cli.report import history_command, report_command
+from auditor.ledger.schema import metadata, spend_logs, verification_token
 
 NOW = "2026-11-23T00:00:00Z"
 STEM = "auditor-report-20261123T000000Z"
@@ -36,7 +37,7 @@ CONFIG = ("model_list:\n  - model_name: gpt-4o\n    litellm_params:\n      model
           "    model_info:\n      id: dep-gpt4o\n")
 SCRIPT = (
     "import typer\n"
-    "from auditor.cli_report import report_command\n"
+    "from auditor.cli.report import report_command\n"
     "app = typer.Typer(pretty_exceptions_enable=False)\n"
     "app.command('report')(report_command)\n"
     "app.command('noop')(lambda: None)\n"
@@ -46,7 +47,7 @@ SCRIPT = (
 runner = CliRunner()
 APP = typer.Typer(pretty_exceptions_enable=False, rich_markup_mode=None)
 APP.command("report")(report_command)
-APP.command("history")(history_command)  # as auditor/cli.py is to register it
+APP.command("history")(history_command)  # as auditor/cli/main.py is to register it
 APP.add_typer(db_app, name="db")
 
 
@@ -58,7 +59,7 @@ def invoke(*args: str, code: int | None = None):
 
 
 def expected_id(kind, scope, entity, budget_model, window_start, counter_source="", counter_key="", model="", group="") -> str:
-    """The documented recipe (auditor/history.py), computed here independently."""
+    """The documented recipe (auditor/report/history.py), computed here independently."""
     parts = [kind, scope, entity, budget_model, window_start, counter_source, counter_key, model, group]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from auditor.budgets import BudgetEntry, BudgetProblem
-from auditor.catalogue import build_catalogue, generated_model_id
-from auditor.durations import Duration
-from auditor.resolver import (
+from auditor.litellm.budgets import BudgetEntry, BudgetProblem
+from auditor.litellm.catalogue import build_catalogue, generated_model_id
+from auditor.litellm.durations import Duration
+from auditor.litellm.resolver import (
     Resolver,
     bedrock_base_model,
     budget_candidates,

@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import create_engine
 from typer.testing import CliRunner
 
-from auditor.cli import app
-from auditor.schema import budget_window_spend, metadata, spend_logs, verification_token
+from auditor.cli.main import app
+from auditor.ledger.schema import budget_window_spend, metadata, spend_logs, verification_token
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((REPO / "auditor" / "scan.schema.json").read_text())
@@ -131,11 +131,6 @@ def config(tmp_path) -> str:
     path.write_text(CONFIG)
     return str(path)
 
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def any_url(request) -> str:
-    """A fresh empty database, once on SQLite and once on PostgreSQL."""
-    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
 
 
 def run(url: str, config: str | None, now: datetime, *extra: str, fail_on: str = "never"):
@@ -542,7 +537,7 @@ def rollup(day: str, spend: float, requests: int, key_: str = A, model: str = "a
 
 
 def test_use_rollups_adds_the_days_the_ledger_no_longer_holds(any_url, config):
-    from auditor.schema import daily_user_spend
+    from auditor.ledger.schema import daily_user_spend
 
     # The ledger starts on 2026-03-02 (09:00, $0.20 by user u-1); rollups reach back two more days, as they
     # do after LiteLLM's spend-log retention deleted those rows. 03-02 matches the ledger, so it is no drift.
@@ -568,7 +563,7 @@ def test_use_rollups_adds_the_days_the_ledger_no_longer_holds(any_url, config):
 
 
 def test_a_rollup_that_disagrees_with_a_whole_ledger_day_is_drift(any_url, config):
-    from auditor.schema import daily_user_spend
+    from auditor.ledger.schema import daily_user_spend
 
     # 03-02: ledger 0.20 + 0.30 = 0.50 in 2 requests; the rollup says 0.20 in 1 (a lost flush).
     rows = [charge(at(9), 0.20), charge(at(10), 0.30)]
@@ -586,15 +581,15 @@ def test_a_rollup_that_disagrees_with_a_whole_ledger_day_is_drift(any_url, confi
 
 
 def test_rollup_disagreements_in_sql_are_the_cells_a_python_comparison_finds(any_url):
-    """queries.rollup_disagreements compares in the database; a second, simple method (both sides read whole,
+    """daily_rollups.rollup_disagreements compares in the database; a second, simple method (both sides read whole,
     compared with reconcile.rollup_differs) must find exactly the same cells with the same totals."""
     import random
 
-    from auditor.capabilities import inspect_database
-    from auditor.db import DatabaseTarget, connect, parse_database_url
-    from auditor.queries import ledger_days, rollup_days, rollup_disagreements
-    from auditor.reconcile import rollup_differs
-    from auditor.schema import daily_user_spend
+    from auditor.ledger.capabilities import inspect_database
+    from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
+    from auditor.ledger.daily_rollups import ledger_days, rollup_days, rollup_disagreements
+    from auditor.audit.reconcile import rollup_differs
+    from auditor.ledger.schema import daily_user_spend
 
     rng = random.Random(7)
     models, keys_ = ("azure/a", "azure/b", "openai/c"), (A, "b" * 64)
@@ -633,7 +628,7 @@ def test_rollup_disagreements_in_sql_are_the_cells_a_python_comparison_finds(any
 
 
 def test_team_rollups_are_compared_when_the_table_exists(any_url, config):
-    from auditor.schema import daily_team_spend, rollup_metadata
+    from auditor.ledger.schema import daily_team_spend, rollup_metadata
 
     # Team t-1's requests on 03-02: 0.20 + 0.30 = 0.50 in 2; LiteLLM_DailyTeamSpend holds 0.50 in 2 for the key's
     # deployment (no drift), and 0.10 in 1 for a deployment the ledger never saw that day (drift: ledger 0 in 0).

@@ -20,8 +20,8 @@ import jsonschema
 import pytest
 from typer.testing import CliRunner
 
-from auditor.cli import app
-from auditor.db import DatabaseTarget, connect, parse_database_url
+from auditor.cli.main import app
+from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
 from auditor.sample import load_sample, load_sample_redis
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from auditor.schema import metadata
+from auditor.ledger.schema import metadata
 
 DDL = Path(__file__).parent / "fixtures" / "litellm_ddl.sql"
 
@@ -109,7 +109,7 @@ def test_the_same_definitions_work_on_sqlite(sqlite_url):
 
     from sqlalchemy import insert, select
 
-    from auditor.schema import spend_logs, verification_token
+    from auditor.ledger.schema import spend_logs, verification_token
 
     engine = create_engine(sqlite_url)
     metadata.create_all(engine)

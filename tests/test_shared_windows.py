@@ -1,4 +1,4 @@
-"""The pre-1.99 limiter replay (auditor/shared_windows.py) against what LiteLLM 1.83.7 and 1.90.7 themselves did.
+"""The pre-1.99 limiter replay (auditor/audit/shared_windows.py) against what LiteLLM 1.83.7 and 1.90.7 themselves did.
 
 tests/eras/*.json were recorded by those releases' own router, spend-log writer and limiter (tests/eras/record.py).
 Replaying every request of a fixture in time order, with the counter names its era writes and reads, must block
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from auditor.budgets import BudgetEntry, parse_model_max_budget
-from auditor.durations import parse_duration
-from auditor.eras import DEPLOYMENT, era_of, parse_version
-from auditor.shared_windows import EntityReplay, SharedStartReplay, seconds_of
+from auditor.litellm.budgets import BudgetEntry, parse_model_max_budget
+from auditor.litellm.durations import parse_duration
+from auditor.litellm.eras import DEPLOYMENT, era_of, parse_version
+from auditor.audit.shared_windows import EntityReplay, SharedStartReplay, seconds_of
 
 FIXTURES = Path(__file__).parent / "eras"
 

@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
-from auditor.cli import app
-from auditor.schema import metadata, spend_logs, team_table, verification_token
+from auditor.cli.main import app
+from auditor.ledger.schema import metadata, spend_logs, team_table, verification_token
 
 runner = CliRunner()
 
@@ -105,11 +105,6 @@ def config(tmp_path) -> str:
     path.write_text(CONFIG)
     return str(path)
 
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def any_url(request) -> str:
-    """A fresh empty database, once on SQLite and once on PostgreSQL."""
-    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
 
 
 @pytest.fixture
@@ -292,7 +287,7 @@ def test_on_the_sample_scan_spend_and_auditor_spend_agree_for_every_scope(any_ur
     """The sample deployment (budgets in every scope, an access-group entry, aliases): for every scope the scan's
     spend lines add up, per entity and per (entity, model group), to what `auditor spend --by SCOPE` charges it (an
     entry over several groups has a line per group in each of its windows)."""
-    from auditor.db import DatabaseTarget, connect, parse_database_url
+    from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
     from auditor.sample import load_sample, sample_config_path
 
     with connect(DatabaseTarget(parse_database_url(any_url), "test"), read_only=False) as conn:

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditor.durations import Duration, parse_duration
+from auditor.litellm.durations import Duration, parse_duration
 from auditor.errors import InputError
-from auditor.windows import DEFAULT_LOOKBACK, Charge, Window, WindowTracker, windows
+from auditor.audit.windows import DEFAULT_LOOKBACK, Charge, Window, WindowTracker, windows
 
 T0 = datetime(2026, 1, 1)
 

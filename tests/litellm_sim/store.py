@@ -10,12 +10,12 @@ from pathlib import Path
 import yaml
 from sqlalchemy import JSON, Column, MetaData, Table, create_engine
 
-from auditor import schema
+from auditor.ledger import schema
 from .engine import Outcome
 from .world import World
 
 # LiteLLM_DailyTeamSpend / LiteLLM_DailyEndUserSpend: LiteLLM_DailyUserSpend's columns with the entity column
-# renamed (schema.prisma 1.110.2). auditor.schema keeps only the columns it reads of these two.
+# renamed (schema.prisma 1.110.2). auditor.ledger.schema keeps only the columns it reads of these two.
 _extra = MetaData()
 
 

@@ -1,0 +1,44 @@
+"""The ledger as spend lines: one grouped query (spend_queries.ledger_cells) merged into entity x model group x
+period lines (spend.merge), with each entity's alias. For `auditor spend`, the report's "where the money went" and
+auditor.api.spend; the pure grouping is in spend.py."""
+
+from __future__ import annotations
+
+
+def ledger_lines(session, by: str, period: str) -> tuple[dict, dict[str, int]]:
+    """The ledger in the session's --since/--until as spend lines (spend.merge) of `by` x model group x `period`,
+    in the session's zone: one grouped query. For `auditor spend` and the report's "where the money went"."""
+    from auditor.ledger import queries
+    from auditor.audit import spend
+    from auditor.ledger import spend_queries
+    from auditor.litellm.periods import zone
+    from auditor.redact import Redactor
+    from auditor.litellm.resolver import Resolver
+
+    conn, caps, options = session.conn, session.caps, session.options
+    where = queries.SpendFilter(since=options.since, until=options.until)
+    offsets = ((None, 0),)
+    if conn.dialect.name != "postgresql" and period != "total":
+        offsets = spend.offset_changes(zone(options.timezone), *queries.spend_time_range(conn, where))
+    cells = spend_queries.ledger_cells(conn, caps, where, by, period, offsets, options.timezone or "UTC")
+    keys = [row.token for row in session.key_rows] + ([c.entity[0] for c in cells] if by == "key" else [])
+    catalogue = session.catalogue
+    return spend.merge(cells, by, Resolver(catalogue), catalogue.alias_target, _aliases(conn, caps, session.key_rows, by),
+                       Redactor(keys))
+
+
+def _aliases(conn, caps, key_rows, by: str) -> dict[str, str | None]:
+    """Each entity's alias (key alias, team alias, user alias or email, ...), keyed as spend.entity_label names it."""
+    from auditor.ledger import queries
+    from auditor.ledger import budget_holders
+
+    if by == "tag":
+        return {}
+    if by == "key":
+        return {row.token: f"{row.key_alias or row.token[:12]} (deleted)" if row.deleted else row.key_alias for row in key_rows}
+    found = {}
+    for holder in budget_holders.holders(conn, caps, key_rows):
+        if holder.scope == by:
+            entity = holder.entity_id
+            found[queries.team_member_entity_id(*entity) if isinstance(entity, tuple) else entity] = holder.alias
+    return found

@@ -1,0 +1,1 @@
+"""The command line: argument parsing, one call into the library, rendering. Nothing else imports it."""

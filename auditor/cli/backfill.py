@@ -1,0 +1,580 @@
+"""`auditor backfill` (plan, --apply, history, undo) and `auditor db upgrade`: arguments and rendering only.
+
+Registered in auditor/cli/main.py with:
+
+    app.add_typer(backfill_app, name="backfill")
+    app.add_typer(db_app, name="db")
+
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+from auditor.cli.common import ConfigOption, DbOption, LiteLLMVersionOption, RedisOption, err, handles_errors, out, resolve_database
+from auditor.errors import InputError, UnavailableError
+from auditor.session import resolve_config
+from auditor.exitcodes import ExitCode
+
+PAUSE_HOOK_ENV = "AUDITOR_TEST_PAUSE_AFTER_WRITE"  # seconds to pause after every write (crash and disconnect tests)
+
+backfill_app = typer.Typer(
+    help=(
+        "Repair the counters the scan found wrong (dry run unless --apply), list runs, undo one.\n\n"
+        "Example:\n\n"
+        "\b\n    auditor backfill --db postgresql://auditor_writer@db.internal/litellm --redis redis://cache:6379/0"
+    ),
+    rich_markup_mode=None,
+)
+db_app = typer.Typer(help="auditor's own tables (the backfill journal and the report history).", no_args_is_help=True, rich_markup_mode=None)
+
+class PlanFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class Target(str, Enum):
+    counters = "counters"
+    model_spend = "model_spend"
+    spend = "spend"
+
+
+def _writable_target(db: str | None, what: str):
+    """Writers need a database named explicitly; the embedded sample is a read-only demo."""
+    from auditor.ledger.db import database_from
+
+    target = database_from(db)
+    if target is None:
+        raise InputError(f"{what} writes: give --db (or AUDITOR_DATABASE_URL / DATABASE_URL); the embedded sample is read-only")
+    return target
+
+
+def writer_engine(target):
+    """A read-write engine over a pool of at most two connections, reused from one transaction to the next
+    (a connection per journal row made a run of thousands of counters crawl). A connection that died is
+    dropped by the pool (pre-ping, and invalidation on a disconnect error), never reused."""
+    from sqlalchemy import create_engine
+
+    from auditor.ledger.db import json_or_text
+
+    pooled = dict(pool_size=1, max_overflow=1, pool_pre_ping=True, json_deserializer=json_or_text)
+    if target.dialect == "postgresql":
+        return create_engine(target.url, **pooled, connect_args={
+            "connect_timeout": 10, "application_name": "auditor backfill",
+            "options": "-c lock_timeout=10000",  # never wait on the proxy's row locks for more than 10 s
+        })
+    return create_engine(target.url, **pooled)
+
+
+def _db_errors(target):
+    """Connection and SQL failures outside a run: one masked line, exit 3."""
+    from contextlib import contextmanager
+
+    from sqlalchemy.exc import DBAPIError
+
+    from auditor.ledger.db import describe_db_error
+
+    @contextmanager
+    def guard():
+        try:
+            yield
+        except DBAPIError as error:
+            raise UnavailableError(f"database error on {target.masked}: {describe_db_error(target, error)}") from None
+
+    return guard()
+
+
+def _pause_hook(stop: Callable[[], str | None] = lambda: None) -> Callable[[str], None]:
+    seconds = os.environ.get(PAUSE_HOOK_ENV)
+    if not seconds:
+        return lambda what: None
+
+    at = os.environ.get("AUDITOR_TEST_PAUSE_AT", "")  # only after writes whose name starts with this
+
+    def pause(what: str) -> None:
+        if not what.startswith(at):
+            return
+        sys.stderr.write(f"auditor: test hook: paused after {what}\n")
+        sys.stderr.flush()
+        end = time.monotonic() + float(seconds)
+        while time.monotonic() < end and not stop():
+            time.sleep(0.02)
+
+    return pause
+
+
+class StopSignals:
+    """SIGINT and SIGTERM, while a run writes, ask it to stop at its next safe point instead of killing it
+    mid-change (backfill.Interrupted); a second signal of either kind stops at once."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict = {}
+
+    def __call__(self) -> str | None:
+        import signal
+
+        return None if self.received is None else signal.Signals(self.received).name
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self) -> StopSignals:
+        import signal
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _interrupted(stop: StopSignals, run_id: str, kind: str, done: int, total: int) -> typer.Exit:
+    """One block on stderr saying where the run stands and how to go on; exit 128 + the signal's number."""
+    import signal
+
+    err.print(f"auditor: run {run_id} interrupted by {stop()} after {done} of {total} changes; the change in flight was "
+              "finished or rolled back, and the journal marks the run interrupted", markup=False, highlight=False)
+    if kind == "backfill":
+        err.print("auditor: resume: rerun the same `auditor backfill … --apply` (it plans only what is still wrong); "
+                  f"undo what was written: auditor backfill undo {run_id}", markup=False, highlight=False)
+    else:
+        err.print("auditor: resume: rerun the same `auditor backfill undo` (values already restored are left as they are)",
+                  markup=False, highlight=False)
+    return typer.Exit(128 + int(stop.received or signal.SIGINT))
+
+
+def _announce(kind: str, total: int) -> Callable[[str], None]:
+    def started(run_id: str) -> None:
+        err.print(f"auditor: run {run_id} started ({kind}, {total} changes); Ctrl-C stops it safely; "
+                  f"`auditor backfill undo {run_id}` puts back what it wrote", markup=False, highlight=False)
+
+    return started
+
+
+def default_flush_lag(loaded) -> float:
+    """How long a spend-log row may take to reach the database after its request's counter increment: LiteLLM
+    flushes every general_settings.proxy_batch_write_at seconds (10 by default) plus up to 5 s of jitter; 5 s more
+    for the flush itself."""
+    from auditor.litellm.counters import parse_float
+
+    settings = loaded.data.get("general_settings") if loaded is not None else None
+    every = parse_float(settings.get("proxy_batch_write_at")) if isinstance(settings, dict) else None
+    return (every if every is not None and every >= 0 else 10.0) + 10.0
+
+
+def _money(value: float | None) -> str:
+    return "absent" if value is None else f"${value:,.4f}"
+
+
+# ---------------------------------------------------------------------------------------------
+# auditor backfill
+
+
+@backfill_app.callback(invoke_without_command=True)
+@handles_errors
+def backfill(
+    ctx: typer.Context,
+    db: DbOption = None,
+    config: ConfigOption = None,
+    redis_url: RedisOption = None,
+    key: Annotated[Optional[list[str]], typer.Option("--key", help="Only this key (hash or alias); repeat for several.", show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option(help="Only counters of this model group or budget entry.", show_default=False)] = None,
+    target: Annotated[Optional[list[Target]], typer.Option("--target", help="What to repair: counters (live per-model window counters, default), model_spend (legacy JSON), spend (scalar spend of the current period). Repeatable.", show_default=False)] = None,
+    remove_miskeyed: Annotated[bool, typer.Option("--remove-miskeyed", help="Also delete counters stored under names enforcement never reads.")] = False,
+    litellm_version: LiteLLMVersionOption = None,
+    now: Annotated[Optional[str], typer.Option(help="Judge the scan at this instant (default: now). TTLs always use the wall clock.", show_default=False)] = None,
+    tolerance: Annotated[float, typer.Option(help="Dollars a counter may differ from the ledger before it is repaired.")] = 0.0001,
+    window_slack: Annotated[float, typer.Option(help="Seconds before a counter's start that still count in its window.")] = 1.0,
+    settle: Annotated[float, typer.Option(help="Seconds before --now left out of the ledger. 0 (default): the value written holds every logged charge.")] = 0.0,
+    output_format: Annotated[PlanFormat, typer.Option("--format", help="Output format.")] = PlanFormat.table,
+    apply_: Annotated[bool, typer.Option("--apply", help="Write the plan (asks first unless --yes) and journal it.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    batch: Annotated[int, typer.Option(help="Entities per database transaction (0: the whole run in one).")] = 0,
+    flush_lag: Annotated[Optional[float], typer.Option("--flush-lag", help="Seconds a spend-log row may take to reach the database after its request's counter increment; --apply waits this long before it sums the ledger. Default: general_settings.proxy_batch_write_at (else 10) + 10.", show_default=False)] = None,
+    increment_lag: Annotated[float, typer.Option("--increment-lag", help="Seconds from a request's end until its increment is in Redis, at most: a counter is read twice this far apart to find an instant no request was in flight.")] = 1.0,
+    timezone: Annotated[Optional[str], typer.Option(help="Zone LiteLLM aligns scalar budget resets to. Default: litellm_settings.timezone, else UTC.", show_default=False)] = None,
+    statement_timeout: Annotated[Optional[float], typer.Option(help="PostgreSQL statement_timeout for the scan's queries, in seconds.", show_default=False)] = None,
+) -> None:
+    """Repair the counters the scan found wrong, on a live proxy, with a journal and a way back.
+
+    Default is a dry run: the plan (target, key, old → new, why), exit 1 when there is something
+    to repair, 0 when nothing. --apply writes it: each Redis counter is read, the ledger summed up
+    to that read once the proxy has flushed (--flush-lag), and the counter set to that sum plus
+    whatever the proxy added since, in one atomic script (no increment is lost); database rows are
+    locked and re-checked; every old/new value is journaled so `auditor backfill undo RUN_ID` can
+    put it back. The run id is printed when it starts; Ctrl-C or SIGTERM stops it safely (exit
+    130/143). Needs `auditor db upgrade` once.
+
+    Example:
+
+        \b
+        auditor backfill --db postgresql://auditor_writer@db.internal/litellm --redis redis://cache:6379/0 --apply
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from dataclasses import replace
+    from datetime import timedelta
+    from pathlib import Path
+
+    from auditor.repair import backfill as core
+    from auditor.ledger.capabilities import inspect_database
+    from auditor.clock import parse_instant, utc_now
+    from auditor.litellm.config import general_setting_on, litellm_setting, load_config, spend_log_retention
+    from auditor.ledger.db import connect
+    from auditor.litellm.periods import zone
+    from auditor.ledger.redis_store import connect_redis, redis_from
+    from auditor.audit.scan import ScanOptions
+
+    from auditor.session import check_amounts
+
+    check_amounts({"--tolerance": tolerance, "--window-slack": window_slack, "--settle": settle, "--batch": batch,
+                   "--flush-lag": flush_lag, "--increment-lag": increment_lag},
+                  seconds=("--window-slack", "--settle", "--flush-lag", "--increment-lag"))
+    targets = [t.value for t in (target or [Target.counters])]
+    core.layout_for(litellm_version, None) if litellm_version else None  # a bad or memory-only version: usage error before connecting
+    wall_now = utc_now()
+    judged_at = parse_instant(now, wall_now, "--now") if now else wall_now
+    options = ScanOptions(now=judged_at, keys=tuple(key or ()), model=model, tolerance=tolerance,
+                          window_slack=timedelta(seconds=window_slack), settle=timedelta(seconds=settle))
+    db_target = _writable_target(db, "backfill --apply") if apply_ else resolve_database(db)
+    config_path, _ = resolve_config(config, db_target)
+    loaded = load_config(Path(config_path)) if config_path else None
+    options = replace(  # as `auditor scan` does: a trimmed ledger is never written as lifetime spend
+        options,
+        timezone=timezone or (loaded.timezone if loaded else None),
+        retention=spend_log_retention(loaded.data) if loaded else None,
+        default_end_user_budget=litellm_setting(loaded.data if loaded else None, "max_end_user_budget_id"),
+        user_budget_on_team_keys=general_setting_on(loaded.data if loaded else None, "apply_user_budget_to_team_keys"),
+    )
+    zone(options.timezone)  # an unknown zone is a usage error before anything connects
+    redis_target = redis_from(redis_url)
+    client = connect_redis(redis_target) if redis_target is not None else None
+    source = {"dialect": db_target.dialect, "database": db_target.masked, "config": config_path,
+              "redis": redis_target.masked if redis_target else None}
+    with connect(db_target, statement_timeout_s=statement_timeout) as conn:
+        caps = inspect_database(conn)
+        if not caps.has_spend_logs:
+            from auditor.session import not_litellm
+
+            raise not_litellm(db_target)
+        prepared = core.prepare(conn, caps, loaded, options, client, litellm_version=litellm_version, targets=targets,
+                                remove_miskeyed=remove_miskeyed, wall_now=wall_now, source=source)
+    planned = prepared.plan
+    record = planned.as_record()
+    hide = _raw_key_redactor(planned.writes)  # shown, never written: the writes use the real keys
+    if not apply_:
+        if output_format is PlanFormat.json:
+            sys.stdout.write(hide(json.dumps(record, indent=2)) + "\n")
+        else:
+            render_plan(planned, out, dry_run=True, hide=hide)
+        _close(client)
+        raise typer.Exit(int(ExitCode.FINDINGS if planned.actionable else ExitCode.OK))
+
+    if not planned.actionable:
+        if output_format is PlanFormat.json:
+            sys.stdout.write(hide(json.dumps({**record, "run_id": None}, indent=2)) + "\n")
+        else:
+            render_plan(planned, out, dry_run=False, hide=hide)
+            out.print("nothing to repair: nothing written, no run journaled")
+        _close(client)
+        raise typer.Exit(int(ExitCode.OK))
+    if output_format is PlanFormat.table:
+        render_plan(planned, out, dry_run=False, hide=hide)
+    if not yes:
+        where = db_target.masked + (f" and Redis {redis_target.masked}" if redis_target and any(w.target == core.REDIS for w in planned.actionable) else "")
+        try:
+            confirmed = typer.confirm(f"Write these {len(planned.actionable)} changes to {where}?", default=False, err=True)
+        except typer.Abort:
+            confirmed = False
+        if not confirmed:
+            err.print("auditor: not applied: nothing written")
+            _close(client)
+            raise typer.Exit(int(ExitCode.FINDINGS))
+    engine = writer_engine(db_target)
+    lag = default_flush_lag(loaded) if flush_lag is None else flush_lag
+    stop = StopSignals()
+    env = core.WriteEnv(engine=engine, redis=client, ledger=prepared.ledger, masked_db=db_target.masked, clock=utc_now,
+                        batch=batch, hook=_pause_hook(stop), tolerance=tolerance, flush_lag=lag, increment_lag=increment_lag,
+                        stop=stop, started=_announce("backfill", len(planned.actionable)),
+                        waiting=lambda seconds: err.print(f"auditor: waiting {seconds:g} s for the proxy's spend-log flush "
+                                                          "before summing the ledger (--flush-lag)", markup=False, highlight=False))
+    run_options = {"targets": targets, "remove_miskeyed": remove_miskeyed, "layout": planned.layout.as_record(),
+                   "now": record["as_of"], "keys": list(key or ()), "model": model, "tolerance": tolerance,
+                   "settle": settle, "batch": batch, "flush_lag": lag, "increment_lag": increment_lag,
+                   "database": db_target.masked, "redis": redis_target.masked if redis_target else None}
+    report = core.RunReport("", "backfill", [])
+    try:
+        with _db_errors(db_target), stop:
+            report = core.apply(planned, env, run_options, report)
+    except core.Interrupted:
+        raise _interrupted(stop, report.run_id, "backfill", len(report.outcomes), len(planned.actionable)) from None
+    finally:
+        engine.dispose()
+        _close(client)
+    if output_format is PlanFormat.json:
+        sys.stdout.write(hide(json.dumps({**record, "run_id": report.run_id, "run": report.as_record()}, indent=2)) + "\n")
+    else:
+        render_report(report, out, hide=hide)
+    left = sum(1 for o in report.outcomes if o.state == "conflict")
+    raise typer.Exit(int(ExitCode.FINDINGS if left else ExitCode.OK))
+
+
+def _raw_key_redactor(writes):
+    """Raw API keys (old LiteLLM stored them as tokens) are shown by their hash (auditor/redact.py)."""
+    from auditor.redact import Redactor
+
+    return Redactor(w.entity_id for w in writes if w.scope == "key" and w.entity_id)
+
+
+def _close(client) -> None:
+    if client is not None:
+        client.close()
+
+
+@backfill_app.command("history")
+@handles_errors
+def history(
+    db: DbOption = None,
+    limit: Annotated[int, typer.Option(help="Show at most this many runs, newest first (0: all).")] = 20,
+    output_format: Annotated[PlanFormat, typer.Option("--format", help="Output format.")] = PlanFormat.table,
+) -> None:
+    """List the journaled runs, newest first; a run that never finished shows as incomplete.
+
+    Example:
+
+        \b
+        auditor backfill history --db postgresql://auditor_writer@db.internal/litellm
+    """
+    from rich.table import Table
+
+    from auditor.repair import journal
+    from auditor.audit.findings import iso
+    from auditor.report.render import clean
+
+    target = _writable_target(db, "backfill history reads auditor's journal, which")
+    engine = writer_engine(target)
+    try:
+        with _db_errors(target), engine.connect() as conn:
+            journal.require_current(conn, target.masked)
+            runs = journal.list_runs(conn, limit or None)
+            counts = journal.change_counts(conn)
+    finally:
+        engine.dispose()
+    if output_format is PlanFormat.json:
+        sys.stdout.write(json.dumps([{
+            "run_id": r.id, "kind": r.kind, "status": r.state, "started_at": iso(r.started_at), "finished_at": iso(r.finished_at),
+            "parent_run_id": r.parent_run_id, "database_user": r.database_user, "changes": counts.get(r.id, {}),
+            "options": r.options, "message": r.message,
+        } for r in runs], indent=2) + "\n")
+        return
+    if not runs:
+        out.print("no runs journaled yet")
+        return
+    table = Table(header_style="bold")
+    for column in ("run id", "kind", "started (UTC)", "finished (UTC)", "status", "changes", "note"):
+        table.add_column(column, overflow="fold")
+    style = {"completed": "green", "failed": "bold red", "incomplete": "bold red"}
+    for r in runs:
+        changes = ", ".join(f"{n} {state}" for state, n in sorted(counts.get(r.id, {}).items())) or "none"
+        note = f"undoes {r.parent_run_id}" if r.parent_run_id else ""
+        if r.message:
+            note = (note + "; " if note else "") + r.message
+        table.add_row(r.id, r.kind, (iso(r.started_at) or "")[:19].replace("T", " "), (iso(r.finished_at) or "—")[:19].replace("T", " "),
+                      f"[{style.get(r.state, 'yellow')}]{r.state}[/]", changes, clean(note))
+    out.print(table)
+
+
+@backfill_app.command("undo")
+@handles_errors
+def undo(
+    run_id: Annotated[str, typer.Argument(help="The run to undo (as printed by --apply or history; a unique prefix of 8+ characters works).")],
+    db: DbOption = None,
+    redis_url: RedisOption = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    output_format: Annotated[PlanFormat, typer.Option("--format", help="Output format.")] = PlanFormat.table,
+) -> None:
+    """Put back the values a run replaced, wherever nothing changed them since.
+
+    Each value is restored by the same compare-and-set (Redis) or locked re-check (database) as
+    --apply; values changed since the run are left alone and listed. Journaled as a run of its
+    own. Exit 0 when everything was restored, 1 when something could not be.
+
+    Example:
+
+        \b
+        auditor backfill undo 3f2a9c1e --db postgresql://auditor_writer@db.internal/litellm --redis redis://cache:6379/0
+    """
+    from auditor.repair import backfill as core
+    from auditor.repair import journal
+    from auditor.clock import utc_now
+    from auditor.ledger.redis_store import connect_redis, redis_from
+
+    target = _writable_target(db, "backfill undo")
+    engine = writer_engine(target)
+    redis_target = redis_from(redis_url)
+    client = connect_redis(redis_target) if redis_target is not None else None
+    try:
+        with _db_errors(target), engine.connect() as conn:
+            journal.require_current(conn, target.masked)
+            run = journal.find_run(conn, run_id)
+            changes = journal.changes_of(conn, run.id)
+        if any(c.target == core.REDIS for c in changes) and client is None:
+            raise InputError(f"run {run.id} changed Redis keys: pass --redis to undo it")
+        if not yes:
+            try:
+                confirmed = typer.confirm(f"Undo run {run.id} ({len(changes)} changes) on {target.masked}?", default=False, err=True)
+            except typer.Abort:
+                confirmed = False
+            if not confirmed:
+                err.print("auditor: not undone: nothing written")
+                raise typer.Exit(int(ExitCode.FINDINGS))
+        stop = StopSignals()
+        env = core.WriteEnv(engine=engine, redis=client, ledger=None, masked_db=target.masked, clock=utc_now, hook=_pause_hook(stop),
+                            stop=stop, started=_announce(f"undo of {run.id}", len(changes)))
+        report = core.RunReport("", "undo", [], parent_run_id=run.id)
+        try:
+            with _db_errors(target), stop:
+                report = core.undo(run.id, env, report)
+        except core.Interrupted:
+            raise _interrupted(stop, report.run_id, "undo", len(report.outcomes), len(changes)) from None
+    finally:
+        engine.dispose()
+        _close(client)
+    if output_format is PlanFormat.json:
+        hide = _raw_key_redactor([o.write for o in report.outcomes])
+        sys.stdout.write(hide(json.dumps(report.as_record(), indent=2)) + "\n")
+    else:
+        render_report(report, out, hide=_raw_key_redactor([o.write for o in report.outcomes]))
+    left = [o for o in report.outcomes if o.state == "conflict"]
+    raise typer.Exit(int(ExitCode.FINDINGS if left else ExitCode.OK))
+
+
+# ---------------------------------------------------------------------------------------------
+# auditor db upgrade
+
+
+@db_app.command("upgrade")
+@handles_errors
+def db_upgrade(db: DbOption = None) -> None:
+    """Create or upgrade auditor's own tables (the backfill journal, the report history) with its Alembic migrations.
+
+    PostgreSQL: inside the schema `auditor` (created when absent; or create it yourself and grant
+    CREATE on it), never among LiteLLM's tables. SQLite: tables prefixed `auditor_`.
+
+    Example:
+
+        \b
+        auditor db upgrade --db postgresql://auditor_writer@db.internal/litellm
+    """
+    from auditor.repair import journal
+
+    target = _writable_target(db, "db upgrade")
+    engine = writer_engine(target)
+    try:
+        with _db_errors(target), engine.begin() as conn:
+            before, after = journal.upgrade(conn)
+    finally:
+        engine.dispose()
+    where = f"schema {journal.SCHEMA}" if target.dialect == "postgresql" else f"tables {journal.SQLITE_PREFIX}*"
+    if before == after:
+        out.print(f"auditor's journal is up to date at revision {after} ({where} in {target.masked})")
+    else:
+        out.print(f"auditor's journal upgraded from {before or 'nothing'} to revision {after} ({where} in {target.masked})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+def render_plan(planned, console, *, dry_run: bool, hide=None) -> None:
+    from rich.table import Table
+
+    from auditor.repair import backfill as core
+    from auditor.report.render import clean as inert
+
+    shown = hide or (lambda value: value)
+
+    def clean(value: object) -> str:
+        return inert(shown(str(value)))
+
+    layout = planned.layout
+    shape = {core.ENTRY_LAYOUT: "entry-keyed counters, a start key per entry (LiteLLM 1.99+)",
+             core.ALIAS_LAYOUT: "counters keyed by requested model, one start key per entity (LiteLLM 1.84–1.98)",
+             core.MEMORY_LAYOUT: "counters in worker memory, none to write (LiteLLM < 1.84)"}[layout.name]
+    console.print(f"counter layout: {shape}; LiteLLM {clean(layout.version)} from {layout.origin}")
+    for note in planned.notes:
+        console.print(f"[dim]note: {clean(note)}[/]")
+    if planned.actionable:
+        table = Table(title="planned writes", title_justify="left", header_style="bold")
+        table.add_column("target", no_wrap=True)
+        table.add_column("key", overflow="fold", ratio=3)
+        table.add_column("old → new", no_wrap=True)
+        table.add_column("why", overflow="fold", ratio=2)
+        for w in planned.actionable:
+            keys = list(w.keys) if w.target == core.REDIS else [w.key]
+            if w.target == core.BWS:
+                keys = [f"LiteLLM_BudgetWindowSpend {w.key}"]
+            elif w.target == core.MODEL_SPEND:
+                keys = [f"LiteLLM_VerificationToken.model_spend of {w.entity_alias or shown(w.key)[:12]}"]
+            elif w.target == core.SCALAR:
+                keys = [f"{w.key} of {w.scope} {w.entity_alias or shown(w.entity_id or '')[:12]}"]
+            change = f"{_money(w.old_value)} → " + ("removed" if w.action == core.REMOVE else _money(w.new_value))
+            table.add_row(w.target, "\n".join(clean(k) for k in keys), change, clean(w.why))
+        console.print(table)
+    if planned.skipped:
+        table = Table(title="not written", title_justify="left", header_style="bold")
+        table.add_column("target", no_wrap=True)
+        table.add_column("key", overflow="fold", ratio=3)
+        table.add_column("why not", overflow="fold", ratio=2)
+        for w in planned.skipped:
+            table.add_row(w.target, clean(w.key), clean(w.why))
+        console.print(table)
+    counts = ", ".join(f"{n} {t}" for t, n in planned.as_record()["summary"]["by_target"].items())
+    if not planned.actionable:
+        console.print("[green]nothing to repair[/]" + (f" ({len(planned.skipped)} not written, see above)" if planned.skipped else ""))
+    elif dry_run:
+        console.print(f"[bold]{len(planned.actionable)} writes[/] ({counts}), {len(planned.skipped)} not written. "
+                      "Dry run: nothing written; rerun with --apply to write and journal them.")
+
+
+def render_report(report, console, hide=None) -> None:
+    from rich.table import Table
+
+    from auditor.report.render import clean as inert
+
+    def clean(value: object) -> str:
+        return inert(hide(str(value)) if hide else value)
+
+    styles = {"applied": "green", "recomputed": "yellow", "restored": "green", "unchanged": "dim", "conflict": "bold red"}
+    table = Table(header_style="bold")
+    table.add_column("target", no_wrap=True)
+    table.add_column("key", overflow="fold", ratio=3)
+    table.add_column("state", no_wrap=True)
+    table.add_column("written", no_wrap=True)
+    table.add_column("note", overflow="fold", ratio=2)
+    for o in report.outcomes:
+        written = o.as_record()["written_value"]
+        table.add_row(o.write.target, clean(o.write.key), f"[{styles.get(o.state, 'yellow')}]{o.state}[/]",
+                      "" if o.state in ("conflict", "unchanged") else ("removed" if written is None else _money(written)), clean(o.reason or ""))
+    if report.outcomes:
+        console.print(table)
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(report.counts().items())) or "no changes"
+    verb = f"undo of run {report.parent_run_id}" if report.kind == "undo" else "backfill"
+    console.print(f"run {report.run_id} journaled ({verb}): {counts}")
+    if report.kind == "backfill":
+        console.print(f"undo it with: auditor backfill undo {report.run_id}")

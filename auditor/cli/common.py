@@ -1,0 +1,154 @@
+"""What every command shares: the consoles, the database/config/Redis options, one-line errors."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from contextlib import contextmanager
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from auditor import session
+from auditor.errors import AuditorError
+from auditor.exitcodes import ExitCode
+
+# No highlighting and no :emoji: codes: database text is printed as typed (markup is escaped by render.clean)
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+if not out.is_terminal and "COLUMNS" not in os.environ:
+    out.width = 160  # piped or mailed by cron: no terminal to fit, so do not squeeze tables into 80 columns
+
+DbOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--db",
+        help="Database URL (postgresql://… or sqlite:///…). Default: $AUDITOR_DATABASE_URL, else $DATABASE_URL, else the embedded sample.",
+        show_default=False,
+    ),
+]
+ConfigOption = Annotated[
+    Optional[str],
+    typer.Option("--config", help="LiteLLM proxy config.yaml. Default: $CONFIG_FILE_PATH or $LITELLM_CONFIG_PATH.", show_default=False),
+]
+RedisOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--redis",
+        help="Redis URL (add ?socket_timeout=SECONDS to change the 5 s timeout). Default: $REDIS_URL, else $REDIS_HOST/$REDIS_PORT/$REDIS_PASSWORD.",
+        show_default=False,
+    ),
+]
+RedisOptionalOption = Annotated[
+    bool,
+    typer.Option(
+        "--redis-optional",
+        help="If Redis cannot be reached or read, scan without its counters (said on stderr and in the notes) instead of exiting 3.",
+    ),
+]
+
+LiteLLMVersionOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--litellm-version",
+        help="The proxy's LiteLLM release (X.Y.Z, e.g. 1.83.7): which era's counter layout, windows and comparison to audit by. "
+             "Default: what the schema and the counter keys suggest (doctor shows it).",
+        show_default=False,
+    ),
+]
+
+SinceOption = Annotated[
+    Optional[str],
+    typer.Option(help='Only spend logs with "startTime" at or after this (ISO 8601, or an age like 30d).', show_default=False),
+]
+UntilOption = Annotated[Optional[str], typer.Option(help='Only spend logs with "startTime" before this.', show_default=False)]
+TimezoneOption = Annotated[
+    Optional[str],
+    typer.Option(help="Zone LiteLLM aligns budget resets to. Default: litellm_settings.timezone, else UTC.", show_default=False),
+]
+StatementTimeoutOption = Annotated[
+    Optional[float],
+    typer.Option(help="PostgreSQL statement_timeout for the scan's queries, in seconds.", show_default=False),
+]
+OutputOption = Annotated[
+    Optional[str], typer.Option(help="Write the output to this file (atomically, mode 0600).", show_default=False)
+]
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    markdown = "markdown"
+
+
+FormatOption = Annotated[Format, typer.Option("--format", help="Output format.")]
+
+
+class FailOn(str, Enum):
+    """--fail-on of scan and report: the severity at which the run exits 1."""
+
+    error = "error"
+    warning = "warning"
+    never = "never"
+
+    def fails(self, worst: str | None) -> bool:
+        """Whether a run whose worst finding is `worst` (None: no finding) exits 1."""
+        from auditor.audit.findings import SEVERITY_RANK
+
+        return self is not FailOn.never and worst is not None and SEVERITY_RANK[worst] >= SEVERITY_RANK[self.value]
+
+
+def fail(message: str, code: ExitCode) -> typer.Exit:
+    from auditor.report.render import clean
+
+    err.print(f"auditor: {clean(message)}")  # messages quote user input: one line, inert
+    return typer.Exit(int(code))
+
+
+def handles_errors(command: Callable) -> Callable:
+    """Typed errors become one line on stderr and their exit code; never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except AuditorError as error:
+            raise fail(str(error), error.exit_code) from None
+
+    return wrapper
+
+
+@contextmanager
+def progress():
+    """A progress line on stderr while charges stream, only on a terminal."""
+    if not err.is_terminal:
+        yield None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    with Progress(SpinnerColumn(), TextColumn("windowing {task.completed:,} charged rows"), console=err, transient=True) as bar:
+        task = bar.add_task("scan", total=None)
+        yield lambda n: bar.advance(task, n)
+
+
+
+
+def say(text: str) -> None:
+    """What the library says on the way (session.Warn), as the CLI says it: one line on stderr, inert."""
+    from auditor.report.render import clean
+
+    err.print(f"auditor: {clean(text)}")
+
+
+def resolve_database(db: str | None):
+    """session.resolve_database, saying on stderr when it falls back to the embedded sample."""
+    return session.resolve_database(db, say)
+
+
+def scan_session(*args, **kwargs):
+    """session.scan_session, saying on stderr what it says."""
+    return session.scan_session(*args, warn=say, **kwargs)

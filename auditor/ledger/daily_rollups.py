@@ -1,0 +1,150 @@
+"""The ledger against LiteLLM's daily rollups (LiteLLM_DailyUserSpend, DailyTeamSpend, DailyEndUserSpend): the
+ledger grouped per UTC day, key, model and provider, and where a rollup table disagrees, compared in the database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, String, case, func, literal, null, or_, select, union_all
+from sqlalchemy.sql import ColumnElement
+
+from auditor.ledger.capabilities import Capabilities
+from auditor.ledger.queries import IGNORED_FAILURE, _finite_spend, hash_aggregated, row_outcome
+from auditor.ledger.schema import spend_logs
+
+
+RollupKey = tuple[str, str, str, str]  # (date, api_key, model, custom_llm_provider)
+
+
+@dataclass(frozen=True, slots=True)
+class DayTotals:
+    spend: float
+    requests: int
+    successes: int
+    failures: int
+
+
+def _day_of(conn: Connection, column) -> ColumnElement[str]:
+    """`YYYY-MM-DD` of a UTC timestamp, as LiteLLM writes DailyUserSpend.date."""
+    if conn.dialect.name == "postgresql":
+        return func.to_char(column, "YYYY-MM-DD")
+    return func.substr(column, 1, 10)
+
+
+def _rolled_up(by: str) -> list[ColumnElement[bool]]:
+    """Which rows LiteLLM 1.110 rolls up per entity (daily_spend_bulk_upsert.daily_spend_entity_ids): every row per
+    user (a NULL or '' user is an entity of its own), every row with a team_id but NULL per team ('' is rolled up:
+    get_logging_payload stores '' for a keyless or teamless request), and per end user only a non-empty one."""
+    column = spend_logs.c[by]
+    if by == "user":
+        return []
+    if by == "team_id":
+        return [column.is_not(None)]
+    return [func.coalesce(column, "") != ""]
+
+
+def _ledger_day_rows(conn: Connection, caps: Capabilities, by: str, first_day: str, last_day: str):
+    """The ledger's rows as a Daily*Spend table counts them: rows LiteLLM rolls up for its entity (`by`: "user",
+    team_id, end_user; ROLLED_UP) whose UTC day is in range, at the rollup's grain (day, key, model, provider).
+    Columns: day, api_key, model, provider, spend, failed (0/1). Spend that is not a finite amount (row_outcome)
+    adds nothing, so sums stay finite; LiteLLM's own rollup would hold NaN, Infinity or the junk amount there."""
+    provider = func.coalesce(spend_logs.c.custom_llm_provider, "") if caps.has_column("LiteLLM_SpendLogs", "custom_llm_provider") else literal("", String)
+    failed = row_outcome(caps) == IGNORED_FAILURE
+    return select(
+        _day_of(conn, spend_logs.c.startTime).label("day"), spend_logs.c.api_key.label("api_key"),
+        func.coalesce(spend_logs.c.model, "").label("model"), provider.label("provider"),
+        _finite_spend().label("spend"), case((failed, 1), else_=0).label("failed"),
+    ).where(*_rolled_up(by), spend_logs.c.startTime >= datetime.fromisoformat(first_day),
+            spend_logs.c.startTime < datetime.fromisoformat(last_day) + timedelta(days=1))
+
+
+def ledger_days(conn: Connection, caps: Capabilities, by: str, first_day: str, last_day: str) -> dict[RollupKey, DayTotals]:
+    """The ledger grouped like a Daily*Spend table, per UTC day, key, model and provider: spend and counts over
+    every row, failures included, as LiteLLM adds them."""
+    rows = _ledger_day_rows(conn, caps, by, first_day, last_day).subquery()
+    query = (
+        select(rows.c.day, rows.c.api_key, rows.c.model, rows.c.provider, func.coalesce(func.sum(rows.c.spend), 0.0),
+               func.count(), func.sum(1 - rows.c.failed), func.sum(rows.c.failed))
+        .group_by(rows.c.day, rows.c.api_key, rows.c.model, rows.c.provider)
+    )
+    return {(r[0], r[1], r[2], r[3]): DayTotals(float(r[4]), int(r[5]), int(r[6]), int(r[7])) for r in hash_aggregated(conn, query)}
+
+
+def rollup_disagreements(
+    conn: Connection, caps: Capabilities, table, by: str, first_day: str, last_day: str, tolerance: float,
+) -> list[tuple[RollupKey, DayTotals | None, DayTotals | None]]:
+    """Where a Daily*Spend table and the ledger disagree, per (day, key, model, provider): (key, ledger's totals,
+    rollup's totals), None where a side has no row. Compared in the database: a ledger of 90 days x thousands of
+    keys has hundreds of thousands of such cells and only the disagreements leave the server, so memory grows
+    with disagreements. One aggregate over both sides (UNION ALL, then GROUP BY the cell), no join. The test is
+    reconcile.rollup_differs': spend beyond the tolerance (NaN differs) or a different request count."""
+    ledger = _ledger_day_rows(conn, caps, by, first_day, last_day).subquery()
+    t = table
+    zero, none = literal(0), null()
+    both = union_all(
+        select(ledger.c.day, ledger.c.api_key, ledger.c.model, ledger.c.provider,
+               ledger.c.spend.label("l_spend"), literal(1).label("l_rows"), ledger.c.failed.label("l_failed"),
+               none.label("r_spend"), zero.label("r_requests"), zero.label("r_ok"), zero.label("r_failed"), zero.label("r_rows")),
+        select(t.c.date, t.c.api_key, func.coalesce(t.c.model, ""), func.coalesce(t.c.custom_llm_provider, ""),
+               none, zero, zero, t.c.spend, func.coalesce(t.c.api_requests, 0), func.coalesce(t.c.successful_requests, 0),
+               func.coalesce(t.c.failed_requests, 0), literal(1))
+        .where(t.c.date >= first_day, t.c.date <= last_day),
+    ).subquery()
+    l_spend, l_rows = func.coalesce(func.sum(both.c.l_spend), 0.0), func.sum(both.c.l_rows)
+    r_spend, r_requests = func.coalesce(func.sum(both.c.r_spend), 0.0), func.sum(both.c.r_requests)
+    query = (
+        select(both.c.day, both.c.api_key, both.c.model, both.c.provider, l_spend, l_rows, func.sum(both.c.l_failed),
+               r_spend, r_requests, func.sum(both.c.r_ok), func.sum(both.c.r_failed), func.sum(both.c.r_rows))
+        .group_by(both.c.day, both.c.api_key, both.c.model, both.c.provider)
+        .having(or_(~(func.abs(l_spend - r_spend) <= tolerance), l_rows != r_requests))  # NOT (NaN <= x) holds: NaN differs
+    )
+    found = []
+    for r in hash_aggregated(conn, query):
+        logged = DayTotals(float(r[4]), int(r[5]), int(r[5]) - int(r[6]), int(r[6])) if r[5] else None
+        cached = DayTotals(float(r[7]), int(r[8]), int(r[9]), int(r[10])) if r[11] else None
+        found.append(((r[0], r[1], r[2], r[3]), logged, cached))
+    return found
+
+
+def rollup_day_digests(conn: Connection, table, first_day: str, last_day: str, digest) -> dict[str, str]:
+    """`digest` of each day's Daily*Spend totals (rollup_days' grain), streamed a day at a time."""
+    t = table
+    model, provider = func.coalesce(t.c.model, ""), func.coalesce(t.c.custom_llm_provider, "")
+    query = (
+        select(t.c.date, t.c.api_key, model, provider, func.sum(t.c.spend), func.sum(t.c.api_requests),
+               func.sum(t.c.successful_requests), func.sum(t.c.failed_requests))
+        .where(t.c.date >= first_day, t.c.date <= last_day)
+        .group_by(t.c.date, t.c.api_key, model, provider)
+        .order_by(t.c.date)
+    )
+    digests: dict[str, str] = {}
+    day, rows = None, {}
+    for r in conn.execute(query.execution_options(yield_per=5000)):
+        if r[0] != day:
+            if day is not None:
+                digests[day] = digest(rows)
+            day, rows = r[0], {}
+        rows[(r[0], r[1], r[2], r[3])] = DayTotals(float(r[4] or 0.0), int(r[5] or 0), int(r[6] or 0), int(r[7] or 0))
+    if day is not None:
+        digests[day] = digest(rows)
+    return digests
+
+
+def rollup_days(conn: Connection, table, first_day: str, last_day: str) -> dict[RollupKey, DayTotals]:
+    """A Daily*Spend table summed over its entities, tools and endpoints to the ledger's grain."""
+    t = table
+    provider = func.coalesce(t.c.custom_llm_provider, "")
+    model = func.coalesce(t.c.model, "")
+    query = (
+        select(t.c.date, t.c.api_key, model, provider, func.sum(t.c.spend), func.sum(t.c.api_requests),
+               func.sum(t.c.successful_requests), func.sum(t.c.failed_requests))
+        .where(t.c.date >= first_day, t.c.date <= last_day)
+        .group_by(t.c.date, t.c.api_key, model, provider)
+    )
+    return {(r[0], r[1], r[2], r[3]): DayTotals(float(r[4] or 0.0), int(r[5] or 0), int(r[6] or 0), int(r[7] or 0)) for r in conn.execute(query)}
+
+
+def rollup_date_range(conn: Connection, table) -> tuple[str | None, str | None]:
+    row = conn.execute(select(func.min(table.c.date), func.max(table.c.date))).one()
+    return row[0], row[1]
