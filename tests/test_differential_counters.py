@@ -165,7 +165,8 @@ def test_generated_model_ids_match_litellm():
 
 # --- the scalar budget reset schedule -----------------------------------------------------------------------
 
-ZONES = ("UTC", "Asia/Kolkata", "America/New_York", "Europe/Berlin", "Australia/Lord_Howe")
+# DST changes at 02:00 and 03:00 (New York, Berlin), at midnight (Santiago, Beirut), by half an hour (Lord Howe)
+ZONES = ("UTC", "Asia/Kolkata", "America/New_York", "Europe/Berlin", "Australia/Lord_Howe", "America/Santiago", "Asia/Beirut")
 DIVIDING = ("1d", "7d", "1w", "30d", "1mo", "2d", "12h", "6h", "1h", "30m", "15m", "daily", "weekly", "monthly")
 NOT_DIVIDING = {
     "48h": "48h resets every day at midnight (get_next_standardized_reset_time wraps hours at the day)",
@@ -176,9 +177,10 @@ NOT_DIVIDING = {
 }
 
 
-# Just before the 2026 DST changes of New York and Berlin (naive UTC), spring and autumn.
+# Just before the 2026 DST changes (naive UTC), spring and autumn.
 DST_INSTANTS = (datetime(2026, 3, 8, 6, 30), datetime(2026, 11, 1, 5, 30), datetime(2026, 3, 29, 0, 30),
-                datetime(2026, 10, 25, 0, 30), datetime(2026, 3, 8, 4, 50), datetime(2026, 10, 24, 21, 50))
+                datetime(2026, 10, 25, 0, 30), datetime(2026, 3, 8, 4, 50), datetime(2026, 10, 24, 21, 50),
+                datetime(2026, 9, 6, 3, 30), datetime(2026, 3, 28, 21, 30))  # and Santiago's, Beirut's at midnight
 
 
 def _instants(rng: random.Random, dst: bool) -> list[datetime]:

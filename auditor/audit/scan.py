@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -281,7 +281,9 @@ def run_scan(
         findings += shared_windows.as_copies(reconcile.counter_findings(
             budgets, windows, counters_by_entity, ledger, resolutions, catalogue, options, read_source=read_source), era)
     findings += reconcile.resolution_findings(groups, resolutions)
-    findings += _alias_bypasses(conn, caps, catalogue, budgets, keys_entries, where, by_entity)
+    if by_entity is None and (other_scopes or catalogue.group_aliases):  # an incremental run read only the new rows;
+        by_entity = _charged_by_entity(conn, caps, where)                  # a --key scan did not group at entity grain
+    findings += _alias_bypasses(catalogue, budgets, keys_entries, by_entity or [])
     notes = era_notes + reconcile.model_spend_notes(key_rows)
     findings += reconcile.model_spend_findings(key_rows, groups, resolutions, options, selected)
     findings += findings_scalar
@@ -292,7 +294,7 @@ def run_scan(
     notes += rollup_notes
     spend = reconcile.window_spend(budgets, windows, groups_by_entry,
                                    _group_splits(conn, caps, budgets, windows, groups_by_entry, resolutions, catalogue, keys_entries))
-    spend += _ungoverned_spend(conn, caps, where, groups, by_entity, budgets, keys_entries, resolutions, catalogue, options, selected)
+    spend += _ungoverned_spend(groups, by_entity, budgets, keys_entries, resolutions, catalogue, options, selected)
     if options.model:
         _require_known_model(options.model, budgets, catalogue, groups, logged_groups)
         findings = [f for f in findings if options.model in (f.model_group, f.budget_model, f.model)]
@@ -319,35 +321,48 @@ def run_scan(
     )
 
 
-def _alias_bypasses(conn, caps, catalogue: Catalogue, budgets, keys_entries, where, by_entity) -> list:
+def _charged_by_entity(conn, caps, where) -> list[tuple]:
+    """The charged rows at entity grain, as spend_groups collects them on a full read: (api_key, team_id, user,
+    end_user, model, model_group, model_id, spend, rows). One grouped query, for the reads that did not collect them."""
+    from auditor.ledger import spend_queries
+
+    return [(*c.entity, c.model, c.model_group, c.model_id, c.spend, c.requests)
+            for c in spend_queries.ledger_cells(conn, caps, where, ("api_key", *queries.ENTITY_GRAIN))
+            if c.outcome == queries.CHARGED]
+
+
+def _scope_entities(api_key: str, team: str, user: str, end_user: str) -> Iterator[tuple[str, str]]:
+    """The entity of every scope a charged row belongs to (its key, team, user, end user, team member)."""
+    member = queries.team_member_entity_id(user, team) if user and team else ""
+    for scope, entity_id in (("key", api_key), ("team", team), ("user", user), ("end_user", end_user), ("team_member", member)):
+        if entity_id:
+            yield scope, entity_id
+
+
+def _alias_bypasses(catalogue: Catalogue, budgets, keys_entries, by_entity) -> list:
     """Traffic through a proxy-level alias that no entry governs while an entry governs its target: LiteLLM's
-    limiter gates and charges the alias name, so that traffic is neither blocked nor counted (alias_bypass).
-    A full read already grouped the charged rows at entity grain (`by_entity`); otherwise one narrow query."""
+    limiter gates and charges the alias name, so that traffic is neither blocked nor counted (alias_bypass)."""
     aliases = {alias: catalogue.internal_names.get(target, target)
                for alias in catalogue.group_aliases if (target := catalogue.alias_target(alias)) is not None}
     if not aliases:
         return []
-    if by_entity is not None:
-        traffic = [queries.AliasTraffic(key, team, user, end_user, group, spend, requests)
-                   for key, team, user, end_user, _, group, _, spend, requests in by_entity if group in aliases]
-    else:
-        traffic = queries.alias_traffic(conn, caps, where, aliases)
     totals: dict[tuple, list] = defaultdict(lambda: [0.0, 0])
-    for row in traffic:
-        target = aliases[row.alias]
-        for scope, entity_id in (("key", row.api_key), ("team", row.team_id), ("user", row.user), ("end_user", row.end_user),
-                                 ("team_member", queries.team_member_entity_id(row.user, row.team_id) if row.user and row.team_id else "")):
+    for api_key, team, user, end_user, _, alias, _, spend, requests in by_entity:
+        if alias not in aliases:
+            continue
+        target = aliases[alias]
+        for scope, entity_id in _scope_entities(api_key, team, user, end_user):
             eb = budgets.get((scope, entity_id))
-            if not entity_id or eb is None or not eb.entries:
+            if eb is None or not eb.entries:
                 continue
-            key_entries = keys_entries.get(row.api_key, {})
-            if entry_for(eb, row.alias, catalogue, key_entries) is not None:
+            key_entries = keys_entries.get(api_key, {})
+            if entry_for(eb, alias, catalogue, key_entries) is not None:
                 continue  # the alias has an entry of its own (or a glob or group covers it): governed, not a bypass
             governing = entry_for(eb, target, catalogue, key_entries)
             if governing is not None:
-                bucket = totals[(scope, entity_id, governing.name, row.alias, target)]
-                bucket[0] += row.spend
-                bucket[1] += row.requests
+                bucket = totals[(scope, entity_id, governing.name, alias, target)]
+                bucket[0] += spend
+                bucket[1] += requests
     return reconcile.alias_bypass_findings(budgets, totals)
 
 
@@ -382,25 +397,18 @@ def _group_splits(conn, caps, budgets, windows, groups_by_entry, resolutions, ca
     return splits
 
 
-def _ungoverned_spend(conn, caps, where, groups, by_entity, budgets, keys_entries, resolutions, catalogue, options, selected):
+def _ungoverned_spend(groups, by_entity, budgets, keys_entries, resolutions, catalogue, options, selected):
     """The spend of every (scope, entity, model group) the ledger charged that no budget entry governs, which no
     window shows (budget_model null). Keys from the scan's own groups; the other scopes from the charged rows at
-    entity grain that a full read's spend_groups pass collected (`by_entity`), else (an incremental run, which
-    reads only new rows) from one grouped query over the ledger; none when the scan audits chosen keys alone."""
-    from auditor.ledger import spend_queries
+    entity grain (`by_entity`, of the whole range); none when the scan audits chosen keys alone."""
     from auditor.audit.spend import ungoverned
 
     totals = [("key", g.api_key, g.api_key, g.model, g.model_group, g.model_id, g.spend, g.requests)
               for g in groups if g.outcome == queries.CHARGED]
     if selected is None and (options.entity is None or options.entity[0] != "key"):
-        if by_entity is None:  # an incremental run read only the new rows
-            by_entity = [(*c.entity, c.model, c.model_group, c.model_id, c.spend, c.requests)
-                         for c in spend_queries.ledger_cells(conn, caps, where, ("api_key", *queries.ENTITY_GRAIN))
-                         if c.outcome == queries.CHARGED]
         for api_key, team, user, end_user, model, model_group, model_id, spend, requests in by_entity:
-            member = queries.team_member_entity_id(user, team) if user and team else ""
-            for scope, entity_id in (("team", team), ("user", user), ("end_user", end_user), ("team_member", member)):
-                if entity_id:
+            for scope, entity_id in _scope_entities(api_key, team, user, end_user):
+                if scope != "key":
                     totals.append((scope, entity_id, api_key, model, model_group, model_id, spend, requests))
     if options.entity is not None:
         scope, entity = options.entity

@@ -396,32 +396,6 @@ SCOPE_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class AliasTraffic:
-    """Charged rows whose model_group is a proxy-level alias, per the columns every scope attributes by."""
-
-    api_key: str
-    team_id: str
-    user: str
-    end_user: str
-    alias: str
-    spend: float
-    requests: int
-
-
-def alias_traffic(conn: Connection, caps: Capabilities, where: SpendFilter, aliases: Collection[str]) -> list[AliasTraffic]:
-    """Spend and requests routed through `aliases` (model_group as logged), grouped once for every scope."""
-    if not aliases or not caps.has_column("LiteLLM_SpendLogs", "model_group"):
-        return []
-    cols = [func.coalesce(spend_logs.c[name], "").label(name) for name in ("api_key", "team_id", "user", "end_user", "model_group")]
-    query = (
-        select(*cols, func.coalesce(func.sum(spend_logs.c.spend), 0.0), func.count())
-        .where(*where.where(), spend_logs.c.model_group.in_(sorted(aliases)), row_outcome(caps) == CHARGED)
-        .group_by(*cols)
-    )
-    return [AliasTraffic(r[0], r[1], r[2], r[3], r[4], float(r[5]), int(r[6])) for r in conn.execute(query)]
-
-
 def stream_charges(
     conn: Connection, caps: Capabilities, where: SpendFilter, scope: str, entity_ids: Sequence[str | tuple[str, str]],
     batch: int = 5000, paid_jobs: PaidJobs | None = None,
