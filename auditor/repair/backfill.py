@@ -896,7 +896,7 @@ def _apply_live_counters(counters: list[tuple[int, PlannedWrite]], env: WriteEnv
         end = env.ledger.window_end(write.scope, write.entity_id, write.budget_model, start)
         windows.append((start, end))
         if end is not None and end > now:
-            asks.append(WindowAsk(write.scope, write.entity_id, write.budget_model, start, live.instant(reading.at_us)))
+            asks.append(WindowAsk(write.scope, write.entity_id, write.budget_model, start, live.ledger_cut(reading)))
     with env.engine.connect() as conn:
         sums = iter(env.ledger.window_spends(conn, asks))
     todo = []

@@ -9,8 +9,8 @@ ledger yet, and a SET of "the ledger" computed at some instant drops whatever la
    t0. It is read again `increment_lag` later; if nothing moved in between, no request was in flight at t0 (one
    that ended before t0 had incremented by then), so "incremented before t0" is exactly "ended before t0".
 2. The caller waits until every row of a request that ended before t0 is in the database (`flush_lag`).
-3. `Ledger.window_spends`: the ledger of the counter's window over the rows that ended before t0, with the scan's
-   own code (the charge stream, its outcomes and repeat job polls, the resolver).
+3. `Ledger.window_spends`: the ledger of the counter's window over the rows that ended before t0 (`ledger_cut`: 1 ms
+   past t0, as "endTime" is rounded to the millisecond), with the scan's own code (the charge stream, its outcomes and repeat job polls, the resolver).
 4. `write_deltas`: one Lua script per counter, pipelined: if the window is still the one read (start key), the
    counter becomes ledger(t0) + (its value now - V0). Every increment after t0 is carried on top; none is lost.
 """
@@ -131,10 +131,21 @@ def instant(at_us: int) -> datetime:
 @dataclass(frozen=True)
 class Reading:
     values: tuple[str | None, ...]  # one per key: spend key, then start key when there is one
-    at_us: int  # Redis's TIME when read, in microseconds: the cut of the ledger (to the millisecond would drop a row
-    #            that ended in the last millisecond before the read, whose increment the read holds)
+    at_us: int  # Redis's TIME when read, in microseconds (the ledger is cut just past it: ledger_cut)
     clock: float  # time.monotonic() when read (for the flush wait)
     quiet: bool  # nothing moved for increment_lag after the read: no request was in flight at it
+
+
+# LiteLLM's "endTime" is timestamp(3): PostgreSQL rounds it to the millisecond, so a request that ended in the last
+# half millisecond before the read is stored up to 0.5 ms after it. The ledger is cut 1 ms past the read, inside the
+# quiet interval that followed it (no increment landed there, so no request ended there).
+CUT_PAST_READ = timedelta(milliseconds=1)
+
+
+def ledger_cut(reading: Reading) -> datetime:
+    """The instant the ledger is summed up to for a counter read at `reading`: its rows stored before it are exactly
+    the requests whose increments the reading holds."""
+    return instant(reading.at_us) + CUT_PAST_READ
 
 
 def _read(client, keysets: Sequence[Sequence[str]], indices: Sequence[int]) -> dict[int, tuple[tuple, int, float]]:
