@@ -127,3 +127,9 @@ def test_verbose_logs_phases_and_sql_timings_to_stderr_and_leaves_stdout_alone(t
     phases = runner.invoke(app, ["-v", *args])
     assert " INFO auditor.audit.scan: " in phases.stderr and "auditor.sql" not in phases.stderr
     assert not logging.getLogger("auditor").handlers and logging.getLogger("auditor").level == logging.NOTSET
+
+
+def test_shell_completion_is_offered():
+    assert "--install-completion" in runner.invoke(app, ["--help"]).stdout
+    result = runner.invoke(app, ["--show-completion", "bash"])
+    assert result.exit_code == 0 and "complete" in result.stdout
