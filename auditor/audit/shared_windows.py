@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from auditor.litellm.durations import Duration
 from auditor.audit.windows import DEFAULT_LOOKBACK, Window
+from auditor.litellm.durations import Duration
 
 if TYPE_CHECKING:  # for annotations only: entity budgets, options and charges are the scan's shapes, typed Any
     from auditor.audit.findings import Finding
@@ -366,8 +366,8 @@ def _read_names(eb: Any, replay: EntityReplay | None) -> set[str]:
 def _missing(scope: str, entity_id: str, eb: Any, replay: EntityReplay, seen: set[tuple[str, str]], options: Any, era: Era,
              alias: str | None) -> list[Finding]:
     """Live counters the replay holds and Redis does not (LiteLLM pushed every increment there when it had Redis)."""
-    from auditor.litellm.counters import spend_key
     from auditor.audit.findings import COUNTER_DRIFT, WARNING, Finding
+    from auditor.litellm.counters import spend_key
 
     found = []
     for entry_name, counters in sorted(replay.names.items()):
@@ -404,8 +404,8 @@ def as_copies(findings: list[Finding], era: Era | None) -> list[Finding]:
     counter that differs from the ledger is a warning: each worker enforced its own memory, not that copy."""
     from dataclasses import replace
 
-    from auditor.litellm.eras import MEMORY_FIRST
     from auditor.audit.findings import COUNTER_DRIFT, ERROR, WARNING
+    from auditor.litellm.eras import MEMORY_FIRST
 
     if era is None or era.storage != MEMORY_FIRST:
         return findings

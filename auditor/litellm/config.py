@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from auditor.litellm.catalogue import glob_matches
 from auditor.errors import ConfigError
+from auditor.litellm.catalogue import glob_matches
 
 _INCLUDE_KEY = "include"
 _MAX_CONFIG_BYTES = 16 << 20  # far above any proxy config

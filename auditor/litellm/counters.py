@@ -7,11 +7,10 @@ The budget model may itself contain `:` (`…-v1:0`); the duration is always the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import cast
-
 
 # Per-model limiter counters, LiteLLM 1.99+ (semantics.md (b)): spend prefix -> start-time prefix.
 MODEL_COUNTER_PREFIXES: dict[str, str] = {
@@ -158,7 +157,7 @@ def parse_float(value: object) -> float | None:
 
 
 def epoch_to_utc(value: float) -> datetime:
-    return datetime.fromtimestamp(value, tz=timezone.utc).replace(tzinfo=None)
+    return datetime.fromtimestamp(value, tz=UTC).replace(tzinfo=None)
 
 
 def parse_epoch(value: object) -> datetime | None:

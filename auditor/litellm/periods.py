@@ -10,12 +10,12 @@ divide a day or an hour, and across DST changes, it is the reset the job really 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any, cast, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from auditor.litellm.durations import shift_months
 from auditor.errors import InputError
+from auditor.litellm.durations import shift_months
 
 _WORDS = {"hourly": "1h", "daily": "24h", "weekly": "7d", "monthly": "30d"}
 _SPELLED = re.compile(r"(\d+)([a-z]+)")
@@ -26,7 +26,7 @@ _STEP = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"
 def zone(name: str | None) -> ZoneInfo | timezone:
     """--timezone or litellm_settings.timezone; LiteLLM itself falls back to UTC on an unknown name."""
     if not name:
-        return timezone.utc
+        return UTC
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -92,7 +92,7 @@ _UNIT_STEP = {"h": timedelta(hours=1), "m": timedelta(minutes=1), "s": timedelta
 _TICK = timedelta(milliseconds=1)
 
 
-def period_start(duration: str, reset_at: datetime, tz: tzinfo = timezone.utc) -> datetime | None:
+def period_start(duration: str, reset_at: datetime, tz: tzinfo = UTC) -> datetime | None:
     """Start (naive UTC) of the budget period that ends at `reset_at` (naive UTC): the previous reset LiteLLM's job
     scheduled. Day, week and month periods span whole calendar units (`30d` and `Nmo` calendar months, an unrecognised
     duration a day). Hour, minute and second periods are found on the schedule itself: the latest instant the job
@@ -106,7 +106,7 @@ def period_start(duration: str, reset_at: datetime, tz: tzinfo = timezone.utc) -
 
 
 def _period_start(duration: str, reset_at: datetime, tz: tzinfo) -> datetime | None:
-    local = reset_at.replace(tzinfo=timezone.utc).astimezone(tz)
+    local = reset_at.replace(tzinfo=UTC).astimezone(tz)
     value, unit = _reset_unit(duration)
     start: datetime | None
     if unit == "mo" and value != 1:  # LiteLLM's job cannot schedule it; calendar months back, as it measures them
@@ -116,7 +116,7 @@ def _period_start(duration: str, reset_at: datetime, tz: tzinfo) -> datetime | N
         start = start or _previous_on_schedule(duration, value, unit, local, tz)
         if start is None:  # not on any schedule LiteLLM makes (a reset_at set by hand): the nominal span back
             start = local - _nominal(value, unit)
-    return start.astimezone(timezone.utc).replace(tzinfo=None)
+    return start.astimezone(UTC).replace(tzinfo=None)
 
 
 def _nominal(value: int | None, unit: str | None) -> timedelta:
@@ -128,7 +128,7 @@ def _nominal(value: int | None, unit: str | None) -> timedelta:
 def _previous_on_chain(duration: str, value: int, unit: str, local: datetime, tz: tzinfo) -> datetime | None:
     """The reset before `local` on the chain the job walks when it runs right after each reset, followed from a
     while back: around an autumn change the job skips the repeated hour, which a search alone cannot tell."""
-    target = local.astimezone(timezone.utc)
+    target = local.astimezone(UTC)
     back = min(max(3 * value * _UNIT_STEP[unit], timedelta(hours=2)), timedelta(days=3))
     previous, at = None, next_reset(duration, (target - back).astimezone(tz))
     for _ in range(int(back / _UNIT_STEP[unit]) + 2):
@@ -142,7 +142,7 @@ def _previous_on_schedule(duration: str, value: int | None, unit: str | None, lo
     """The latest instant before `local` that is on LiteLLM's schedule and whose next reset is `local`. Candidates are
     a unit apart in absolute time for hour, minute and second durations (an hour repeated in autumn is two), and the
     midnights of earlier days otherwise; at most a duration or two days back (a year of days for day durations)."""
-    target = local.astimezone(timezone.utc)
+    target = local.astimezone(UTC)
     nominal = _nominal(value, unit)
     if unit in _UNIT_STEP:
         step = _UNIT_STEP[unit]
@@ -164,7 +164,7 @@ def _utc(moment: datetime) -> datetime: ...
 def _utc(moment: datetime | None) -> datetime | None: ...
 def _utc(moment: datetime | None) -> datetime | None:
     """Aware datetimes of one zone compare by wall clock in Python, whatever their fold: compare instants instead."""
-    return None if moment is None else moment.astimezone(timezone.utc)
+    return None if moment is None else moment.astimezone(UTC)
 
 
 def _is_scheduled(duration: str, moment: datetime, nominal: timedelta) -> bool:
