@@ -6,8 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from auditor.cli.main import app
-from auditor.ledger.db import database_from, mask_text, parse_database_url
 from auditor.errors import InputError
+from auditor.ledger.db import database_from, mask_text, parse_database_url
 from auditor.ledger.redis_store import redis_from
 
 runner = CliRunner()

@@ -13,7 +13,6 @@ from auditor.ledger.capabilities import Capabilities
 from auditor.ledger.queries import IGNORED_FAILURE, _finite_spend, hash_aggregated, row_outcome
 from auditor.ledger.schema import spend_logs
 
-
 RollupKey = tuple[str, str, str, str]  # (date, api_key, model, custom_llm_provider)
 
 

@@ -32,9 +32,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql import ColumnElement
 
+from auditor.audit.windows import DEFAULT_LOOKBACK
 from auditor.ledger.capabilities import Capabilities
 from auditor.ledger.schema import TABLES, spend_logs
-from auditor.audit.windows import DEFAULT_LOOKBACK
 
 
 def estimated_rows(conn: Connection, table: str) -> int | None:
