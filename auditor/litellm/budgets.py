@@ -18,8 +18,8 @@ from typing import Final
 
 from pydantic import TypeAdapter, ValidationError
 
-from auditor.litellm.durations import Duration, parse_duration
 from auditor.errors import DurationError
+from auditor.litellm.durations import Duration, parse_duration
 
 
 @dataclass(frozen=True, slots=True)
