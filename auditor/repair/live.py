@@ -73,7 +73,7 @@ class Ledger:
 
     def period_spend(self, conn: Connection, scope: str, entity_id: str, start: datetime | None, until: datetime) -> float:
         """An entity's charged spend since its period start (the scan's own query, queries.period_spend)."""
-        from auditor.repair.backfill import team_member_ids
+        from auditor.repair.plan import team_member_ids
         from auditor.audit.reconcile import LIFETIME
 
         entity = team_member_ids(entity_id) if scope == "team_member" else entity_id
