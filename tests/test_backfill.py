@@ -11,8 +11,11 @@ The sub-apps are not registered in auditor/cli/main.py yet: tests build their ow
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -40,7 +43,7 @@ from auditor.repair import plan as planning
 from auditor.repair import prepare as preparing
 from auditor.ledger.db import BACKFILL, DatabaseTarget, connect, engine_for, parse_database_url
 from auditor.errors import InputError
-from auditor.audit.findings import COUNTER_DRIFT, ERROR, Finding, RowCounts, ScanResult
+from auditor.audit.findings import COUNTER_DRIFT, ERROR, Finding, RowCounts, ScanResult, iso
 from auditor.sample import load_sample
 from auditor.ledger.schema import budget_window_spend, metadata, spend_logs, verification_token
 
@@ -244,6 +247,36 @@ def test_round_trip_scan_apply_scan_undo_scan(focused):
 
     twice = as_json(invoke("backfill", "undo", run_id[:8], "--db", focused.url, "--redis", REDIS_URL, "--yes", "--format", "json", code=0))
     assert twice["counts"] == {"unchanged": 2}
+
+
+def test_the_library_plans_and_applies_as_the_cli_does(focused):
+    """auditor.plan_backfill is `auditor backfill`'s plan, its JSON the same but for the TTLs; README's example applies it."""
+    import auditor
+    from test_api import readme_examples
+
+    now = iso(utc_now())
+
+    def timeless(record: dict) -> str:  # TTLs run on the wall clock, a second apart between the two plans
+        text = json.dumps({**record, "wall_clock": None})
+        return re.sub(r'"ttl_seconds": \d+', "", re.sub(r"TTL [0-9d :]+", "", text))
+
+    cli_plan = as_json(invoke("backfill", *focused.args("--format", "json", "--now", now), code=1))
+    planned = auditor.plan_backfill(focused.url, config=focused.config, redis=REDIS_URL, now=now, flush_lag=0, increment_lag=0)
+    assert timeless(planned.plan.as_record()) == timeless(cli_plan)
+    assert len(planned.plan.actionable) == 2
+    with pytest.raises(InputError, match="the embedded sample is read-only"):
+        auditor.plan_backfill(None, writable=True)
+
+    example = readme_examples()[1].replace("postgresql://auditor_writer@db.internal/litellm", focused.url)
+    example = example.replace('redis="redis://cache:6379/0"', f"redis={REDIS_URL!r}, config={focused.config!r}, flush_lag=0, increment_lag=0")
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said):
+        exec("import auditor\n" + example, {})
+    count, run = said.getvalue().splitlines()
+    assert count == "2 writes planned" and run.endswith(" {'applied': 2}")
+    assert focused.redis.get(SPEND_KEY) == repr(3.5) and focused.row() == (focused.w0, 3.5)
+    history = as_json(invoke("backfill", "history", "--db", focused.url, "--format", "json", code=0))
+    assert [(r["run_id"], r["options"]["flush_lag"], r["options"]["targets"]) for r in history] == [(run.split()[0], 0, ["counters"])]
 
 
 def test_dry_run_writes_nothing_and_exits_like_scan(focused):
