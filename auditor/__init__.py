@@ -1,16 +1,18 @@
 """Audit the spend and per-model budgets of a LiteLLM proxy straight from its database.
 
-As a library: `auditor.scan(...)`, `auditor.spend(...)`, `auditor.doctor(...)` (auditor.api; README, "Use it from
-Python"). They are loaded on first use, so importing a pure module does not bring in the database layer.
+As a library: `auditor.scan(...)`, `auditor.spend(...)`, `auditor.doctor(...)`, `auditor.plan_backfill(...)` and
+`auditor.apply_backfill(...)` (auditor.api; README, "Use it from Python"). They are loaded on first use, so importing
+a pure module does not bring in the database layer.
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "doctor", "scan", "spend"]
+__all__ = ["__version__", "apply_backfill", "doctor", "plan_backfill", "scan", "spend"]
+_API = ("apply_backfill", "doctor", "plan_backfill", "scan", "spend")
 
 
 def __getattr__(name: str):
-    if name in ("doctor", "scan", "spend"):
+    if name in _API:
         from auditor import api
 
         return getattr(api, name)

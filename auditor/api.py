@@ -9,16 +9,25 @@ embedded sample, Redis given up) goes to `warn`, by default a warning on the `au
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from auditor.audit.doctor import DoctorReport
-from auditor.audit.findings import ScanResult
+from auditor.audit.findings import ScanResult, iso
 from auditor.audit.spend import BY, SpendTable
 from auditor.errors import InputError
 from auditor.session import Warn, log_warning, scan_session
 
-__all__ = ["doctor", "scan", "spend"]
+if TYPE_CHECKING:
+    from auditor.ledger.db import DatabaseTarget
+    from auditor.ledger.redis_store import RedisTarget
+    from auditor.repair.apply import RunReport
+    from auditor.repair.live import Ledger
+    from auditor.repair.plan import Plan
+
+__all__ = ["BackfillPlan", "apply_backfill", "doctor", "plan_backfill", "scan", "spend"]
 
 Instant = str | datetime  # ISO 8601, an age such as "30d" (before `now`), or a datetime (naive means UTC)
 
@@ -94,3 +103,129 @@ def doctor(db: str | None = None, *, config: str | None = None, redis: str | Non
         if caps.has_spend_logs:
             era_checks(report, conn, caps, redis_keys, litellm_version)
     return report
+
+
+@dataclass(frozen=True)
+class BackfillPlan:
+    """What `auditor backfill` plans (`.plan`; its .as_record() is the dry run's JSON) and everything
+    apply_backfill needs to write it as planned: where, the ledger context a counter is recomputed with, and the
+    options the journal records with the run."""
+
+    plan: Plan
+    result: ScanResult  # the scan the plan was made from
+    ledger: Ledger
+    database: DatabaseTarget
+    redis: RedisTarget | None
+    targets: tuple[str, ...]
+    remove_miskeyed: bool
+    keys: tuple[str, ...]
+    model: str | None
+    tolerance: float
+    settle: float
+    batch: int
+    flush_lag: float  # given, or general_settings.proxy_batch_write_at (else 10) + 10
+    increment_lag: float
+
+    def run_options(self) -> dict:
+        """The options the journal records with the run (`auditor backfill history --format json`)."""
+        return {"targets": list(self.targets), "remove_miskeyed": self.remove_miskeyed, "layout": self.plan.layout.as_record(),
+                "now": iso(self.plan.as_of), "keys": list(self.keys), "model": self.model, "tolerance": self.tolerance,
+                "settle": self.settle, "batch": self.batch, "flush_lag": self.flush_lag, "increment_lag": self.increment_lag,
+                "database": self.database.masked, "redis": self.redis.masked if self.redis else None}
+
+
+def plan_backfill(db: str | None = None, *, config: str | None = None, redis: str | None = None, keys: Iterable[str] = (),
+                  model: str | None = None, targets: Iterable[str] = ("counters",), remove_miskeyed: bool = False,
+                  litellm_version: str | None = None, now: Instant | None = None, tolerance: float = 0.0001,
+                  window_slack: float = 1.0, settle: float = 0.0, timezone: str | None = None,
+                  statement_timeout: float | None = None, batch: int = 0, flush_lag: float | None = None,
+                  increment_lag: float = 1.0, writable: bool = False, warn: Warn = log_warning) -> BackfillPlan:
+    """`auditor backfill` without --apply: scan, read the values the repair would touch, and plan. Writes nothing.
+    `writable=True` (what --apply does) refuses the embedded sample before anything is read; batch, flush_lag and
+    increment_lag are how apply_backfill will write, checked here so a bad one is refused before the scan."""
+    from dataclasses import replace
+    from datetime import timedelta
+    from pathlib import Path
+
+    from auditor.audit.scan import ScanOptions
+    from auditor.clock import parse_instant, utc_now
+    from auditor.ledger.capabilities import inspect_database
+    from auditor.ledger.db import connect
+    from auditor.ledger.redis_store import connect_redis, redis_from
+    from auditor.litellm.config import general_setting_on, litellm_setting, load_config, spend_log_retention
+    from auditor.litellm.periods import zone
+    from auditor.repair.layout import layout_for
+    from auditor.repair.plan import TARGETS
+    from auditor.repair.prepare import default_flush_lag, prepare
+    from auditor.session import check_amounts, not_litellm, resolve_config, resolve_database, writable_target
+
+    check_amounts({"--tolerance": tolerance, "--window-slack": window_slack, "--settle": settle, "--batch": batch,
+                   "--flush-lag": flush_lag, "--increment-lag": increment_lag},
+                  seconds=("--window-slack", "--settle", "--flush-lag", "--increment-lag"))
+    targets = tuple(targets)
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        raise InputError(f"--target {unknown[0]!r}: use one of {', '.join(TARGETS)}")
+    if litellm_version:
+        layout_for(litellm_version, None)  # a bad or memory-only version: usage error before connecting
+    wall_now = utc_now()
+    judged_at = parse_instant(_instant(now), wall_now, "--now") if now else wall_now
+    options = ScanOptions(now=judged_at, keys=tuple(keys), model=model, tolerance=tolerance,
+                          window_slack=timedelta(seconds=window_slack), settle=timedelta(seconds=settle))
+    target = writable_target(db, "backfill --apply") if writable else resolve_database(db, warn)
+    config_path, _ = resolve_config(config, target)
+    loaded = load_config(Path(config_path)) if config_path else None
+    options = replace(  # as `auditor scan` does: a trimmed ledger is never written as lifetime spend
+        options,
+        timezone=timezone or (loaded.timezone if loaded else None),
+        retention=spend_log_retention(loaded.data) if loaded else None,
+        default_end_user_budget=litellm_setting(loaded.data if loaded else None, "max_end_user_budget_id"),
+        user_budget_on_team_keys=general_setting_on(loaded.data if loaded else None, "apply_user_budget_to_team_keys"),
+    )
+    zone(options.timezone)  # an unknown zone is a usage error before anything connects
+    redis_target = redis_from(redis)
+    client = connect_redis(redis_target) if redis_target is not None else None
+    source = {"dialect": target.dialect, "database": target.masked, "config": config_path,
+              "redis": redis_target.masked if redis_target else None}
+    try:
+        with connect(target, statement_timeout_s=statement_timeout) as conn:
+            caps = inspect_database(conn)
+            if not caps.has_spend_logs:
+                raise not_litellm(target)
+            prepared = prepare(conn, caps, loaded, options, client, litellm_version=litellm_version, targets=targets,
+                               remove_miskeyed=remove_miskeyed, wall_now=wall_now, source=source)
+    finally:
+        if client is not None:
+            client.close()
+    return BackfillPlan(prepared.plan, prepared.result, prepared.ledger, target, redis_target, targets, remove_miskeyed,
+                        options.keys, model, tolerance, settle, batch, default_flush_lag(loaded) if flush_lag is None else flush_lag,
+                        increment_lag)
+
+
+def apply_backfill(planned: BackfillPlan, *, stop: Callable[[], str | None] = lambda: None,
+                   hook: Callable[[str], None] = lambda what: None, started: Callable[[str], None] = lambda run_id: None,
+                   waiting: Callable[[float], None] = lambda seconds: None, clock: Callable[[], datetime] | None = None,
+                   report: RunReport | None = None) -> RunReport:
+    """`auditor backfill --apply` once confirmed: journal a run and make the plan's writes (auditor.repair.apply).
+    `stop` returning a signal's name stops the run at its next safe point (raises auditor.repair.apply.Interrupted);
+    `started` is told the run id as soon as it is journaled, `waiting` the seconds of the flush wait; `report`,
+    when given, is filled in place, so a caller that sees Interrupted knows the run id and what was written."""
+    from auditor.clock import utc_now
+    from auditor.ledger.db import BACKFILL, database_errors, engine_for
+    from auditor.ledger.redis_store import connect_redis
+    from auditor.repair.apply import RunReport, WriteEnv, apply
+
+    engine = engine_for(planned.database, BACKFILL)
+    client = None
+    try:
+        client = connect_redis(planned.redis) if planned.redis is not None else None
+        env = WriteEnv(engine=engine, redis=client, ledger=planned.ledger, masked_db=planned.database.masked,
+                       clock=clock or utc_now, batch=planned.batch, hook=hook, tolerance=planned.tolerance,
+                       flush_lag=planned.flush_lag, increment_lag=planned.increment_lag, stop=stop, started=started,
+                       waiting=waiting)
+        with database_errors(planned.database):
+            return apply(planned.plan, env, planned.run_options(), report if report is not None else RunReport("", "backfill", []))
+    finally:
+        engine.dispose()
+        if client is not None:
+            client.close()

@@ -68,6 +68,16 @@ def resolve_database(db: str | None, warn: Warn = log_warning):
     return target
 
 
+def writable_target(db: str | None, what: str):
+    """Writers need a database named explicitly; the embedded sample is a read-only demo."""
+    from auditor.ledger.db import database_from
+
+    target = database_from(db)
+    if target is None:
+        raise InputError(f"{what} writes: give --db (or AUDITOR_DATABASE_URL / DATABASE_URL); the embedded sample is read-only")
+    return target
+
+
 def resolve_config(config: str | None, target) -> tuple[str | None, str]:
     """--config, else the environment, else the sample's own config when reading the embedded sample."""
     from auditor.ledger.db import EMBEDDED

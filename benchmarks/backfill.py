@@ -29,14 +29,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from auditor.audit.scan import ScanOptions  # noqa: E402
-from auditor.cli.backfill import writer_engine  # noqa: E402
 from auditor.clock import utc_now  # noqa: E402
 from auditor.ledger.capabilities import inspect_database  # noqa: E402
-from auditor.ledger.db import DatabaseTarget, connect, parse_database_url  # noqa: E402
+from auditor.ledger.db import BACKFILL, DatabaseTarget, connect, engine_for, parse_database_url  # noqa: E402
 from auditor.ledger.schema import metadata, spend_logs, verification_token  # noqa: E402
 from auditor.litellm.config import load_config  # noqa: E402
-from auditor.repair import backfill as core  # noqa: E402
+from auditor.repair import apply as writing  # noqa: E402
 from auditor.repair import journal  # noqa: E402
+from auditor.repair import prepare as preparing  # noqa: E402
 
 CONFIG = """\
 model_list:
@@ -95,15 +95,15 @@ def main(argv: list[str] | None = None) -> int:
         target = DatabaseTarget(parse_database_url(url), "--db")
         began = time.perf_counter()
         with connect(target) as conn:
-            prepared = core.prepare(conn, inspect_database(conn), load_config(handle.name),
+            prepared = preparing.prepare(conn, inspect_database(conn), load_config(handle.name),
                                     ScanOptions(now=utc_now(), settle=timedelta(0)), client, litellm_version=None,
                                     targets=["counters"], remove_miskeyed=False, wall_now=utc_now())
         planned = time.perf_counter() - began
         writes = prepared.plan.actionable
-        engine = writer_engine(target)
-        env = core.WriteEnv(engine=engine, redis=client, ledger=prepared.ledger, masked_db=target.masked, clock=utc_now)
+        engine = engine_for(target, BACKFILL)
+        env = writing.WriteEnv(engine=engine, redis=client, ledger=prepared.ledger, masked_db=target.masked, clock=utc_now)
         began = time.perf_counter()
-        report = core.apply(prepared.plan, env, {})
+        report = writing.apply(prepared.plan, env, {})
         applied = time.perf_counter() - began
         engine.dispose()
         counts = report.counts()

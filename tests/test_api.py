@@ -32,11 +32,15 @@ def no_deployment(monkeypatch):
     return {k: v for k, v in os.environ.items() if k not in RESOLVED_FROM}
 
 
-def readme_example() -> str:
+def readme_examples() -> list[str]:
     section = (REPO / "README.md").read_text().split("## Use it from Python", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert len(blocks) == 1
-    return blocks[0]
+    assert len(blocks) == 2  # the read side on the sample; backfill (run by test_backfill.py on a live database)
+    return blocks
+
+
+def readme_example() -> str:
+    return readme_examples()[0]
 
 
 def cli_json(*args: str) -> dict:

@@ -11,8 +11,11 @@ The sub-apps are not registered in auditor/cli/main.py yet: tests build their ow
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,16 +32,19 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from auditor.audit.findings import COUNTER_DRIFT, ERROR, Finding, RowCounts, ScanResult
+from auditor.audit.findings import COUNTER_DRIFT, ERROR, Finding, RowCounts, ScanResult, iso
 from auditor.cli import main as cli
-from auditor.cli.backfill import backfill_app, db_app, writer_engine
+from auditor.cli.backfill import backfill_app, db_app
 from auditor.clock import utc_now
 from auditor.errors import InputError
-from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
+from auditor.ledger.db import BACKFILL, DatabaseTarget, connect, engine_for, parse_database_url
 from auditor.ledger.schema import budget_window_spend, metadata, spend_logs, verification_token
 from auditor.litellm.config import load_config
 from auditor.litellm.counters import CounterKey
-from auditor.repair import backfill as core
+from auditor.repair import apply as writing
+from auditor.repair import layout as layouts
+from auditor.repair import plan as planning
+from auditor.repair import prepare as preparing
 from auditor.sample import load_sample
 
 REPO = Path(__file__).resolve().parent.parent
@@ -243,6 +249,36 @@ def test_round_trip_scan_apply_scan_undo_scan(focused):
     assert twice["counts"] == {"unchanged": 2}
 
 
+def test_the_library_plans_and_applies_as_the_cli_does(focused):
+    """auditor.plan_backfill is `auditor backfill`'s plan, its JSON the same but for the TTLs; README's example applies it."""
+    import auditor
+    from test_api import readme_examples
+
+    now = iso(utc_now())
+
+    def timeless(record: dict) -> str:  # TTLs run on the wall clock, a second apart between the two plans
+        text = json.dumps({**record, "wall_clock": None})
+        return re.sub(r'"ttl_seconds": \d+', "", re.sub(r"TTL [0-9d :]+", "", text))
+
+    cli_plan = as_json(invoke("backfill", *focused.args("--format", "json", "--now", now), code=1))
+    planned = auditor.plan_backfill(focused.url, config=focused.config, redis=REDIS_URL, now=now, flush_lag=0, increment_lag=0)
+    assert timeless(planned.plan.as_record()) == timeless(cli_plan)
+    assert len(planned.plan.actionable) == 2
+    with pytest.raises(InputError, match="the embedded sample is read-only"):
+        auditor.plan_backfill(None, writable=True)
+
+    example = readme_examples()[1].replace("postgresql://auditor_writer@db.internal/litellm", focused.url)
+    example = example.replace('redis="redis://cache:6379/0"', f"redis={REDIS_URL!r}, config={focused.config!r}, flush_lag=0, increment_lag=0")
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said):
+        exec("import auditor\n" + example, {})
+    count, run = said.getvalue().splitlines()
+    assert count == "2 writes planned" and run.endswith(" {'applied': 2}")
+    assert focused.redis.get(SPEND_KEY) == repr(3.5) and focused.row() == (focused.w0, 3.5)
+    history = as_json(invoke("backfill", "history", "--db", focused.url, "--format", "json", code=0))
+    assert [(r["run_id"], r["options"]["flush_lag"], r["options"]["targets"]) for r in history] == [(run.split()[0], 0, ["counters"])]
+
+
 def test_dry_run_writes_nothing_and_exits_like_scan(focused):
     redis_before = redis_state(focused.redis)
     with focused.engine.connect() as conn:
@@ -291,11 +327,11 @@ def _prepared(data: Focused, targets=("counters",)):
 
     target = DatabaseTarget(parse_database_url(data.url), "--db")
     with connect(target) as conn:
-        prepared = core.prepare(conn, inspect_database(conn), load_config(data.config),
+        prepared = preparing.prepare(conn, inspect_database(conn), load_config(data.config),
                                 ScanOptions(now=utc_now(), settle=timedelta(0)), data.redis, litellm_version=None,
                                 targets=list(targets), remove_miskeyed=False, wall_now=utc_now())
-    engine = writer_engine(target)
-    env = core.WriteEnv(engine=engine, redis=data.redis, ledger=prepared.ledger, masked_db=target.masked, clock=utc_now)
+    engine = engine_for(target, BACKFILL)
+    env = writing.WriteEnv(engine=engine, redis=data.redis, ledger=prepared.ledger, masked_db=target.masked, clock=utc_now)
     return prepared, env
 
 
@@ -308,7 +344,7 @@ def test_increments_between_plan_and_write_are_not_lost(focused):
     with focused.engine.begin() as conn:
         conn.execute(text('UPDATE "LiteLLM_BudgetWindowSpend" SET spend = spend + 0.75 WHERE entity_id = :k'), {"k": SPEND_KEY})
     try:
-        report = core.apply(prepared.plan, env, {})
+        report = writing.apply(prepared.plan, env, {})
     finally:
         env.engine.dispose()
     assert sorted(o.state for o in report.outcomes) == ["recomputed", "recomputed"]
@@ -334,7 +370,7 @@ def test_scalar_spend_target_recomputes_under_the_lock(focused):
     with focused.engine.begin() as conn:
         conn.execute(text('UPDATE "LiteLLM_VerificationToken" SET spend = spend + 0.75 WHERE token = :t'), {"t": A})
     try:
-        report = core.apply(prepared.plan, env, {})
+        report = writing.apply(prepared.plan, env, {})
     finally:
         env.engine.dispose()
     assert [o.state for o in report.outcomes] == ["recomputed"]
@@ -366,7 +402,7 @@ def test_a_flush_blocked_by_the_row_lock_lands_on_top(focused):
 
     env.hook = hook
     try:
-        core.apply(prepared.plan, env, {})
+        writing.apply(prepared.plan, env, {})
     finally:
         env.engine.dispose()
     writer.join(10)
@@ -591,19 +627,19 @@ def _result(*findings: Finding, now=datetime(2026, 11, 27, 7, 0)) -> ScanResult:
 
 
 def test_alias_layout_writes_the_alias_counter_and_one_start_key_per_entity():
-    layout = core.layout_for("1.90", None)
-    assert (layout.name, layout.reads_budget_window_spend) == (core.ALIAS_LAYOUT, False)
+    layout = layouts.layout_for("1.90", None)
+    assert (layout.name, layout.reads_budget_window_spend) == (layouts.ALIAS_LAYOUT, False)
     result = _result(_finding(), _finding(counter_source="budget_window_spend", cached_spend=1.0))
-    planned = core.plan(result, core.Snapshot(), core.PlanOptions(wall_now=datetime(2026, 11, 27, 7, 0), layout=layout))
+    planned = planning.plan(result, planning.Snapshot(), planning.PlanOptions(wall_now=datetime(2026, 11, 27, 7, 0), layout=layout))
     sets = sorted((w.target, w.keys) for w in planned.actionable)
     assert sets == [("redis", (f"virtual_key_budget_start_time:{A}",)), ("redis", (SPEND_KEY,))]
     assert "1.109+" in planned.skipped[0].why  # 1.90 does not read LiteLLM_BudgetWindowSpend
 
 
 def test_entry_layout_writes_spend_and_start_key_with_the_window_end_as_expiry():
-    layout = core.layout_for("1.110", None)
+    layout = layouts.layout_for("1.110", None)
     start = datetime(2026, 11, 27, 4, 0, 0)
-    planned = core.plan(_result(_finding()), core.Snapshot(), core.PlanOptions(wall_now=datetime(2026, 11, 27, 7, 0), layout=layout))
+    planned = planning.plan(_result(_finding()), planning.Snapshot(), planning.PlanOptions(wall_now=datetime(2026, 11, 27, 7, 0), layout=layout))
     (write,) = planned.actionable
     assert write.keys == (SPEND_KEY, CounterKey("virtual_key_spend", A, ENTRY, "1d").start_key)
     end_ms = int(epoch(start + timedelta(days=1)) * 1000)
@@ -613,35 +649,35 @@ def test_entry_layout_writes_spend_and_start_key_with_the_window_end_as_expiry()
 
 
 def test_windows_over_by_the_wall_clock_or_at_now_are_skipped_with_the_reason():
-    layout = core.layout_for("1.110", None)
-    options = core.PlanOptions(wall_now=datetime(2026, 11, 28, 5, 0), layout=layout)
-    (skipped,) = core.plan(_result(_finding()), core.Snapshot(), options).skipped
+    layout = layouts.layout_for("1.110", None)
+    options = planning.PlanOptions(wall_now=datetime(2026, 11, 28, 5, 0), layout=layout)
+    (skipped,) = planning.plan(_result(_finding()), planning.Snapshot(), options).skipped
     assert "by the wall clock" in skipped.why
     closed = _finding(window_start=datetime(2026, 11, 20), window_end=datetime(2026, 11, 21))
-    (skipped,) = core.plan(_result(closed), core.Snapshot(), options).skipped
+    (skipped,) = planning.plan(_result(closed), planning.Snapshot(), options).skipped
     assert "as of --now" in skipped.why
 
 
 def test_versions_without_shared_counters_are_refused():
     with pytest.raises(InputError, match="in each worker's memory"):
-        core.layout_for("1.80", None)
+        layouts.layout_for("1.80", None)
     with pytest.raises(InputError, match="not a version"):
-        core.layout_for("latest", None)
+        layouts.layout_for("latest", None)
 
 
 def test_batches_keep_an_entity_in_one_transaction():
-    writes = [(i, core.PlannedWrite(target="spend", action="set", key=str(i), why="", scope="key", entity_id=entity))
+    writes = [(i, planning.PlannedWrite(target="spend", action="set", key=str(i), why="", scope="key", entity_id=entity))
               for i, entity in enumerate(["a", "b", "a", "c", "b"])]
-    assert [[seq for seq, _ in batch] for batch in core._batches(writes, 2)] == [[0, 2, 1, 4], [3]]
-    assert [[seq for seq, _ in batch] for batch in core._batches(writes, 0)] == [[0, 1, 2, 3, 4]]
+    assert [[seq for seq, _ in batch] for batch in writing._batches(writes, 2)] == [[0, 2, 1, 4], [3]]
+    assert [[seq for seq, _ in batch] for batch in writing._batches(writes, 0)] == [[0, 1, 2, 3, 4]]
 
 
 def test_a_window_the_proxy_opened_since_the_scan_is_recomputed_not_overwritten():
-    layout = core.layout_for("1.110", None)
+    layout = layouts.layout_for("1.110", None)
     start = datetime(2026, 11, 27, 4, 0, 0)
-    options = core.PlanOptions(wall_now=datetime(2026, 11, 27, 7, 0), layout=layout)
+    options = planning.PlanOptions(wall_now=datetime(2026, 11, 27, 7, 0), layout=layout)
     start_key = CounterKey("virtual_key_spend", A, ENTRY, "1d").start_key
-    same = core.Snapshot(redis={SPEND_KEY: {"value": "7.0"}, start_key: {"value": repr(epoch(start))}})
-    moved = core.Snapshot(redis={SPEND_KEY: {"value": "7.0"}, start_key: {"value": repr(epoch(start) + 3600)}})
-    assert not core.plan(_result(_finding(cached_spend=7.0)), same, options).actionable[0].stale
-    assert core.plan(_result(_finding(cached_spend=7.0)), moved, options).actionable[0].stale
+    same = planning.Snapshot(redis={SPEND_KEY: {"value": "7.0"}, start_key: {"value": repr(epoch(start))}})
+    moved = planning.Snapshot(redis={SPEND_KEY: {"value": "7.0"}, start_key: {"value": repr(epoch(start) + 3600)}})
+    assert not planning.plan(_result(_finding(cached_spend=7.0)), same, options).actionable[0].stale
+    assert planning.plan(_result(_finding(cached_spend=7.0)), moved, options).actionable[0].stale

@@ -24,6 +24,8 @@ from sqlalchemy import create_engine, text
 
 from auditor.clock import utc_now
 from auditor.ledger.schema import metadata, spend_logs, verification_token
+from auditor.repair import apply as writing
+from auditor.repair import prepare as preparing
 from test_backfill import (  # noqa: F401 - config is a fixture
     APP,
     CONFIG,
@@ -224,10 +226,8 @@ def test_the_re_sum_drops_repeat_job_polls_as_the_scan_does(pg_url, config):
         prepared, env = _prepared(data)
         with data.engine.begin() as conn:
             conn.execute(text('UPDATE "LiteLLM_BudgetWindowSpend" SET spend = spend + 0.5 WHERE entity_id = :k'), {"k": SPEND_KEY})
-        from auditor.repair import backfill as core
-
         try:
-            report = core.apply(prepared.plan, env, {})
+            report = writing.apply(prepared.plan, env, {})
         finally:
             env.engine.dispose()
         assert sorted(o.state for o in report.outcomes) == ["applied", "recomputed"]
@@ -254,12 +254,10 @@ def test_a_poll_of_a_job_paid_before_the_window_is_a_repeat(pg_url, config):
                 {**data.charge(data.w0 - timedelta(hours=36), 4.0), "call_type": "aretrieve_batch", "session_id": "old_job"},
                 {**data.charge(data.w0 + timedelta(minutes=30), 4.0), "call_type": "aretrieve_batch", "session_id": "old_job"},
             ])
-        from auditor.repair import backfill as core
-
         target = DatabaseTarget(parse_database_url(pg_url), "--db")
         with connect(target) as conn:
             caps = inspect_database(conn)
-            prepared = core.prepare(conn, caps, load_config(config), ScanOptions(now=utc_now(), settle=timedelta(0)), None,
+            prepared = preparing.prepare(conn, caps, load_config(config), ScanOptions(now=utc_now(), settle=timedelta(0)), None,
                                     litellm_version=None, targets=["counters"], remove_miskeyed=False, wall_now=utc_now())
             ledger = prepared.ledger.window_spend(conn, "key", A, ENTRY, data.w0)
         assert ledger == pytest.approx(3.5, abs=1e-9)
@@ -275,8 +273,7 @@ def test_a_row_that_ended_just_before_the_read_is_in_the_ledger_though_stored_af
     from auditor.ledger.capabilities import inspect_database
     from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
     from auditor.litellm.config import load_config
-    from auditor.repair import backfill as core
-    from auditor.repair import backfill_live as live
+    from auditor.repair import live
 
     data = Focused(pg_url, None, config)
     try:
@@ -290,7 +287,7 @@ def test_a_row_that_ended_just_before_the_read_is_in_the_ledger_though_stored_af
         assert live.instant(reading.at_us) == read_at
         target = DatabaseTarget(parse_database_url(pg_url), "--db")
         with connect(target) as conn:
-            prepared = core.prepare(conn, inspect_database(conn), load_config(config), ScanOptions(now=utc_now(), settle=timedelta(0)),
+            prepared = preparing.prepare(conn, inspect_database(conn), load_config(config), ScanOptions(now=utc_now(), settle=timedelta(0)),
                                     None, litellm_version=None, targets=["counters"], remove_miskeyed=False, wall_now=utc_now())
             at_read = prepared.ledger.window_spend(conn, "key", A, ENTRY, data.w0, live.instant(reading.at_us))
             at_cut = prepared.ledger.window_spend(conn, "key", A, ENTRY, data.w0, live.ledger_cut(reading))

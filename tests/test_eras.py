@@ -39,7 +39,8 @@ from auditor.litellm.eras import (
     era_of,
     parse_version,
 )
-from auditor.repair import backfill as core
+from auditor.repair import layout as layouts
+from auditor.repair import plan as planning
 
 FIXTURES = Path(__file__).parent / "eras"
 runner = CliRunner()
@@ -220,11 +221,11 @@ def test_the_fixtures_of_1_90_7_show_requested_names_shared_start_keys_and_a_zer
 
 
 def test_backfill_layout_follows_the_era():
-    assert core.layout_for("1.90.7", None).name == core.ALIAS_LAYOUT
-    assert core.layout_for("1.99", None).name == core.ENTRY_LAYOUT
-    assert core.layout_for("1.110.2", None).reads_budget_window_spend
+    assert layouts.layout_for("1.90.7", None).name == layouts.ALIAS_LAYOUT
+    assert layouts.layout_for("1.99", None).name == layouts.ENTRY_LAYOUT
+    assert layouts.layout_for("1.110.2", None).reads_budget_window_spend
     with pytest.raises(InputError, match="in each worker's memory"):
-        core.layout_for("1.83.8", None)
+        layouts.layout_for("1.83.8", None)
 
 
 def test_backfill_writes_no_counter_for_a_detected_memory_era():
@@ -232,13 +233,13 @@ def test_backfill_writes_no_counter_for_a_detected_memory_era():
     from auditor.ledger.capabilities import Capabilities
 
     caps = Capabilities("sqlite", "sqlite", {"LiteLLM_SpendLogs": frozenset({"status"})}, {})
-    layout = core.layout_for(None, caps)
-    assert (layout.name, layout.era) == (core.MEMORY_LAYOUT, "1.83.8-1.83.14")
+    layout = layouts.layout_for(None, caps)
+    assert (layout.name, layout.era) == (layouts.MEMORY_LAYOUT, "1.83.8-1.83.14")
     drift = Finding(kind=COUNTER_DRIFT, severity="error", scope="key", entity_id=H, budget_model="gpt-4o", time_period="1d",
                     window_start=datetime(2026, 3, 2), window_end=datetime(2026, 3, 3), logged_spend=2.0, cached_spend=1.0,
                     counter_source="redis", counter_key=f"virtual_key_spend:{H}:gpt-4o:1d", message="")
     result = ScanResult(as_of=datetime(2026, 3, 2, 12), source={}, rows=RowCounts(), spend=[], findings=[drift])
-    planned = core.plan(result, core.Snapshot(), core.PlanOptions(wall_now=datetime(2026, 3, 2, 12), layout=layout))
+    planned = planning.plan(result, planning.Snapshot(), planning.PlanOptions(wall_now=datetime(2026, 3, 2, 12), layout=layout))
     assert planned.actionable == [] and "worker memory" in planned.skipped[0].why
 
 
@@ -297,5 +298,5 @@ def test_backfill_names_a_1_84_to_1_98_counter_as_the_scan_found_it():
                     window_start=datetime(2026, 3, 2, 4), window_end=datetime(2026, 3, 3, 4), logged_spend=2.0, cached_spend=0.0,
                     counter_source="redis", counter_key=key, message="")
     result = ScanResult(as_of=datetime(2026, 3, 2, 12), source={}, rows=RowCounts(), spend=[], findings=[drift])
-    planned = core.plan(result, core.Snapshot(), core.PlanOptions(wall_now=datetime(2026, 3, 2, 12), layout=core.layout_for("1.90.7", None)))
+    planned = planning.plan(result, planning.Snapshot(), planning.PlanOptions(wall_now=datetime(2026, 3, 2, 12), layout=layouts.layout_for("1.90.7", None)))
     assert sorted(w.keys for w in planned.actionable) == [(f"virtual_key_budget_start_time:{H}",), (key,)]

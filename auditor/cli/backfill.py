@@ -19,10 +19,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from auditor.cli.common import ConfigOption, DbOption, LiteLLMVersionOption, RedisOption, err, handles_errors, out, resolve_database
-from auditor.errors import InputError, UnavailableError
-from auditor.session import resolve_config
+from auditor.cli.common import ConfigOption, DbOption, LiteLLMVersionOption, RedisOption, err, handles_errors, out, say
+from auditor.errors import InputError
 from auditor.exitcodes import ExitCode
+from auditor.session import writable_target
 
 PAUSE_HOOK_ENV = "AUDITOR_TEST_PAUSE_AFTER_WRITE"  # seconds to pause after every write (crash and disconnect tests)
 
@@ -45,51 +45,6 @@ class Target(str, Enum):
     counters = "counters"
     model_spend = "model_spend"
     spend = "spend"
-
-
-def _writable_target(db: str | None, what: str):
-    """Writers need a database named explicitly; the embedded sample is a read-only demo."""
-    from auditor.ledger.db import database_from
-
-    target = database_from(db)
-    if target is None:
-        raise InputError(f"{what} writes: give --db (or AUDITOR_DATABASE_URL / DATABASE_URL); the embedded sample is read-only")
-    return target
-
-
-def writer_engine(target):
-    """A read-write engine over a pool of at most two connections, reused from one transaction to the next
-    (a connection per journal row made a run of thousands of counters crawl). A connection that died is
-    dropped by the pool (pre-ping, and invalidation on a disconnect error), never reused."""
-    from sqlalchemy import create_engine
-
-    from auditor.ledger.db import json_or_text
-
-    pooled = dict(pool_size=1, max_overflow=1, pool_pre_ping=True, json_deserializer=json_or_text)
-    if target.dialect == "postgresql":
-        return create_engine(target.url, **pooled, connect_args={
-            "connect_timeout": 10, "application_name": "auditor backfill",
-            "options": "-c lock_timeout=10000",  # never wait on the proxy's row locks for more than 10 s
-        })
-    return create_engine(target.url, **pooled)
-
-
-def _db_errors(target):
-    """Connection and SQL failures outside a run: one masked line, exit 3."""
-    from contextlib import contextmanager
-
-    from sqlalchemy.exc import DBAPIError
-
-    from auditor.ledger.db import describe_db_error
-
-    @contextmanager
-    def guard():
-        try:
-            yield
-        except DBAPIError as error:
-            raise UnavailableError(f"database error on {target.masked}: {describe_db_error(target, error)}") from None
-
-    return guard()
 
 
 def _pause_hook(stop: Callable[[], str | None] = lambda: None) -> Callable[[str], None]:
@@ -166,17 +121,6 @@ def _announce(kind: str, total: int) -> Callable[[str], None]:
     return started
 
 
-def default_flush_lag(loaded) -> float:
-    """How long a spend-log row may take to reach the database after its request's counter increment: LiteLLM
-    flushes every general_settings.proxy_batch_write_at seconds (10 by default) plus up to 5 s of jitter; 5 s more
-    for the flush itself."""
-    from auditor.litellm.counters import parse_float
-
-    settings = loaded.data.get("general_settings") if loaded is not None else None
-    every = parse_float(settings.get("proxy_batch_write_at")) if isinstance(settings, dict) else None
-    return (every if every is not None and every >= 0 else 10.0) + 10.0
-
-
 def _money(value: float | None) -> str:
     return "absent" if value is None else f"${value:,.4f}"
 
@@ -227,53 +171,15 @@ def backfill(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from dataclasses import replace
-    from datetime import timedelta
-    from pathlib import Path
+    from auditor import api
+    from auditor.repair.apply import Interrupted, RunReport
+    from auditor.repair.plan import REDIS
 
-    from auditor.repair import backfill as core
-    from auditor.ledger.capabilities import inspect_database
-    from auditor.clock import parse_instant, utc_now
-    from auditor.litellm.config import general_setting_on, litellm_setting, load_config, spend_log_retention
-    from auditor.ledger.db import connect
-    from auditor.litellm.periods import zone
-    from auditor.ledger.redis_store import connect_redis, redis_from
-    from auditor.audit.scan import ScanOptions
-
-    from auditor.session import check_amounts
-
-    check_amounts({"--tolerance": tolerance, "--window-slack": window_slack, "--settle": settle, "--batch": batch,
-                   "--flush-lag": flush_lag, "--increment-lag": increment_lag},
-                  seconds=("--window-slack", "--settle", "--flush-lag", "--increment-lag"))
-    targets = [t.value for t in (target or [Target.counters])]
-    core.layout_for(litellm_version, None) if litellm_version else None  # a bad or memory-only version: usage error before connecting
-    wall_now = utc_now()
-    judged_at = parse_instant(now, wall_now, "--now") if now else wall_now
-    options = ScanOptions(now=judged_at, keys=tuple(key or ()), model=model, tolerance=tolerance,
-                          window_slack=timedelta(seconds=window_slack), settle=timedelta(seconds=settle))
-    db_target = _writable_target(db, "backfill --apply") if apply_ else resolve_database(db)
-    config_path, _ = resolve_config(config, db_target)
-    loaded = load_config(Path(config_path)) if config_path else None
-    options = replace(  # as `auditor scan` does: a trimmed ledger is never written as lifetime spend
-        options,
-        timezone=timezone or (loaded.timezone if loaded else None),
-        retention=spend_log_retention(loaded.data) if loaded else None,
-        default_end_user_budget=litellm_setting(loaded.data if loaded else None, "max_end_user_budget_id"),
-        user_budget_on_team_keys=general_setting_on(loaded.data if loaded else None, "apply_user_budget_to_team_keys"),
-    )
-    zone(options.timezone)  # an unknown zone is a usage error before anything connects
-    redis_target = redis_from(redis_url)
-    client = connect_redis(redis_target) if redis_target is not None else None
-    source = {"dialect": db_target.dialect, "database": db_target.masked, "config": config_path,
-              "redis": redis_target.masked if redis_target else None}
-    with connect(db_target, statement_timeout_s=statement_timeout) as conn:
-        caps = inspect_database(conn)
-        if not caps.has_spend_logs:
-            from auditor.session import not_litellm
-
-            raise not_litellm(db_target)
-        prepared = core.prepare(conn, caps, loaded, options, client, litellm_version=litellm_version, targets=targets,
-                                remove_miskeyed=remove_miskeyed, wall_now=wall_now, source=source)
+    prepared = api.plan_backfill(db, config=config, redis=redis_url, keys=key or (), model=model,
+                                 targets=[t.value for t in (target or [Target.counters])], remove_miskeyed=remove_miskeyed,
+                                 litellm_version=litellm_version, now=now, tolerance=tolerance, window_slack=window_slack,
+                                 settle=settle, timezone=timezone, statement_timeout=statement_timeout, batch=batch,
+                                 flush_lag=flush_lag, increment_lag=increment_lag, writable=apply_, warn=say)
     planned = prepared.plan
     record = planned.as_record()
     hide = _raw_key_redactor(planned.writes)  # shown, never written: the writes use the real keys
@@ -282,7 +188,6 @@ def backfill(
             sys.stdout.write(hide(json.dumps(record, indent=2)) + "\n")
         else:
             render_plan(planned, out, dry_run=True, hide=hide)
-        _close(client)
         raise typer.Exit(int(ExitCode.FINDINGS if planned.actionable else ExitCode.OK))
 
     if not planned.actionable:
@@ -291,41 +196,29 @@ def backfill(
         else:
             render_plan(planned, out, dry_run=False, hide=hide)
             out.print("nothing to repair: nothing written, no run journaled")
-        _close(client)
         raise typer.Exit(int(ExitCode.OK))
     if output_format is PlanFormat.table:
         render_plan(planned, out, dry_run=False, hide=hide)
     if not yes:
-        where = db_target.masked + (f" and Redis {redis_target.masked}" if redis_target and any(w.target == core.REDIS for w in planned.actionable) else "")
+        writes_redis = prepared.redis is not None and any(w.target == REDIS for w in planned.actionable)
+        where = prepared.database.masked + (f" and Redis {prepared.redis.masked}" if writes_redis else "")
         try:
             confirmed = typer.confirm(f"Write these {len(planned.actionable)} changes to {where}?", default=False, err=True)
         except typer.Abort:
             confirmed = False
         if not confirmed:
             err.print("auditor: not applied: nothing written")
-            _close(client)
             raise typer.Exit(int(ExitCode.FINDINGS))
-    engine = writer_engine(db_target)
-    lag = default_flush_lag(loaded) if flush_lag is None else flush_lag
     stop = StopSignals()
-    env = core.WriteEnv(engine=engine, redis=client, ledger=prepared.ledger, masked_db=db_target.masked, clock=utc_now,
-                        batch=batch, hook=_pause_hook(stop), tolerance=tolerance, flush_lag=lag, increment_lag=increment_lag,
-                        stop=stop, started=_announce("backfill", len(planned.actionable)),
-                        waiting=lambda seconds: err.print(f"auditor: waiting {seconds:g} s for the proxy's spend-log flush "
-                                                          "before summing the ledger (--flush-lag)", markup=False, highlight=False))
-    run_options = {"targets": targets, "remove_miskeyed": remove_miskeyed, "layout": planned.layout.as_record(),
-                   "now": record["as_of"], "keys": list(key or ()), "model": model, "tolerance": tolerance,
-                   "settle": settle, "batch": batch, "flush_lag": lag, "increment_lag": increment_lag,
-                   "database": db_target.masked, "redis": redis_target.masked if redis_target else None}
-    report = core.RunReport("", "backfill", [])
+    report = RunReport("", "backfill", [])
     try:
-        with _db_errors(db_target), stop:
-            report = core.apply(planned, env, run_options, report)
-    except core.Interrupted:
+        with stop:
+            report = api.apply_backfill(
+                prepared, stop=stop, hook=_pause_hook(stop), started=_announce("backfill", len(planned.actionable)), report=report,
+                waiting=lambda seconds: err.print(f"auditor: waiting {seconds:g} s for the proxy's spend-log flush "
+                                                  "before summing the ledger (--flush-lag)", markup=False, highlight=False))
+    except Interrupted:
         raise _interrupted(stop, report.run_id, "backfill", len(report.outcomes), len(planned.actionable)) from None
-    finally:
-        engine.dispose()
-        _close(client)
     if output_format is PlanFormat.json:
         sys.stdout.write(hide(json.dumps({**record, "run_id": report.run_id, "run": report.as_record()}, indent=2)) + "\n")
     else:
@@ -366,10 +259,12 @@ def history(
     from auditor.audit.findings import iso
     from auditor.report.render import clean
 
-    target = _writable_target(db, "backfill history reads auditor's journal, which")
-    engine = writer_engine(target)
+    from auditor.ledger.db import BACKFILL, database_errors, engine_for
+
+    target = writable_target(db, "backfill history reads auditor's journal, which")
+    engine = engine_for(target, BACKFILL)
     try:
-        with _db_errors(target), engine.connect() as conn:
+        with database_errors(target), engine.connect() as conn:
             journal.require_current(conn, target.masked)
             runs = journal.list_runs(conn, limit or None)
             counts = journal.change_counts(conn)
@@ -419,21 +314,24 @@ def undo(
         \b
         auditor backfill undo 3f2a9c1e --db postgresql://auditor_writer@db.internal/litellm --redis redis://cache:6379/0
     """
-    from auditor.repair import backfill as core
+    from auditor.repair import apply as writes
+    from auditor.repair import plan
     from auditor.repair import journal
     from auditor.clock import utc_now
     from auditor.ledger.redis_store import connect_redis, redis_from
 
-    target = _writable_target(db, "backfill undo")
-    engine = writer_engine(target)
+    from auditor.ledger.db import BACKFILL, database_errors, engine_for
+
+    target = writable_target(db, "backfill undo")
+    engine = engine_for(target, BACKFILL)
     redis_target = redis_from(redis_url)
     client = connect_redis(redis_target) if redis_target is not None else None
     try:
-        with _db_errors(target), engine.connect() as conn:
+        with database_errors(target), engine.connect() as conn:
             journal.require_current(conn, target.masked)
             run = journal.find_run(conn, run_id)
             changes = journal.changes_of(conn, run.id)
-        if any(c.target == core.REDIS for c in changes) and client is None:
+        if any(c.target == plan.REDIS for c in changes) and client is None:
             raise InputError(f"run {run.id} changed Redis keys: pass --redis to undo it")
         if not yes:
             try:
@@ -444,13 +342,13 @@ def undo(
                 err.print("auditor: not undone: nothing written")
                 raise typer.Exit(int(ExitCode.FINDINGS))
         stop = StopSignals()
-        env = core.WriteEnv(engine=engine, redis=client, ledger=None, masked_db=target.masked, clock=utc_now, hook=_pause_hook(stop),
+        env = writes.WriteEnv(engine=engine, redis=client, ledger=None, masked_db=target.masked, clock=utc_now, hook=_pause_hook(stop),
                             stop=stop, started=_announce(f"undo of {run.id}", len(changes)))
-        report = core.RunReport("", "undo", [], parent_run_id=run.id)
+        report = writes.RunReport("", "undo", [], parent_run_id=run.id)
         try:
-            with _db_errors(target), stop:
-                report = core.undo(run.id, env, report)
-        except core.Interrupted:
+            with database_errors(target), stop:
+                report = writes.undo(run.id, env, report)
+        except writes.Interrupted:
             raise _interrupted(stop, report.run_id, "undo", len(report.outcomes), len(changes)) from None
     finally:
         engine.dispose()
@@ -483,10 +381,12 @@ def db_upgrade(db: DbOption = None) -> None:
     """
     from auditor.repair import journal
 
-    target = _writable_target(db, "db upgrade")
-    engine = writer_engine(target)
+    from auditor.ledger.db import BACKFILL, database_errors, engine_for
+
+    target = writable_target(db, "db upgrade")
+    engine = engine_for(target, BACKFILL)
     try:
-        with _db_errors(target), engine.begin() as conn:
+        with database_errors(target), engine.begin() as conn:
             before, after = journal.upgrade(conn)
     finally:
         engine.dispose()
@@ -504,7 +404,8 @@ def db_upgrade(db: DbOption = None) -> None:
 def render_plan(planned, console, *, dry_run: bool, hide=None) -> None:
     from rich.table import Table
 
-    from auditor.repair import backfill as core
+    from auditor.repair import layout as layouts
+    from auditor.repair import plan
     from auditor.report.render import clean as inert
 
     shown = hide or (lambda value: value)
@@ -513,9 +414,9 @@ def render_plan(planned, console, *, dry_run: bool, hide=None) -> None:
         return inert(shown(str(value)))
 
     layout = planned.layout
-    shape = {core.ENTRY_LAYOUT: "entry-keyed counters, a start key per entry (LiteLLM 1.99+)",
-             core.ALIAS_LAYOUT: "counters keyed by requested model, one start key per entity (LiteLLM 1.84–1.98)",
-             core.MEMORY_LAYOUT: "counters in worker memory, none to write (LiteLLM < 1.84)"}[layout.name]
+    shape = {layouts.ENTRY_LAYOUT: "entry-keyed counters, a start key per entry (LiteLLM 1.99+)",
+             layouts.ALIAS_LAYOUT: "counters keyed by requested model, one start key per entity (LiteLLM 1.84–1.98)",
+             layouts.MEMORY_LAYOUT: "counters in worker memory, none to write (LiteLLM < 1.84)"}[layout.name]
     console.print(f"counter layout: {shape}; LiteLLM {clean(layout.version)} from {layout.origin}")
     for note in planned.notes:
         console.print(f"[dim]note: {clean(note)}[/]")
@@ -526,14 +427,14 @@ def render_plan(planned, console, *, dry_run: bool, hide=None) -> None:
         table.add_column("old → new", no_wrap=True)
         table.add_column("why", overflow="fold", ratio=2)
         for w in planned.actionable:
-            keys = list(w.keys) if w.target == core.REDIS else [w.key]
-            if w.target == core.BWS:
+            keys = list(w.keys) if w.target == plan.REDIS else [w.key]
+            if w.target == plan.BWS:
                 keys = [f"LiteLLM_BudgetWindowSpend {w.key}"]
-            elif w.target == core.MODEL_SPEND:
+            elif w.target == plan.MODEL_SPEND:
                 keys = [f"LiteLLM_VerificationToken.model_spend of {w.entity_alias or shown(w.key)[:12]}"]
-            elif w.target == core.SCALAR:
+            elif w.target == plan.SCALAR:
                 keys = [f"{w.key} of {w.scope} {w.entity_alias or shown(w.entity_id or '')[:12]}"]
-            change = f"{_money(w.old_value)} → " + ("removed" if w.action == core.REMOVE else _money(w.new_value))
+            change = f"{_money(w.old_value)} → " + ("removed" if w.action == plan.REMOVE else _money(w.new_value))
             table.add_row(w.target, "\n".join(clean(k) for k in keys), change, clean(w.why))
         console.print(table)
     if planned.skipped:

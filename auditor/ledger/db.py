@@ -122,17 +122,34 @@ def json_value(value: object) -> object:
     return json_or_text(value) if isinstance(value, str) else value
 
 
-def engine_for(target: DatabaseTarget) -> Engine:
+SCAN, BACKFILL, REPORT = "scan", "backfill", "report"  # what an engine is for (engine_for)
+
+
+def engine_for(target: DatabaseTarget, purpose: str = SCAN) -> Engine:
+    """The one way auditor builds an engine, by what it is for:
+
+    - SCAN (scan, doctor, resolve, sample load): the default pool; reads run in one READ ONLY transaction (connect).
+    - BACKFILL (backfill, undo, history, db upgrade): a pool of at most two connections reused from one transaction
+      to the next (a connection per journal row made a run of thousands of counters crawl); a connection that died
+      is dropped (pre-ping, and invalidation on a disconnect error), never reused; never waits on the proxy's row
+      locks for more than 10 s.
+    - REPORT (the report history): no pool, a connection per short transaction.
+    """
     # json_deserializer: SQLAlchemy calls it for SQLite's JSON text, and registers it as psycopg 3's json/jsonb
     # loader on this engine's own adapters map (psycopg parses jsonb itself; the loader gets bytes), never globally.
+    options: dict = {"json_deserializer": json_or_text}
+    if purpose == BACKFILL:
+        options.update(pool_size=1, max_overflow=1, pool_pre_ping=True)
+    elif purpose == REPORT:
+        from sqlalchemy.pool import NullPool
+
+        options["poolclass"] = NullPool
     if target.dialect == "postgresql":
-        return log_sql(create_engine(
-            target.url,
-            connect_args={"connect_timeout": 10, "application_name": "auditor"},
-            pool_pre_ping=False,
-            json_deserializer=json_or_text,
-        ))
-    engine = log_sql(create_engine(target.url, json_deserializer=json_or_text))
+        connect_args = {"connect_timeout": 10, "application_name": "auditor" if purpose == SCAN else f"auditor {purpose}"}
+        if purpose == BACKFILL:
+            connect_args["options"] = "-c lock_timeout=10000"
+        return log_sql(create_engine(target.url, connect_args=connect_args, **options))
+    engine = log_sql(create_engine(target.url, **options))
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection, _record):  # pragma: no cover - trivial
@@ -268,6 +285,16 @@ def _db_failure(target: DatabaseTarget, err: DBAPIError) -> UnavailableError:
     if err.connection_invalidated:
         return UnavailableError(f"lost the connection to {target.masked}: {detail}")
     return UnavailableError(f"database error on {target.masked}: {detail}")
+
+
+@contextmanager
+def database_errors(target: DatabaseTarget) -> Iterator[None]:
+    """Connection and SQL failures outside a read-only transaction (the backfill journal, its writes): one masked
+    line, exit 3."""
+    try:
+        yield
+    except DBAPIError as error:
+        raise UnavailableError(f"database error on {target.masked}: {describe_db_error(target, error)}") from None
 
 
 def analyze(target: DatabaseTarget, tables: list[str]) -> None:

@@ -12,10 +12,27 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
-from sqlalchemy import JSON, Column, Connection, DateTime, ForeignKey, Integer, LargeBinary, MetaData, String, Table, Text, and_, bindparam, inspect, select, text
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    inspect,
+    select,
+    text,
+)
 from sqlalchemy.dialects import postgresql
 
 from auditor import __version__
@@ -48,7 +65,7 @@ class JournalTables:
     report_checkpoints: Table
 
 
-@lru_cache(maxsize=None)
+@cache
 def tables(dialect: str) -> JournalTables:
     """The journal tables as this dialect names them (mirrors migration 0001). Built once per dialect: a run
     journals thousands of rows, and rebuilding the metadata for each cost more than the write itself."""

@@ -41,19 +41,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, delete, select, text
+from sqlalchemy import Engine, delete, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.pool import NullPool
 
 from auditor.audit import checkpoint
 from auditor.audit.findings import ERROR, iso
 from auditor.errors import InputError, UnavailableError
 from auditor.ledger.db import (
     EMBEDDED,
+    REPORT,
     DatabaseTarget,
     database_from,
     describe_db_error,
+    engine_for,
     parse_database_url,
 )
 from auditor.repair import journal
@@ -157,12 +158,6 @@ def source_name(report_db: str | None) -> str:
     """Which database a run audited, as history matches runs to their previous one."""
     target = database_from(report_db)
     return target.masked if target is not None else EMBEDDED
-
-
-def _engine(target: DatabaseTarget) -> Engine:
-    if target.dialect == "postgresql":
-        return create_engine(target.url, poolclass=NullPool, connect_args={"connect_timeout": 10, "application_name": "auditor report"})
-    return create_engine(target.url, poolclass=NullPool)
 
 
 def _failure(target: DatabaseTarget, error: DBAPIError) -> UnavailableError:
@@ -353,7 +348,7 @@ def report_run(target: DatabaseTarget, source: str, options: dict, started_at: d
     SQLite: the tables are created or upgraded here. PostgreSQL: missing or old tables are a usage error
     (exit 2) saying to run `auditor db upgrade`: DDL on a production database is the operator's call.
     """
-    engine = _engine(target)
+    engine = engine_for(target, REPORT)
     lock = None
     try:
         with _guard(target):
@@ -392,7 +387,7 @@ def report_run(target: DatabaseTarget, source: str, options: dict, started_at: d
 
 
 def list_report_runs(target: DatabaseTarget, limit: int | None) -> list[dict]:
-    engine = _engine(target)
+    engine = engine_for(target, REPORT)
     try:
         with _guard(target), engine.connect() as conn:
             found = journal.current_revision(conn)

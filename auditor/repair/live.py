@@ -22,17 +22,16 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-
-EPOCH = datetime(1970, 1, 1)
 from itertools import groupby
 from operator import attrgetter
 
 from sqlalchemy import Connection
 
+from auditor.errors import InputError
 from auditor.ledger import queries
 from auditor.ledger.capabilities import Capabilities
-from auditor.errors import InputError
 
+EPOCH = datetime(1970, 1, 1)
 CHUNK = 500  # counters per Redis round trip and per journal statement
 
 
@@ -73,8 +72,8 @@ class Ledger:
 
     def period_spend(self, conn: Connection, scope: str, entity_id: str, start: datetime | None, until: datetime) -> float:
         """An entity's charged spend since its period start (the scan's own query, queries.period_spend)."""
-        from auditor.repair.backfill import team_member_ids
         from auditor.audit.reconcile import LIFETIME
+        from auditor.repair.plan import team_member_ids
 
         entity = team_member_ids(entity_id) if scope == "team_member" else entity_id
         found = queries.period_spend(conn, self.caps, scope, [(entity, start or LIFETIME)], until)
