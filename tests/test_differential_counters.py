@@ -31,7 +31,7 @@ from auditor.litellm.counters import (  # noqa: E402
 )
 from auditor.litellm.periods import period_start, zone  # noqa: E402
 from auditor.ledger.queries import team_member_entity_id  # noqa: E402
-from auditor.audit.scan import team_entries  # noqa: E402
+from auditor.audit.entities import team_entries  # noqa: E402
 
 pytestmark = pytest.mark.differential
 

@@ -20,7 +20,8 @@ from auditor.litellm.catalogue import Catalogue
 from auditor.errors import InputError
 from auditor.audit.findings import Finding, ScanResult
 from auditor.litellm.resolver import Resolver
-from auditor.audit.scan import EntityBudgets, ScanOptions, entity_budgets, governed_charges, run_scan
+from auditor.audit.entities import EntityBudgets, entity_budgets, governed_charges
+from auditor.audit.scan import ScanOptions, run_scan
 
 EXAMPLES = 3  # request ids named per window; the counts are always complete
 

@@ -198,7 +198,8 @@ def resolve(
     from pathlib import Path
 
     from auditor.litellm.config import load_config
-    from auditor.audit.scan import key_budgets, load_catalogue, select_keys
+    from auditor.audit.entities import key_budgets, select_keys
+    from auditor.audit.scan import load_catalogue
 
     if (name is None) == (not all_models):
         raise InputError("give a model NAME, or --all for every logged model (not both)")

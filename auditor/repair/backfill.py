@@ -1142,7 +1142,8 @@ def prepare(conn: Connection, caps: Capabilities, loaded_config, scan_options, c
     """Run the scan (read-only, on `conn`), read the values the plan would touch, and plan."""
     from auditor.ledger.redis_store import read_counters
     from auditor.litellm.resolver import Resolver
-    from auditor.audit.scan import entity_budgets, load_catalogue, run_scan
+    from auditor.audit.entities import entity_budgets
+    from auditor.audit.scan import load_catalogue, run_scan
 
     from auditor.ledger.capabilities import detect_deployment_era
 
