@@ -17,9 +17,18 @@ from auditor.cli.common import (
     ConfigOption,
     DbOption,
     FailOn,
+    FailOnOption,
     LiteLLMVersionOption,
+    NowOption,
     RedisOption,
     RedisOptionalOption,
+    SettleOption,
+    SinceOption,
+    StatementTimeoutOption,
+    TimezoneOption,
+    ToleranceOption,
+    UntilOption,
+    WindowSlackOption,
     err,
     handles_errors,
     out,
@@ -47,15 +56,15 @@ def report(
     config: ConfigOption = None,
     redis_url: RedisOption = None,
     redis_optional: RedisOptionalOption = False,
-    since: Annotated[Optional[str], typer.Option(help='Only spend logs with "startTime" at or after this (ISO 8601, or an age like 30d).', show_default=False)] = None,
-    until: Annotated[Optional[str], typer.Option(help='Only spend logs with "startTime" before this.', show_default=False)] = None,
-    now: Annotated[Optional[str], typer.Option(help="Judge the scan at this instant (default: the current time); also the files' timestamp.", show_default=False)] = None,
-    tolerance: Annotated[float, typer.Option(help="Dollars a counter may differ from the ledger before it is drift.")] = 0.0001,
-    window_slack: Annotated[float, typer.Option(help="Seconds before a counter's start that still count in its window.")] = 1.0,
-    settle: Annotated[float, typer.Option(help="Seconds before --now whose charges counters may not hold yet.")] = 120.0,
-    fail_on: Annotated[FailOn, typer.Option(help="Exit 1 (and, with --quiet, print the summary) when a finding of this severity or worse is found.")] = FailOn.error,
-    statement_timeout: Annotated[Optional[float], typer.Option(help="PostgreSQL statement_timeout for the scan's queries, in seconds.", show_default=False)] = None,
-    timezone: Annotated[Optional[str], typer.Option(help="Zone LiteLLM aligns budget resets to. Default: litellm_settings.timezone, else UTC.", show_default=False)] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    now: NowOption = None,
+    tolerance: ToleranceOption = 0.0001,
+    window_slack: WindowSlackOption = 1.0,
+    settle: SettleOption = 120.0,
+    fail_on: FailOnOption = FailOn.error,
+    statement_timeout: StatementTimeoutOption = None,
+    timezone: TimezoneOption = None,
     history_db: HistoryDbOption = None,
     webhook: Annotated[Optional[str], typer.Option("--webhook", help='POST {"text": ...} (Slack-compatible) here when new error findings appear; 5 s timeout, one retry.', show_default=False)] = None,
     incremental: Annotated[bool, typer.Option("--incremental", help="Resume from the previous run's checkpoint: read only spend logs that ended since its cut. Falls back to a full scan (and says why) when the checkpoint cannot be reused.")] = False,
@@ -64,15 +73,16 @@ def report(
 ) -> None:
     """Run a scan and write it as dated report files: JSON, Markdown and a self-contained HTML page.
 
-    Writes auditor-report-<UTC timestamp>.json/.md/.html in --out, each atomically (mode 0600),
-    then latest.json/.md/.html with the same content. Each run is recorded in auditor's own tables
+    Writes auditor-report-<UTC timestamp>.json/.md/.html in --out (the timestamp of --now when given),
+    each atomically (mode 0600), then latest.json/.md/.html with the same content. Each run is recorded in auditor's own tables
     (--history-db, default the report's database) and the report says which findings are new, still
     open or resolved since the previous run. Each run also stores a checkpoint of the scan's state;
     --incremental resumes from it and reads only the spend logs that ended since (docs/cron.md), with the
     same result as a full scan. One run at a time: a second one exits 3. Exit codes as
     scan: 0 clean, 1 findings at or above --fail-on, 2 bad input (or PostgreSQL history tables missing:
     run `auditor db upgrade`), 3 could not run (or could not write --out, or another run holds the lock).
-    With --quiet it prints nothing unless it exits 1, so cron mails only when there is something to say.
+    With --quiet it prints nothing unless it exits 1 (then the summary line), so cron mails only when there
+    is something to say.
 
     Example:
 
