@@ -14,6 +14,7 @@ from auditor.ledger.capabilities import Capabilities
 from auditor.litellm.counters import Counter, expected_keys, loose_counter_key, parse_counter_key, rekey
 from auditor.litellm.eras import Era
 
+
 def database_counters(conn: Connection, caps: Capabilities) -> list[Counter]:
     counters = []
     for row in budget_holders.model_budget_window_rows(conn, caps):

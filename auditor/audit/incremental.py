@@ -18,6 +18,7 @@ from auditor.redact import is_raw_key
 if TYPE_CHECKING:
     from auditor.audit.scan import ScanOptions
 
+
 def plan(conn, caps, catalogue, options: ScanOptions, where, selected, holders, budgets, counters, increment: checkpoint.Increment):
     """Where this run cuts its checkpoint, and the previous checkpoint's state if it may resume from it (else None,
     and `increment.fallback` says why when an incremental run was asked for)."""

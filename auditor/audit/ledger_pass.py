@@ -23,6 +23,7 @@ from auditor.litellm.resolver import Resolver
 if TYPE_CHECKING:
     from auditor.audit.scan import ScanOptions
 
+
 def resolution_records(groups: list[queries.SpendGroup], resolutions: Resolver) -> list[dict]:
     """Charged rows and spend per distinct logged model triple, with how the resolver placed it (coverage)."""
     totals: dict[tuple[str, str, str], list] = defaultdict(lambda: [0, 0.0])

@@ -19,6 +19,7 @@ from auditor.ledger.capabilities import Capabilities
 if TYPE_CHECKING:
     from auditor.audit.scan import ScanOptions
 
+
 def rollup_pass(conn: Connection, caps: Capabilities, key_rows, options: ScanOptions, selected, history_out: list[dict],
              resume: checkpoint.State | None = None, state: checkpoint.State | None = None) -> tuple[list, list[str]]:
     """Daily rollups (per user, team, end user) against the ledger, only on whole days the ledger fully covers.

@@ -21,6 +21,7 @@ from auditor.litellm.counters import scalar_counter_key
 if TYPE_CHECKING:
     from auditor.audit.scan import ScanOptions
 
+
 def scalar_pass(conn: Connection, caps: Capabilities, holders: list[budget_holders.Holder], options: ScanOptions,
             resume: checkpoint.State | None = None, state: checkpoint.State | None = None, redis_values=None):
     """Every entity's scalar spend over its current period, summed in SQL per scope (see _period_sums), against its

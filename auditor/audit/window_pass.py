@@ -17,6 +17,7 @@ from auditor.audit.incremental import paid_before
 from auditor.audit.windows import Window, WindowTracker
 from auditor.ledger import queries
 
+
 class _Counted:
     """Passes rows through, counting them, for the progress bar."""
 
