@@ -9,15 +9,17 @@ embedded sample, Redis given up) goes to `warn`, by default a warning on the `au
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from auditor.audit.doctor import DoctorReport
 from auditor.audit.findings import ScanResult, iso
 from auditor.audit.spend import BY, SpendTable
 from auditor.errors import InputError
+from auditor.report.run import ReportRun
 from auditor.session import Warn, log_warning, scan_session
 
 if TYPE_CHECKING:
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
     from auditor.repair.live import Ledger
     from auditor.repair.plan import Plan
 
-__all__ = ["BackfillPlan", "apply_backfill", "doctor", "plan_backfill", "scan", "spend"]
+__all__ = ["BackfillPlan", "ReportRun", "apply_backfill", "doctor", "plan_backfill", "report", "scan", "spend"]
 
 Instant = str | datetime  # ISO 8601, an age such as "30d" (before `now`), or a datetime (naive means UTC)
 
@@ -69,6 +71,27 @@ def spend(db: str | None = None, *, config: str | None = None, by: str = "key", 
     options = session.options
     return lines.table(found, ignored, by=by, period=period, zone_name=options.timezone or "UTC", top=top, model=model,
                        since=options.since, until=options.until)
+
+
+def report(db: str | None = None, *, config: str | None = None, redis: str | None = None, out: str | os.PathLike,
+           formats: str | Sequence[str] = ("json", "md", "html"), incremental: bool = False, lookback: str | timedelta = "1h",
+           history_db: str | None = None, webhook: str | None = None, now: Instant | None = None,
+           since: Instant | None = None, until: Instant | None = None, tolerance: float = 0.0001, window_slack: float = 1.0,
+           settle: float = 120.0, fail_on: str = "error", statement_timeout: float | None = None,
+           timezone: str | None = None, redis_optional: bool = False, litellm_version: str | None = None,
+           progress: Callable[[int], None] | None = None, warn: Warn = log_warning) -> ReportRun:
+    """`auditor report`: a scan written to `out` as dated JSON, Markdown and HTML files (and latest.*), recorded in
+    auditor's history (`history_db`, default the report's database) and compared with the previous run; with
+    `incremental`, resumed from that run's checkpoint. `webhook` is posted when new errors appear. One run at a
+    time: another one holding the lock raises UnavailableError (exit 3). `fail_on` is recorded in the report; the
+    caller decides what failing means (the CLI exits 1 when `result.worst()` reaches it)."""
+    from auditor.report.run import run_report
+
+    return run_report(db, config, redis, out=out, formats=formats, incremental=incremental, lookback=lookback,
+                      history_db=history_db, webhook=webhook, now=_instant(now), since=_instant(since),
+                      until=_instant(until), tolerance=tolerance, window_slack=window_slack, settle=settle, fail_on=fail_on,
+                      statement_timeout=statement_timeout, timezone=timezone, redis_optional=redis_optional,
+                      litellm_version=litellm_version, progress=progress, warn=warn)
 
 
 def doctor(db: str | None = None, *, config: str | None = None, redis: str | None = None,

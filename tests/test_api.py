@@ -64,6 +64,10 @@ def test_the_readme_example_runs_and_agrees_with_the_cli(no_deployment, tmp_path
                  for f in scan["findings"] if f["severity"] == "error"]
     expected += [f"{len(teams['lines'])} team lines", "scan can run", "[]"]
     said = ran.stdout.splitlines()
+    reported = CliRunner().invoke(app, ["report", "--out", str(tmp_path / "cli"), "--now", NOW, "--fail-on", "never"])
+    assert reported.exit_code == 0, reported.output
+    summary = reported.stdout.splitlines()[-1]  # the same summary, naming the CLI's directory instead
+    assert said.pop(-2) == summary.replace(str(tmp_path / "cli"), "reports")
     errors = len(expected) - 4  # the JSON lists findings in its own order: compare the error lines as a multiset
     assert said[:1] + sorted(said[1:-3]) + said[-3:] == expected[:1] + sorted(expected[1:-3]) + expected[-3:]
     assert len(said) == len(expected) and errors > 3  # the sample has errors to show
@@ -83,3 +87,23 @@ def test_warnings_go_where_the_caller_says(no_deployment):
     report = auditor.doctor(warn=said.append)
     assert report.can_scan
     assert said == ["no database configured (--db, AUDITOR_DATABASE_URL, DATABASE_URL): using the embedded sample deployment"]
+
+
+def test_report_from_python_is_the_report_command(no_deployment, tmp_path):
+    from auditor.report import history  # the subpackage binds no `auditor.report` over the library call
+
+    assert history.KIND and auditor.report is auditor.api.report
+    said: list[str] = []
+    run = auditor.report(out=tmp_path / "r", formats="json,md", now=NOW, warn=said.append)
+    assert isinstance(run, auditor.api.ReportRun) and run.formats == ("json", "md")
+    assert [p.name for p in run.written] == [run.files["json"], run.files["md"]] and all(p.exists() for p in run.written)
+    assert json.loads((tmp_path / "r" / "latest.json").read_text()) == run.record
+    assert run.main_file == str(tmp_path / "r" / run.files["json"]) and run.summary().endswith(f"; report {run.main_file}")
+    assert run.result.worst() == "error" and run.notices == []
+    assert said == ["no database configured (--db, AUDITOR_DATABASE_URL, DATABASE_URL): using the embedded sample deployment"]
+    again = auditor.report(out=tmp_path / "r", formats=["json"], now=NOW, incremental=True, warn=said.append)
+    assert again.changes["previous_run"] == run.run_id and again.changes["counts"]["new_errors"] == 0
+    with pytest.raises(InputError, match="--formats"):
+        auditor.report(out=tmp_path / "r", formats="pdf", warn=said.append)
+    with pytest.raises(InputError, match="--fail-on"):
+        auditor.report(out=tmp_path / "r", fail_on="sometimes", warn=said.append)

@@ -24,7 +24,7 @@ with warnings.catch_warnings():  # LiteLLM's import-time pydantic chatter is not
     from litellm.proxy._types import Litellm_EntityType
     from litellm.router_api import deployment_id
 
-from auditor.audit.scan import team_entries  # noqa: E402
+from auditor.audit.entities import team_entries  # noqa: E402
 from auditor.ledger.queries import team_member_entity_id  # noqa: E402
 from auditor.litellm.budgets import BudgetEntry, parse_model_max_budget  # noqa: E402
 from auditor.litellm.catalogue import generated_model_id  # noqa: E402

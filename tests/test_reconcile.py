@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from auditor.audit import reconcile
-from auditor.audit.scan import EntityBudgets
+from auditor.audit.entities import EntityBudgets
 from auditor.audit.windows import Window
 from auditor.ledger.budget_holders import Holder
 from auditor.ledger.daily_rollups import DayTotals

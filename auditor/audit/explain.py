@@ -12,8 +12,9 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
+from auditor.audit.entities import EntityBudgets, entity_budgets, governed_charges
 from auditor.audit.findings import Finding, ScanResult
-from auditor.audit.scan import EntityBudgets, ScanOptions, entity_budgets, governed_charges, run_scan
+from auditor.audit.scan import ScanOptions, run_scan
 from auditor.errors import InputError
 from auditor.ledger import budget_holders, queries
 from auditor.ledger.capabilities import Capabilities

@@ -1,4 +1,5 @@
-"""What every command shares: the consoles, the database/config/Redis options, one-line errors."""
+"""What every command shares: the consoles, the database/config/Redis options, the scan options (declared once
+here; their defaults stay in each signature, as Typer wants), one-line errors."""
 
 from __future__ import annotations
 
@@ -73,6 +74,19 @@ StatementTimeoutOption = Annotated[
     Optional[float],
     typer.Option(help="PostgreSQL statement_timeout for the scan's queries, in seconds.", show_default=False),
 ]
+NowOption = Annotated[
+    Optional[str],
+    typer.Option(help="Judge the scan at this instant (default: the current time), for reproducible results.", show_default=False),
+]
+ToleranceOption = Annotated[float, typer.Option(help="Dollars a counter may differ from the ledger before it is drift.")]
+WindowSlackOption = Annotated[float, typer.Option(help="Seconds before a counter's start that still count in its window.")]
+SettleOption = Annotated[float, typer.Option(help="Seconds before --now whose charges counters may not hold yet.")]
+KeysOption = Annotated[
+    Optional[list[str]], typer.Option("--key", help="A key hash or alias; repeat for several.", show_default=False)
+]
+ModelOption = Annotated[
+    Optional[str], typer.Option(help="Only findings about this model group or budget entry.", show_default=False)
+]
 OutputOption = Annotated[
     Optional[str], typer.Option(help="Write the output to this file (atomically, mode 0600).", show_default=False)
 ]
@@ -100,6 +114,9 @@ class FailOn(str, Enum):
         from auditor.audit.findings import SEVERITY_RANK
 
         return self is not FailOn.never and worst is not None and SEVERITY_RANK[worst] >= SEVERITY_RANK[self.value]
+
+
+FailOnOption = Annotated[FailOn, typer.Option(help="Exit 1 when a finding of this severity or worse is found.")]
 
 
 def fail(message: str, code: ExitCode) -> typer.Exit:

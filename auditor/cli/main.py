@@ -18,14 +18,21 @@ from auditor.cli.common import (
     ConfigOption,
     DbOption,
     FailOn,
+    FailOnOption,
     LiteLLMVersionOption,
     Format,
     FormatOption,
+    KeysOption,
+    ModelOption,
+    NowOption,
     OutputOption,
+    SettleOption,
     SinceOption,
     StatementTimeoutOption,
     TimezoneOption,
+    ToleranceOption,
     UntilOption,
+    WindowSlackOption,
     RedisOption,
     RedisOptionalOption,
     err,
@@ -112,15 +119,15 @@ def scan(
     redis_optional: RedisOptionalOption = False,
     since: SinceOption = None,
     until: UntilOption = None,
-    key: Annotated[Optional[list[str]], typer.Option("--key", help="A key hash or alias; repeat for several.", show_default=False)] = None,
-    model: Annotated[Optional[str], typer.Option(help="Only findings about this model group or budget entry.", show_default=False)] = None,
+    key: KeysOption = None,
+    model: ModelOption = None,
     output_format: FormatOption = Format.table,
     output: OutputOption = None,
-    now: Annotated[Optional[str], typer.Option(help="Judge the scan at this instant (default: the current time), for reproducible results.", show_default=False)] = None,
-    tolerance: Annotated[float, typer.Option(help="Dollars a counter may differ from the ledger before it is drift.")] = 0.0001,
-    window_slack: Annotated[float, typer.Option(help="Seconds before a counter's start that still count in its window.")] = 1.0,
-    settle: Annotated[float, typer.Option(help="Seconds before --now whose charges counters may not hold yet.")] = 120.0,
-    fail_on: Annotated[FailOn, typer.Option(help="Exit 1 when a finding of this severity or worse is found.")] = FailOn.error,
+    now: NowOption = None,
+    tolerance: ToleranceOption = 0.0001,
+    window_slack: WindowSlackOption = 1.0,
+    settle: SettleOption = 120.0,
+    fail_on: FailOnOption = FailOn.error,
     statement_timeout: StatementTimeoutOption = None,
     timezone: TimezoneOption = None,
     use_rollups: Annotated[bool, typer.Option("--use-rollups", help="Add per-day history from LiteLLM_DailyUserSpend for days the ledger no longer holds (JSON: rollup_history).")] = False,
@@ -198,7 +205,8 @@ def resolve(
     from pathlib import Path
 
     from auditor.litellm.config import load_config
-    from auditor.audit.scan import key_budgets, load_catalogue, select_keys
+    from auditor.audit.entities import key_budgets, select_keys
+    from auditor.audit.scan import load_catalogue
 
     if (name is None) == (not all_models):
         raise InputError("give a model NAME, or --all for every logged model (not both)")
@@ -302,9 +310,9 @@ def explain(
     db: DbOption = None,
     config: ConfigOption = None,
     redis_url: RedisOption = None,
-    since: Annotated[Optional[str], typer.Option(help='Only spend logs with "startTime" at or after this.', show_default=False)] = None,
-    now: Annotated[Optional[str], typer.Option(help="Judge at this instant (default: now).", show_default=False)] = None,
-    timezone: Annotated[Optional[str], typer.Option(help="Zone LiteLLM aligns budget resets to.", show_default=False)] = None,
+    since: SinceOption = None,
+    now: NowOption = None,
+    timezone: TimezoneOption = None,
 ) -> None:
     """One entity's story: each budget entry's windows against the limit, its counters, and its scalar spend.
 

@@ -50,7 +50,7 @@ class WindowAsk:
 
 class Ledger:
     """Re-sums counters' windows from LiteLLM_SpendLogs as the scan does: `queries.stream_charges` (charged rows
-    only, repeat polls of a paid job dropped) and `scan.governed_charges` (the entry LiteLLM charges each row to)."""
+    only, repeat polls of a paid job dropped) and `entities.governed_charges` (the entry LiteLLM charges each row to)."""
 
     def __init__(self, caps: Capabilities, budgets: Mapping, catalogue, slack: timedelta) -> None:
         from auditor.litellm.resolver import Resolver
@@ -86,7 +86,7 @@ class Ledger:
     def window_spends(self, conn: Connection, asks: Sequence[WindowAsk]) -> list[float]:
         """Each ask's charges in [start - slack, min(window end, cut)), by endTime as the scan's CounterLedger counts
         them: one streamed read per scope for all the asks, from the earliest window on."""
-        from auditor.audit.scan import governed_charges
+        from auditor.audit.entities import governed_charges
 
         totals = [0.0] * len(asks)
         wanted: dict[str, dict[str, dict[str, list]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
+from auditor.audit.entities import entity_budgets
 from auditor.audit.findings import ScanResult
-from auditor.audit.scan import ScanOptions, entity_budgets, load_catalogue, run_scan
+from auditor.audit.scan import ScanOptions, load_catalogue, run_scan
 from auditor.ledger import budget_holders, queries
 from auditor.ledger.capabilities import Capabilities, detect_deployment_era
 from auditor.ledger.redis_store import read_counters

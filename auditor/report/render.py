@@ -12,10 +12,7 @@ import json
 import re
 import shlex
 from collections import defaultdict
-
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from auditor.audit.findings import SEVERITY_RANK, ScanResult, over_budget_phrase
 
@@ -25,6 +22,8 @@ SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 # become spaces (a line of output stays one line); the rest is dropped.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _BREAKS = re.compile("[\t\n\u0085\u2028\u2029]")
+if TYPE_CHECKING:
+    from rich.console import Console
 CSV_FIELDS = (
     "severity", "kind", "scope", "entity_id", "entity_alias", "budget_model", "model_group", "model", "time_period",
     "window_start", "window_end", "budget_limit", "logged_spend", "cached_spend", "requests_after_limit",
@@ -41,7 +40,10 @@ def plain(text: object) -> str:
 
 
 def clean(text: object) -> str:
-    """Terminal-safe: plain() and Rich markup escaped, so `[bold]` prints as typed."""
+    """Terminal-safe: plain() and Rich markup escaped, so `[bold]` prints as typed. (Rich is imported where it is
+    used, so the library's report, which renders Markdown and HTML with this module, loads no Rich.)"""
+    from rich.markup import escape
+
     return escape(plain(text))
 
 
@@ -147,6 +149,8 @@ def next_commands(findings: list[dict]) -> list[str]:
 
 def print_table(result: ScanResult, console: Console) -> None:
     """One table per entity with findings, worst first, then the totals line."""
+    from rich.table import Table
+
     record = result.as_record()
     by_entity: dict[str, list[dict]] = defaultdict(list)
     for finding in record["findings"]:
