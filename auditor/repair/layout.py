@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from auditor.errors import InputError
 from auditor.litellm.eras import MEMORY, PER_ENTRY, Detection, detect_era
@@ -33,7 +33,7 @@ class Layout:
     note: str | None = None
     era: str | None = None  # auditor.litellm.eras.Era.name
 
-    def as_record(self) -> dict:
+    def as_record(self) -> dict[str, Any]:
         return asdict(self)
 
 

@@ -9,6 +9,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any, Required, TypedDict
 
 from auditor.audit.findings import COUNTER_DRIFT, MISKEYED_COUNTER, Finding, ScanResult, iso
 from auditor.litellm.counters import MODEL_COUNTER_PREFIXES, PREFIX_OF_SCOPE, CounterKey, parse_counter_key, parse_float
@@ -32,6 +33,10 @@ TARGETS = (COUNTERS_TARGET, MODEL_SPEND, SCALAR)  # --target spend: an entity's 
 
 BWS_ENTITY_TYPE = "model_max_budget"
 
+# One value as read or to write: a Redis key ({"key", "value", "expire_at_ms"}), a LiteLLM_BudgetWindowSpend row, a
+# key's model_spend JSON or an entity's scalar spend. Plain dicts: they go to the JSON plan and the journal as they are.
+Cell = dict[str, Any]
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -42,8 +47,8 @@ class Snapshot:
     model_spend: key hash -> the key's model_spend JSON.
     """
 
-    redis: Mapping[str, Mapping] = field(default_factory=dict)
-    rows: Mapping[tuple[str, str], Mapping] = field(default_factory=dict)
+    redis: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    rows: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
     model_spend: Mapping[str, object] = field(default_factory=dict)
     lifetime: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # key hash -> {model group: lifetime ledger}
 
@@ -63,8 +68,8 @@ class PlannedWrite:
     action: str  # SET, REMOVE, SKIP
     key: str  # the Redis key / BudgetWindowSpend entity_id / key hash written
     why: str
-    old: tuple[dict, ...] = ()  # cells as read (what a compare-and-set expects)
-    new: tuple[dict, ...] = ()  # cells to write
+    old: tuple[Cell, ...] = ()  # cells as read (what a compare-and-set expects)
+    new: tuple[Cell, ...] = ()  # cells to write
     scope: str | None = None
     entity_id: str | None = None
     entity_alias: str | None = None
@@ -81,14 +86,14 @@ class PlannedWrite:
     def keys(self) -> tuple[str, ...]:
         return tuple(cell["key"] for cell in self.new) if self.target == REDIS and self.new else (self.key,)
 
-    def as_record(self) -> dict:
+    def as_record(self) -> dict[str, Any]:
         record = asdict(self)
         for name in ("window_start", "window_end"):
             record[name] = iso(record[name])
         record["keys"] = list(self.keys)
         return record
 
-    def journal_record(self) -> dict:
+    def journal_record(self) -> dict[str, Any]:
         return {"target": self.target, "action": self.action, "scope": self.scope, "entity_id": self.entity_id,
                 "key": self.key, "old": list(self.old), "new": list(self.new)}
 
@@ -110,7 +115,7 @@ class Plan:
     def skipped(self) -> list[PlannedWrite]:
         return [w for w in self.writes if w.action == SKIP]
 
-    def as_record(self) -> dict:
+    def as_record(self) -> dict[str, Any]:
         return {
             "schema_version": 1,
             "as_of": iso(self.as_of),
@@ -201,13 +206,14 @@ def plan(result: ScanResult, snapshot: Snapshot, options: PlanOptions) -> Plan:
         if f.kind == COUNTER_DRIFT and f.counter_source in (REDIS, BWS):
             if not counters:
                 continue
-            write = _plan_counter(f, snapshot, options, now)
+            write = _plan_counter(f, f.counter_source, snapshot, options, now)
             writes.append(write)
-            if write.action == SET and write.target == REDIS and layout.name == ALIAS_LAYOUT:
+            if (write.action == SET and write.target == REDIS and layout.name == ALIAS_LAYOUT
+                    and f.scope is not None and f.entity_id is not None):  # always named by a counter's finding
                 alias_starts[(f.scope, f.entity_id)].append(write)
         elif f.kind == MISKEYED_COUNTER and f.counter_source in (REDIS, BWS):
             if counters:
-                writes.append(_plan_miskeyed(f, snapshot, options))
+                writes.append(_plan_miskeyed(f, f.counter_source, snapshot, options))
     scalar = [f for f in result.findings if _is_drift(f, SCALAR)]
     if SCALAR in options.targets:
         writes += [_plan_scalar(f, options) for f in sorted(scalar, key=lambda f: f.sort_key)]
@@ -224,25 +230,39 @@ def plan(result: ScanResult, snapshot: Snapshot, options: PlanOptions) -> Plan:
     return Plan(now, options.wall_now, layout, tuple(t for t in TARGETS if t in options.targets), writes, notes)
 
 
-def _base(f: Finding, target: str, key: str) -> dict:
-    return dict(target=target, key=key, scope=f.scope, entity_id=f.entity_id, entity_alias=f.entity_alias,
-                budget_model=f.budget_model, time_period=f.time_period, window_start=f.window_start, window_end=f.window_end)
+class _About(TypedDict, total=False):
+    """What a PlannedWrite is about, the same whether it is set, removed or skipped: `PlannedWrite(**about, action=...)`."""
+
+    target: Required[str]
+    key: Required[str]
+    scope: str | None
+    entity_id: str | None
+    entity_alias: str | None
+    budget_model: str | None
+    time_period: str | None
+    window_start: datetime | None
+    window_end: datetime | None
 
 
-def _redis_cell(snapshot: Snapshot, key: str) -> dict:
+def _base(f: Finding, target: str, key: str) -> _About:
+    return _About(target=target, key=key, scope=f.scope, entity_id=f.entity_id, entity_alias=f.entity_alias,
+                  budget_model=f.budget_model, time_period=f.time_period, window_start=f.window_start, window_end=f.window_end)
+
+
+def _redis_cell(snapshot: Snapshot, key: str) -> Cell:
     found = snapshot.redis.get(key) or {}
     return {"key": key, "value": found.get("value"), "expire_at_ms": found.get("expire_at_ms")}
 
 
-def _row_cell(snapshot: Snapshot, entity_id: str, duration: str) -> dict:
+def _row_cell(snapshot: Snapshot, entity_id: str, duration: str) -> Cell:
     found = snapshot.rows.get((entity_id, duration)) or {}
     return {"entity_id": entity_id, "window_duration": duration, "window_start": found.get("window_start"), "spend": found.get("spend")}
 
 
-def _plan_counter(f: Finding, snapshot: Snapshot, options: PlanOptions, now: datetime) -> PlannedWrite:
+def _plan_counter(f: Finding, target: str, snapshot: Snapshot, options: PlanOptions, now: datetime) -> PlannedWrite:
+    """One drifted window counter (`target`: its counter_source, REDIS or BWS) set to the ledger, or skipped with why."""
     layout = options.layout
     parsed = parse_counter_key(f.counter_key or "")
-    target = f.counter_source
     if parsed is None or f.window_start is None or f.window_end is None or f.logged_spend is None:
         return PlannedWrite(**_base(f, target, f.counter_key or ""), action=SKIP, why="the finding does not name a window")
     base = _base(f, target, parsed.key)
@@ -287,7 +307,7 @@ def _plan_counter(f: Finding, snapshot: Snapshot, options: PlanOptions, now: dat
         started = parse_float(cells_old[1]["value"])
         stale = stale or started is None or abs(started - f.window_start.replace(tzinfo=UTC).timestamp()) > 0.002
     why = ("missing: LiteLLM reads $0" if old_spend["value"] is None else "differs from the ledger") + f"; {window}, TTL {_duration(ttl)}"
-    return PlannedWrite(**{**base, "key": spend_key}, action=SET, old=tuple(cells_old), new=tuple(cells_new),
+    return PlannedWrite(**base, action=SET, old=tuple(cells_old), new=tuple(cells_new),
                         old_value=current if old_spend["value"] is not None else None, new_value=f.logged_spend,
                         ttl_seconds=ttl, stale=stale, why=why)
 
@@ -305,30 +325,34 @@ def _plan_alias_starts(pending: Mapping[tuple[str, str], list[PlannedWrite]], sn
     """1.84–1.98 keep one start key per entity, shared by all its counters: write it once, only where absent."""
     writes = []
     for (scope, entity_id), counters in sorted(pending.items()):
+        # (start, end, write) of each counter set; a set counter always has its window (_plan_counter skips the others)
+        windows = [(w.window_start, w.window_end, w) for w in counters if w.window_start is not None and w.window_end is not None]
+        if not windows:
+            continue
         key = f"{MODEL_COUNTER_PREFIXES[PREFIX_OF_SCOPE[scope]]}:{entity_id}"
         cell = _redis_cell(snapshot, key)
-        first = min(counters, key=lambda w: w.window_start)
-        base = dict(target=REDIS, key=key, scope=scope, entity_id=entity_id, entity_alias=first.entity_alias,
-                    window_start=first.window_start, window_end=max(w.window_end for w in counters))
+        start, _, first = min(windows, key=lambda window: window[0])
+        end = max(window_end for _, window_end, _ in windows)
+        base = _About(target=REDIS, key=key, scope=scope, entity_id=entity_id, entity_alias=first.entity_alias,
+                      window_start=start, window_end=end)
         existing = parse_float(cell["value"]) if cell["value"] is not None else None
-        if existing is not None and abs(existing - first.window_start.replace(tzinfo=UTC).timestamp()) <= 1.0:
+        if existing is not None and abs(existing - start.replace(tzinfo=UTC).timestamp()) <= 1.0:
             continue  # already the window the counters were computed for
-        if cell["value"] is not None or len({w.window_start for w in counters}) > 1:
+        if cell["value"] is not None or len({window_start for window_start, _, _ in windows}) > 1:
             writes.append(PlannedWrite(**base, action=SKIP, why=(
                 "the entity's shared start key (1.84–1.98) holds another window start; left alone" if cell["value"] is not None
                 else "this entity's counters are in windows that started at different times; one shared start key cannot hold them")))
             continue
-        end_ms = epoch_ms(base["window_end"])
-        ttl = math.ceil((base["window_end"] - options.wall_now).total_seconds())
-        writes.append(PlannedWrite(**base, action=SET, old=(cell,), new=({"key": key, "value": start_value(first.window_start), "expire_at_ms": end_ms},),
+        end_ms = epoch_ms(end)
+        ttl = math.ceil((end - options.wall_now).total_seconds())
+        writes.append(PlannedWrite(**base, action=SET, old=(cell,), new=({"key": key, "value": start_value(start), "expire_at_ms": end_ms},),
                                    ttl_seconds=ttl, why=f"the entity's shared start key is missing; TTL {_duration(ttl)}"))
     return writes
 
 
-def _plan_miskeyed(f: Finding, snapshot: Snapshot, options: PlanOptions) -> PlannedWrite:
+def _plan_miskeyed(f: Finding, target: str, snapshot: Snapshot, options: PlanOptions) -> PlannedWrite:
     parsed = parse_counter_key(f.counter_key or "")
-    base = _base(f, f.counter_source, f.counter_key or "")
-    base["budget_model"] = f.budget_model
+    base = _base(f, target, f.counter_key or "")
     if parsed is None:
         return PlannedWrite(**base, action=SKIP, why="the finding does not name a counter key")
     merge = _merge_note(f, options.layout)
@@ -385,7 +409,7 @@ def _plan_model_spend(result: ScanResult, snapshot: Snapshot, options: PlanOptio
     for token, findings in sorted(by_token.items()):
         current = snapshot.model_spend.get(token)
         alias = findings[0].entity_alias
-        base = dict(target=MODEL_SPEND, key=token, scope="key", entity_id=token, entity_alias=alias)
+        base = _About(target=MODEL_SPEND, key=token, scope="key", entity_id=token, entity_alias=alias)
         if not isinstance(current, Mapping):
             writes.append(PlannedWrite(**base, action=SKIP, why="the key's model_spend is gone or not a JSON object"))
             continue
@@ -398,7 +422,8 @@ def _plan_model_spend(result: ScanResult, snapshot: Snapshot, options: PlanOptio
                 if number is not None:  # not a number: the scan skipped it too, and the rewrite drops it
                     rewritten[options.canonical(str(name)) or str(name)] += number
             for f in findings:
-                rewritten[f.model_group] = float(f.logged_spend or 0.0)
+                if f.model_group is not None:  # always: a model_spend drift names the group it compared
+                    rewritten[f.model_group] = float(f.logged_spend or 0.0)
             new = {name: rewritten[name] for name in sorted(rewritten) if rewritten[name]}
         old_total, new_total = sum(parse_float(v) or 0.0 for v in current.values()), sum(new.values())
         groups = ", ".join(new) or "no spend"
@@ -419,19 +444,20 @@ def team_member_ids(entity_id: str) -> tuple[str, str]:
 
 def _plan_scalar(f: Finding, options: PlanOptions) -> PlannedWrite:
     """An entity's scalar `spend` set to the ledger's sum over its current budget period."""
-    base = dict(target=SCALAR, key=f.counter_key or "", scope=f.scope, entity_id=f.entity_id, entity_alias=f.entity_alias,
-                time_period=f.time_period, window_start=f.window_start, window_end=f.window_end,
-                old_value=f.cached_spend, new_value=f.logged_spend)
+    base = _About(target=SCALAR, key=f.counter_key or "", scope=f.scope, entity_id=f.entity_id, entity_alias=f.entity_alias,
+                  time_period=f.time_period, window_start=f.window_start, window_end=f.window_end)
     if f.scope not in SCALAR_ROWS or f.entity_id is None or f.logged_spend is None or f.cached_spend is None:
-        return PlannedWrite(**base, action=SKIP, why="the finding does not name an entity's spend")
+        return PlannedWrite(**base, action=SKIP, old_value=f.cached_spend, new_value=f.logged_spend,
+                            why="the finding does not name an entity's spend")
     if f.window_end is not None and f.window_end <= options.wall_now:
-        return PlannedWrite(**base, action=SKIP, why=f"its period ended at {iso_ms(f.window_end)}: LiteLLM's reset job zeroes it")
+        return PlannedWrite(**base, action=SKIP, old_value=f.cached_spend, new_value=f.logged_spend,
+                            why=f"its period ended at {iso_ms(f.window_end)}: LiteLLM's reset job zeroes it")
     table, pk = SCALAR_ROWS[f.scope]
     ids = team_member_ids(f.entity_id) if f.scope == "team_member" else (f.entity_id,)
     cell = {"table": table, "pk": dict(zip(pk, ids, strict=True)), "period_start": iso_ms(f.window_start) if f.window_start else None}
     period = f"period since {iso_ms(f.window_start)}" if f.window_start else "lifetime (no budget_duration)"
     return PlannedWrite(**base, action=SET, old=({**cell, "spend": float(f.cached_spend)},), new=({**cell, "spend": float(f.logged_spend)},),
-                        why=f"{table}.spend against the ledger's {period}")
+                        old_value=f.cached_spend, new_value=f.logged_spend, why=f"{table}.spend against the ledger's {period}")
 
 
 def _duration(seconds: int) -> str:
