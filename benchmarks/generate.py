@@ -668,16 +668,16 @@ def write_reference_tables(conn: psycopg.Connection, world: World) -> None:
             cur.execute(
                 'INSERT INTO "LiteLLM_TeamTable" (team_id, team_alias, organization_id, admins, members, members_with_roles, metadata, '
                 "spend, models, blocked, created_at, updated_at, model_spend, model_max_budget, team_member_permissions, policies, "
-                "allow_team_guardrail_config, access_group_ids, default_team_member_models, router_settings, budget_duration) "
-                "VALUES (%s, %s, 'org-acme', '{}', '{}', '[]', '{}', 0, '{}', false, %s, %s, '{}', '{}', '{}', '{}', false, '{}', '{}', '{}', %s)",
-                (team_id, alias, created, created, world.scalar_budgets.get(("team", team_id), (None, 0))[0]),
+                "allow_team_guardrail_config, access_group_ids, default_team_member_models, router_settings) "
+                "VALUES (%s, %s, 'org-acme', '{}', '{}', '[]', '{}', 0, '{}', false, %s, %s, '{}', '{}', '{}', '{}', false, '{}', '{}', '{}')",
+                (team_id, alias, created, created),
             )
         for user in world.users:
             cur.execute(
                 'INSERT INTO "LiteLLM_UserTable" (user_id, user_email, user_role, spend, metadata, model_spend, model_max_budget, '
-                "teams, models, allowed_cache_controls, policies, created_at, updated_at, budget_duration) "
-                "VALUES (%s, %s, 'internal_user', 0, '{}', '{}', '{}', '{}', '{}', '{}', '{}', %s, %s, %s)",
-                (user, f"{user.removeprefix('u-')}@acme.example", created, created, world.scalar_budgets.get(("user", user), (None, 0))[0]),
+                "teams, models, allowed_cache_controls, policies, created_at, updated_at) "
+                "VALUES (%s, %s, 'internal_user', 0, '{}', '{}', '{}', '{}', '{}', '{}', '{}', %s, %s)",
+                (user, f"{user.removeprefix('u-')}@acme.example", created, created),
             )
         for group, model, model_id, provider, _, source, _ in DEPLOYMENTS:
             if source == "db":
@@ -692,10 +692,9 @@ def write_reference_tables(conn: psycopg.Connection, world: World) -> None:
                 'INSERT INTO "LiteLLM_VerificationToken" (token, key_name, key_alias, soft_budget_cooldown, spend, models, aliases, '
                 "config, user_id, team_id, permissions, metadata, allowed_cache_controls, model_spend, model_max_budget, "
                 "organization_id, created_at, created_by, updated_at, updated_by, allowed_routes, policies, access_group_ids, "
-                "router_settings, budget_fallbacks, total_spend, budget_duration) VALUES (%s, %s, %s, false, 0, '{}', '{}', '{}', %s, %s, "
-                "'{}', '{}', '{}', '{}', %s, %s, %s, %s, %s, %s, '{}', '{}', '{}', '{}', '{}', 0, %s)",
-                (k.token, k.key_name, k.alias, k.user, k.team, json.dumps(k.budget or {}), k.org, created, k.user, created, k.user,
-                 world.scalar_budgets.get(("key", k.token), (None, 0))[0]),
+                "router_settings, budget_fallbacks, total_spend) VALUES (%s, %s, %s, false, 0, '{}', '{}', '{}', %s, %s, '{}', '{}', "
+                "'{}', '{}', %s, %s, %s, %s, %s, %s, '{}', '{}', '{}', '{}', '{}', 0)",
+                (k.token, k.key_name, k.alias, k.user, k.team, json.dumps(k.budget or {}), k.org, created, k.user, created, k.user),
             )
 
 
@@ -858,6 +857,16 @@ def set_scalar_spend(conn: psycopg.Connection, now: datetime) -> None:
                     rollup=sql.Identifier(rollup), entity=sql.Identifier(entity)))
 
 
+def set_budget_durations(conn: psycopg.Connection, world: World) -> None:
+    """budget_duration on the entities assign_scalar_budgets chose (NULL elsewhere), before set_scalar_spend."""
+    for scope, (table, id_column, *_) in SCALAR_TABLES.items():
+        durations = [(duration, entity) for (s, entity), (duration, _) in world.scalar_budgets.items() if s == scope]
+        conn.execute(sql.SQL("UPDATE {} SET budget_duration = NULL, max_budget = NULL").format(sql.Identifier(table)))
+        with conn.cursor() as cur:
+            cur.executemany(sql.SQL("UPDATE {} SET budget_duration = %s WHERE {} = %s").format(
+                sql.Identifier(table), sql.Identifier(id_column)), durations)
+
+
 def set_max_budgets(conn: psycopg.Connection, world: World) -> int:
     """Each scalar budget's max_budget: its headroom x the entity's average spend over one period of the ledger
     (lifetime budgets: x its lifetime spend), rounded up to the cent. Returns how many were set."""
@@ -881,8 +890,10 @@ def set_max_budgets(conn: psycopg.Connection, world: World) -> int:
 
 
 def litellm_writes(conn: psycopg.Connection, world: World | None) -> str:
-    """After the load: the rollups from scratch, scalar spend at the ledger's newest "endTime", limits (with the
-    world that assigned them), in one transaction (add_rollups needs one). Returns a line saying what was written."""
+    """After the load: the rollups from scratch; with the world, the scalar budgets it assigned (budget_duration);
+    scalar spend at the ledger's newest "endTime"; with the world, the limits. In one transaction (add_rollups
+    needs one), so `--resume` on a finished load, even one made before this step existed, redoes it whole.
+    Returns a line saying what was written."""
     t0 = time.monotonic()
     with conn.transaction():
         create_rollup_tables(conn)
@@ -891,6 +902,8 @@ def litellm_writes(conn: psycopg.Connection, world: World | None) -> str:
             conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(table)))
         written = add_rollups(conn, upsert=False)
         create_rollup_indexes(conn)
+        if world is not None:
+            set_budget_durations(conn, world)
         now = conn.execute('SELECT max("endTime") FROM "LiteLLM_SpendLogs"').fetchone()[0]
         if now is not None:
             set_scalar_spend(conn, now)

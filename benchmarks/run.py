@@ -255,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
 
     full = incremental = None
     added: dict = {}
+    if len(rollups) < 3 and args.incremental_rows > 0 and not args.no_report:
+        print("this database predates generate.py's rollups: no incremental step (add them with the generate.py "
+              "command that made it, plus --resume)")
+        args.incremental_rows = 0
     if not args.no_report:
         run_auditor(["db", "upgrade", "--db", args.db])
         full = run_report(args.db, args.config, now, args.scan_args)
