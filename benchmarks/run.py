@@ -47,7 +47,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from generate import SPEND_LOG_COLUMNS, add_rollups, delete_rollups, libpq_url, set_scalar_spend
+from generate import SPEND_LOG_COLUMNS, libpq_url
+from litellm_writes import add_rollups, delete_rollups, set_scalar_spend
 
 HERE = Path(__file__).resolve().parent
 FLOOR_SQL = 'SELECT api_key, model, model_group, model_id, SUM(spend), COUNT(*) FROM "LiteLLM_SpendLogs" GROUP BY 1, 2, 3, 4'
