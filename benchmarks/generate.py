@@ -20,6 +20,15 @@ What it writes (LiteLLM's own tables, created with `auditor.ledger.schema.metada
   (usage, model_map_information, hidden_params, request headers and body...), about
   `--payload-bytes` (default 6,000) of JSON text in all, with lognormal spread.
 
+* What every LiteLLM 1.110 proxy writes besides the spend logs, filled in SQL after the load (litellm_writes):
+  LiteLLM_DailyUserSpend, LiteLLM_DailyTeamSpend and LiteLLM_DailyEndUserSpend rolled up from the ledger
+  as DBSpendUpdateWriter does (one row per entity, day, key, model, provider, MCP tool and endpoint; one
+  heap pass for the three), and the scalar `spend` of keys, teams and users as the proxy holds it at the
+  newest "endTime": since the current budget period began for the 25% of keys, 30% of teams and 10% of
+  users with a calendar-aligned `budget_duration` (1d / 7d / 30d, `budget_reset_at` set), lifetime for
+  the rest; keys' `total_spend` is lifetime. Those budgets (and 5% of the other keys) get a `max_budget`
+  1.2-4x the entity's typical spend over a period, so the proxy would not have blocked them.
+
 Rows are streamed with COPY (text format) in chunks of 10,000; nothing holds more than a chunk. Each
 chunk draws from its own random stream seeded by (`--seed`, chunk number), so the data is a pure
 function of the arguments, and `--resume` can continue an interrupted load from the last committed
@@ -45,6 +54,7 @@ from itertools import accumulate
 from pathlib import Path
 
 import psycopg
+from litellm_writes import assign_scalar_budgets, litellm_writes
 from psycopg import sql
 
 HERE = Path(__file__).resolve().parent
@@ -385,6 +395,8 @@ class World:
         self.users = [f"u-{rng.choice('abcdefghijklmnopqrstuvwxyz')}{rng.choice('aeiou')}{rng.choice('bcdfghklmnprst')}{i:03d}" for i in range(400)]
         self.keys = make_keys(rng, args.keys, self.teams, self.users, args.seed)
         assign_budgets(rng, self.keys, args.rows, args.days)
+        self.scalar_budgets = assign_scalar_budgets(random.Random(f"{args.seed}:scalar"), [k.token for k in self.keys],
+                                                    [t for t, _ in self.teams], self.users)
         self.key_cum = list(accumulate(k.weight for k in self.keys))
         self.text = Text(rng)
         self.by_group: dict[str, list[tuple]] = {}
@@ -722,6 +734,7 @@ def main(argv: list[str] | None = None) -> int:
         t2 = time.monotonic()
         conn.execute("ANALYZE")
         analyze_s = time.monotonic() - t2
+        print(f"rollups and scalar spend: {litellm_writes(conn, world.scalar_budgets)}", file=sys.stderr, flush=True)
         size = conn.execute("SELECT pg_size_pretty(pg_total_relation_size('\"LiteLLM_SpendLogs\"')), "
                             "pg_size_pretty(pg_relation_size('\"LiteLLM_SpendLogs\"')), pg_size_pretty(pg_database_size(current_database()))").fetchone()
         budget_rows = conn.execute('SELECT count(*) FROM "LiteLLM_SpendLogs" WHERE api_key = ANY(%s)', (sorted(budget_tokens),)).fetchone()[0] if args.rows <= 1_000_000 else None
