@@ -36,8 +36,8 @@ from auditor.ledger.queries import SpendGroup
 from auditor.ledger.schema import budget_window_spend, daily_user_spend, metadata, spend_logs, verification_token
 from auditor.litellm.durations import parse_duration
 from auditor.repair import journal
-from auditor.report.document import scan_part
-from auditor.report.history import finding_ids
+from auditor.reports.document import scan_part
+from auditor.reports.history import finding_ids
 from auditor.sample import load_sample, load_sample_redis
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,7 +66,7 @@ def iso(moment: datetime) -> str:
 
 
 def expected_id(kind, scope, entity, budget_model, window_start, counter_source="", counter_key="", model="", group="") -> str:
-    """The documented finding-id recipe (auditor/report/history.py), computed here independently."""
+    """The documented finding-id recipe (auditor/reports/history.py), computed here independently."""
     parts = [kind, scope, entity, budget_model, window_start, counter_source, counter_key, model, group]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 

@@ -257,7 +257,7 @@ def history(
 
     from auditor.repair import journal
     from auditor.audit.findings import iso
-    from auditor.report.render import clean
+    from auditor.reports.render import clean
 
     from auditor.ledger.db import BACKFILL, database_errors, engine_for
 
@@ -406,7 +406,7 @@ def render_plan(planned, console, *, dry_run: bool, hide=None) -> None:
 
     from auditor.repair import layout as layouts
     from auditor.repair import plan
-    from auditor.report.render import clean as inert
+    from auditor.reports.render import clean as inert
 
     shown = hide or (lambda value: value)
 
@@ -456,7 +456,7 @@ def render_plan(planned, console, *, dry_run: bool, hide=None) -> None:
 def render_report(report, console, hide=None) -> None:
     from rich.table import Table
 
-    from auditor.report.render import clean as inert
+    from auditor.reports.render import clean as inert
 
     def clean(value: object) -> str:
         return inert(hide(str(value)) if hide else value)

@@ -120,7 +120,7 @@ FailOnOption = Annotated[FailOn, typer.Option(help="Exit 1 when a finding of thi
 
 
 def fail(message: str, code: ExitCode) -> typer.Exit:
-    from auditor.report.render import clean
+    from auditor.reports.render import clean
 
     err.print(f"auditor: {clean(message)}")  # messages quote user input: one line, inert
     return typer.Exit(int(code))
@@ -156,7 +156,7 @@ def progress():
 
 def say(text: str) -> None:
     """What the library says on the way (session.Warn), as the CLI says it: one line on stderr, inert."""
-    from auditor.report.render import clean
+    from auditor.reports.render import clean
 
     err.print(f"auditor: {clean(text)}")
 

@@ -46,7 +46,7 @@ from auditor.cli.common import (
 from auditor.errors import AuditorError
 from auditor.session import resolve_config
 from auditor.exitcodes import ExitCode
-from auditor.report.render import clean
+from auditor.reports.render import clean
 
 app = typer.Typer(
     help=(
@@ -145,7 +145,7 @@ def scan(
         \b
         auditor scan --db postgresql://auditor@db.internal:5432/litellm --config proxy_config.yaml --since 30d
     """
-    from auditor.report import render
+    from auditor.reports import render
     from auditor.output import write_atomic
 
     from auditor import api
@@ -352,7 +352,7 @@ def _bar(spend: float, limit: float, width: int = 20) -> str:
 def _render_story(story) -> None:
     from auditor.litellm.budgets import BudgetEntry
     from auditor.redact import Redactor
-    from auditor.report.render import clean as inert
+    from auditor.reports.render import clean as inert
 
     budgets, holder = story.budgets, story.holder
     hide = Redactor([budgets.entity_id] if budgets.scope == "key" else [])

@@ -1,7 +1,7 @@
 """`auditor report`: a scan written to a directory as dated JSON, Markdown and HTML files, for cron.
 
 Registered by auditor/cli/main.py with `app.command("report")(report_command)`. Parsing, one call to
-auditor.api.report (the run: lock, history, scan, files, webhook; auditor/report/run.py) and rendering its
+auditor.api.report (the run: lock, history, scan, files, webhook; auditor/reports/run.py) and rendering its
 ReportRun. The shared options and one-line errors come from auditor/cli/common.py.
 """
 
@@ -145,8 +145,8 @@ def history(
 
     from rich.table import Table
 
-    from auditor.report import history as core
-    from auditor.report.render import clean
+    from auditor.reports import history as core
+    from auditor.reports.render import clean
 
     runs = core.list_report_runs(core.history_target(history_db, db), limit or None)
     if output_format is HistoryFormat.json:

@@ -72,7 +72,7 @@ def spend_command(
         auditor spend --db postgresql://auditor@db.internal:5432/litellm --by team --period month --since 90d
     """
     from auditor import api
-    from auditor.report import render
+    from auditor.reports import render
     from auditor.output import write_atomic
 
     result = api.spend(db, config=config, by=by.value, period=period.value, since=since, until=until, top=top,
@@ -89,7 +89,7 @@ def spend_command(
 
 
 def _print_table(result) -> None:
-    from auditor.report import render
+    from auditor.reports import render
 
     record = result.record()
     table = Table(header_style="bold", expand=False)
