@@ -17,6 +17,7 @@ from operator import attrgetter
 
 from sqlalchemy import Connection
 
+from auditor import money
 from auditor.audit import checkpoint
 from auditor.ledger import queries
 from auditor.ledger import budget_holders
@@ -361,7 +362,7 @@ def _alias_bypasses(catalogue: Catalogue, budgets, keys_entries, by_entity) -> l
             governing = entry_for(eb, target, catalogue, key_entries)
             if governing is not None:
                 bucket = totals[(scope, entity_id, governing.name, alias, target)]
-                bucket[0] += spend
+                bucket[0] = money.add(bucket[0], spend)
                 bucket[1] += requests
     return reconcile.alias_bypass_findings(budgets, totals)
 
@@ -392,7 +393,7 @@ def _group_splits(conn, caps, budgets, windows, groups_by_entry, resolutions, ca
             if entry is None or entry.name != name:
                 continue
             cell = splits.setdefault((scope, entity_id, name, start), {}).setdefault(resolution.group, [0.0, 0])
-            cell[0] += spend
+            cell[0] = money.add(cell[0], spend)
             cell[1] += requests
     return splits
 
@@ -584,7 +585,7 @@ def _resolution_records(groups: list[queries.SpendGroup], resolutions: Resolver)
         if group.outcome == queries.CHARGED:
             bucket = totals[(group.model, group.model_group, group.model_id)]
             bucket[0] += group.requests
-            bucket[1] += group.spend
+            bucket[1] = money.add(bucket[1], group.spend)
     records = []
     for (model, model_group, model_id), (rows, spend) in sorted(totals.items()):
         resolution = resolutions(model, model_group, model_id)
@@ -665,13 +666,13 @@ def _period_sums(conn: Connection, caps: Capabilities, scope: str, pairs: list, 
         since = queries.period_spend(conn, caps, scope, known, now, ended_from=resume.cut)
         for e, start in known:
             (spend, rows), (more, more_rows) = stored[(scope, e, start)], since.get(e, (0.0, 0))
-            found[e] = (spend + more, rows + more_rows)
+            found[e] = (money.add(spend, more), rows + more_rows)
     if state is not None:
         before = [(e, start) for e, start in pairs if start < state.cut]
         after = queries.period_spend(conn, caps, scope, before, now, ended_from=state.cut)
         for e, start in before:
             (spend, rows), (later, later_rows) = found.get(e, (0.0, 0)), after.get(e, (0.0, 0))
-            state.periods[(scope, e, start)] = (spend - later, rows - later_rows)
+            state.periods[(scope, e, start)] = (money.add(spend, -later), rows - later_rows)
     return found
 
 
