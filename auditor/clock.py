@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from auditor.errors import InputError
 
@@ -13,7 +13,7 @@ _UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def parse_instant(value: str, now: datetime, option: str) -> datetime:
@@ -30,7 +30,7 @@ def parse_instant(value: str, now: datetime, option: str) -> datetime:
             except ValueError:
                 raise InputError(f"{option} {value!r} is not a time: use ISO 8601 (2026-11-01, 2026-11-01T12:00:00Z) or an age such as 7d") from None
             if parsed.tzinfo is not None:
-                parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+                parsed = parsed.astimezone(UTC).replace(tzinfo=None)
     except OverflowError:
         parsed = None
     if parsed is None or not (_EARLIEST <= parsed <= _LATEST):

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from sqlalchemy import Connection, DateTime, func, select, tuple_
 
-from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
 from auditor.errors import InputError, UnavailableError
+from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
 from auditor.ledger.schema import TABLES, metadata
 
 SAMPLE_FILES = ("litellm_tables.json", "config.yaml", "redis.json")

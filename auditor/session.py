@@ -70,8 +70,8 @@ def resolve_database(db: str | None, warn: Warn = log_warning):
 
 def resolve_config(config: str | None, target) -> tuple[str | None, str]:
     """--config, else the environment, else the sample's own config when reading the embedded sample."""
-    from auditor.litellm.config import config_from_env
     from auditor.ledger.db import EMBEDDED
+    from auditor.litellm.config import config_from_env
     from auditor.sample import sample_config_path
 
     if config:
@@ -195,8 +195,8 @@ class ScanSession:
     def scan(self, advance=None, increment=None):
         from dataclasses import replace
 
-        from auditor.redact import redact_result
         from auditor.audit.scan import run_scan
+        from auditor.redact import redact_result
 
         result = run_scan(self.conn, self.caps, self.catalogue, self.options, redis_counters=self.redis_counters,
                           redis_values=self.redis.values if self.redis_counters is not None else None,
@@ -218,14 +218,14 @@ def scan_session(db, config, redis_url, *, now=None, since=None, until=None, key
     from datetime import timedelta
     from pathlib import Path
 
+    from auditor.audit.scan import ScanOptions, load_catalogue
+    from auditor.clock import parse_instant, utc_now
     from auditor.ledger import budget_holders
     from auditor.ledger.capabilities import detect_deployment_era, inspect_database
-    from auditor.clock import parse_instant, utc_now
-    from auditor.litellm.config import general_setting_on, litellm_setting, load_config, spend_log_retention
     from auditor.ledger.db import connect
-    from auditor.litellm.periods import zone
     from auditor.ledger.redis_store import redis_from
-    from auditor.audit.scan import ScanOptions, load_catalogue
+    from auditor.litellm.config import general_setting_on, litellm_setting, load_config, spend_log_retention
+    from auditor.litellm.periods import zone
 
     check_amounts({"--tolerance": tolerance, "--window-slack": window_slack, "--settle": settle}, seconds=("--window-slack", "--settle"))
     judged_at = parse_instant(now, utc_now(), "--now") if now else utc_now()

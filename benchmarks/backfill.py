@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 from pathlib import Path
 
 import redis
@@ -28,15 +28,15 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from auditor.repair import backfill as core  # noqa: E402
-from auditor.repair import journal  # noqa: E402
-from auditor.ledger.capabilities import inspect_database  # noqa: E402
+from auditor.audit.scan import ScanOptions  # noqa: E402
 from auditor.cli.backfill import writer_engine  # noqa: E402
 from auditor.clock import utc_now  # noqa: E402
-from auditor.litellm.config import load_config  # noqa: E402
+from auditor.ledger.capabilities import inspect_database  # noqa: E402
 from auditor.ledger.db import DatabaseTarget, connect, parse_database_url  # noqa: E402
-from auditor.audit.scan import ScanOptions  # noqa: E402
 from auditor.ledger.schema import metadata, spend_logs, verification_token  # noqa: E402
+from auditor.litellm.config import load_config  # noqa: E402
+from auditor.repair import backfill as core  # noqa: E402
+from auditor.repair import journal  # noqa: E402
 
 CONFIG = """\
 model_list:
@@ -51,7 +51,7 @@ model_list:
 def build(url: str, client, keys: int) -> None:
     now = utc_now().replace(microsecond=0)
     start = now - timedelta(hours=3)
-    end_ms = int((start + timedelta(days=1)).replace(tzinfo=timezone.utc).timestamp() * 1000)
+    end_ms = int((start + timedelta(days=1)).replace(tzinfo=UTC).timestamp() * 1000)
     tokens = [f"{i:064x}" for i in range(1, keys + 1)]
     engine = create_engine(url)
     with engine.begin() as conn:
@@ -69,7 +69,7 @@ def build(url: str, client, keys: int) -> None:
     pipe = client.pipeline(transaction=False)
     for t in tokens:
         pipe.set(f"virtual_key_spend:{t}:gpt-4o:1d", "1.5", pxat=end_ms)
-        pipe.set(f"virtual_key_budget_start_time:{t}:gpt-4o:1d", repr(start.replace(tzinfo=timezone.utc).timestamp()), pxat=end_ms)
+        pipe.set(f"virtual_key_budget_start_time:{t}:gpt-4o:1d", repr(start.replace(tzinfo=UTC).timestamp()), pxat=end_ms)
     pipe.execute()
 
 

@@ -36,7 +36,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -162,18 +161,8 @@ def to_ms(dt: datetime) -> int:
 # as prompts and completions do (pglz stores them at a bit over half their size).
 # ---------------------------------------------------------------------------------------------
 
-FUNCTION_WORDS = (
-    "the of and to a in is that for it as with was on be by this are or from at an not have which you but "
-    "we can they all will one has been their if more when there so what about into than then them these "
-    "its our out use only other also how each may should would could must new first any some such"
-).split()
-TECH_WORDS = (
-    "customer order invoice account data model request response error service function table column query "
-    "user report summary ticket issue refund shipping product price policy contract clause section document "
-    "analysis result value field record schema endpoint client server cache latency budget team project "
-    "meeting agenda email draft review code test deploy release feature bug fix update config key token "
-    "metric dashboard chart region store payment subscription plan trial usage limit quota support agent"
-).split()
+FUNCTION_WORDS = ["the", "of", "and", "to", "a", "in", "is", "that", "for", "it", "as", "with", "was", "on", "be", "by", "this", "are", "or", "from", "at", "an", "not", "have", "which", "you", "but", "we", "can", "they", "all", "will", "one", "has", "been", "their", "if", "more", "when", "there", "so", "what", "about", "into", "than", "then", "them", "these", "its", "our", "out", "use", "only", "other", "also", "how", "each", "may", "should", "would", "could", "must", "new", "first", "any", "some", "such"]
+TECH_WORDS = ["customer", "order", "invoice", "account", "data", "model", "request", "response", "error", "service", "function", "table", "column", "query", "user", "report", "summary", "ticket", "issue", "refund", "shipping", "product", "price", "policy", "contract", "clause", "section", "document", "analysis", "result", "value", "field", "record", "schema", "endpoint", "client", "server", "cache", "latency", "budget", "team", "project", "meeting", "agenda", "email", "draft", "review", "code", "test", "deploy", "release", "feature", "bug", "fix", "update", "config", "key", "token", "metric", "dashboard", "chart", "region", "store", "payment", "subscription", "plan", "trial", "usage", "limit", "quota", "support", "agent"]
 
 
 def build_corpus(rng: random.Random, size: int = 1 << 21) -> tuple[str, list[int]]:
@@ -333,7 +322,7 @@ def proxy_config_yaml() -> str:
         "",
         "model_list:",
     ]
-    for group, model, model_id, provider, api_base, source, _ in DEPLOYMENTS:
+    for group, model, model_id, provider, _api_base, source, _ in DEPLOYMENTS:
         if source != "config":
             continue
         lines += [f"  - model_name: {group}", "    litellm_params:", f'      model: "{model}"']

@@ -26,12 +26,12 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
           f"peak RSS {scan['peak_rss_mb']:.0f} MB (target <= {TARGET_RSS_MB:g}: {'met' if ok_rss else 'MISSED'})")
     if args.json:
         record = {
-            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "database": args.db, "rows_estimate": info[0], "heap_bytes": info[1], "total_bytes": info[2],
             "cores": os.cpu_count(), "postgresql": server, "settings": settings,
             "floor_cold_s": cold, "floor_warm_s": floor, "floor_groups": groups, "floor_warm_runs_s": floors,

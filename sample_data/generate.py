@@ -447,7 +447,7 @@ def successes(w: World, key: Key, groups: set[str]) -> list[dict]:
 def group_of_row_sim(row: dict) -> str:
     """Generator-side: which group a row was generated for (rows with blanked model_group)."""
     for group, routes in ROUTES.items():
-        for model, model_id, _, _ in routes:
+        for model, _model_id, _, _ in routes:
             if row["model"] in (model, model.split("/", 1)[1]) and group != UNROUTED:
                 return group
     return ""
@@ -1089,7 +1089,7 @@ def finish_tables(w: World) -> None:
     key_rows, deleted_rows = [], []
     for alias, k in w.keys.items():
         x = k.extra
-        spend = spent(lambda r: r["api_key"] == k.token)
+        spend = spent(lambda r: r["api_key"] == k.token)  # noqa: B023 - spent() calls it before k moves on
         row = {
             "token": k.token, "key_alias": alias, "user_id": k.user_id, "team_id": k.team_id, "models": x.get("models", []),
             "spend": x.get("spend_override", spend), "total_spend": x.get("total_spend_override", spend + x.get("prior_spend", 0.0)),

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import null
+
 from test_corpus import CONFIG, A, B, build, key_row, scan, strict_json
 
 NAMED_REASONS = {"failure", "empty api_key", "repeat job poll", "spend not a finite amount"}

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -29,23 +29,23 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from auditor.repair import backfill as core
+from auditor.audit.findings import COUNTER_DRIFT, ERROR, Finding, RowCounts, ScanResult
 from auditor.cli import main as cli
 from auditor.cli.backfill import backfill_app, db_app, writer_engine
 from auditor.clock import utc_now
+from auditor.errors import InputError
+from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
+from auditor.ledger.schema import budget_window_spend, metadata, spend_logs, verification_token
 from auditor.litellm.config import load_config
 from auditor.litellm.counters import CounterKey
-from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
-from auditor.errors import InputError
-from auditor.audit.findings import COUNTER_DRIFT, ERROR, Finding, RowCounts, ScanResult
+from auditor.repair import backfill as core
 from auditor.sample import load_sample
-from auditor.ledger.schema import budget_window_spend, metadata, spend_logs, verification_token
 
 REPO = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("AUDITOR_TEST_REDIS_BACKFILL", "redis://127.0.0.1:6379/12")  # our own db: conftest's redis_client flushes 13
 SAMPLE_CONFIG = str(REPO / "sample_data" / "config.yaml")
 SAMPLE_NOW = "2026-11-22T00:00:00Z"
-SAMPLE_SNAPSHOT = datetime(2026, 11, 22, tzinfo=timezone.utc)
+SAMPLE_SNAPSHOT = datetime(2026, 11, 22, tzinfo=UTC)
 
 A = "a" * 64
 ENTRY = "gpt-4o"
@@ -95,7 +95,7 @@ def as_json(result) -> dict:
 
 
 def epoch(moment: datetime) -> float:
-    return moment.replace(tzinfo=timezone.utc).timestamp()
+    return moment.replace(tzinfo=UTC).timestamp()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,8 +286,8 @@ def test_declined_confirmation_writes_nothing(focused):
 
 
 def _prepared(data: Focused, targets=("counters",)):
-    from auditor.ledger.capabilities import inspect_database
     from auditor.audit.scan import ScanOptions
+    from auditor.ledger.capabilities import inspect_database
 
     target = DatabaseTarget(parse_database_url(data.url), "--db")
     with connect(target) as conn:
@@ -477,9 +477,9 @@ def test_a_role_with_only_the_documented_grants_can_upgrade_apply_and_undo(focus
     assert data.row() == (data.w0, 1.25)
     history = as_json(invoke("backfill", "history", "--db", url, "--format", "json", code=0))
     assert {r["database_user"] for r in history} == {role}
-    with create_engine(url).connect() as conn:  # the grant is column-level: nothing else in LiteLLM's tables
-        with pytest.raises(Exception, match="permission denied"):
-            conn.execute(text('UPDATE "LiteLLM_BudgetWindowSpend" SET entity_type = entity_type'))
+    # the grant is column-level: nothing else in LiteLLM's tables
+    with create_engine(url).connect() as conn, pytest.raises(Exception, match="permission denied"):
+        conn.execute(text('UPDATE "LiteLLM_BudgetWindowSpend" SET entity_type = entity_type'))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -25,8 +25,23 @@ from sqlalchemy import create_engine, text
 from auditor.clock import utc_now
 from auditor.ledger.schema import metadata, spend_logs, verification_token
 from test_backfill import (  # noqa: F401 - config is a fixture
-    APP, CONFIG, NO_WAIT, REDIS_URL, SCRIPT, SPEND_KEY, A, ENTRY, Focused, as_json, core_pause_env, counter_findings,
-    invoke, runner, REPO, _wait_for, config,
+    APP,
+    CONFIG,
+    ENTRY,
+    NO_WAIT,
+    REDIS_URL,
+    REPO,
+    SCRIPT,
+    SPEND_KEY,
+    A,
+    Focused,
+    _wait_for,
+    as_json,
+    config,
+    core_pause_env,
+    counter_findings,
+    invoke,
+    runner,
 )
 
 KEYS = 1000
@@ -35,7 +50,7 @@ FLUSH_EVERY = 1.0  # the simulated proxy's spend-log batch interval (LiteLLM: pr
 
 
 def epoch(moment: datetime) -> float:
-    return moment.replace(tzinfo=timezone.utc).timestamp()
+    return moment.replace(tzinfo=UTC).timestamp()
 
 
 class Proxy:
@@ -227,10 +242,10 @@ def test_the_re_sum_drops_repeat_job_polls_as_the_scan_does(pg_url, config):
 
 def test_a_poll_of_a_job_paid_before_the_window_is_a_repeat(pg_url, config):
     """The re-sum reads from the window on; a job whose first paid poll is older still counts as paid."""
-    from auditor.ledger.capabilities import inspect_database
-    from auditor.litellm.config import load_config
-    from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
     from auditor.audit.scan import ScanOptions
+    from auditor.ledger.capabilities import inspect_database
+    from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
+    from auditor.litellm.config import load_config
 
     data = Focused(pg_url, None, config)
     try:
@@ -256,10 +271,10 @@ def test_a_row_that_ended_just_before_the_read_is_in_the_ledger_though_stored_af
     """PostgreSQL rounds "endTime" (timestamp(3)) to the millisecond: a request that ended 0.4 ms before the read,
     whose increment the read holds, is stored 0.1 ms after it. Cut at the read itself, its row is left out and its
     increment lost (a one-in-a-few-runs failure of the busy-proxy test above); the cut is 1 ms past the read."""
-    from auditor.ledger.capabilities import inspect_database
-    from auditor.litellm.config import load_config
-    from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
     from auditor.audit.scan import ScanOptions
+    from auditor.ledger.capabilities import inspect_database
+    from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
+    from auditor.litellm.config import load_config
     from auditor.repair import backfill as core
     from auditor.repair import backfill_live as live
 

@@ -6,8 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from auditor.cli.main import app
-from auditor.ledger.db import database_from, mask_text, parse_database_url
 from auditor.errors import InputError
+from auditor.ledger.db import database_from, mask_text, parse_database_url
 from auditor.ledger.redis_store import redis_from
 
 runner = CliRunner()
@@ -103,3 +103,33 @@ def test_help_examples_are_never_rewrapped_so_they_paste_as_one_line(command):
     assert examples, result.stdout
     for line in result.stdout.splitlines():  # no example continues on the next line
         assert not line.strip().startswith(("--config proxy_config", "--redis redis://", "--since 30d")), result.stdout
+
+
+def test_verbose_logs_phases_and_sql_timings_to_stderr_and_leaves_stdout_alone(tmp_path):
+    """-vv: every SQL statement with its milliseconds on stderr (auditor.sql), the scan's phases at INFO; the JSON on
+    stdout is the same as without it, and the logging is undone when the command ends."""
+    import json
+    import logging
+
+    url = f"sqlite:///{tmp_path / 'litellm.sqlite'}"
+    assert runner.invoke(app, ["sample", "load", "--db", url]).exit_code == 0
+    args = ["scan", "--db", url, "--now", "2026-11-22T00:00:00Z", "--format", "json"]
+    quiet = runner.invoke(app, args)
+    loud = runner.invoke(app, ["-vv", *args])
+    assert loud.exit_code == quiet.exit_code == 1, loud.output
+    assert json.loads(loud.stdout) == json.loads(quiet.stdout)
+    assert "auditor.sql" not in quiet.stderr and "DEBUG" not in quiet.stderr
+    sql = [line for line in loud.stderr.splitlines() if " DEBUG auditor.sql: " in line]
+    assert any('FROM "LiteLLM_SpendLogs"' in line for line in sql), loud.stderr[:2000]
+    assert all(" ms" in line.split("auditor.sql: ", 1)[1].split(":", 1)[0] for line in sql)
+    assert " INFO auditor.audit.scan: ledger: " in loud.stderr
+    assert all(len(line.split("auditor.sql: ", 1)[1]) < 260 for line in sql)  # one bounded line a statement
+    phases = runner.invoke(app, ["-v", *args])
+    assert " INFO auditor.audit.scan: " in phases.stderr and "auditor.sql" not in phases.stderr
+    assert not logging.getLogger("auditor").handlers and logging.getLogger("auditor").level == logging.NOTSET
+
+
+def test_shell_completion_is_offered():
+    assert "--install-completion" in runner.invoke(app, ["--help"]).stdout
+    result = runner.invoke(app, ["--show-completion", "bash"])
+    assert result.exit_code == 0 and "complete" in result.stdout

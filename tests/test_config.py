@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from auditor.litellm.config import LoadedConfig, config_from_env, load_config
 from auditor.errors import ConfigError, InputError
+from auditor.litellm.config import LoadedConfig, config_from_env, load_config
 
 GOOD = """
 model_list:

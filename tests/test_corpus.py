@@ -18,8 +18,8 @@ from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, Table, create_eng
 from typer.testing import CliRunner
 
 from auditor.cli.main import app
-from auditor.litellm.config import load_config
 from auditor.ledger.schema import metadata, spend_logs, verification_token
+from auditor.litellm.config import load_config
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 runner = CliRunner()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import random
 import warnings
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -24,14 +24,21 @@ with warnings.catch_warnings():  # LiteLLM's import-time pydantic chatter is not
     from litellm.proxy._types import Litellm_EntityType
     from litellm.router_api import deployment_id
 
+from auditor.audit.scan import team_entries  # noqa: E402
+from auditor.ledger.queries import team_member_entity_id  # noqa: E402
 from auditor.litellm.budgets import BudgetEntry, parse_model_max_budget  # noqa: E402
 from auditor.litellm.catalogue import generated_model_id  # noqa: E402
 from auditor.litellm.counters import (  # noqa: E402
-    PREFIX_OF_SCOPE, Counter, CounterKey, expected_keys, loose_counter_key, parse_counter_key, rekey, spend_key,
+    PREFIX_OF_SCOPE,
+    Counter,
+    CounterKey,
+    expected_keys,
+    loose_counter_key,
+    parse_counter_key,
+    rekey,
+    spend_key,
 )
 from auditor.litellm.periods import period_start, zone  # noqa: E402
-from auditor.ledger.queries import team_member_entity_id  # noqa: E402
-from auditor.audit.scan import team_entries  # noqa: E402
 
 pytestmark = pytest.mark.differential
 
@@ -196,12 +203,12 @@ def _schedule_mismatches(duration: str, dst: bool = False) -> list[str]:
     found = []
     for name in ZONES:
         for t0 in _instants(rng, dst):
-            first = get_next_standardized_reset_time(duration, t0.replace(tzinfo=timezone.utc), name)
+            first = get_next_standardized_reset_time(duration, t0.replace(tzinfo=UTC), name)
             for _ in range(40 if dst else 1):  # across a DST change: every reset of the chain the job walks
                 # the job runs at the reset with the wall clock's instant (UTC), not LiteLLM's own zoned return value
-                second = get_next_standardized_reset_time(duration, first.astimezone(timezone.utc), name)
-                previous = first.astimezone(timezone.utc).replace(tzinfo=None)
-                reset_at = second.astimezone(timezone.utc).replace(tzinfo=None)
+                second = get_next_standardized_reset_time(duration, first.astimezone(UTC), name)
+                previous = first.astimezone(UTC).replace(tzinfo=None)
+                reset_at = second.astimezone(UTC).replace(tzinfo=None)
                 ours = period_start(duration, reset_at, zone(name))
                 if ours != previous:
                     found.append(f"{duration} {name}: reset {reset_at} after {previous}; auditor's period starts {ours}")

@@ -9,7 +9,7 @@ import math
 import os
 import random
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -21,9 +21,9 @@ litellm = import_litellm("litellm")  # skipped without the differential extra, a
 from litellm.litellm_core_utils.duration_parser import duration_in_seconds  # noqa: E402
 from litellm.router_strategy.budget_limiter import budget_window_seconds  # noqa: E402
 
+from auditor.errors import DurationError  # noqa: E402
 from auditor.litellm.budgets import BudgetEntry, parse_model_max_budget  # noqa: E402
 from auditor.litellm.durations import parse_duration  # noqa: E402
-from auditor.errors import DurationError  # noqa: E402
 
 pytestmark = pytest.mark.differential
 
@@ -191,7 +191,7 @@ def test_end_of_window_matches_budget_window_seconds() -> None:
     found: list[str] = []
     for start in _starts(rng):
         started_at = (start - EPOCH).total_seconds()
-        start_seen = datetime.fromtimestamp(started_at, tz=timezone.utc).replace(tzinfo=None)  # as LiteLLM reads it
+        start_seen = datetime.fromtimestamp(started_at, tz=UTC).replace(tzinfo=None)  # as LiteLLM reads it
         for raw in rng.sample(durations, 8):
             theirs = budget_window_seconds(started_at, raw)
             end = parse_duration(raw).end_of_window(start_seen)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -30,10 +30,10 @@ def test_next_reset_is_litellms_at_any_moment(zone):
     rng = random.Random(zone)
     for duration in DURATIONS:
         for _ in range(120):
-            moment = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=rng.randrange(365 * 86400),
+            moment = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(365 * 86400),
                                                                             microseconds=rng.randrange(10**6))
-            want = get_next_standardized_reset_time(duration, moment, zone).astimezone(timezone.utc)
-            assert next_reset(duration, moment.astimezone(ZoneInfo(zone))).astimezone(timezone.utc) == want, (duration, moment)
+            want = get_next_standardized_reset_time(duration, moment, zone).astimezone(UTC)
+            assert next_reset(duration, moment.astimezone(ZoneInfo(zone))).astimezone(UTC) == want, (duration, moment)
 
 
 def test_a_duration_too_large_for_a_date_has_no_period_instead_of_crashing():

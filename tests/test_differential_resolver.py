@@ -27,7 +27,13 @@ with warnings.catch_warnings():  # LiteLLM's import-time pydantic chatter is not
 from auditor.litellm.budgets import BudgetEntry, BudgetProblem  # noqa: E402
 from auditor.litellm.catalogue import generated_model_id  # noqa: E402
 from auditor.litellm.durations import Duration  # noqa: E402
-from auditor.litellm.resolver import _has_bedrock_vendor, bedrock_base_model, budget_candidates, explain_governing, governing_entry  # noqa: E402
+from auditor.litellm.resolver import (  # noqa: E402
+    _has_bedrock_vendor,
+    bedrock_base_model,
+    budget_candidates,
+    explain_governing,
+    governing_entry,
+)
 
 pytestmark = pytest.mark.differential
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from auditor.litellm.durations import Duration, parse_duration
 from auditor.errors import DurationError, InputError
+from auditor.litellm.durations import Duration, parse_duration
 
 NOW = datetime(2026, 3, 15, 12, 0, 0)
 
@@ -140,7 +140,7 @@ def test_end_of_window_with_aware_start_is_computed_in_utc() -> None:
     plus_two = timezone(timedelta(hours=2))
     start = datetime(2026, 2, 1, 1, 0, tzinfo=plus_two)  # 2026-01-31 23:00 UTC
     end = parse_duration("1mo").end_of_window(start)
-    assert end == datetime(2026, 2, 28, 23, 0, tzinfo=timezone.utc)
+    assert end == datetime(2026, 2, 28, 23, 0, tzinfo=UTC)
     assert end.tzinfo == plus_two
 
 

@@ -19,10 +19,10 @@ import yaml
 from sqlalchemy import create_engine
 from typer.testing import CliRunner
 
-from auditor.ledger.capabilities import VERSION_MARKERS
 from auditor.cli.main import app
-from auditor.litellm.eras import parse_version
+from auditor.ledger.capabilities import VERSION_MARKERS
 from auditor.ledger.schema import budget_table, end_user_table, metadata, spend_logs, verification_token
+from auditor.litellm.eras import parse_version
 
 FIXTURES = Path(__file__).parent / "eras"
 SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "auditor" / "scan.schema.json").read_text())

@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import create_engine, insert
 from typer.testing import CliRunner
 
-from auditor.repair import backfill as core
 from auditor.cli.main import app
 from auditor.errors import InputError
+from auditor.ledger.schema import metadata, rollup_metadata, spend_logs
 from auditor.litellm.eras import (
     DEPLOYMENT,
     ENTITY_START_KEYS,
@@ -39,7 +39,7 @@ from auditor.litellm.eras import (
     era_of,
     parse_version,
 )
-from auditor.ledger.schema import metadata, rollup_metadata, spend_logs
+from auditor.repair import backfill as core
 
 FIXTURES = Path(__file__).parent / "eras"
 runner = CliRunner()
@@ -146,7 +146,7 @@ def test_key_shapes_are_told_apart():
     assert counter_shapes([f"virtual_key_budget_start_time:{H}:gpt-4o:1d"]) == {ENTRY_START_KEYS}
     # an end user's id may hold ':': its start keys say nothing
     assert counter_shapes(["end_user_budget_start_time:tenant:42"]) == frozenset()
-    assert counter_shapes([], [f"team_model_spend:t1:gpt-4o:1d"]) == {TABLE_WINDOWS, TEAM_COUNTERS}
+    assert counter_shapes([], ["team_model_spend:t1:gpt-4o:1d"]) == {TABLE_WINDOWS, TEAM_COUNTERS}
 
 
 def test_the_schema_alone_never_takes_1_83_for_the_bug():
@@ -228,8 +228,8 @@ def test_backfill_layout_follows_the_era():
 
 
 def test_backfill_writes_no_counter_for_a_detected_memory_era():
-    from auditor.ledger.capabilities import Capabilities
     from auditor.audit.findings import COUNTER_DRIFT, Finding, RowCounts, ScanResult
+    from auditor.ledger.capabilities import Capabilities
 
     caps = Capabilities("sqlite", "sqlite", {"LiteLLM_SpendLogs": frozenset({"status"})}, {})
     layout = core.layout_for(None, caps)

@@ -25,8 +25,8 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from auditor.cli.main import app
-from auditor.session import MID_SCAN_HOOK_ENV
 from auditor.ledger.db import parse_database_url
+from auditor.session import MID_SCAN_HOOK_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_CONFIG = str(REPO / "sample_data" / "config.yaml")

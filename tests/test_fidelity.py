@@ -5,12 +5,10 @@ router aliases. Each case names the LiteLLM function it follows; expected values
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from sqlalchemy import create_engine
 
-from test_scan_focused import CONFIG, A, B, T0, at, build, charge, iso, key, kinds, scan
+from test_scan_focused import CONFIG, T0, A, B, at, build, charge, key, kinds, scan
 
 
 @pytest.fixture
@@ -168,7 +166,7 @@ def test_counter_keys_whose_ids_and_models_hold_colons_are_found_whole(sqlite_ur
     record = scan(url, cfg, at(12), "--redis", REDIS_URL)
     assert kinds(record, "counter_drift", "miskeyed_counter") == []
     # the same counters one cent off are drift, named by the right entity and entry
-    redis_client.set(f"end_user_model_spend:tenant:42:gpt-4o:1d", "0.51")
+    redis_client.set("end_user_model_spend:tenant:42:gpt-4o:1d", "0.51")
     redis_client.set(f"virtual_key_spend:{B}:{arn}:1d", "0.49")
     found = sorted((f["scope"], f["entity_id"], f["budget_model"], f["cached_spend"]) for f in kinds(scan(url, cfg, at(12), "--redis", REDIS_URL), "counter_drift"))
     assert found == [("end_user", "tenant:42", "gpt-4o", 0.51), ("key", B, arn, 0.49)]

@@ -18,12 +18,12 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from auditor.errors import AuditorError, ConfigError, DurationError
 from auditor.litellm.budgets import BudgetEntry, BudgetProblem, parse_model_max_budget
 from auditor.litellm.catalogue import build_catalogue, generated_model_id, glob_matches
 from auditor.litellm.config import load_config
 from auditor.litellm.counters import parse_counter_key, parse_epoch, parse_float
 from auditor.litellm.durations import Duration, parse_duration
-from auditor.errors import AuditorError, ConfigError, DurationError
 from auditor.litellm.resolver import Resolver, budget_candidates, explain_governing, governing_entry, normalise_model_name
 
 pytestmark = pytest.mark.fuzz

@@ -27,17 +27,17 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from auditor.audit import checkpoint
-from auditor.repair import journal
-from auditor.cli.main import app
-from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
-from auditor.litellm.durations import parse_duration
-from auditor.report.history import finding_ids
-from auditor.ledger.daily_rollups import DayTotals
-from auditor.ledger.queries import SpendGroup
-from auditor.report.document import scan_part
-from auditor.sample import load_sample, load_sample_redis
-from auditor.ledger.schema import budget_window_spend, daily_user_spend, metadata, spend_logs, verification_token
 from auditor.audit.windows import Charge, TrackerState, Window, WindowTracker, windows
+from auditor.cli.main import app
+from auditor.ledger.daily_rollups import DayTotals
+from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
+from auditor.ledger.queries import SpendGroup
+from auditor.ledger.schema import budget_window_spend, daily_user_spend, metadata, spend_logs, verification_token
+from auditor.litellm.durations import parse_duration
+from auditor.repair import journal
+from auditor.report.document import scan_part
+from auditor.report.history import finding_ids
+from auditor.sample import load_sample, load_sample_redis
 
 REPO = Path(__file__).resolve().parent.parent
 REPORT_SCHEMA = json.loads((REPO / "auditor" / "report.schema.json").read_text())

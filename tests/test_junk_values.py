@@ -13,12 +13,11 @@ from datetime import datetime
 import psycopg
 import pytest
 from sqlalchemy import text
-from test_corpus import CONFIG, DAY, A, B, build, key_row, scan, spend_log_row, strict_json
 
-from auditor.ledger import queries
-from auditor.ledger import daily_rollups
+from auditor.ledger import daily_rollups, queries
 from auditor.ledger.capabilities import inspect_database
 from auditor.ledger.db import connect, database_from, json_or_text
+from test_corpus import CONFIG, DAY, A, B, build, key_row, scan, spend_log_row, strict_json
 
 HUGE = "1" + "9" * 4999  # 5000 digits: past Python's 4300-digit int-from-text limit
 STORED = '{"gpt-4o": {"budget_limit": %s, "time_period": "1d"}}' % HUGE

@@ -22,12 +22,12 @@ import pytest
 from sqlalchemy import create_engine, update
 from typer.testing import CliRunner
 
-from auditor.report import document as report_module
 from auditor.cli.main import app
 from auditor.cli.report import report_command
 from auditor.errors import UnavailableError
-from auditor.report.document import REPORT_KEYS, coverage, scan_part, write_reports
 from auditor.ledger.schema import metadata, spend_logs, verification_token
+from auditor.report import document as report_module
+from auditor.report.document import REPORT_KEYS, coverage, scan_part, write_reports
 
 REPO = Path(__file__).resolve().parent.parent
 SCAN_SCHEMA = json.loads((REPO / "auditor" / "scan.schema.json").read_text())
@@ -395,7 +395,7 @@ class Page(HTMLParser):
         self._in_style = False
 
     @classmethod
-    def parse(cls, html: str) -> "Page":
+    def parse(cls, html: str) -> Page:
         page = cls()
         page.feed(html)
         page.close()

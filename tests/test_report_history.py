@@ -24,11 +24,11 @@ from sqlalchemy import create_engine, delete, text, update
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from auditor.report import history
-from auditor.repair import journal
 from auditor.cli.backfill import db_app
 from auditor.cli.report import history_command, report_command
 from auditor.ledger.schema import metadata, spend_logs, verification_token
+from auditor.repair import journal
+from auditor.report import history
 
 NOW = "2026-11-23T00:00:00Z"
 STEM = "auditor-report-20261123T000000Z"

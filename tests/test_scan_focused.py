@@ -11,7 +11,7 @@ import json
 import math
 import os
 import stat
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jsonschema
@@ -51,7 +51,7 @@ def iso(moment: datetime) -> str:
 
 
 def epoch(moment: datetime) -> float:
-    return moment.replace(tzinfo=timezone.utc).timestamp()
+    return moment.replace(tzinfo=UTC).timestamp()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -585,10 +585,10 @@ def test_rollup_disagreements_in_sql_are_the_cells_a_python_comparison_finds(any
     compared with reconcile.rollup_differs) must find exactly the same cells with the same totals."""
     import random
 
-    from auditor.ledger.capabilities import inspect_database
-    from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
-    from auditor.ledger.daily_rollups import ledger_days, rollup_days, rollup_disagreements
     from auditor.audit.reconcile import rollup_differs
+    from auditor.ledger.capabilities import inspect_database
+    from auditor.ledger.daily_rollups import ledger_days, rollup_days, rollup_disagreements
+    from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
     from auditor.ledger.schema import daily_user_spend
 
     rng = random.Random(7)
@@ -623,7 +623,7 @@ def test_rollup_disagreements_in_sql_are_the_cells_a_python_comparison_finds(any
         found = rollup_disagreements(conn, caps, daily_user_spend, "user", "2026-03-01", "2026-03-05", 0.0001)
     assert len(expected) >= 5 and len(expected) < len(set(ledger) | set(cached))  # some cells agree, some do not
     assert {k: (logged, cached_) for k, logged, cached_ in found} == {
-        k: (pytest.approx(l) if l else None, pytest.approx(c) if c else None) for k, (l, c) in expected.items()}
+        k: (pytest.approx(lg) if lg else None, pytest.approx(c) if c else None) for k, (lg, c) in expected.items()}
     assert len(found) == len(expected)
 
 

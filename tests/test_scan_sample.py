@@ -204,7 +204,7 @@ def test_windowed_spend_of_every_entry_in_every_scope(sample_db):
         if s["budget_model"] is not None:  # the others are spend no entry governs (no window)
             got[(s["scope"], s["entity_id"], s["budget_model"])].append(s)
     expected = {}
-    for scope, entity, alias, owner in OWNERS:
+    for scope, entity, _alias, owner in OWNERS:
         for entry in owner["entries"]:
             if entry.get("windows"):
                 expected[(scope, entity, entry["entry"])] = entry

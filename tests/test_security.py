@@ -624,3 +624,23 @@ def test_a_lone_surrogate_in_a_budget_name_prints_as_a_question_mark(sqlite_url,
         assert "x?y" in shown.replace("\\", ""), fmt
     record = json.loads(invoke("scan", *common, "--format", "json", code=0).stdout)
     assert "x\ud800y" in {f["budget_model"] for f in record["findings"]}  # JSON keeps it, escaped
+
+
+def test_verbose_sql_logs_hold_no_raw_key(sqlite_url, config):
+    """-vv logs every statement auditor runs: the text, never the values bound to it (a raw API key among them)."""
+    _raw_key_database(sqlite_url)
+    now = (T0 + timedelta(hours=3)).isoformat() + "Z"
+    common = ["--db", sqlite_url, "--config", config, "--now", now]
+    results = [invoke("-vv", "scan", *common, code=1), invoke("-vv", "explain", RAW_KEY, *common, code=0)]
+    logged = "\n".join(result.stderr for result in results)
+    assert " DEBUG auditor.sql: " in logged and 'FROM "LiteLLM_SpendLogs"' in logged
+    assert RAW_KEY[3:11] not in logged and RAW_KEY[-8:] not in logged
+
+
+@pytest.mark.postgres
+def test_verbose_sql_logs_hold_no_password(pg_sample, make_role):
+    role = make_role(*READER_GRANTS, password=PG_PASSWORD)
+    result = invoke("-vv", "scan", "--db", as_role(pg_sample, role, PG_PASSWORD), "--config", SAMPLE_CONFIG, "--now", NOW,
+                    "--format", "json", code=1)
+    assert " DEBUG auditor.sql: " in result.stderr and "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ" in result.stderr
+    assert PG_PASSWORD not in result.stderr + result.stdout

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from auditor.audit.shared_windows import EntityReplay, SharedStartReplay, seconds_of
 from auditor.litellm.budgets import BudgetEntry, parse_model_max_budget
 from auditor.litellm.durations import parse_duration
 from auditor.litellm.eras import DEPLOYMENT, era_of, parse_version
-from auditor.audit.shared_windows import EntityReplay, SharedStartReplay, seconds_of
 
 FIXTURES = Path(__file__).parent / "eras"
 

@@ -43,11 +43,11 @@ from dataclasses import astuple, dataclass, field
 from datetime import datetime, timedelta
 
 from auditor import __version__
-from auditor.ledger.db import json_value  # model_max_budget: text on SQLite, decoded on PostgreSQL; hashed alike
 from auditor.audit.findings import iso
-from auditor.ledger.daily_rollups import DayTotals, RollupKey
-from auditor.ledger.queries import SpendGroup
 from auditor.audit.windows import TrackerState, Window, WindowTracker
+from auditor.ledger.daily_rollups import DayTotals, RollupKey
+from auditor.ledger.db import json_value  # model_max_budget: text on SQLite, decoded on PostgreSQL; hashed alike
+from auditor.ledger.queries import SpendGroup
 from auditor.money import to_dollars, to_nanos
 
 # 2: junk spend is its own ignored outcome. 3: amounts are sums of whole nano-dollars (auditor.money), so a float sum

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from sqlalchemy import Connection
 
-from auditor.ledger.capabilities import CREATE_API_KEY_START_INDEX, Capabilities
 from auditor.errors import AuditorError
+from auditor.ledger.capabilities import CREATE_API_KEY_START_INDEX, Capabilities
 from auditor.ledger.queries import estimated_rows, spend_time_range
 from auditor.ledger.schema import TABLES
 
@@ -161,11 +161,11 @@ def scan_columns(caps: Capabilities) -> dict[str, set[str]]:
     from sqlalchemy import Column, event
     from sqlalchemy.sql import visitors
 
-    from auditor.ledger import budget_holders
+    from auditor.audit.scan import ScanOptions, load_catalogue, run_scan
     from auditor.clock import utc_now
+    from auditor.ledger import budget_holders
     from auditor.ledger.db import connect
     from auditor.sample import embedded_target
-    from auditor.audit.scan import ScanOptions, load_catalogue, run_scan
 
     used: dict[str, set[str]] = defaultdict(set)
 

@@ -12,16 +12,15 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
-from auditor.ledger import queries
-from auditor.ledger import budget_holders
-from auditor.litellm.budgets import BudgetEntry, BudgetProblem
-from auditor.ledger.capabilities import Capabilities
-from auditor.litellm.catalogue import Catalogue
-from auditor.errors import InputError
-from auditor.money import to_dollars, to_nanos
 from auditor.audit.findings import Finding, ScanResult
-from auditor.litellm.resolver import Resolver
 from auditor.audit.scan import EntityBudgets, ScanOptions, entity_budgets, governed_charges, run_scan
+from auditor.errors import InputError
+from auditor.ledger import budget_holders, queries
+from auditor.ledger.capabilities import Capabilities
+from auditor.litellm.budgets import BudgetEntry, BudgetProblem
+from auditor.litellm.catalogue import Catalogue
+from auditor.litellm.resolver import Resolver
+from auditor.money import to_dollars, to_nanos
 
 EXAMPLES = 3  # request ids named per window; the counts are always complete
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
 SCHEMA_VERSION = 1
 
@@ -49,7 +50,7 @@ class Finding:
     resolves_to: str | None = None
 
     @property
-    def sort_key(self) -> tuple:
+    def sort_key(self) -> tuple[object, ...]:
         return (-SEVERITY_RANK[self.severity], self.scope or "", self.entity_alias or self.entity_id or "", self.kind,
                 self.budget_model or "", self.window_start or datetime.min, self.counter_key or "", self.model or "")
 
@@ -87,18 +88,18 @@ class RowCounts:
 @dataclass
 class ScanResult:
     as_of: datetime
-    source: dict
+    source: dict[str, Any]
     rows: RowCounts
     spend: list[WindowSpend]
     findings: list[Finding]
     notes: list[str] = field(default_factory=list)
-    resolutions: list[dict] = field(default_factory=list)
-    rollup_history: list[dict] | None = None  # --use-rollups: per-day spend the ledger no longer holds
+    resolutions: list[dict[str, Any]] = field(default_factory=list)
+    rollup_history: list[dict[str, Any]] | None = None  # --use-rollups: per-day spend the ledger no longer holds
 
     def worst(self) -> str | None:
         return max((f.severity for f in self.findings), key=SEVERITY_RANK.__getitem__, default=None)
 
-    def as_record(self) -> dict:
+    def as_record(self) -> dict[str, Any]:
         """The versioned JSON contract (auditor/scan.schema.json)."""
         return {
             "schema_version": SCHEMA_VERSION,
@@ -119,7 +120,7 @@ class ScanResult:
         }
 
 
-def totals(findings: list[Finding]) -> dict:
+def totals(findings: list[Finding]) -> dict[str, Any]:
     over = [f for f in findings if f.kind == OVER_BUDGET]
     return {
         # past a working limit, and past one the limiter never applied (alias traffic an enforced entry should have gated)
@@ -134,7 +135,7 @@ def totals(findings: list[Finding]) -> dict:
     }
 
 
-def over_budget_phrase(record: dict) -> str:
+def over_budget_phrase(record: dict[str, Any]) -> str:
     """'11 entities over budget (7 keys), 9 leaking': one wording for the terminal, Markdown and the report."""
     over = [f for f in record["findings"] if f["kind"] == OVER_BUDGET]
     entities = record["totals"]["entities_over_budget"]
@@ -149,11 +150,11 @@ def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        value = value.astimezone(UTC).replace(tzinfo=None)
     return value.isoformat(timespec="milliseconds") + "Z"
 
 
-def _record(item: Finding | WindowSpend) -> dict:
+def _record(item: Finding | WindowSpend) -> dict[str, Any]:
     """A flat dataclass of plain values as a JSON object. Not dataclasses.asdict: its deep copy costs more
     than the rest of the rendering, and there are as many of these as windows."""
     return {f.name: iso(v) if isinstance(v := getattr(item, f.name), datetime) else v for f in fields(item)}

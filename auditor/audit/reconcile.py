@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
-from datetime import datetime, timedelta
+from collections.abc import Callable, Collection, Iterable, Mapping
+from datetime import datetime, timedelta, tzinfo
+from typing import Any, cast
 
 from auditor import money
-from auditor.litellm.budgets import BudgetEntry
-from auditor.litellm.catalogue import Catalogue
-from auditor.litellm.counters import Counter, parse_float, spend_key
 from auditor.audit.findings import (
     ALIAS_BYPASS,
     AMBIGUOUS_MODEL,
@@ -27,24 +25,30 @@ from auditor.audit.findings import (
     Finding,
     WindowSpend,
 )
-from auditor.litellm.resolver import governing_entry
 from auditor.audit.windows import Window
+from auditor.litellm.budgets import BudgetEntry
+from auditor.litellm.catalogue import Catalogue
+from auditor.litellm.counters import Counter, parse_float, spend_key
+from auditor.litellm.resolver import Resolution, governing_entry
 
 KEY = "key"
 GLOB = "*"
+
+# Entity budgets, options and ledger rows are the scan's shapes, read here by attribute: typed Any (they live outside the pure core).
+Resolve = Callable[[str | None, str | None, str | None], Resolution]  # (model, model_group, model_id) to its group
 
 
 def _money(value: float) -> str:
     return f"${value:,.4f}"
 
 
-def _alias(budgets) -> str | None:
+def _alias(budgets: Any) -> str | None:
     """The key alias as reports show it; a deleted key's spend stays attributed to it, labelled."""
     if budgets is None:
         return None
     if budgets.deleted:
         return f"{budgets.alias or budgets.token[:12]} (deleted)"
-    return budgets.alias
+    return cast("str | None", budgets.alias)
 
 
 class CounterLedger:
@@ -54,7 +58,7 @@ class CounterLedger:
     `now` are left out because LiteLLM flushes counters in batches.
     """
 
-    def __init__(self, counters: Iterable[Counter], options) -> None:
+    def __init__(self, counters: Iterable[Counter], options: Any) -> None:
         self._options = options
         self._by_entry: dict[tuple[str, str, str, str], list[Counter]] = defaultdict(list)
         self._entities: dict[tuple[str, str], list[Counter]] = defaultdict(list)
@@ -78,19 +82,19 @@ class CounterLedger:
         if not counters or charged_at > self._options.now - self._options.settle:
             return
         for counter in counters:
-            start = counter.window_start
+            start = cast(datetime, counter.window_start)  # only counters with a start are kept (__init__)
             if start - self._options.window_slack <= charged_at < entry.duration.end_of_window(start):
                 self.values[counter] = money.add(self.values[counter], spend)  # exact: a resumed sum agrees with one pass
 
 
 def budget_findings(
-    budgets: Mapping[str, object],
-    windows: Mapping[tuple[str, str], list[Window]],
-    groups_by_entry: Mapping[tuple[str, str], set[str]],
+    budgets: Mapping[tuple[str, str], Any],
+    windows: Mapping[tuple[str, str, str], list[Window]],
+    groups_by_entry: Mapping[tuple[str, str, str], set[str]],
     catalogue: Catalogue,
     logged_groups: Collection[str],
-    options,
-    enforced=None,
+    options: Any,
+    enforced: Callable[[float], bool] | None = None,
 ) -> list[Finding]:
     """Invalid and unenforceable entries, and windows over their limit. `enforced(limit)`: whether the era's limiter
     enforces a cap at all (before 1.99 a 0 cap is unlimited); default: 1.99+'s BudgetEntry.enforced."""
@@ -143,7 +147,7 @@ def budget_findings(
     return findings
 
 
-def alias_bypass_findings(budgets, totals: Mapping[tuple[str, str, str, str, str], list]) -> list[Finding]:
+def alias_bypass_findings(budgets: Mapping[tuple[str, str], Any], totals: Mapping[tuple[str, str, str, str, str], list[Any]]) -> list[Finding]:
     """One finding per (entity, entry governing the target, alias): the spend and requests no counter saw."""
     findings = []
     for (scope, entity_id, entry_name, alias, target), (spend, requests) in sorted(totals.items()):
@@ -174,13 +178,13 @@ def _enforceable(entry: BudgetEntry, entries: Mapping[str, BudgetEntry], names: 
 
 
 def counter_findings(
-    budgets: Mapping[str, object],
-    windows: Mapping[tuple[str, str], list[Window]],
-    counters_by_key: Mapping[str, list[Counter]],
+    budgets: Mapping[tuple[str, str], Any],
+    windows: Mapping[tuple[str, str, str], list[Window]],
+    counters_by_key: Mapping[tuple[str, str], list[Counter]],
     ledger: CounterLedger,
-    resolutions,
+    resolutions: Resolve,
     catalogue: Catalogue,
-    options,
+    options: Any,
     read_source: str | None,
 ) -> list[Finding]:
     findings: list[Finding] = []
@@ -221,7 +225,7 @@ def counter_findings(
     return findings
 
 
-def _window_containing(windows: list[Window], start: datetime, options) -> datetime | None:
+def _window_containing(windows: list[Window], start: datetime, options: Any) -> datetime | None:
     """The reconstructed window's start when the counter's own start sits elsewhere (beyond the slack)."""
     for window in windows:
         if window.start - options.window_slack <= start < window.end:
@@ -229,7 +233,8 @@ def _window_containing(windows: list[Window], start: datetime, options) -> datet
     return None
 
 
-def _missing_counters(kb, windows, counters, options, read_source) -> list[Finding]:
+def _missing_counters(kb: Any, windows: Mapping[tuple[str, str, str], list[Window]], counters: list[Counter], options: Any,
+                      read_source: str | None) -> list[Finding]:
     """An open window with ledger spend but no counter where enforcement reads: LiteLLM reads it as zero.
 
     End users are never shared through LiteLLM_BudgetWindowSpend (their counters stay per replica)."""
@@ -259,7 +264,7 @@ def _missing_counters(kb, windows, counters, options, read_source) -> list[Findi
     return findings
 
 
-def _miskeyed(counter: Counter, token, alias, kb, catalogue, resolutions) -> Finding:
+def _miskeyed(counter: Counter, token: str, alias: str | None, kb: Any, catalogue: Catalogue, resolutions: Resolve) -> Finding:
     resolved = resolutions(counter.key.budget_model, "", "")
     target = resolved.group if resolved.status == "resolved" else None
     governs = None
@@ -283,7 +288,7 @@ def _miskeyed(counter: Counter, token, alias, kb, catalogue, resolutions) -> Fin
     )
 
 
-def resolution_findings(groups, resolutions) -> list[Finding]:
+def resolution_findings(groups: Iterable[Any], resolutions: Resolve) -> list[Finding]:
     """Logged model names the resolver could not place, with their rows and spend (charged rows only)."""
     totals: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])  # rows, nano-dollars
     for group in groups:
@@ -311,29 +316,30 @@ def resolution_findings(groups, resolutions) -> list[Finding]:
     return findings
 
 
-def model_spend_notes(key_rows) -> list[str]:
+def model_spend_notes(key_rows: Iterable[Any]) -> list[str]:
     if all(not row.model_spend for row in key_rows if not row.deleted):
         return ["model_spend is empty on every key: LiteLLM has not maintained it since early 2024 (not a counter)"]
     return []
 
 
-def model_spend_findings(key_rows, groups, resolutions, options, selected) -> list[Finding]:
+def model_spend_findings(key_rows: Iterable[Any], groups: Iterable[Any], resolutions: Resolve, options: Any,
+                         selected: Collection[str] | None) -> list[Finding]:
     """A non-empty legacy model_spend (a fossil of early 2024) against the lifetime ledger, by canonical group."""
-    nanos: dict[tuple[str, str], int] = defaultdict(int)
+    nanos: dict[tuple[str, str | None], int] = defaultdict(int)
     for group in groups:
         if group.outcome == "charged":
             resolution = resolutions(group.model, group.model_group, group.model_id)
             if resolution.status == "resolved":
                 nanos[(group.api_key, resolution.group)] += money.to_nanos(group.spend)
-    lifetime = {k: money.to_dollars(n) for k, n in nanos.items()}
+    lifetime: dict[tuple[str, str | None], float] = {k: money.to_dollars(n) for k, n in nanos.items()}
     findings = []
     for row in key_rows:
         if row.deleted or not isinstance(row.model_spend, Mapping) or not row.model_spend:
             continue
         if selected is not None and row.token not in selected:
             continue
-        merged: dict[str, float] = defaultdict(float)
-        names: dict[str, list[str]] = defaultdict(list)
+        merged: dict[str | None, float] = defaultdict(float)
+        names: dict[str | None, list[str]] = defaultdict(list)
         for name, value in row.model_spend.items():
             resolution = resolutions(str(name), "", "")
             group = resolution.group if resolution.status == "resolved" else str(name)
@@ -367,7 +373,9 @@ def model_spend_findings(key_rows, groups, resolutions, options, selected) -> li
     return findings
 
 
-def window_spend(budgets, windows, groups_by_entry, splits=None) -> list[WindowSpend]:
+def window_spend(budgets: Mapping[tuple[str, str], Any], windows: Mapping[tuple[str, str, str], list[Window]],
+                 groups_by_entry: Mapping[tuple[str, str, str], set[str]],
+                 splits: Mapping[tuple[str, str, str, datetime], Mapping[str | None, tuple[float, int]]] | None = None) -> list[WindowSpend]:
     """A line per budget window; for an entry that charged several model groups, a line per group in each window
     (`splits`), whose amounts add up to the window's."""
     spend = []
@@ -389,7 +397,7 @@ def window_spend(budgets, windows, groups_by_entry, splits=None) -> list[WindowS
 LIFETIME = datetime(1, 1, 1)
 
 
-def scalar_period(holder, tz) -> datetime | None:
+def scalar_period(holder: Any, tz: tzinfo) -> datetime | None:
     """Where the entity's current `spend` period starts: LIFETIME without budget_duration, None when unknowable."""
     if not holder.budget_duration:
         return LIFETIME
@@ -406,7 +414,7 @@ SCALAR_BLOCKS_AT_LIMIT = frozenset({"key", "user", "team_member"})
 
 
 def scalar_leaks(charges: Iterable[tuple[datetime, datetime, float, bool]], limit: float, at_limit: bool,
-                 gated=lambda team_key: True) -> tuple[int, float]:
+                 gated: Callable[[bool], bool] = lambda team_key: True) -> tuple[int, float]:
     """Requests admitted after the ledger's spend over the period had reached the budget, and their spend.
 
     `charges` are (start, end, spend, via a team key) in end order. The ledger reaches the limit at the end of the
@@ -425,7 +433,9 @@ def scalar_leaks(charges: Iterable[tuple[datetime, datetime, float, bool]], limi
     return leaks, money.to_dollars(leaked)
 
 
-def scalar_findings(holders, period_sums, lifetime_sums, starts, options, leaks=None, redis_spend=None) -> list[Finding]:
+def scalar_findings(holders: Iterable[Any], period_sums: Mapping[Any, tuple[float, int]], lifetime_sums: Mapping[Any, Any],
+                    starts: Mapping[Any, datetime | None], options: Any, leaks: Mapping[Any, Any] | None = None,
+                    redis_spend: Mapping[Any, Any] | None = None) -> list[Finding]:
     """Scalar `spend` (and lifetime `total_spend`) against the ledger, and whole-entity budgets.
 
     `starts` maps (scope, entity) to the period start compared; entities left out could not be
@@ -455,7 +465,7 @@ def scalar_findings(holders, period_sums, lifetime_sums, starts, options, leaks=
                          + ("; the whole-entity budget is enforced from the lower figure" if undercounts else "")),
             ))
         if (holder.scope, entity) in (redis_spend or {}):
-            key, raw = redis_spend[(holder.scope, entity)]
+            key, raw = redis_spend[(holder.scope, entity)]  # type: ignore[index]  # in it, so not None
             cached = parse_float(raw)
             if cached is None or abs(cached - logged) > options.tolerance:
                 shown = _money(cached) if cached is not None else f"{raw!r} (not a number)"
@@ -492,14 +502,15 @@ ROLLUP_SOURCES = {
 }
 
 
-def rollup_differs(logged, cached, tolerance: float) -> bool:
+def rollup_differs(logged: Any, cached: Any, tolerance: float) -> bool:
     """Whether a rollup row (DayTotals or None) disagrees with the ledger's beyond the tolerance, or in its count."""
     logged_spend, logged_requests = (logged.spend, logged.requests) if logged else (0.0, 0)
     cached_spend, cached_requests = (cached.spend, cached.requests) if cached else (0.0, 0)
     return not (abs(logged_spend - cached_spend) <= tolerance and logged_requests == cached_requests)  # NaN differs
 
 
-def rollup_findings(table: str, ledger_days, rollup_days, aliases: Mapping[str, str | None], options) -> list[Finding]:
+def rollup_findings(table: str, ledger_days: Mapping[tuple[str, str, str, str], Any], rollup_days: Mapping[tuple[str, str, str, str], Any],
+                    aliases: Mapping[str, str | None], options: Any) -> list[Finding]:
     """LiteLLM_DailyUserSpend against the ledger per (day, key, model, provider): spend and request counts.
 
     Daily rollups merge model groups that share a deployment (issue #36172), so they are compared at

@@ -6,6 +6,7 @@ it never renders and never writes.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
@@ -35,6 +36,8 @@ from auditor.audit.findings import RowCounts, ScanResult
 from auditor.redact import is_raw_key
 from auditor.litellm.resolver import Resolver, budget_candidates, governing_entry
 from auditor.audit.windows import DEFAULT_LOOKBACK, Window, WindowTracker
+
+log = logging.getLogger(__name__)  # -v: the phases of a scan, counts only (auditor/cli/main.py)
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,8 @@ def run_scan(
         counters = [c for c in counters if c.key.scope == "key" and c.key.entity_id in selected]
     if options.entity is not None:
         counters = [c for c in counters if (c.key.scope, c.key.entity_id) in budgets]
+    log.info("budgets: %d keys read, %d entities with per-model budgets; %d counters to compare", len(key_rows),
+             len(budgets), len(counters))
     counters_by_entity: dict[tuple[str, str], list[Counter]] = defaultdict(list)
     for counter in counters:
         counters_by_entity[(counter.key.scope, counter.key.entity_id)].append(counter)
@@ -245,6 +250,9 @@ def run_scan(
         else:
             rows.unresolved += group.requests
 
+    log.info("ledger: %d spend rows read in %d groups (%d charged and resolved, %d unresolved, %d not charged)",
+             sum(g.requests for g in read_groups), len(read_groups), rows.attributed, rows.unresolved,
+             sum(rows.ignored_by_reason.values()))
     ledger = reconcile.CounterLedger(counters, options)
     if resume is not None:
         for counter in ledger.values:
@@ -265,6 +273,7 @@ def run_scan(
         windows, groups_by_entry = _windows(conn, caps, catalogue, resolutions, budgets, keys_entries, read, ledger, progress,
                                             resume, state, options.window_slack)
 
+    log.info("windows: %d budget windows rebuilt", sum(map(len, windows.values())))
     findings_scalar, scalar_notes = _scalar(conn, caps, holders, options, resume, state, redis_values)
 
     logged_groups = {

@@ -15,13 +15,20 @@ what each check read, come out as LiteLLM had them. Pure: charges in, counter li
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from auditor.litellm.durations import Duration
 from auditor.audit.windows import DEFAULT_LOOKBACK, Window
+from auditor.litellm.durations import Duration
 from auditor.money import to_dollars, to_nanos
+
+if TYPE_CHECKING:  # for annotations only: entity budgets, options and charges are the scan's shapes, typed Any
+    from auditor.audit.findings import Finding
+    from auditor.litellm.budgets import BudgetEntry
+    from auditor.litellm.counters import Counter
+    from auditor.litellm.eras import Era
 
 
 def seconds_of(duration: Duration, at: datetime) -> int:
@@ -130,8 +137,8 @@ class SharedStartReplay:
             self.started_at = at
         else:  # _increment_spend_in_current_window: TTL = the window's remaining whole seconds, if the key is new
             current = counter.cell.value if counter.cell is not None and counter.cell.live(at) else 0.0
-            self._set(counter, at, current + cost, int(ttl - elapsed), reset=False, window_start=self.started_at)
-        life = counter.life
+            self._set(counter, at, current + cost, int(ttl - elapsed), reset=False, window_start=cast(datetime, self.started_at))
+        life = cast(_Life, counter.life)  # _set just gave the counter a life
         nanos = to_nanos(cost)
         life.spend += nanos
         life.requests += 1
@@ -147,7 +154,7 @@ class SharedStartReplay:
         if counter.cell is not None and counter.cell.live(at):
             expires = counter.cell.expires
             if reset:  # a new window on a live key: same TTL, a new life from here
-                counter.lives.append(counter.life.window(at))
+                counter.lives.append(cast(_Life, counter.life).window(at))  # a live cell has a life
                 counter.life = _Life(at, expires)
         else:
             expires = at + timedelta(seconds=ttl)
@@ -199,7 +206,7 @@ def requested_name(model: str, model_group: str) -> str:
     return model_group or model
 
 
-def entry_by_name(name: str, entries: Mapping[str, object]):
+def entry_by_name(name: str, entries: Mapping[str, BudgetEntry]) -> BudgetEntry | None:
     """Before 1.99 a model finds its entry by its exact name, else its last `/` segment; nothing else (no globs,
     access groups or Bedrock candidates). None when neither is a usable entry."""
     found = entries.get(name)
@@ -213,19 +220,19 @@ class EntityReplay:
     requested: the counter the pre-call check reads. (1.82-1.83.7 charged the deployment string instead, so its checks
     read nothing; counted this way the requests that bug let through are the ones judged after the limit.)"""
 
-    def __init__(self, era, entries: Mapping[str, object], *, lookback: timedelta | None = DEFAULT_LOOKBACK) -> None:
+    def __init__(self, era: Era, entries: Mapping[str, BudgetEntry], *, lookback: timedelta | None = DEFAULT_LOOKBACK) -> None:
         self.era = era
         self.entries = entries
         self.replay = SharedStartReplay(lookback=lookback)
         self.lookback = lookback
         self.names: dict[str, set[tuple[str, str]]] = {}  # entry name -> the counters (name, duration) charged under it
-        self._placed: dict[str, object] = {}
+        self._placed: dict[str, BudgetEntry | None] = {}
 
-    def add(self, charge) -> tuple[str, object] | None:
+    def add(self, charge: Any) -> tuple[str, BudgetEntry] | None:
         """Charge one request (anything with start_time, end_time, spend, model, model_group); returns (counter name,
         entry), or None when no entry governs it."""
         name = requested_name(charge.model, charge.model_group)
-        entry = self._placed.get(name, False)
+        entry: BudgetEntry | None | Literal[False] = self._placed.get(name, False)  # False: not placed yet
         if entry is False:
             entry = self._placed[name] = entry_by_name(name, self.entries)
         if entry is None:
@@ -257,7 +264,9 @@ _EPOCH = datetime(1970, 1, 1)
 REPLAYED_SCOPES = ("key", "end_user")  # the only scopes with per-model budgets before 1.99
 
 
-def era_windows(era, budgets: Mapping, stream: Callable, progress: Callable | None = None):
+def era_windows(era: Era, budgets: Mapping[tuple[str, str], Any], stream: Callable[[str, list[Any]], Iterable[Any]],
+                progress: Callable[[int], object] | None = None) -> tuple[
+        dict[tuple[str, str, str], list[Window]], dict[tuple[str, str, str], set[str]], dict[tuple[str, str], EntityReplay]]:
     """Every key's and end user's windows, rebuilt by EntityReplay from `stream(scope, stream ids)` (charged rows in
     (entity, end_time) order, as queries.stream_charges yields them). Returns (windows, groups_by_entry, replays)
     keyed as the scan keys them: (scope, entity_id, entry name)."""
@@ -284,7 +293,7 @@ def era_windows(era, budgets: Mapping, stream: Callable, progress: Callable | No
     return windows, groups_by_entry, replays
 
 
-def in_era(budgets: Mapping, era) -> tuple[dict, list[str]]:
+def in_era(budgets: Mapping[tuple[str, str], Any], era: Era) -> tuple[dict[tuple[str, str], Any], list[str]]:
     """The per-model budgets the era's limiter enforces at all: scopes it did not have are left out, and said."""
     scopes = set(era.scopes()) & (set(REPLAYED_SCOPES) if era.start_keys == "entity" else set(era.scopes()))
     kept = {k: b for k, b in budgets.items() if b.scope in scopes}
@@ -297,7 +306,9 @@ def in_era(budgets: Mapping, era) -> tuple[dict, list[str]]:
     return kept, notes
 
 
-def counter_findings(budgets: Mapping, replays: Mapping, counters_by_entity: Mapping, era, options, read_source, miskeyed) -> list:
+def counter_findings(budgets: Mapping[tuple[str, str], Any], replays: Mapping[tuple[str, str], EntityReplay],
+                     counters_by_entity: Mapping[tuple[str, str], list[Counter]], era: Era, options: Any, read_source: str | None,
+                     miskeyed: Callable[[Counter, str, Any], Finding]) -> list[Finding]:
     """Counters of a 1.84-1.98 deployment (named after the model as requested, one start key per entity) against the
     replay: each counter's value now (or before the last `settle`, which LiteLLM may not have pushed yet), and live
     counters Redis lacks. Redis is only a copy there (each worker reads its own memory first), so drift is a warning.
@@ -344,7 +355,7 @@ def counter_findings(budgets: Mapping, replays: Mapping, counters_by_entity: Map
     return findings
 
 
-def _read_names(eb, replay: EntityReplay | None) -> set[str]:
+def _read_names(eb: Any, replay: EntityReplay | None) -> set[str]:
     """The counter names a pre-call check reads for this entity: each model requested (and its last segment), and
     each entry's own name (requested by that name). A counter under another name (1.82-1.83.7's `openai/gpt-4o` for
     a `gpt-4o` request) is never read."""
@@ -355,10 +366,11 @@ def _read_names(eb, replay: EntityReplay | None) -> set[str]:
     return names
 
 
-def _missing(scope, entity_id, eb, replay: EntityReplay, seen, options, era, alias) -> list:
+def _missing(scope: str, entity_id: str, eb: Any, replay: EntityReplay, seen: set[tuple[str, str]], options: Any, era: Era,
+             alias: str | None) -> list[Finding]:
     """Live counters the replay holds and Redis does not (LiteLLM pushed every increment there when it had Redis)."""
-    from auditor.litellm.counters import spend_key
     from auditor.audit.findings import COUNTER_DRIFT, WARNING, Finding
+    from auditor.litellm.counters import spend_key
 
     found = []
     for entry_name, counters in sorted(replay.names.items()):
@@ -390,13 +402,13 @@ def _current_life(replay: EntityReplay | None, name: str, duration: str, at: dat
 
 
 
-def as_copies(findings: list, era) -> list:
+def as_copies(findings: list[Finding], era: Era | None) -> list[Finding]:
     """Where the era keeps counters in memory and Redis only holds a copy (1.84-1.100, read memory-first), a Redis
     counter that differs from the ledger is a warning: each worker enforced its own memory, not that copy."""
     from dataclasses import replace
 
-    from auditor.litellm.eras import MEMORY_FIRST
     from auditor.audit.findings import COUNTER_DRIFT, ERROR, WARNING
+    from auditor.litellm.eras import MEMORY_FIRST
 
     if era is None or era.storage != MEMORY_FIRST:
         return findings

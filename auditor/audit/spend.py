@@ -12,14 +12,19 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
 
 from auditor import money
 from auditor.audit.findings import WindowSpend
+from auditor.litellm.resolver import Resolution
 
 CHARGED, IGNORED_FAILURE = "charged", "failure"  # queries.row_outcome's outcomes (this module imports no SQL)
 
 BY = ("key", "team", "user", "end_user", "team_member", "tag")
+
+LineKey = tuple[str | None, ...]  # (entity, model group, period); (entity, model group) once folded
+Resolve = Callable[[str | None, str | None, str | None], Resolution]  # (model, model_group, model_id) to its group
 
 
 @dataclass
@@ -40,7 +45,7 @@ class SpendLine:
     models: set[str] = field(default_factory=set)  # logged names, for an unresolved line
     share: float = 0.0
 
-    def record(self) -> dict:
+    def record(self) -> dict[str, Any]:
         return {
             "entity_id": self.entity_id, "entity_alias": self.entity_alias, "model_group": self.model_group,
             "period": self.period, "spend": self.spend, "requests": self.requests, "prompt_tokens": self.prompt_tokens,
@@ -60,11 +65,11 @@ class SpendTable:
     total_spend: float
     total_requests: int
     ignored: dict[str, int]  # rows not charged, by outcome (failures are also a column)
-    omitted: dict | None = None  # --top: the entities left out, and their spend
+    omitted: dict[str, Any] | None = None  # --top: the entities left out, and their spend
     since: datetime | None = None
     until: datetime | None = None
 
-    def record(self) -> dict:
+    def record(self) -> dict[str, Any]:
         from auditor.audit.findings import iso
 
         return {
@@ -75,7 +80,7 @@ class SpendTable:
         }
 
 
-def alias_named(resolution, model: str, model_group: str, alias_target: Callable[[str], str | None]) -> str | None:
+def alias_named(resolution: Resolution, model: str, model_group: str, alias_target: Callable[[str], str | None]) -> str | None:
     """The proxy-level router alias a row's request named, when that is how the resolver placed it."""
     if resolution.rule == "model_group_alias":
         return model_group
@@ -92,11 +97,11 @@ def entity_label(scope: str, entity: tuple[str, ...]) -> str | None:
     return entity[0] or None
 
 
-def merge(cells: Iterable, by: str, resolve, alias_target: Callable[[str], str | None],
-          aliases: Mapping[str | None, str | None] = {}, redact: Callable[[str], str] = lambda v: v) -> tuple[dict, dict[str, int]]:
+def merge(cells: Iterable[Any], by: str, resolve: Resolve, alias_target: Callable[[str], str | None],
+          aliases: Mapping[str | None, str | None] = {}, redact: Callable[[str], str] = lambda v: v) -> tuple[dict[LineKey, SpendLine], dict[str, int]]:
     """Cells into lines keyed (entity_id, model_group, period); rows not charged (other than failures, which are a
     column) into counts by outcome."""
-    lines: dict[tuple, SpendLine] = {}
+    lines: dict[LineKey, SpendLine] = {}
     ignored: dict[str, int] = defaultdict(int)
     for cell in cells:
         if cell.outcome not in (CHARGED, IGNORED_FAILURE):
@@ -125,8 +130,9 @@ def merge(cells: Iterable, by: str, resolve, alias_target: Callable[[str], str |
     return lines, dict(ignored)
 
 
-def table(lines: Mapping[tuple, SpendLine], ignored: dict[str, int], *, by: str, period: str, zone_name: str,
-          top: int | None = None, model: str | None = None, since=None, until=None) -> SpendTable:
+def table(lines: Mapping[LineKey, SpendLine], ignored: dict[str, int], *, by: str, period: str, zone_name: str,
+          top: int | None = None, model: str | None = None, since: datetime | None = None,
+          until: datetime | None = None) -> SpendTable:
     """Lines ordered by period, then entity (most spend first), then model group (most spend first); `model` keeps
     one model group (or the lines whose requests named it as an alias, or an unresolved model of that name); `top`
     keeps the N entities that spent most over the whole range, the rest summed in `omitted`."""
@@ -161,7 +167,7 @@ def offset_changes(tz: tzinfo, start: datetime | None, end: datetime | None) -> 
     """The zone's UTC offset (seconds) from `start` on, and each instant (naive UTC) in [start, end] where it
     changes: what SQLite, which knows no zones, needs to put a UTC "startTime" into local periods."""
     def offset(at: datetime) -> int:
-        return int(at.replace(tzinfo=timezone.utc).astimezone(tz).utcoffset().total_seconds())
+        return int(at.replace(tzinfo=UTC).astimezone(tz).utcoffset().total_seconds())  # type: ignore[union-attr]  # aware
 
     if start is None or end is None:
         return [(None, 0 if start is None else offset(start))]
@@ -187,12 +193,12 @@ def offset_changes(tz: tzinfo, start: datetime | None, end: datetime | None) -> 
 SCAN_SCOPES = ("key", "team", "user", "end_user", "team_member")
 
 
-def ungoverned(totals: Iterable[tuple], resolve, governed: Callable[..., bool]) -> list[WindowSpend]:
+def ungoverned(totals: Iterable[tuple[Any, ...]], resolve: Resolve, governed: Callable[..., bool]) -> list[WindowSpend]:
     """Charged totals (scope, entity_id, api_key, model, model_group, model_id, spend, requests) that no budget entry
     governs, summed per (scope, entity, canonical model group): the scan's `spend` lines with budget_model and window
     null. With the windows (which hold every governed charge) they add up to each entity's attributed spend.
     Unresolved models are left out, as from `rows.attributed` (they are unresolved_model findings)."""
-    found: dict[tuple[str, str, str], list] = {}
+    found: dict[tuple[str, str, str | None], list[Any]] = {}
     for scope, entity_id, api_key, model, model_group, model_id, spend, requests in totals:
         resolution = resolve(model, model_group, model_id)
         if resolution.status != "resolved" or governed(scope, entity_id, api_key, model, model_group, model_id):
@@ -209,9 +215,9 @@ def ungoverned(totals: Iterable[tuple], resolve, governed: Callable[..., bool]) 
 # The report's "where the money went"
 
 
-def folded(lines: Mapping[tuple, SpendLine]) -> dict[tuple, SpendLine]:
+def folded(lines: Mapping[LineKey, SpendLine]) -> dict[LineKey, SpendLine]:
     """Per-period lines summed over their periods: what --period total gives, from the same cells."""
-    found: dict[tuple, SpendLine] = {}
+    found: dict[LineKey, SpendLine] = {}
     for line in lines.values():
         total = found.get((line.entity_id, line.model_group))
         if total is None:
@@ -227,13 +233,13 @@ def folded(lines: Mapping[tuple, SpendLine]) -> dict[tuple, SpendLine]:
     return found
 
 
-def overview(daily: Mapping[tuple, SpendLine], ignored: dict[str, int], *, zone_name: str, top: int = 10,
-             since=None, until=None) -> dict:
+def overview(daily: Mapping[LineKey, SpendLine], ignored: dict[str, int], *, zone_name: str, top: int = 10,
+             since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
     """Top entities (their lines per model group, as `auditor spend --top`), every model group's total, and each
     day's spend per model group (unresolved models as one series, model_group null)."""
     totals = table(folded(daily), ignored, by="key", period="total", zone_name=zone_name, top=top, since=since, until=until)
-    groups: dict[str | None, list] = {}
-    per_day: dict[tuple[str, str | None], float] = defaultdict(float)
+    groups: dict[str | None, list[Any]] = {}
+    per_day: dict[tuple[str | None, str | None], float] = defaultdict(float)
     for line in daily.values():
         g = groups.setdefault(line.model_group, [0.0, 0, set()])
         g[0] = money.add(g[0], line.spend)

@@ -8,12 +8,11 @@ from __future__ import annotations
 def ledger_lines(session, by: str, period: str) -> tuple[dict, dict[str, int]]:
     """The ledger in the session's --since/--until as spend lines (spend.merge) of `by` x model group x `period`,
     in the session's zone: one grouped query. For `auditor spend` and the report's "where the money went"."""
-    from auditor.ledger import queries
     from auditor.audit import spend
-    from auditor.ledger import spend_queries
+    from auditor.ledger import queries, spend_queries
     from auditor.litellm.periods import zone
-    from auditor.redact import Redactor
     from auditor.litellm.resolver import Resolver
+    from auditor.redact import Redactor
 
     conn, caps, options = session.conn, session.caps, session.options
     where = queries.SpendFilter(since=options.since, until=options.until)
@@ -29,8 +28,7 @@ def ledger_lines(session, by: str, period: str) -> tuple[dict, dict[str, int]]:
 
 def _aliases(conn, caps, key_rows, by: str) -> dict[str, str | None]:
     """Each entity's alias (key alias, team alias, user alias or email, ...), keyed as spend.entity_label names it."""
-    from auditor.ledger import queries
-    from auditor.ledger import budget_holders
+    from auditor.ledger import budget_holders, queries
 
     if by == "tag":
         return {}

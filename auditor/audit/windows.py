@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from auditor.litellm.durations import Duration
 from auditor.errors import InputError
+from auditor.litellm.durations import Duration
 from auditor.money import to_dollars, to_nanos
 
 # How far before a request's end its start is still judged exactly. LiteLLM's default request

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from typing import Annotated, Optional
 
@@ -51,7 +52,6 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
 sample_app = typer.Typer(help="The built-in sample deployment.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(sample_app, name="sample")
@@ -436,6 +436,7 @@ def version_callback(value: bool) -> None:
 def _root(
     ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Show the version.")] = False,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="Log to stderr what auditor does: -v the phases, -vv also every SQL statement and its time.", show_default=False)] = 0,
 ) -> None:
     """Every file auditor creates (reports, --output, SQLite history and journal databases, lock files, the sample
     cache) is readable by its owner only: they hold key hashes and aliases. The umask covers the files SQLite
@@ -444,6 +445,25 @@ def _root(
 
     previous = os.umask(0o077)
     ctx.call_on_close(lambda: os.umask(previous))
+    if verbose:
+        ctx.call_on_close(_log_to_stderr(logging.INFO if verbose == 1 else logging.DEBUG))
+
+
+def _log_to_stderr(level: int):
+    """The `auditor` loggers (auditor.sql among them) to stderr at `level`, stdout untouched; returns the undo, so
+    runs in one process (tests, a notebook calling main) do not stack handlers."""
+    logger = logging.getLogger("auditor")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+    def undo() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+    return undo
 
 
 # Typer's own Click (vendored by recent Typer, so not `click.ClickException`): found through a public class

@@ -11,7 +11,17 @@ from sqlalchemy import Connection, func, literal, select
 
 from auditor.ledger.capabilities import Capabilities
 from auditor.ledger.queries import SpendFilter, _as_datetime, _finite_spend, model_triple
-from auditor.ledger.schema import budget_table, budget_window_spend, deleted_verification_token, end_user_table, proxy_model_table, team_membership, team_table, user_table, verification_token
+from auditor.ledger.schema import (
+    budget_table,
+    budget_window_spend,
+    deleted_verification_token,
+    end_user_table,
+    proxy_model_table,
+    team_membership,
+    team_table,
+    user_table,
+    verification_token,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,8 +109,8 @@ def detect_deployment_era(conn: Connection, caps: Capabilities, explicit: str | 
     from redis import RedisError
 
     from auditor.ledger import budget_holders
-    from auditor.litellm.eras import counter_shapes, detect_era
     from auditor.ledger.redis_store import scan_keys
+    from auditor.litellm.eras import counter_shapes, detect_era
 
     if explicit:
         return detect_era(caps.version_range(), (), explicit, schema_words=caps.describe_version())

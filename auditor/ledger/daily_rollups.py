@@ -11,9 +11,8 @@ from sqlalchemy.sql import ColumnElement
 
 from auditor.ledger.capabilities import Capabilities
 from auditor.ledger.queries import IGNORED_FAILURE, _finite_spend, hash_aggregated, nanos_parts, row_outcome
-from auditor.money import NANOS_PER_DOLLAR, SPLIT, from_parts, to_dollars
 from auditor.ledger.schema import spend_logs
-
+from auditor.money import NANOS_PER_DOLLAR, SPLIT, from_parts, to_dollars
 
 RollupKey = tuple[str, str, str, str]  # (date, api_key, model, custom_llm_provider)
 

@@ -6,8 +6,10 @@ This module only connects and opens transactions; queries live in `auditor.ledge
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -124,17 +126,46 @@ def engine_for(target: DatabaseTarget) -> Engine:
     # json_deserializer: SQLAlchemy calls it for SQLite's JSON text, and registers it as psycopg 3's json/jsonb
     # loader on this engine's own adapters map (psycopg parses jsonb itself; the loader gets bytes), never globally.
     if target.dialect == "postgresql":
-        return create_engine(
+        return log_sql(create_engine(
             target.url,
             connect_args={"connect_timeout": 10, "application_name": "auditor"},
             pool_pre_ping=False,
             json_deserializer=json_or_text,
-        )
-    engine = create_engine(target.url, json_deserializer=json_or_text)
+        ))
+    engine = log_sql(create_engine(target.url, json_deserializer=json_or_text))
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection, _record):  # pragma: no cover - trivial
         dbapi_connection.execute("PRAGMA foreign_keys=OFF")
+
+    return engine
+
+
+SQL_LOG = logging.getLogger("auditor.sql")
+_SQL_SHOWN = 200  # characters of a statement a log line keeps
+
+
+def log_sql(engine: Engine) -> Engine:
+    """At DEBUG on `auditor.sql` (`auditor -vv`), one line per statement: its text and milliseconds, and its row
+    count when the driver knows it. Never the bound parameters: they hold key hashes, aliases, sometimes raw keys.
+    Attached only when DEBUG is on when the engine is made, so a normal run pays nothing."""
+    if not SQL_LOG.isEnabledFor(logging.DEBUG):
+        return engine
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _started(conn, _cursor, _statement, _parameters, _context, _executemany):
+        conn.info.setdefault("auditor_sql_started", []).append(time.perf_counter())
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _finished(conn, cursor, statement, _parameters, _context, executemany):
+        started = conn.info.get("auditor_sql_started")
+        elapsed_ms = (time.perf_counter() - started.pop()) * 1000 if started else float("nan")
+        shown = " ".join(statement.split())
+        if len(shown) > _SQL_SHOWN:
+            shown = shown[: _SQL_SHOWN - 3] + "..."
+        rows = getattr(cursor, "rowcount", -1)
+        counted = f", {rows} rows" if isinstance(rows, int) and rows >= 0 else ""
+        SQL_LOG.debug("%.1f ms%s%s: %s", elapsed_ms, counted, " (executemany)" if executemany else "", mask_text(shown))
 
     return engine
 

@@ -31,15 +31,14 @@ from sqlalchemy import (
     union_all,
     values,
 )
-from sqlalchemy.sql import ColumnElement
-
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
-from auditor.ledger.capabilities import Capabilities
-from auditor.money import SPLIT, from_parts, to_dollars, to_nanos
-from auditor.ledger.schema import TABLES, spend_logs
 from auditor.audit.windows import DEFAULT_LOOKBACK
+from auditor.ledger.capabilities import Capabilities
+from auditor.ledger.schema import TABLES, spend_logs
+from auditor.money import SPLIT, from_parts, to_dollars, to_nanos
 
 
 def estimated_rows(conn: Connection, table: str) -> int | None:

@@ -10,9 +10,16 @@ from urllib.parse import quote, unquote
 import redis
 from redis.client import NEVER_DECODE
 
-from auditor.litellm.counters import MODEL_COUNTER_PREFIXES, Counter, loose_counter_key, parse_counter_key, parse_epoch, parse_float
-from auditor.ledger.db import mask_text
 from auditor.errors import InputError, UnavailableError
+from auditor.ledger.db import mask_text
+from auditor.litellm.counters import (
+    MODEL_COUNTER_PREFIXES,
+    Counter,
+    loose_counter_key,
+    parse_counter_key,
+    parse_epoch,
+    parse_float,
+)
 
 COUNTER_PATTERNS = tuple(f"{prefix}:*" for pair in MODEL_COUNTER_PREFIXES.items() for prefix in pair)
 

@@ -6,7 +6,7 @@ and checked against it by tests/test_schema.py. Older proxies lack some columns:
 definitions create the tables on SQLite, where jsonb and text[] are JSON text.
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import JSON, BigInteger, Boolean, Column, DateTime, Float, Index, Integer, MetaData, Table, Text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP
@@ -20,7 +20,7 @@ TIMESTAMP3 = DateTime().with_variant(TIMESTAMP(precision=3), "postgresql")
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 budget_table = Table(
     "LiteLLM_BudgetTable",

@@ -10,13 +10,13 @@ queries.spend_groups does).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import Connection, String, and_, case, cast, func, literal, literal_column, select, true
 
-from auditor.ledger.capabilities import Capabilities
 from auditor.errors import InputError
+from auditor.ledger.capabilities import Capabilities
 from auditor.ledger.queries import (
     CHARGED,
     IGNORED_REPEAT_POLL,

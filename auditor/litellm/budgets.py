@@ -3,22 +3,23 @@
 Follows LiteLLM 1.99+ `proxy/hooks/model_max_budget_limiter.py::_usable_budget_config`: an entry is
 usable when `BudgetConfig.model_validate(entry)` succeeds (pydantic lax mode, `time_period` and
 `budget_limit` renamed by `BudgetConfig.__init__`) and its duration passes `duration_in_seconds`.
-The pydantic coercions are re-implemented here (no pydantic at run time) and checked against the
-real thing by tests/test_differential_litellm.py.
+The coercions are pydantic's own (the library LiteLLM validates with), and tests/test_differential_litellm.py
+checks the whole classification against LiteLLM's code.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from auditor.litellm.durations import Duration, parse_duration
+from pydantic import TypeAdapter, ValidationError
+
 from auditor.errors import DurationError
+from auditor.litellm.durations import Duration, parse_duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,105 +138,41 @@ def _parse_entry(name: str, entry: object, now: datetime | None) -> BudgetEntry 
     return BudgetEntry(name=name, limit=limit, duration=duration)
 
 
-# --- pydantic-core lax coercions (python mode), as observed on pydantic 2.x -----------------------
-
-# Rust's char::is_whitespace (Unicode White_Space), which pydantic-core trims; narrower than str.strip().
-_RUST_WHITESPACE: Final = (
-    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
-    "\u2028\u2029\u202f\u205f\u3000"
-)
-
-# Rust's f64 FromStr grammar (ASCII only, inf/infinity/nan in any case).
-_RUST_FLOAT: Final = re.compile(
-    r"[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[iI][nN][fF](?:[iI][nN][iI][tT][yY])?|[nN][aA][nN])"
-)
-
-# The final step of pydantic-core's str -> int: a JSON integer (no "+", no leading zeros).
-_JSON_INT: Final = re.compile(r"-?(?:0|[1-9][0-9]*)")
+# --- pydantic lax coercions (python mode), from pydantic itself -------------------------------------
+# LiteLLM's BudgetConfig fields are Optional[float] / Optional[str] / Optional[int]: the same adapters give
+# its answers by construction ("1_000", " 2.5 ", "Infinity" are numbers; "0x10" is not). Built once: budgets
+# are parsed per key, and building an adapter costs far more than a validation.
+_FLOAT: Final = TypeAdapter(float)
+_INT: Final = TypeAdapter(int)
+_STR: Final = TypeAdapter(str)
 
 _MAX_INT_DIGITS: Final = 4300  # Python's int-from-text limit, which pydantic-core applies too
 _TOO_LONG_INT: Final = re.compile(r"[0-9]{%d}" % (_MAX_INT_DIGITS + 1))
 
 
 def _lax_float(value: object) -> float | None:
-    """`float` in pydantic lax mode: numbers, bools and numeric text; None when pydantic rejects it."""
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, float):
-        return value
-    if isinstance(value, int):
-        try:
-            return float(value)
-        except OverflowError:
-            return None
-    text = _lax_str(value)
-    if text is None:
+    """`float` in pydantic lax mode; None when pydantic rejects it."""
+    try:
+        return _FLOAT.validate_python(value)
+    except ValidationError:
         return None
-    stripped = text.strip(_RUST_WHITESPACE)
-    if _RUST_FLOAT.fullmatch(stripped):
-        return float(stripped)
-    # pydantic-core's fallback drops underscores from the untrimmed text, anywhere but at the ends.
-    if text.startswith("_") or text.endswith("_") or "__" in text:
-        return None
-    joined = text.replace("_", "")
-    return float(joined) if _RUST_FLOAT.fullmatch(joined) else None
 
 
 def _lax_int_ok(value: object) -> bool:
     """Whether pydantic lax mode accepts `value` for an `int | None` field."""
-    if isinstance(value, int):
-        return True
-    if isinstance(value, float):
-        return math.isfinite(value) and value.is_integer() and abs(value) < 2.0**63
-    text = _lax_str(value)
-    return text is not None and _lax_int_text_ok(text.strip(_RUST_WHITESPACE))
-
-
-def _lax_int_text_ok(text: str) -> bool:
-    """pydantic-core's str -> int, as observed: sign, leading zeros, `.0+`, then single underscores.
-
-    It accepts oddities such as "0-4" (-4) and "0__9" (9), and rejects "0-01" and "1__0".
-    """
-    sign, body = ("-" if text[0] == "-" else "", text[1:]) if text[:1] in ("+", "-") else ("", text)
-    rest = _strip_leading_zeros(body)
-    if rest is None:
+    try:
+        _INT.validate_python(value)
+    except ValidationError:
         return False
-    number = sign + rest
-    dot = number.find(".")
-    if dot >= 0 and number[dot + 1 :] and not number[dot + 1 :].strip("0"):
-        number = number[:dot]
-    candidates = [number]
-    if "_" in number and not (number.startswith("_") or number.endswith("_") or "__" in number):
-        candidates.append(number.replace("_", ""))
-    return any(
-        _JSON_INT.fullmatch(candidate) is not None and len(candidate.lstrip("-")) <= _MAX_INT_DIGITS
-        for candidate in candidates
-    )
-
-
-def _strip_leading_zeros(body: str) -> str | None:
-    if not body or body[0] not in "0123456789":
-        return None
-    if body[0] != "0":
-        return body
-    for index, char in enumerate(body[1:], start=1):
-        if char == ".":
-            return body[index - 1 :]
-        if char not in "0_":
-            return body[index:]
-    return body[-1]
+    return True
 
 
 def _lax_str(value: object) -> str | None:
-    """`str` in pydantic lax mode: str itself, or bytes that decode as UTF-8."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    return None
+    """`str` in pydantic lax mode (str itself, or bytes that decode as UTF-8); None when pydantic rejects it."""
+    try:
+        return _STR.validate_python(value)
+    except ValidationError:
+        return None
 
 
 def _kind(value: object) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from types import MappingProxyType
+from typing import Any
 
 GLOB_WILDCARD = "*"
 _ENV_REFERENCE = "os.environ/"
@@ -142,8 +143,8 @@ class Catalogue:
 
 
 def build_catalogue(
-    config: Mapping | None,
-    proxy_models: Sequence[Mapping],
+    config: Mapping[str, Any] | None,
+    proxy_models: Sequence[Mapping[str, Any]],
     key_aliases: Mapping[str, str] = MappingProxyType({}),
     *,
     config_name: str = "config.yaml",
@@ -259,7 +260,7 @@ def _config_deployments(model_list: object, config_name: str) -> Iterator[Deploy
         )
 
 
-def _table_deployments(rows: Sequence[Mapping]) -> Iterator[Deployment]:
+def _table_deployments(rows: Sequence[Mapping[str, Any]]) -> Iterator[Deployment]:
     for index, row in enumerate(rows):
         row = _mapping(row)
         model_name = row.get("model_name")
@@ -321,11 +322,11 @@ def _stable_type_name(value: object) -> str:
     return f"{type(value).__module__}.{type(value).__qualname__}"
 
 
-def _mapping(value: object) -> Mapping:
+def _mapping(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _json_mapping(value: object) -> Mapping:
+def _json_mapping(value: object) -> Mapping[str, Any]:
     """A jsonb column as a mapping; a driver that hands back the JSON text gets it decoded."""
     if isinstance(value, (str, bytes)):
         try:

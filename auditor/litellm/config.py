@@ -13,11 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from auditor.litellm.catalogue import glob_matches
 from auditor.errors import ConfigError
+from auditor.litellm.catalogue import glob_matches
 
 _INCLUDE_KEY = "include"
 _MAX_CONFIG_BYTES = 16 << 20  # far above any proxy config
@@ -27,7 +28,7 @@ _MAX_CONFIG_BYTES = 16 << 20  # far above any proxy config
 class LoadedConfig:
     """A parsed config (includes merged) and what was odd about it."""
 
-    data: dict
+    data: dict[str, Any]
     path: str
     warnings: tuple[str, ...]
     timezone: str | None  # litellm_settings.timezone: the zone LiteLLM aligns budget resets to
@@ -54,7 +55,7 @@ def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
     )
 
 
-def _read_mapping(file: Path, root: Path) -> dict:
+def _read_mapping(file: Path, root: Path) -> dict[str, Any]:
     """One YAML file as a mapping; an empty file is `{}`, as the proxy reads it."""
     where = str(file) if file == root else f"{file} (included from {root})"
     try:
@@ -104,7 +105,7 @@ _MAX_EXPANDED_VALUES = 1_000_000  # a proxy with thousands of deployments holds 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _check_values(root: dict, where: str) -> None:
+def _check_values(root: dict[str, Any], where: str) -> None:
     """Refuse what YAML parses but nothing can use: a value that contains itself (`&a [*a]`), aliases that
     expand past _MAX_EXPANDED_VALUES (nine nested lists of nine aliases are 9**9 values in a dozen lines,
     and the proxy's walkers, like ours, visit every use), and a lone surrogate escape ("\\ud800"), which
@@ -113,7 +114,7 @@ def _check_values(root: dict, where: str) -> None:
     Iterative, so depth is no problem; each shared value is walked once and counted once per use."""
     sizes: dict[int, int] = {}
     on_path = {id(root)}
-    stack: list[list] = [[root, iter(_children(root)), 1]]
+    stack: list[list[Any]] = [[root, iter(_children(root)), 1]]
     while stack:
         frame = stack[-1]
         child = next(frame[1], _END)
@@ -145,7 +146,7 @@ def _check_values(root: dict, where: str) -> None:
 _END = object()
 
 
-def _children(value: object) -> list:
+def _children(value: object) -> list[Any]:
     """A mapping's keys and values, a list's items."""
     return [item for pair in value.items() for item in pair] if isinstance(value, dict) else value if isinstance(value, list) else []
 
@@ -165,7 +166,7 @@ def _a(value: object) -> str:
     return _YAML_KINDS.get(type(value), f"a {type(value).__name__}")
 
 
-def _merge_includes(config: dict, root: Path) -> dict:
+def _merge_includes(config: dict[str, Any], root: Path) -> dict[str, Any]:
     """Merge `include:` files as the proxy does: lists extend, other values replace, each file read once.
 
     A file is looked up next to the config naming it, then next to the root config (the proxy's
@@ -190,7 +191,7 @@ def _merge_includes(config: dict, root: Path) -> dict:
     return merged
 
 
-def _include_entries(config: Mapping, file: Path) -> list[str]:
+def _include_entries(config: Mapping[str, Any], file: Path) -> list[str]:
     entries = config.get(_INCLUDE_KEY)
     if entries is None:
         return []
@@ -210,7 +211,7 @@ def _include_location(entry: str, declared_in: Path, root: Path) -> Path:
     return beside_root
 
 
-def _check_model_list(data: Mapping, path: Path) -> None:
+def _check_model_list(data: Mapping[str, Any], path: Path) -> None:
     if "model_list" not in data:
         raise ConfigError(f"{path}: no model_list; pass the config the proxy runs with (it lists its deployments)")
     model_list = data["model_list"]
@@ -233,7 +234,7 @@ def _check_model_list(data: Mapping, path: Path) -> None:
             )
 
 
-def _warnings(data: Mapping) -> list[str]:
+def _warnings(data: Mapping[str, Any]) -> list[str]:
     """Survivable oddities: LiteLLM starts anyway, but rows may resolve differently than the operator expects."""
     model_list = data["model_list"]
     warnings: list[str] = []
@@ -316,7 +317,7 @@ def _alias_cycles(aliases: Mapping[str, str], names: set[str]) -> tuple[list[str
     return cycles, reported
 
 
-def spend_log_retention(data: Mapping) -> str | bool | None:
+def spend_log_retention(data: Mapping[str, Any]) -> str | bool | None:
     """How LiteLLM trims old spend logs: the `maximum_spend_logs_retention_period` string, True for a
     size cap (`maximum_spend_logs_size`, which deletes by size, not age), None when it keeps everything."""
     settings = data.get("general_settings")
@@ -328,17 +329,17 @@ def spend_log_retention(data: Mapping) -> str | bool | None:
     return True if settings.get("maximum_spend_logs_size") else None
 
 
-def _timezone(data: Mapping) -> str | None:
+def _timezone(data: Mapping[str, Any]) -> str | None:
     return litellm_setting(data, "timezone")
 
 
-def general_setting_on(data: Mapping | None, name: str) -> bool:
+def general_setting_on(data: Mapping[str, Any] | None, name: str) -> bool:
     """A `general_settings` flag LiteLLM tests with `is True` (apply_user_budget_to_team_keys)."""
     settings = data.get("general_settings") if isinstance(data, Mapping) else None
     return isinstance(settings, Mapping) and settings.get(name) is True
 
 
-def litellm_setting(data: Mapping | None, name: str) -> str | None:
+def litellm_setting(data: Mapping[str, Any] | None, name: str) -> str | None:
     """A non-empty string under `litellm_settings` (timezone, max_end_user_budget_id), else None."""
     settings = data.get("litellm_settings") if isinstance(data, Mapping) else None
     value = settings.get(name) if isinstance(settings, Mapping) else None

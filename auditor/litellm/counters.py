@@ -7,9 +7,10 @@ The budget model may itself contain `:` (`…-v1:0`); the duration is always the
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
-
+from datetime import UTC, datetime
+from typing import cast
 
 # Per-model limiter counters, LiteLLM 1.99+ (semantics.md (b)): spend prefix -> start-time prefix.
 MODEL_COUNTER_PREFIXES: dict[str, str] = {
@@ -59,7 +60,7 @@ def scalar_counter_key(scope: str, entity_id: str | tuple[str, str]) -> str:
     """The Redis counter of an entity's whole spend that LiteLLM 1.110 reads before the spend column
     (redis/stores/spend_counters/types.py; get_current_spend), reset with the column by the budget reset job."""
     if scope == "team_member":
-        user_id, team_id = entity_id
+        user_id, team_id = cast("tuple[str, str]", entity_id)
         return f"spend:team_member:{user_id}:{team_id}"
     return f"spend:{scope}:{entity_id}"
 
@@ -117,7 +118,7 @@ def rekey(counters: list[Counter], expected: dict[str, CounterKey]) -> list[Coun
     return out
 
 
-def expected_keys(entries_by_entity) -> dict[str, CounterKey]:
+def expected_keys(entries_by_entity: Iterable[tuple[str, str, str, str]]) -> dict[str, CounterKey]:
     """{counter key: CounterKey} for every (scope, entity_id, entry name, duration string) enforcement reads."""
     keys = {}
     for scope, entity_id, name, duration in entries_by_entity:
@@ -156,7 +157,7 @@ def parse_float(value: object) -> float | None:
 
 
 def epoch_to_utc(value: float) -> datetime:
-    return datetime.fromtimestamp(value, tz=timezone.utc).replace(tzinfo=None)
+    return datetime.fromtimestamp(value, tz=UTC).replace(tzinfo=None)
 
 
 def parse_epoch(value: object) -> datetime | None:

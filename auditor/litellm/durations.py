@@ -11,7 +11,7 @@ from __future__ import annotations
 import calendar
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from auditor.errors import DurationError
@@ -54,14 +54,14 @@ class Duration:
         """
         if start.tzinfo is not None:
             try:
-                start_utc = start.astimezone(timezone.utc).replace(tzinfo=None)
+                start_utc = start.astimezone(UTC).replace(tzinfo=None)
             except OverflowError:  # within a day of year 1 or 9999: its UTC instant has no datetime
                 return self.end_of_window(start.replace(tzinfo=None)).replace(tzinfo=start.tzinfo)
             end_utc = self.end_of_window(start_utc)
             if end_utc == datetime.max:
                 return datetime.max.replace(tzinfo=start.tzinfo)
             try:
-                return end_utc.replace(tzinfo=timezone.utc).astimezone(start.tzinfo)
+                return end_utc.replace(tzinfo=UTC).astimezone(start.tzinfo)
             except OverflowError:
                 return datetime.max.replace(tzinfo=start.tzinfo)
         seconds = self.seconds
@@ -110,10 +110,10 @@ def _shifted_year(moment: datetime, months: int) -> int:
 
 def _utc_naive(moment: datetime | None) -> datetime:
     if moment is None:
-        return datetime.now(timezone.utc).replace(tzinfo=None)
+        return datetime.now(UTC).replace(tzinfo=None)
     if moment.tzinfo is None:
         return moment
-    return moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def _show(value: object, limit: int = 60) -> str:

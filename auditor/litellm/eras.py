@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from auditor.errors import InputError
 
@@ -241,7 +241,7 @@ class Detection:
     def why(self) -> str:
         return "; ".join(self.evidence)
 
-    def as_record(self) -> dict:
+    def as_record(self) -> dict[str, Any]:
         return {"era": self.era.name, "version": self.version, "origin": self.origin, "certain": self.certain,
                 "layout": self.era.layout(), "evidence": list(self.evidence)}
 
@@ -277,8 +277,8 @@ def detect_era(schema_range: tuple[str | None, str | None] = (None, None), shape
         else:
             agreeing.append(shape)
             evidence.append(f"keys: {words}")
-    lows = [v for v in (schema_low,) if v] + [SHAPE_BOUNDS[s][0] for s in agreeing if SHAPE_BOUNDS[s][0]]
-    highs = [v for v in (schema_high,) if v] + [SHAPE_BOUNDS[s][1] for s in agreeing if SHAPE_BOUNDS[s][1]]
+    lows = [v for v in (schema_low,) if v] + [v for s in agreeing if (v := SHAPE_BOUNDS[s][0])]
+    highs = [v for v in (schema_high,) if v] + [v for s in agreeing if (v := SHAPE_BOUNDS[s][1])]
     low = max(lows) if lows else None
     dropped = [h for h in highs if low is not None and h <= low]
     if dropped:

@@ -10,11 +10,12 @@ divide a day or an hour, and across DST changes, it is the reset the job really 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from typing import Any, cast, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from auditor.litellm.durations import shift_months
 from auditor.errors import InputError
+from auditor.litellm.durations import shift_months
 
 _WORDS = {"hourly": "1h", "daily": "24h", "weekly": "7d", "monthly": "30d"}
 _SPELLED = re.compile(r"(\d+)([a-z]+)")
@@ -25,7 +26,7 @@ _STEP = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"
 def zone(name: str | None) -> ZoneInfo | timezone:
     """--timezone or litellm_settings.timezone; LiteLLM itself falls back to UTC on an unknown name."""
     if not name:
-        return timezone.utc
+        return UTC
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -39,7 +40,7 @@ def _reset_unit(duration: str) -> tuple[int | None, str | None]:
     if not spelled:
         return None, None
     value, word = int(spelled[1]), spelled[2]
-    unit = _UNIT.match(duration)[2] or word
+    unit = cast("re.Match[str]", _UNIT.match(duration))[2] or word  # matches wherever _SPELLED did
     if unit == "mo" and word != "mo" and value != 1:
         return value, word
     return value, unit
@@ -80,7 +81,7 @@ def next_reset(duration: str, now: datetime) -> datetime | None:
         parts["minute"], parts["second"] = parts["minute"] + parts["second"] // 60, parts["second"] % 60
     if unit in ("m", "s"):
         parts["hour"], parts["minute"] = parts["hour"] + parts["minute"] // 60, parts["minute"] % 60
-    zeroed = {"hour": 0, "minute": 0, "second": 0}
+    zeroed: dict[str, Any] = {"hour": 0, "minute": 0, "second": 0}
     zeroed.update({f: parts[f] for f in fields})
     if zeroed["hour"] >= 24:
         return (midnight + timedelta(days=1)).replace(**{**zeroed, "hour": zeroed["hour"] % 24})
@@ -91,7 +92,7 @@ _UNIT_STEP = {"h": timedelta(hours=1), "m": timedelta(minutes=1), "s": timedelta
 _TICK = timedelta(milliseconds=1)
 
 
-def period_start(duration: str, reset_at: datetime, tz: ZoneInfo | timezone = timezone.utc) -> datetime | None:
+def period_start(duration: str, reset_at: datetime, tz: tzinfo = UTC) -> datetime | None:
     """Start (naive UTC) of the budget period that ends at `reset_at` (naive UTC): the previous reset LiteLLM's job
     scheduled. Day, week and month periods span whole calendar units (`30d` and `Nmo` calendar months, an unrecognised
     duration a day). Hour, minute and second periods are found on the schedule itself: the latest instant the job
@@ -104,17 +105,18 @@ def period_start(duration: str, reset_at: datetime, tz: ZoneInfo | timezone = ti
         return None
 
 
-def _period_start(duration: str, reset_at: datetime, tz) -> datetime | None:
-    local = reset_at.replace(tzinfo=timezone.utc).astimezone(tz)
+def _period_start(duration: str, reset_at: datetime, tz: tzinfo) -> datetime | None:
+    local = reset_at.replace(tzinfo=UTC).astimezone(tz)
     value, unit = _reset_unit(duration)
+    start: datetime | None
     if unit == "mo" and value != 1:  # LiteLLM's job cannot schedule it; calendar months back, as it measures them
-        start = shift_months(local, -value)
+        start = shift_months(local, -cast(int, value))  # a unit comes with its value (_reset_unit)
     else:
-        start = _previous_on_chain(duration, value, unit, local, tz) if unit in _UNIT_STEP else None
+        start = _previous_on_chain(duration, cast(int, value), unit, local, tz) if unit in _UNIT_STEP else None
         start = start or _previous_on_schedule(duration, value, unit, local, tz)
         if start is None:  # not on any schedule LiteLLM makes (a reset_at set by hand): the nominal span back
             start = local - _nominal(value, unit)
-    return start.astimezone(timezone.utc).replace(tzinfo=None)
+    return start.astimezone(UTC).replace(tzinfo=None)
 
 
 def _nominal(value: int | None, unit: str | None) -> timedelta:
@@ -123,10 +125,10 @@ def _nominal(value: int | None, unit: str | None) -> timedelta:
     return value * (_UNIT_STEP[unit] if unit in _UNIT_STEP else timedelta(days=7 if unit == "w" else 1))
 
 
-def _previous_on_chain(duration: str, value: int, unit: str, local: datetime, tz) -> datetime | None:
+def _previous_on_chain(duration: str, value: int, unit: str, local: datetime, tz: tzinfo) -> datetime | None:
     """The reset before `local` on the chain the job walks when it runs right after each reset, followed from a
     while back: around an autumn change the job skips the repeated hour, which a search alone cannot tell."""
-    target = local.astimezone(timezone.utc)
+    target = local.astimezone(UTC)
     back = min(max(3 * value * _UNIT_STEP[unit], timedelta(hours=2)), timedelta(days=3))
     previous, at = None, next_reset(duration, (target - back).astimezone(tz))
     for _ in range(int(back / _UNIT_STEP[unit]) + 2):
@@ -136,11 +138,11 @@ def _previous_on_chain(duration: str, value: int, unit: str, local: datetime, tz
     return previous if at is not None and _utc(at) == target else None
 
 
-def _previous_on_schedule(duration: str, value: int | None, unit: str | None, local: datetime, tz) -> datetime | None:
+def _previous_on_schedule(duration: str, value: int | None, unit: str | None, local: datetime, tz: tzinfo) -> datetime | None:
     """The latest instant before `local` that is on LiteLLM's schedule and whose next reset is `local`. Candidates are
     a unit apart in absolute time for hour, minute and second durations (an hour repeated in autumn is two), and the
     midnights of earlier days otherwise; at most a duration or two days back (a year of days for day durations)."""
-    target = local.astimezone(timezone.utc)
+    target = local.astimezone(UTC)
     nominal = _nominal(value, unit)
     if unit in _UNIT_STEP:
         step = _UNIT_STEP[unit]
@@ -156,9 +158,13 @@ def _previous_on_schedule(duration: str, value: int | None, unit: str | None, lo
     return None
 
 
+@overload
+def _utc(moment: datetime) -> datetime: ...
+@overload
+def _utc(moment: datetime | None) -> datetime | None: ...
 def _utc(moment: datetime | None) -> datetime | None:
     """Aware datetimes of one zone compare by wall clock in Python, whatever their fold: compare instants instead."""
-    return None if moment is None else moment.astimezone(timezone.utc)
+    return None if moment is None else moment.astimezone(UTC)
 
 
 def _is_scheduled(duration: str, moment: datetime, nominal: timedelta) -> bool:

@@ -26,8 +26,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from auditor.audit.findings import (
+    AMBIGUOUS_MODEL,
+    OVER_BUDGET,
+    SEVERITY_RANK,
+    UNRESOLVED_MODEL,
+    ScanResult,
+    iso,
+    over_budget_phrase,
+)
 from auditor.errors import UnavailableError
-from auditor.audit.findings import AMBIGUOUS_MODEL, OVER_BUDGET, SEVERITY_RANK, UNRESOLVED_MODEL, ScanResult, iso, over_budget_phrase
 from auditor.output import write_atomic
 
 REPORT_VERSION = 1

@@ -47,7 +47,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from auditor.audit import checkpoint
-from auditor.repair import journal
+from auditor.audit.findings import ERROR, iso
+from auditor.errors import InputError, UnavailableError
 from auditor.ledger.db import (
     EMBEDDED,
     DatabaseTarget,
@@ -55,8 +56,7 @@ from auditor.ledger.db import (
     describe_db_error,
     parse_database_url,
 )
-from auditor.errors import InputError, UnavailableError
-from auditor.audit.findings import ERROR, iso
+from auditor.repair import journal
 
 KIND = "report"
 ID_FIELDS = ("kind", "scope", "entity_id", "budget_model", "window_start", "counter_source", "counter_key", "model", "model_group")

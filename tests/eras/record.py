@@ -32,7 +32,7 @@ import os
 import random
 import sys
 import time as real_time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("LITELLM_LOG", "ERROR")
@@ -47,7 +47,7 @@ from litellm.proxy.spend_tracking.spend_tracking_utils import get_logging_payloa
 from litellm.router_strategy import budget_limiter as budget_limiter_module  # noqa: E402
 
 SEED = 17
-T0 = datetime(2026, 3, 2, 8, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 2, 8, 0, 0, tzinfo=UTC)
 
 MODEL_LIST = [
     {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_key": "x"}, "model_info": {"id": "dep-gpt4o"}},
@@ -257,7 +257,7 @@ async def run(redis_url: str | None) -> dict:
         if name.startswith(("virtual_key_", "end_user_")):
             expires = store.ttl_dict.get(name)
             memory[name] = {"value": store.cache_dict[name],
-                            "expires_at": _iso(datetime.fromtimestamp(expires, tz=timezone.utc)) if expires else None}
+                            "expires_at": _iso(datetime.fromtimestamp(expires, tz=UTC)) if expires else None}
     redis_state = None
     if redis_cache is not None:
         client = redis_cache.init_async_client()
@@ -309,7 +309,7 @@ def _installed_version() -> str:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="milliseconds")
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds")
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .world import FEATURES, World, build_world, draw_traffic, key_hash
@@ -78,7 +78,7 @@ def simulate(seed: int, redis_url: str | None, workdir: Path, *, features: froze
             prefix, _, rest = name.partition(":")
             spend_prefix = {"virtual_key_budget_start_time": "virtual_key_spend"}.get(prefix)
             if spend_prefix:
-                starts[f"{spend_prefix}:{rest}"] = datetime.fromtimestamp(float(sim.redis.get(k)), timezone.utc).replace(tzinfo=None)
+                starts[f"{spend_prefix}:{rest}"] = datetime.fromtimestamp(float(sim.redis.get(k)), UTC).replace(tzinfo=None)
     else:
         starts = {r["entity_id"]: r["window_start"] for r in rows["LiteLLM_BudgetWindowSpend"]}
     config_path = write_config(Path(workdir) / "proxy_config.yaml", world,

@@ -17,7 +17,7 @@ import asyncio
 import os
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -51,7 +51,7 @@ from litellm.proxy.utils import PrismaClient  # noqa: E402
 
 from .world import Request, World  # noqa: E402
 
-UTC = timezone.utc
+UTC = UTC
 RESET_JOB_EVERY = timedelta(seconds=600)  # ResetBudgetJob's scheduler interval (proxy_budget_rescheduler_*_time)
 
 

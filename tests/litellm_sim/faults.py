@@ -6,7 +6,7 @@ it breaks, and says which findings it must cause (`Expected`), with the amount t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from .engine import to_ms
@@ -45,9 +45,9 @@ def _anon_period_start(run, rows) -> datetime:
     from litellm.litellm_core_utils.duration_parser import get_budget_window_start
 
     token = next(r for r in rows["LiteLLM_VerificationToken"] if r["token"] == ANON)
-    local = token["budget_reset_at"].replace(tzinfo=timezone.utc).astimezone(ZoneInfo(run.world.timezone))
+    local = token["budget_reset_at"].replace(tzinfo=UTC).astimezone(ZoneInfo(run.world.timezone))
     start = get_budget_window_start(run.world.keys["anon"].budget_duration, local)
-    return start.astimezone(timezone.utc).replace(tzinfo=None)
+    return start.astimezone(UTC).replace(tzinfo=None)
 
 
 def _scalar_targets(run) -> list[tuple[str, str, bool]]:

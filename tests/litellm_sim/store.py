@@ -11,6 +11,7 @@ import yaml
 from sqlalchemy import JSON, Column, MetaData, Table, create_engine
 
 from auditor.ledger import schema
+
 from .engine import Outcome
 from .world import World
 

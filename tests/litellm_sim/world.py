@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import random
-from functools import partial
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
 ZONES = ("Asia/Kolkata", "Asia/Tokyo", "America/Sao_Paulo")  # non-UTC, no DST change in March 2026
 ENTRY_PERIODS = ("1d", "12h", "6h", "2d")
