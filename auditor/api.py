@@ -19,7 +19,7 @@ from auditor.audit.doctor import DoctorReport
 from auditor.audit.findings import ScanResult, iso
 from auditor.audit.spend import BY, SpendTable
 from auditor.errors import InputError
-from auditor.report.run import ReportRun
+from auditor.reports.run import ReportRun
 from auditor.session import Warn, log_warning, scan_session
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def report(db: str | None = None, *, config: str | None = None, redis: str | Non
     `incremental`, resumed from that run's checkpoint. `webhook` is posted when new errors appear. One run at a
     time: another one holding the lock raises UnavailableError (exit 3). `fail_on` is recorded in the report; the
     caller decides what failing means (the CLI exits 1 when `result.worst()` reaches it)."""
-    from auditor.report.run import run_report
+    from auditor.reports.run import run_report
 
     return run_report(db, config, redis, out=out, formats=formats, incremental=incremental, lookback=lookback,
                       history_db=history_db, webhook=webhook, now=_instant(now), since=_instant(since),

@@ -90,7 +90,7 @@ def test_warnings_go_where_the_caller_says(no_deployment):
 
 
 def test_report_from_python_is_the_report_command(no_deployment, tmp_path):
-    from auditor.report import history  # the subpackage binds no `auditor.report` over the library call
+    from auditor.reports import history  # the reports package is named apart from the library call
 
     assert history.KIND and auditor.report is auditor.api.report
     said: list[str] = []

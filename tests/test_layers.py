@@ -17,7 +17,7 @@ PURE = sorted(
     [f"auditor.litellm.{p.stem}" for p in (PACKAGE / "litellm").glob("*.py") if p.stem != "__init__"]
     + [f"auditor.audit.{name}" for name in ("windows", "shared_windows", "reconcile", "findings", "spend")]
     + [f"auditor.repair.{name}" for name in ("layout", "plan")]
-    + ["auditor.errors", "auditor.exitcodes"]
+    + ["auditor.errors", "auditor.exitcodes", "auditor.money"]
 )
 IO_LIBRARIES = {"sqlalchemy", "redis", "typer", "rich", "psycopg", "alembic"}
 

@@ -26,8 +26,8 @@ from auditor.cli.main import app
 from auditor.cli.report import report_command
 from auditor.errors import UnavailableError
 from auditor.ledger.schema import metadata, spend_logs, verification_token
-from auditor.report import document as report_module
-from auditor.report.document import REPORT_KEYS, coverage, scan_part, write_reports
+from auditor.reports import document as report_module
+from auditor.reports.document import REPORT_KEYS, coverage, scan_part, write_reports
 
 REPO = Path(__file__).resolve().parent.parent
 SCAN_SCHEMA = json.loads((REPO / "auditor" / "scan.schema.json").read_text())
@@ -111,10 +111,10 @@ def research_agent() -> dict:
 
 @pytest.fixture(scope="module")
 def sample_run(tmp_path_factory):
-    """One report of the embedded sample (no --db): the CLI builds it in the isolated XDG cache."""
-    base = tmp_path_factory.getbasetemp()
+    """One report of the embedded sample (no --db): the CLI builds it in an XDG cache of its own, since a report
+    records its run history in the sample copy and this one must be the first."""
     out = tmp_path_factory.mktemp("sample") / "reports"  # created by the command
-    env = {name: None for name in UNSET} | {"XDG_CACHE_HOME": str(base / "cache")}
+    env = {name: None for name in UNSET} | {"XDG_CACHE_HOME": str(tmp_path_factory.mktemp("cache"))}
     result = invoke("--out", str(out), "--now", NOW, env=env)
     scanned = runner.invoke(app, ["scan", "--now", NOW, "--format", "json"], env=env)
     return result, out, json.loads(scanned.stdout)

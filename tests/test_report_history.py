@@ -1,4 +1,4 @@
-"""Report run history (auditor/report/history.py): finding ids, new / still open / resolved across runs, the history
+"""Report run history (auditor/reports/history.py): finding ids, new / still open / resolved across runs, the history
 database (SQLite created on demand, PostgreSQL only after `auditor db upgrade`, a read-only report database
 with --history-db), one run at a time (two real processes), and the webhook against local HTTP servers.
 """
@@ -28,7 +28,7 @@ from auditor.cli.backfill import db_app
 from auditor.cli.report import history_command, report_command
 from auditor.ledger.schema import metadata, spend_logs, verification_token
 from auditor.repair import journal
-from auditor.report import history
+from auditor.reports import history
 
 NOW = "2026-11-23T00:00:00Z"
 STEM = "auditor-report-20261123T000000Z"
@@ -59,7 +59,7 @@ def invoke(*args: str, code: int | None = None):
 
 
 def expected_id(kind, scope, entity, budget_model, window_start, counter_source="", counter_key="", model="", group="") -> str:
-    """The documented recipe (auditor/report/history.py), computed here independently."""
+    """The documented recipe (auditor/reports/history.py), computed here independently."""
     parts = [kind, scope, entity, budget_model, window_start, counter_source, counter_key, model, group]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from auditor.audit.windows import DEFAULT_LOOKBACK, Charge, Window, WindowTracker, windows
 from auditor.errors import InputError
 from auditor.litellm.durations import Duration, parse_duration
+from auditor.money import to_dollars, to_nanos
 
 T0 = datetime(2026, 1, 1)
 
@@ -227,24 +228,23 @@ def brute_force(charges: list[Charge], duration: Duration, limit: float | None, 
         if lookback is not None:
             judged = max(judged, charge.end_time - lookback)
         open_at = [n for n, slot in enumerate(slots) if slot.start <= judged < slot.end]
-        total = 0.0
+        total = 0  # nano-dollars: amounts are summed exactly (auditor.money)
         if open_at:
-            total = 0.0
             for j in slots[open_at[0]].members:
                 if j < index and charges[j].end_time <= judged:
-                    total += charges[j].spend
-        leaked.append(enforced and total >= limit)  # type: ignore[operator]
+                    total += to_nanos(charges[j].spend)
+        leaked.append(enforced and to_dollars(total) >= limit)  # type: ignore[operator]
     result = []
     for n, slot in enumerate(slots):
-        spend = leak_spend = 0.0
+        spend = leak_spend = 0
         leaks = 0
         for j in slot.members:
-            spend += charges[j].spend
+            spend += to_nanos(charges[j].spend)
             if leaked[j]:
                 leaks += 1
-                leak_spend += charges[j].spend
+                leak_spend += to_nanos(charges[j].spend)
         assert all(owner[j] == n for j in slot.members)
-        result.append(Window(slot.start, slot.end, spend, len(slot.members), leaks, leak_spend))
+        result.append(Window(slot.start, slot.end, to_dollars(spend), len(slot.members), leaks, to_dollars(leak_spend)))
     return result
 
 

@@ -48,8 +48,11 @@ from auditor.audit.windows import TrackerState, Window, WindowTracker
 from auditor.ledger.daily_rollups import DayTotals, RollupKey
 from auditor.ledger.db import json_value  # model_max_budget: text on SQLite, decoded on PostgreSQL; hashed alike
 from auditor.ledger.queries import SpendGroup
+from auditor.money import to_dollars, to_nanos
 
-FORMAT = 2  # 2: junk spend is its own ignored outcome. Bump when State or its encoding changes: older checkpoints are then not reused
+# 2: junk spend is its own ignored outcome. 3: amounts are sums of whole nano-dollars (auditor.money), so a float sum
+# stored by an older auditor would not add up exactly. Bump when State or its encoding changes: older checkpoints are then not reused
+FORMAT = 3
 DEFAULT_LOOKBACK = timedelta(hours=1)  # --lookback: how late a row may be written and still be read
 
 FULL, INCREMENTAL = "full", "incremental"
@@ -101,14 +104,14 @@ class State:
 
 def merge_groups(base: Iterable[SpendGroup], plus: Iterable[SpendGroup] = (), minus: Iterable[SpendGroup] = ()) -> list[SpendGroup]:
     """Grouped ledger totals added and taken away per (key, model triple, outcome); groups left with no row go.
-    Spend is a float sum: merged in another order than one query adds it, it may differ in the last bits."""
+    Spend is added in whole nano-dollars (auditor.money), as the query sums it: merged, it is what one query gives."""
     totals: dict[tuple, list] = {}
     for sign, groups in ((1, base), (1, plus), (-1, minus)):
         for g in groups:
-            bucket = totals.setdefault((g.api_key, g.model, g.model_group, g.model_id, g.outcome), [0.0, 0])
-            bucket[0] += sign * g.spend
+            bucket = totals.setdefault((g.api_key, g.model, g.model_group, g.model_id, g.outcome), [0, 0])
+            bucket[0] += sign * to_nanos(g.spend)
             bucket[1] += sign * g.requests
-    return [SpendGroup(*k, spend, requests) for k, (spend, requests) in totals.items() if requests]
+    return [SpendGroup(*k, to_dollars(nanos), requests) for k, (nanos, requests) in totals.items() if requests]
 
 
 def counter_id(counter) -> CounterId:

@@ -21,6 +21,7 @@ from auditor.ledger.capabilities import Capabilities
 from auditor.litellm.budgets import BudgetEntry, BudgetProblem
 from auditor.litellm.catalogue import Catalogue
 from auditor.litellm.resolver import Resolver
+from auditor.money import to_dollars, to_nanos
 
 EXAMPLES = 3  # request ids named per window; the counts are always complete
 
@@ -109,7 +110,7 @@ def _name_requests(conn, caps, catalogue, options, budgets: EntityBudgets, stori
         keys_entries = {b.entity_id: b.entries for b in map(entity_budgets, map(budget_holders.key_holder, key_rows))}
     where = queries.SpendFilter(since=options.since, until=options.until, entity=options.entity)
     charges = queries.stream_charges(conn, caps, where, budgets.scope, [budgets.stream_id])
-    totals: dict[tuple[str, datetime], float] = defaultdict(float)
+    totals: dict[tuple[str, datetime], int] = defaultdict(int)  # nano-dollars, as the window tracker adds them
     for charge, _, entry in governed_charges(budgets, charges, Resolver(catalogue), catalogue, keys_entries):
         window = next((w for (name, _), w in over.items() if name == entry.name and w.start <= charge.end_time < w.end), None)
         if window is None:
@@ -117,6 +118,6 @@ def _name_requests(conn, caps, catalogue, options, budgets: EntityBudgets, stori
         if window.crossed_at is not None and charge.start_time >= window.crossed_at:
             if len(window.leaked_examples) < EXAMPLES:
                 window.leaked_examples.append(charge.request_id)
-        totals[(entry.name, window.start)] += charge.spend
-        if window.crossed_at is None and totals[(entry.name, window.start)] >= entry.limit:
+        totals[(entry.name, window.start)] += to_nanos(charge.spend)
+        if window.crossed_at is None and to_dollars(totals[(entry.name, window.start)]) >= entry.limit:
             window.crossed_by, window.crossed_at = charge.request_id, charge.end_time

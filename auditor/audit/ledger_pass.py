@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
+from auditor import money
 from auditor.audit import reconcile
 from auditor.audit.entities import entry_for, place_charge, scope_entities
 from auditor.audit.findings import RowCounts
@@ -31,7 +32,7 @@ def resolution_records(groups: list[queries.SpendGroup], resolutions: Resolver) 
         if group.outcome == queries.CHARGED:
             bucket = totals[(group.model, group.model_group, group.model_id)]
             bucket[0] += group.requests
-            bucket[1] += group.spend
+            bucket[1] = money.add(bucket[1], group.spend)
     records = []
     for (model, model_group, model_id), (rows, spend) in sorted(totals.items()):
         resolution = resolutions(model, model_group, model_id)
@@ -75,7 +76,7 @@ def alias_bypasses(catalogue: Catalogue, budgets, keys_entries, by_entity) -> li
             governing = entry_for(eb, target, catalogue, key_entries)
             if governing is not None:
                 bucket = totals[(scope, entity_id, governing.name, alias, target)]
-                bucket[0] += spend
+                bucket[0] = money.add(bucket[0], spend)
                 bucket[1] += requests
     return reconcile.alias_bypass_findings(budgets, totals)
 

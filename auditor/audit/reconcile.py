@@ -8,9 +8,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, cast
 
-from auditor.litellm.budgets import BudgetEntry
-from auditor.litellm.catalogue import Catalogue
-from auditor.litellm.counters import Counter, parse_float, spend_key
+from auditor import money
 from auditor.audit.findings import (
     ALIAS_BYPASS,
     AMBIGUOUS_MODEL,
@@ -27,8 +25,11 @@ from auditor.audit.findings import (
     Finding,
     WindowSpend,
 )
-from auditor.litellm.resolver import Resolution, governing_entry
 from auditor.audit.windows import Window
+from auditor.litellm.budgets import BudgetEntry
+from auditor.litellm.catalogue import Catalogue
+from auditor.litellm.counters import Counter, parse_float, spend_key
+from auditor.litellm.resolver import Resolution, governing_entry
 
 KEY = "key"
 GLOB = "*"
@@ -83,7 +84,7 @@ class CounterLedger:
         for counter in counters:
             start = cast(datetime, counter.window_start)  # only counters with a start are kept (__init__)
             if start - self._options.window_slack <= charged_at < entry.duration.end_of_window(start):
-                self.values[counter] += spend
+                self.values[counter] = money.add(self.values[counter], spend)  # exact: a resumed sum agrees with one pass
 
 
 def budget_findings(
@@ -289,16 +290,17 @@ def _miskeyed(counter: Counter, token: str, alias: str | None, kb: Any, catalogu
 
 def resolution_findings(groups: Iterable[Any], resolutions: Resolve) -> list[Finding]:
     """Logged model names the resolver could not place, with their rows and spend (charged rows only)."""
-    totals: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0, 0.0])
+    totals: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])  # rows, nano-dollars
     for group in groups:
         if group.outcome != "charged":
             continue
         triple = (group.model, group.model_group, group.model_id)
         if resolutions(*triple).status != "resolved":
             totals[triple][0] += group.requests
-            totals[triple][1] += group.spend
+            totals[triple][1] += money.to_nanos(group.spend)
     findings = []
-    for triple, (requests, spend) in sorted(totals.items()):
+    for triple, (requests, nanos) in sorted(totals.items()):
+        spend = money.to_dollars(nanos)
         resolution = resolutions(*triple)
         ambiguous = resolution.status == "ambiguous"
         name = triple[0] or triple[1] or triple[2] or "(empty)"
@@ -323,12 +325,13 @@ def model_spend_notes(key_rows: Iterable[Any]) -> list[str]:
 def model_spend_findings(key_rows: Iterable[Any], groups: Iterable[Any], resolutions: Resolve, options: Any,
                          selected: Collection[str] | None) -> list[Finding]:
     """A non-empty legacy model_spend (a fossil of early 2024) against the lifetime ledger, by canonical group."""
-    lifetime: dict[tuple[str, str | None], float] = defaultdict(float)
+    nanos: dict[tuple[str, str | None], int] = defaultdict(int)
     for group in groups:
         if group.outcome == "charged":
             resolution = resolutions(group.model, group.model_group, group.model_id)
             if resolution.status == "resolved":
-                lifetime[(group.api_key, resolution.group)] += group.spend
+                nanos[(group.api_key, resolution.group)] += money.to_nanos(group.spend)
+    lifetime: dict[tuple[str, str | None], float] = {k: money.to_dollars(n) for k, n in nanos.items()}
     findings = []
     for row in key_rows:
         if row.deleted or not isinstance(row.model_spend, Mapping) or not row.model_spend:
@@ -418,15 +421,16 @@ def scalar_leaks(charges: Iterable[tuple[datetime, datetime, float, bool]], limi
     charge that takes the running total to it (`>=` where LiteLLM blocks at the limit, else `>`); a later charge
     whose request started at or after that instant was checked against a spend already over, and, where the budget
     gates it (`gated`: a user's budget gates team keys only with apply_user_budget_to_team_keys), leaked."""
-    total, crossed, leaks, leaked = 0.0, None, 0, []
+    total, crossed, leaks, leaked = 0, None, 0, 0  # nano-dollars, as period_spend sums them
     for start, end, spend, team_key in charges:
+        nanos = money.to_nanos(spend)
         if crossed is not None and start >= crossed and gated(team_key):
             leaks += 1
-            leaked.append(spend)
-        total += spend
-        if crossed is None and (total >= limit if at_limit else total > limit):
+            leaked += nanos
+        total += nanos
+        if crossed is None and (money.to_dollars(total) >= limit if at_limit else money.to_dollars(total) > limit):
             crossed = end
-    return leaks, math.fsum(leaked)
+    return leaks, money.to_dollars(leaked)
 
 
 def scalar_findings(holders: Iterable[Any], period_sums: Mapping[Any, tuple[float, int]], lifetime_sums: Mapping[Any, Any],

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
+from auditor import money
 from auditor.audit import checkpoint, reconcile
 from auditor.audit.entities import SCOPES
 from auditor.audit.ledger_pass import ledger_complete_since
@@ -91,11 +92,11 @@ def _period_sums(conn: Connection, caps: Capabilities, scope: str, pairs: list, 
         since = queries.period_spend(conn, caps, scope, known, now, ended_from=resume.cut)
         for e, start in known:
             (spend, rows), (more, more_rows) = stored[(scope, e, start)], since.get(e, (0.0, 0))
-            found[e] = (spend + more, rows + more_rows)
+            found[e] = (money.add(spend, more), rows + more_rows)
     if state is not None:
         before = [(e, start) for e, start in pairs if start < state.cut]
         after = queries.period_spend(conn, caps, scope, before, now, ended_from=state.cut)
         for e, start in before:
             (spend, rows), (later, later_rows) = found.get(e, (0.0, 0)), after.get(e, (0.0, 0))
-            state.periods[(scope, e, start)] = (spend - later, rows - later_rows)
+            state.periods[(scope, e, start)] = (money.add(spend, -later), rows - later_rows)
     return found

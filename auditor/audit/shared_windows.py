@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from auditor.audit.windows import DEFAULT_LOOKBACK, Window
 from auditor.litellm.durations import Duration
+from auditor.money import to_dollars, to_nanos
 
 if TYPE_CHECKING:  # for annotations only: entity budgets, options and charges are the scan's shapes, typed Any
     from auditor.audit.findings import Finding
@@ -51,17 +52,18 @@ class _Cell:
 @dataclass(slots=True)
 class _Life:
     """One counter from the start of the window it was created (or reset) in until its TTL ended or a new window
-    reset it."""
+    reset it. Its spends are whole nano-dollars (auditor.money), exact sums; the counter's own value (_Cell) stays a
+    float added as LiteLLM adds it."""
 
     start: datetime
     expires: datetime
-    spend: float = 0.0
+    spend: int = 0
     requests: int = 0
     leaks: int = 0
-    leak_spend: float = 0.0
+    leak_spend: int = 0
 
     def window(self, end: datetime) -> Window:
-        return Window(self.start, end, self.spend, self.requests, self.leaks, self.leak_spend)
+        return Window(self.start, end, to_dollars(self.spend), self.requests, self.leaks, to_dollars(self.leak_spend))
 
 
 @dataclass
@@ -137,11 +139,12 @@ class SharedStartReplay:
             current = counter.cell.value if counter.cell is not None and counter.cell.live(at) else 0.0
             self._set(counter, at, current + cost, int(ttl - elapsed), reset=False, window_start=cast(datetime, self.started_at))
         life = cast(_Life, counter.life)  # _set just gave the counter a life
-        life.spend += cost
+        nanos = to_nanos(cost)
+        life.spend += nanos
         life.requests += 1
         if leaked:
             life.leaks += 1
-            life.leak_spend += cost
+            life.leak_spend += nanos
         self._trim(counter, at)
 
     def _set(self, counter: _Counter, at: datetime, value: float, ttl: int, *, reset: bool, window_start: datetime) -> None:

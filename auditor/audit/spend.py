@@ -9,13 +9,13 @@ output line.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
+from auditor import money
 from auditor.audit.findings import WindowSpend
 from auditor.litellm.resolver import Resolution
 
@@ -120,7 +120,7 @@ def merge(cells: Iterable[Any], by: str, resolve: Resolve, alias_target: Callabl
             line.failures += cell.requests
             ignored[IGNORED_FAILURE] += cell.requests
             continue
-        line.spend += cell.spend
+        line.spend = money.add(line.spend, cell.spend)  # exact: the same total however the cells are split
         line.requests += cell.requests
         line.prompt_tokens += cell.prompt_tokens
         line.completion_tokens += cell.completion_tokens
@@ -138,19 +138,19 @@ def table(lines: Mapping[LineKey, SpendLine], ignored: dict[str, int], *, by: st
     keeps the N entities that spent most over the whole range, the rest summed in `omitted`."""
     chosen = [line for line in lines.values() if model is None or model == line.model_group or model in line.aliases
               or model in line.models]
-    total_spend = math.fsum(line.spend for line in chosen)
+    total_spend = money.total(line.spend for line in chosen)
     total_requests = sum(line.requests for line in chosen)
     for line in chosen:
         line.share = line.spend / total_spend if total_spend > 0 else 0.0
     per_entity: dict[str | None, float] = defaultdict(float)
     for line in chosen:
-        per_entity[line.entity_id] += line.spend
+        per_entity[line.entity_id] = money.add(per_entity[line.entity_id], line.spend)
     ranked = sorted(per_entity, key=lambda e: (-per_entity[e], e is None, e or ""))
     omitted = None
     if top is not None and len(ranked) > top:
         kept = set(ranked[:top])
         left = [line for line in chosen if line.entity_id not in kept]
-        omitted = {"entities": len(ranked) - top, "spend": math.fsum(line.spend for line in left),
+        omitted = {"entities": len(ranked) - top, "spend": money.total(line.spend for line in left),
                    "requests": sum(line.requests for line in left)}
         chosen = [line for line in chosen if line.entity_id in kept]
     rank = {e: n for n, e in enumerate(ranked)}
@@ -167,7 +167,7 @@ def offset_changes(tz: tzinfo, start: datetime | None, end: datetime | None) -> 
     """The zone's UTC offset (seconds) from `start` on, and each instant (naive UTC) in [start, end] where it
     changes: what SQLite, which knows no zones, needs to put a UTC "startTime" into local periods."""
     def offset(at: datetime) -> int:
-        return int(at.replace(tzinfo=timezone.utc).astimezone(tz).utcoffset().total_seconds())  # type: ignore[union-attr]  # aware
+        return int(at.replace(tzinfo=UTC).astimezone(tz).utcoffset().total_seconds())  # type: ignore[union-attr]  # aware
 
     if start is None or end is None:
         return [(None, 0 if start is None else offset(start))]
@@ -204,7 +204,7 @@ def ungoverned(totals: Iterable[tuple[Any, ...]], resolve: Resolve, governed: Ca
         if resolution.status != "resolved" or governed(scope, entity_id, api_key, model, model_group, model_id):
             continue
         line = found.setdefault((scope, entity_id, resolution.group), [0.0, 0])
-        line[0] += spend
+        line[0] = money.add(line[0], spend)
         line[1] += requests
     order = {scope: n for n, scope in enumerate(SCAN_SCOPES)}
     return [WindowSpend(scope, entity_id, group, None, None, None, None, spend, requests)
@@ -222,7 +222,7 @@ def folded(lines: Mapping[LineKey, SpendLine]) -> dict[LineKey, SpendLine]:
         total = found.get((line.entity_id, line.model_group))
         if total is None:
             total = found[(line.entity_id, line.model_group)] = SpendLine(line.entity_id, line.entity_alias, line.model_group, None)
-        total.spend += line.spend
+        total.spend = money.add(total.spend, line.spend)
         total.requests += line.requests
         total.prompt_tokens += line.prompt_tokens
         total.completion_tokens += line.completion_tokens
@@ -242,10 +242,10 @@ def overview(daily: Mapping[LineKey, SpendLine], ignored: dict[str, int], *, zon
     per_day: dict[tuple[str | None, str | None], float] = defaultdict(float)
     for line in daily.values():
         g = groups.setdefault(line.model_group, [0.0, 0, set()])
-        g[0] += line.spend
+        g[0] = money.add(g[0], line.spend)
         g[1] += line.requests
         g[2] |= line.aliases
-        per_day[(line.period, line.model_group)] += line.spend
+        per_day[(line.period, line.model_group)] = money.add(per_day[(line.period, line.model_group)], line.spend)
     whole = totals.total_spend
     ordered = sorted(groups, key=lambda g: (g is None, -groups[g][0], g or ""))
     days = sorted({day for day, _ in per_day if day})

@@ -11,6 +11,7 @@ from functools import partial
 from itertools import chain, groupby
 from operator import attrgetter
 
+from auditor import money
 from auditor.audit import checkpoint
 from auditor.audit.entities import SCOPES, EntityBudgets, entry_for, governed_charges
 from auditor.audit.incremental import paid_before
@@ -137,6 +138,6 @@ def group_splits(conn, caps, budgets, windows, groups_by_entry, resolutions, cat
             if entry is None or entry.name != name:
                 continue
             cell = splits.setdefault((scope, entity_id, name, start), {}).setdefault(resolution.group, [0.0, 0])
-            cell[0] += spend
+            cell[0] = money.add(cell[0], spend)
             cell[1] += requests
     return splits

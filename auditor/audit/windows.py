@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from auditor.litellm.durations import Duration
 from auditor.errors import InputError
+from auditor.litellm.durations import Duration
+from auditor.money import to_dollars, to_nanos
 
 # How far before a request's end its start is still judged exactly. LiteLLM's default request
 # timeout is 6000 s, so a day covers every ordinary request with room to spare.
@@ -36,7 +37,8 @@ class Charge:
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """One budget window: [start, end), the charges it took, and those that should have been refused."""
+    """One budget window: [start, end), the charges it took, and those that should have been refused. Spends are
+    sums of whole nano-dollars (auditor.money), so they do not depend on how the stream was split."""
 
     start: datetime
     end: datetime
@@ -51,20 +53,21 @@ class Window:
 
 
 class _OpenWindow:
-    """The window still taking charges; mutable so a long stream costs no allocation per charge."""
+    """The window still taking charges; mutable so a long stream costs no allocation per charge. Spends are held
+    in whole nano-dollars (exact integer sums) and become dollars when frozen."""
 
     __slots__ = ("start", "end", "spend", "requests", "leaks", "leak_spend")
 
     def __init__(self, start: datetime, end: datetime) -> None:
         self.start = start
         self.end = end
-        self.spend = 0.0
+        self.spend = 0
         self.requests = 0
         self.leaks = 0
-        self.leak_spend = 0.0
+        self.leak_spend = 0
 
     def frozen(self) -> Window:
-        return Window(self.start, self.end, self.spend, self.requests, self.leaks, self.leak_spend)
+        return Window(self.start, self.end, to_dollars(self.spend), self.requests, self.leaks, to_dollars(self.leak_spend))
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +125,8 @@ class WindowTracker:
         if state.open is not None:
             w = state.open
             tracker._open = _OpenWindow(w.start, w.end)
-            tracker._open.spend, tracker._open.requests = w.spend, w.requests
-            tracker._open.leaks, tracker._open.leak_spend = w.requests_after_limit, w.spend_after_limit
+            tracker._open.spend, tracker._open.requests = to_nanos(w.spend), w.requests
+            tracker._open.leaks, tracker._open.leak_spend = w.requests_after_limit, to_nanos(w.spend_after_limit)
         tracker._last_end = state.last_end
         tracker._floor = state.floor
         tracker._times = [instant for instant, _ in state.changes]
@@ -162,13 +165,14 @@ class WindowTracker:
         if self._open is None:
             self._open = _OpenWindow(end, self._duration.end_of_window(end))
         window = self._open
-        window.spend += charge.spend
+        nanos = to_nanos(charge.spend)
+        window.spend += nanos
         window.requests += 1
         if leaked:
             window.leaks += 1
-            window.leak_spend += charge.spend
+            window.leak_spend += nanos
         if self._enforced:
-            self._set(end, window.spend >= self._limit)  # type: ignore[operator]  # enforced: limit is a float
+            self._set(end, to_dollars(window.spend) >= self._limit)  # type: ignore[operator]  # enforced: limit is a float
         return closed
 
     def close(self) -> Window | None:

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -136,12 +136,12 @@ def backfill(
     db: DbOption = None,
     config: ConfigOption = None,
     redis_url: RedisOption = None,
-    key: Annotated[Optional[list[str]], typer.Option("--key", help="Only this key (hash or alias); repeat for several.", show_default=False)] = None,
-    model: Annotated[Optional[str], typer.Option(help="Only counters of this model group or budget entry.", show_default=False)] = None,
-    target: Annotated[Optional[list[Target]], typer.Option("--target", help="What to repair: counters (live per-model window counters, default), model_spend (legacy JSON), spend (scalar spend of the current period). Repeatable.", show_default=False)] = None,
+    key: Annotated[list[str] | None, typer.Option("--key", help="Only this key (hash or alias); repeat for several.", show_default=False)] = None,
+    model: Annotated[str | None, typer.Option(help="Only counters of this model group or budget entry.", show_default=False)] = None,
+    target: Annotated[list[Target] | None, typer.Option("--target", help="What to repair: counters (live per-model window counters, default), model_spend (legacy JSON), spend (scalar spend of the current period). Repeatable.", show_default=False)] = None,
     remove_miskeyed: Annotated[bool, typer.Option("--remove-miskeyed", help="Also delete counters stored under names enforcement never reads.")] = False,
     litellm_version: LiteLLMVersionOption = None,
-    now: Annotated[Optional[str], typer.Option(help="Judge the scan at this instant (default: now). TTLs always use the wall clock.", show_default=False)] = None,
+    now: Annotated[str | None, typer.Option(help="Judge the scan at this instant (default: now). TTLs always use the wall clock.", show_default=False)] = None,
     tolerance: Annotated[float, typer.Option(help="Dollars a counter may differ from the ledger before it is repaired.")] = 0.0001,
     window_slack: Annotated[float, typer.Option(help="Seconds before a counter's start that still count in its window.")] = 1.0,
     settle: Annotated[float, typer.Option(help="Seconds before --now left out of the ledger. 0 (default): the value written holds every logged charge.")] = 0.0,
@@ -149,10 +149,10 @@ def backfill(
     apply_: Annotated[bool, typer.Option("--apply", help="Write the plan (asks first unless --yes) and journal it.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     batch: Annotated[int, typer.Option(help="Entities per database transaction (0: the whole run in one).")] = 0,
-    flush_lag: Annotated[Optional[float], typer.Option("--flush-lag", help="Seconds a spend-log row may take to reach the database after its request's counter increment; --apply waits this long before it sums the ledger. Default: general_settings.proxy_batch_write_at (else 10) + 10.", show_default=False)] = None,
+    flush_lag: Annotated[float | None, typer.Option("--flush-lag", help="Seconds a spend-log row may take to reach the database after its request's counter increment; --apply waits this long before it sums the ledger. Default: general_settings.proxy_batch_write_at (else 10) + 10.", show_default=False)] = None,
     increment_lag: Annotated[float, typer.Option("--increment-lag", help="Seconds from a request's end until its increment is in Redis, at most: a counter is read twice this far apart to find an instant no request was in flight.")] = 1.0,
-    timezone: Annotated[Optional[str], typer.Option(help="Zone LiteLLM aligns scalar budget resets to. Default: litellm_settings.timezone, else UTC.", show_default=False)] = None,
-    statement_timeout: Annotated[Optional[float], typer.Option(help="PostgreSQL statement_timeout for the scan's queries, in seconds.", show_default=False)] = None,
+    timezone: Annotated[str | None, typer.Option(help="Zone LiteLLM aligns scalar budget resets to. Default: litellm_settings.timezone, else UTC.", show_default=False)] = None,
+    statement_timeout: Annotated[float | None, typer.Option(help="PostgreSQL statement_timeout for the scan's queries, in seconds.", show_default=False)] = None,
 ) -> None:
     """Repair the counters the scan found wrong, on a live proxy, with a journal and a way back.
 
@@ -255,11 +255,10 @@ def history(
     """
     from rich.table import Table
 
-    from auditor.repair import journal
     from auditor.audit.findings import iso
-    from auditor.report.render import clean
-
     from auditor.ledger.db import BACKFILL, database_errors, engine_for
+    from auditor.repair import journal
+    from auditor.reports.render import clean
 
     target = writable_target(db, "backfill history reads auditor's journal, which")
     engine = engine_for(target, BACKFILL)
@@ -314,13 +313,11 @@ def undo(
         \b
         auditor backfill undo 3f2a9c1e --db postgresql://auditor_writer@db.internal/litellm --redis redis://cache:6379/0
     """
-    from auditor.repair import apply as writes
-    from auditor.repair import plan
-    from auditor.repair import journal
     from auditor.clock import utc_now
-    from auditor.ledger.redis_store import connect_redis, redis_from
-
     from auditor.ledger.db import BACKFILL, database_errors, engine_for
+    from auditor.ledger.redis_store import connect_redis, redis_from
+    from auditor.repair import apply as writes
+    from auditor.repair import journal, plan
 
     target = writable_target(db, "backfill undo")
     engine = engine_for(target, BACKFILL)
@@ -379,9 +376,8 @@ def db_upgrade(db: DbOption = None) -> None:
         \b
         auditor db upgrade --db postgresql://auditor_writer@db.internal/litellm
     """
-    from auditor.repair import journal
-
     from auditor.ledger.db import BACKFILL, database_errors, engine_for
+    from auditor.repair import journal
 
     target = writable_target(db, "db upgrade")
     engine = engine_for(target, BACKFILL)
@@ -406,7 +402,7 @@ def render_plan(planned, console, *, dry_run: bool, hide=None) -> None:
 
     from auditor.repair import layout as layouts
     from auditor.repair import plan
-    from auditor.report.render import clean as inert
+    from auditor.reports.render import clean as inert
 
     shown = hide or (lambda value: value)
 
@@ -456,7 +452,7 @@ def render_plan(planned, console, *, dry_run: bool, hide=None) -> None:
 def render_report(report, console, hide=None) -> None:
     from rich.table import Table
 
-    from auditor.report.render import clean as inert
+    from auditor.reports.render import clean as inert
 
     def clean(value: object) -> str:
         return inert(hide(str(value)) if hide else value)

@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 from contextlib import contextmanager
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -24,7 +24,7 @@ if not out.is_terminal and "COLUMNS" not in os.environ:
     out.width = 160  # piped or mailed by cron: no terminal to fit, so do not squeeze tables into 80 columns
 
 DbOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--db",
         help="Database URL (postgresql://… or sqlite:///…). Default: $AUDITOR_DATABASE_URL, else $DATABASE_URL, else the embedded sample.",
@@ -32,11 +32,11 @@ DbOption = Annotated[
     ),
 ]
 ConfigOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--config", help="LiteLLM proxy config.yaml. Default: $CONFIG_FILE_PATH or $LITELLM_CONFIG_PATH.", show_default=False),
 ]
 RedisOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--redis",
         help="Redis URL (add ?socket_timeout=SECONDS to change the 5 s timeout). Default: $REDIS_URL, else $REDIS_HOST/$REDIS_PORT/$REDIS_PASSWORD.",
@@ -52,7 +52,7 @@ RedisOptionalOption = Annotated[
 ]
 
 LiteLLMVersionOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--litellm-version",
         help="The proxy's LiteLLM release (X.Y.Z, e.g. 1.83.7): which era's counter layout, windows and comparison to audit by. "
@@ -62,33 +62,33 @@ LiteLLMVersionOption = Annotated[
 ]
 
 SinceOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(help='Only spend logs with "startTime" at or after this (ISO 8601, or an age like 30d).', show_default=False),
 ]
-UntilOption = Annotated[Optional[str], typer.Option(help='Only spend logs with "startTime" before this.', show_default=False)]
+UntilOption = Annotated[str | None, typer.Option(help='Only spend logs with "startTime" before this.', show_default=False)]
 TimezoneOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(help="Zone LiteLLM aligns budget resets to. Default: litellm_settings.timezone, else UTC.", show_default=False),
 ]
 StatementTimeoutOption = Annotated[
-    Optional[float],
+    float | None,
     typer.Option(help="PostgreSQL statement_timeout for the scan's queries, in seconds.", show_default=False),
 ]
 NowOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(help="Judge the scan at this instant (default: the current time), for reproducible results.", show_default=False),
 ]
 ToleranceOption = Annotated[float, typer.Option(help="Dollars a counter may differ from the ledger before it is drift.")]
 WindowSlackOption = Annotated[float, typer.Option(help="Seconds before a counter's start that still count in its window.")]
 SettleOption = Annotated[float, typer.Option(help="Seconds before --now whose charges counters may not hold yet.")]
 KeysOption = Annotated[
-    Optional[list[str]], typer.Option("--key", help="A key hash or alias; repeat for several.", show_default=False)
+    list[str] | None, typer.Option("--key", help="A key hash or alias; repeat for several.", show_default=False)
 ]
 ModelOption = Annotated[
-    Optional[str], typer.Option(help="Only findings about this model group or budget entry.", show_default=False)
+    str | None, typer.Option(help="Only findings about this model group or budget entry.", show_default=False)
 ]
 OutputOption = Annotated[
-    Optional[str], typer.Option(help="Write the output to this file (atomically, mode 0600).", show_default=False)
+    str | None, typer.Option(help="Write the output to this file (atomically, mode 0600).", show_default=False)
 ]
 
 
@@ -120,7 +120,7 @@ FailOnOption = Annotated[FailOn, typer.Option(help="Exit 1 when a finding of thi
 
 
 def fail(message: str, code: ExitCode) -> typer.Exit:
-    from auditor.report.render import clean
+    from auditor.reports.render import clean
 
     err.print(f"auditor: {clean(message)}")  # messages quote user input: one line, inert
     return typer.Exit(int(code))
@@ -156,7 +156,7 @@ def progress():
 
 def say(text: str) -> None:
     """What the library says on the way (session.Warn), as the CLI says it: one line on stderr, inert."""
-    from auditor.report.render import clean
+    from auditor.reports.render import clean
 
     err.print(f"auditor: {clean(text)}")
 

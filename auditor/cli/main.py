@@ -5,27 +5,27 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from auditor import __version__
 from auditor.cli.backfill import backfill_app, db_app
-from auditor.cli.report import history_command, report_command
-from auditor.cli.spend import spend_command
 from auditor.cli.common import (
     ConfigOption,
     DbOption,
     FailOn,
     FailOnOption,
-    LiteLLMVersionOption,
     Format,
     FormatOption,
     KeysOption,
+    LiteLLMVersionOption,
     ModelOption,
     NowOption,
     OutputOption,
+    RedisOption,
+    RedisOptionalOption,
     SettleOption,
     SinceOption,
     StatementTimeoutOption,
@@ -33,20 +33,20 @@ from auditor.cli.common import (
     ToleranceOption,
     UntilOption,
     WindowSlackOption,
-    RedisOption,
-    RedisOptionalOption,
     err,
     handles_errors,
     out,
     progress,
-    say,
     resolve_database,
+    say,
     scan_session,
 )
+from auditor.cli.report import history_command, report_command
+from auditor.cli.spend import spend_command
 from auditor.errors import AuditorError
-from auditor.session import resolve_config
 from auditor.exitcodes import ExitCode
-from auditor.report.render import clean
+from auditor.reports.render import clean
+from auditor.session import resolve_config
 
 app = typer.Typer(
     help=(
@@ -145,10 +145,9 @@ def scan(
         \b
         auditor scan --db postgresql://auditor@db.internal:5432/litellm --config proxy_config.yaml --since 30d
     """
-    from auditor.report import render
-    from auditor.output import write_atomic
-
     from auditor import api
+    from auditor.output import write_atomic
+    from auditor.reports import render
 
     with progress() as advance:
         result = api.scan(db, config=config, redis=redis_url, now=now, since=since, until=until, keys=tuple(key or ()),
@@ -174,10 +173,10 @@ def scan(
 @app.command()
 @handles_errors
 def resolve(
-    name: Annotated[Optional[str], typer.Argument(help="A model name as logged or requested.", show_default=False)] = None,
+    name: Annotated[str | None, typer.Argument(help="A model name as logged or requested.", show_default=False)] = None,
     db: DbOption = None,
     config: ConfigOption = None,
-    key: Annotated[Optional[str], typer.Option("--key", help="Also say which of this key's budget entries governs the name (hash or alias).", show_default=False)] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Also say which of this key's budget entries governs the name (hash or alias).", show_default=False)] = None,
     all_models: Annotated[bool, typer.Option("--all", help="Every distinct logged model with its resolution, rows and spend.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
@@ -196,17 +195,16 @@ def resolve(
         \b
         auditor resolve vertex_ai/claude-opus-4-6@default --key research-agent
     """
-    from auditor.ledger import queries
-    from auditor.ledger import budget_holders
-    from auditor.ledger.capabilities import inspect_database
-    from auditor.ledger.db import connect
-    from auditor.errors import InputError
-    from auditor.litellm.resolver import Resolver, budget_candidates, explain_governing
     from pathlib import Path
 
-    from auditor.litellm.config import load_config
     from auditor.audit.entities import key_budgets, select_keys
     from auditor.audit.scan import load_catalogue
+    from auditor.errors import InputError
+    from auditor.ledger import budget_holders, queries
+    from auditor.ledger.capabilities import inspect_database
+    from auditor.ledger.db import connect
+    from auditor.litellm.config import load_config
+    from auditor.litellm.resolver import Resolver, budget_candidates, explain_governing
 
     if (name is None) == (not all_models):
         raise InputError("give a model NAME, or --all for every logged model (not both)")
@@ -303,10 +301,10 @@ def _render_all_models(triples, resolver) -> None:
 @app.command()
 @handles_errors
 def explain(
-    key: Annotated[Optional[str], typer.Argument(help="A key hash or alias.", show_default=False)] = None,
-    team: Annotated[Optional[str], typer.Option("--team", help="A team id or alias instead of a key.", show_default=False)] = None,
-    user: Annotated[Optional[str], typer.Option("--user", help="An internal user id, alias or email.", show_default=False)] = None,
-    end_user: Annotated[Optional[str], typer.Option("--end-user", help="An end user (customer) id or alias.", show_default=False)] = None,
+    key: Annotated[str | None, typer.Argument(help="A key hash or alias.", show_default=False)] = None,
+    team: Annotated[str | None, typer.Option("--team", help="A team id or alias instead of a key.", show_default=False)] = None,
+    user: Annotated[str | None, typer.Option("--user", help="An internal user id, alias or email.", show_default=False)] = None,
+    end_user: Annotated[str | None, typer.Option("--end-user", help="An end user (customer) id or alias.", show_default=False)] = None,
     db: DbOption = None,
     config: ConfigOption = None,
     redis_url: RedisOption = None,
@@ -325,9 +323,10 @@ def explain(
         auditor explain --team team-data --since 30d
     """
 
-    from auditor.ledger import budget_holders
+    from auditor.audit.explain import explain as build_story
+    from auditor.audit.explain import find_holder
     from auditor.errors import InputError
-    from auditor.audit.explain import explain as build_story, find_holder
+    from auditor.ledger import budget_holders
 
     chosen = [(scope, value) for scope, value in (("key", key), ("team", team), ("user", user), ("end_user", end_user)) if value]
     if len(chosen) != 1:
@@ -352,7 +351,7 @@ def _bar(spend: float, limit: float, width: int = 20) -> str:
 def _render_story(story) -> None:
     from auditor.litellm.budgets import BudgetEntry
     from auditor.redact import Redactor
-    from auditor.report.render import clean as inert
+    from auditor.reports.render import clean as inert
 
     budgets, holder = story.budgets, story.holder
     hide = Redactor([budgets.entity_id] if budgets.scope == "key" else [])
@@ -413,7 +412,7 @@ def sample_load(
         \b
         createdb litellm_sample && auditor sample load --db postgresql://127.0.0.1/litellm_sample
     """
-    from auditor.ledger.db import connect, parse_database_url, DatabaseTarget
+    from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
     from auditor.ledger.redis_store import connect_redis, redis_from
     from auditor.sample import load_sample, load_sample_redis
 

@@ -1,7 +1,7 @@
 """`auditor report`: a scan written to a directory as dated JSON, Markdown and HTML files, for cron.
 
 Registered by auditor/cli/main.py with `app.command("report")(report_command)`. Parsing, one call to
-auditor.api.report (the run: lock, history, scan, files, webhook; auditor/report/run.py) and rendering its
+auditor.api.report (the run: lock, history, scan, files, webhook; auditor/reports/run.py) and rendering its
 ReportRun. The shared options and one-line errors come from auditor/cli/common.py.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -38,7 +38,7 @@ from auditor.cli.common import (
 from auditor.exitcodes import ExitCode
 
 HistoryDbOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--history-db",
         help="Where auditor records report runs (its own tables only). Default: the report's database; for the embedded sample a SQLite file in the cache.",
@@ -66,7 +66,7 @@ def report(
     statement_timeout: StatementTimeoutOption = None,
     timezone: TimezoneOption = None,
     history_db: HistoryDbOption = None,
-    webhook: Annotated[Optional[str], typer.Option("--webhook", help='POST {"text": ...} (Slack-compatible) here when new error findings appear; 5 s timeout, one retry.', show_default=False)] = None,
+    webhook: Annotated[str | None, typer.Option("--webhook", help='POST {"text": ...} (Slack-compatible) here when new error findings appear; 5 s timeout, one retry.', show_default=False)] = None,
     incremental: Annotated[bool, typer.Option("--incremental", help="Resume from the previous run's checkpoint: read only spend logs that ended since its cut. Falls back to a full scan (and says why) when the checkpoint cannot be reused.")] = False,
     lookback: Annotated[str, typer.Option("--lookback", help='How late a spend log may be written and still be read: the checkpoint is cut this long before the newest "startTime".')] = "1h",
     litellm_version: LiteLLMVersionOption = None,
@@ -145,8 +145,8 @@ def history(
 
     from rich.table import Table
 
-    from auditor.report import history as core
-    from auditor.report.render import clean
+    from auditor.reports import history as core
+    from auditor.reports.render import clean
 
     runs = core.list_report_runs(core.history_target(history_db, db), limit or None)
     if output_format is HistoryFormat.json:
@@ -159,12 +159,15 @@ def history(
     for column in ("run id", "started (UTC)", "as of (UTC)", "status", "read", "findings", "new", "still open", "resolved", "note"):
         table.add_column(column, overflow="fold")
     style = {"completed": "green", "failed": "bold red", "incomplete": "bold red"}
+
+    def number(n: int | None) -> str:
+        return "—" if n is None else str(n)
+
     for r in runs:
         sev = r["by_severity"] or {}
         found = "—" if r["findings"] is None else f"{r['findings']} ({sev.get('error', 0)} errors)"
         note = r["message"] or ("first recorded run" if r["status"] == "completed" and not r["previous_run"] else
                                 (f"since {r['previous_run'][:8]}" if r["previous_run"] else ""))
-        number = lambda n: "—" if n is None else str(n)
         table.add_row(r["run_id"], (r["started_at"] or "")[:19].replace("T", " "), (r["as_of"] or "—")[:19].replace("T", " "),
                       f"[{style.get(r['status'], 'yellow')}]{r['status']}[/]", r["mode"] or "—", found, number(r["new"]),
                       number(r["still_open"]), number(r["resolved"]), clean(note))

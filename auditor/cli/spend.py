@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -53,8 +53,8 @@ def spend_command(
     period: Annotated[Period, typer.Option("--period", help="Calendar periods, in --timezone.")] = Period.total,
     since: SinceOption = None,
     until: UntilOption = None,
-    top: Annotated[Optional[int], typer.Option("--top", min=1, help="Only the N entities that spent most (the rest summed below).", show_default=False)] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Only this model group (or a router alias of it, or an unresolved model name).", show_default=False)] = None,
+    top: Annotated[int | None, typer.Option("--top", min=1, help="Only the N entities that spent most (the rest summed below).", show_default=False)] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Only this model group (or a router alias of it, or an unresolved model name).", show_default=False)] = None,
     timezone: TimezoneOption = None,
     output_format: FormatOption = Format.table,
     output: OutputOption = None,
@@ -72,8 +72,8 @@ def spend_command(
         auditor spend --db postgresql://auditor@db.internal:5432/litellm --by team --period month --since 90d
     """
     from auditor import api
-    from auditor.report import render
     from auditor.output import write_atomic
+    from auditor.reports import render
 
     result = api.spend(db, config=config, by=by.value, period=period.value, since=since, until=until, top=top,
                        model=model, timezone=timezone, statement_timeout=statement_timeout, warn=say)
@@ -89,7 +89,7 @@ def spend_command(
 
 
 def _print_table(result) -> None:
-    from auditor.report import render
+    from auditor.reports import render
 
     record = result.record()
     table = Table(header_style="bold", expand=False)

@@ -6,12 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, String, case, func, literal, null, or_, select, union_all
+from sqlalchemy import Connection, Float, String, case, cast, func, literal, null, or_, select, union_all
 from sqlalchemy.sql import ColumnElement
 
 from auditor.ledger.capabilities import Capabilities
-from auditor.ledger.queries import IGNORED_FAILURE, _finite_spend, hash_aggregated, row_outcome
+from auditor.ledger.queries import IGNORED_FAILURE, _finite_spend, hash_aggregated, nanos_parts, row_outcome
 from auditor.ledger.schema import spend_logs
+from auditor.money import NANOS_PER_DOLLAR, SPLIT, from_parts, to_dollars
 
 RollupKey = tuple[str, str, str, str]  # (date, api_key, model, custom_llm_provider)
 
@@ -46,14 +47,16 @@ def _rolled_up(by: str) -> list[ColumnElement[bool]]:
 def _ledger_day_rows(conn: Connection, caps: Capabilities, by: str, first_day: str, last_day: str):
     """The ledger's rows as a Daily*Spend table counts them: rows LiteLLM rolls up for its entity (`by`: "user",
     team_id, end_user; ROLLED_UP) whose UTC day is in range, at the rollup's grain (day, key, model, provider).
-    Columns: day, api_key, model, provider, spend, failed (0/1). Spend that is not a finite amount (row_outcome)
-    adds nothing, so sums stay finite; LiteLLM's own rollup would hold NaN, Infinity or the junk amount there."""
+    Columns: day, api_key, model, provider, spend_high, spend_low (the row's nano-dollars, queries.nanos_parts, so
+    sums are exact), failed (0/1). Spend that is not a finite amount (row_outcome) adds nothing, so sums stay finite;
+    LiteLLM's own rollup would hold NaN, Infinity or the junk amount there."""
     provider = func.coalesce(spend_logs.c.custom_llm_provider, "") if caps.has_column("LiteLLM_SpendLogs", "custom_llm_provider") else literal("", String)
     failed = row_outcome(caps) == IGNORED_FAILURE
     return select(
         _day_of(conn, spend_logs.c.startTime).label("day"), spend_logs.c.api_key.label("api_key"),
         func.coalesce(spend_logs.c.model, "").label("model"), provider.label("provider"),
-        _finite_spend().label("spend"), case((failed, 1), else_=0).label("failed"),
+        *(part.label(name) for part, name in zip(nanos_parts(_finite_spend()), ("spend_high", "spend_low"))),
+        case((failed, 1), else_=0).label("failed"),
     ).where(*_rolled_up(by), spend_logs.c.startTime >= datetime.fromisoformat(first_day),
             spend_logs.c.startTime < datetime.fromisoformat(last_day) + timedelta(days=1))
 
@@ -63,11 +66,12 @@ def ledger_days(conn: Connection, caps: Capabilities, by: str, first_day: str, l
     every row, failures included, as LiteLLM adds them."""
     rows = _ledger_day_rows(conn, caps, by, first_day, last_day).subquery()
     query = (
-        select(rows.c.day, rows.c.api_key, rows.c.model, rows.c.provider, func.coalesce(func.sum(rows.c.spend), 0.0),
+        select(rows.c.day, rows.c.api_key, rows.c.model, rows.c.provider, func.sum(rows.c.spend_high), func.sum(rows.c.spend_low),
                func.count(), func.sum(1 - rows.c.failed), func.sum(rows.c.failed))
         .group_by(rows.c.day, rows.c.api_key, rows.c.model, rows.c.provider)
     )
-    return {(r[0], r[1], r[2], r[3]): DayTotals(float(r[4]), int(r[5]), int(r[6]), int(r[7])) for r in hash_aggregated(conn, query)}
+    return {(r[0], r[1], r[2], r[3]): DayTotals(to_dollars(from_parts(r[4], r[5])), int(r[6]), int(r[7]), int(r[8]))
+            for r in hash_aggregated(conn, query)}
 
 
 def rollup_disagreements(
@@ -83,25 +87,28 @@ def rollup_disagreements(
     zero, none = literal(0), null()
     both = union_all(
         select(ledger.c.day, ledger.c.api_key, ledger.c.model, ledger.c.provider,
-               ledger.c.spend.label("l_spend"), literal(1).label("l_rows"), ledger.c.failed.label("l_failed"),
+               ledger.c.spend_high.label("l_high"), ledger.c.spend_low.label("l_low"), literal(1).label("l_rows"),
+               ledger.c.failed.label("l_failed"),
                none.label("r_spend"), zero.label("r_requests"), zero.label("r_ok"), zero.label("r_failed"), zero.label("r_rows")),
         select(t.c.date, t.c.api_key, func.coalesce(t.c.model, ""), func.coalesce(t.c.custom_llm_provider, ""),
-               none, zero, zero, t.c.spend, func.coalesce(t.c.api_requests, 0), func.coalesce(t.c.successful_requests, 0),
+               none, none, zero, zero, t.c.spend, func.coalesce(t.c.api_requests, 0), func.coalesce(t.c.successful_requests, 0),
                func.coalesce(t.c.failed_requests, 0), literal(1))
         .where(t.c.date >= first_day, t.c.date <= last_day),
     ).subquery()
-    l_spend, l_rows = func.coalesce(func.sum(both.c.l_spend), 0.0), func.sum(both.c.l_rows)
+    l_high, l_low, l_rows = func.coalesce(func.sum(both.c.l_high), 0), func.coalesce(func.sum(both.c.l_low), 0), func.sum(both.c.l_rows)
+    # in dollars for the test only (within the tolerance, a double is close enough); the totals are exact (from_parts)
+    l_spend = (cast(l_high, Float) * float(SPLIT) + cast(l_low, Float)) / float(NANOS_PER_DOLLAR)
     r_spend, r_requests = func.coalesce(func.sum(both.c.r_spend), 0.0), func.sum(both.c.r_requests)
     query = (
-        select(both.c.day, both.c.api_key, both.c.model, both.c.provider, l_spend, l_rows, func.sum(both.c.l_failed),
+        select(both.c.day, both.c.api_key, both.c.model, both.c.provider, l_high, l_low, l_rows, func.sum(both.c.l_failed),
                r_spend, r_requests, func.sum(both.c.r_ok), func.sum(both.c.r_failed), func.sum(both.c.r_rows))
         .group_by(both.c.day, both.c.api_key, both.c.model, both.c.provider)
         .having(or_(~(func.abs(l_spend - r_spend) <= tolerance), l_rows != r_requests))  # NOT (NaN <= x) holds: NaN differs
     )
     found = []
     for r in hash_aggregated(conn, query):
-        logged = DayTotals(float(r[4]), int(r[5]), int(r[5]) - int(r[6]), int(r[6])) if r[5] else None
-        cached = DayTotals(float(r[7]), int(r[8]), int(r[9]), int(r[10])) if r[11] else None
+        logged = DayTotals(to_dollars(from_parts(r[4], r[5])), int(r[6]), int(r[6]) - int(r[7]), int(r[7])) if r[6] else None
+        cached = DayTotals(float(r[8]), int(r[9]), int(r[10]), int(r[11])) if r[12] else None
         found.append(((r[0], r[1], r[2], r[3]), logged, cached))
     return found
 

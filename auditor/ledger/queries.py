@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Connection,
     DateTime,
@@ -30,11 +31,14 @@ from sqlalchemy import (
     union_all,
     values,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
 
 from auditor.audit.windows import DEFAULT_LOOKBACK
 from auditor.ledger.capabilities import Capabilities
 from auditor.ledger.schema import TABLES, spend_logs
+from auditor.money import SPLIT, from_parts, to_dollars, to_nanos
 
 
 def estimated_rows(conn: Connection, table: str) -> int | None:
@@ -150,6 +154,68 @@ def _finite_spend(table=spend_logs) -> ColumnElement[float]:
     return case((_spend_not_finite(table), null()), else_=table.c.spend)
 
 
+class _NanosHigh(FunctionElement):
+    """A row's spend in whole nano-dollars (money.to_nanos), divided by money.SPLIT and truncated: the high part."""
+
+    type = BigInteger()
+    name = "nanos_high"
+    inherit_cache = True
+
+
+class _NanosLow(FunctionElement):
+    """What the high part leaves: a row's nano-dollars minus _NanosHigh * SPLIT, below SPLIT in size."""
+
+    type = BigInteger()
+    name = "nanos_low"
+    inherit_cache = True
+
+
+def _scaled(element, compiler, double: str, **kw) -> str:
+    """spend * 1e9 moved half a nano-dollar away from zero, in doubles: truncated, money.to_nanos's rounding."""
+    (spend,) = element.clauses
+    v = compiler.process(spend, **kw)
+    return (f"(({v}) * CAST(1000000000 AS {double}) + CASE WHEN ({v}) < 0 THEN CAST(-0.5 AS {double}) "
+            f"ELSE CAST(0.5 AS {double}) END)")
+
+
+# SQLite: CAST(real AS INTEGER) truncates toward zero. y / 2**32 is exact, trunc(y / 2**32) = trunc(trunc(y) / 2**32),
+# and y - high * 2**32 is exact (both are multiples of y's ulp, the difference below 2**32), so
+# high * 2**32 + low = trunc(y) = money.to_nanos(spend) for every |spend| < SPEND_BOUND, and no BIGINT overflows.
+@compiles(_NanosHigh)
+def _nanos_high_sqlite(element, compiler, **kw) -> str:
+    return f"CAST({_scaled(element, compiler, 'REAL', **kw)} / {float(SPLIT)!r} AS INTEGER)"
+
+
+@compiles(_NanosLow)
+def _nanos_low_sqlite(element, compiler, **kw) -> str:
+    y = _scaled(element, compiler, "REAL", **kw)
+    return f"CAST({y} - CAST({y} / {float(SPLIT)!r} AS INTEGER) * {float(SPLIT)!r} AS INTEGER)"
+
+
+# PostgreSQL: CAST(float8 AS bigint) rounds, so truncate first with TRUNC (exact on a double).
+@compiles(_NanosHigh, "postgresql")
+def _nanos_high_pg(element, compiler, **kw) -> str:
+    return f"CAST(TRUNC({_scaled(element, compiler, 'DOUBLE PRECISION', **kw)} / CAST({SPLIT} AS DOUBLE PRECISION)) AS BIGINT)"
+
+
+@compiles(_NanosLow, "postgresql")
+def _nanos_low_pg(element, compiler, **kw) -> str:
+    y = _scaled(element, compiler, "DOUBLE PRECISION", **kw)
+    split = f"CAST({SPLIT} AS DOUBLE PRECISION)"
+    return f"CAST(TRUNC({y} - TRUNC({y} / {split}) * {split}) AS BIGINT)"
+
+
+def nanos_parts(spend: ColumnElement) -> tuple[ColumnElement[int], ColumnElement[int]]:
+    """A row's spend (a finite amount or NULL: `_finite_spend`) in nano-dollars as (high, low), so that SUMs of
+    them are exact integers whatever the order of the rows; money.from_parts puts the two sums together."""
+    return _NanosHigh(spend), _NanosLow(spend)
+
+
+def summed_nanos(spend: ColumnElement) -> list[ColumnElement[int]]:
+    """SUM of nanos_parts, 0 over no row: two result columns, for money.from_parts."""
+    return [func.coalesce(func.sum(part), 0) for part in nanos_parts(spend)]
+
+
 def row_outcome(caps: Capabilities) -> ColumnElement[str]:
     """Why a row is or is not charged, decided in SQL so that rows are counted, never fetched.
 
@@ -223,7 +289,7 @@ def spend_groups(conn: Connection, caps: Capabilities, where: SpendFilter, paid:
         select(
             key.label("api_key"), model.label("model"), model_group.label("model_group"), model_id.label("model_id"),
             *grain, status.label("status"), spend_logs.c.call_type,
-            func.coalesce(func.sum(_finite_spend()), 0.0).label("spend"),
+            *(part.label(name) for part, name in zip(summed_nanos(_finite_spend()), ("spend_high", "spend_low"))),
             func.count().label("requests"),
             func.count(case((_spend_not_finite(), 1))).label("bad_spend"),
         )
@@ -239,29 +305,29 @@ def spend_groups(conn: Connection, caps: Capabilities, where: SpendFilter, paid:
     for r in rows:
         triple = (r.api_key, r.model, r.model_group, r.model_id)
         found = triple + tuple(r[4:4 + len(grain)])  # how the narrow queries key their groups
-        spend, requests, bad = float(r.spend), int(r.requests), int(r.bad_spend)
+        spend, requests, bad = from_parts(r.spend_high, r.spend_low), int(r.requests), int(r.bad_spend)  # nano-dollars
         if r.status == "failure":
-            groups.append(SpendGroup(*triple, IGNORED_FAILURE, spend, requests))
+            groups.append(SpendGroup(*triple, IGNORED_FAILURE, to_dollars(spend), requests))
             continue
         if r.status is None and (found, r.call_type) in metadata_failures:
             failed_requests, failed_spend, failed_bad = metadata_failures.pop((found, r.call_type))
-            groups.append(SpendGroup(*triple, IGNORED_FAILURE, failed_spend, failed_requests))
+            groups.append(SpendGroup(*triple, IGNORED_FAILURE, to_dollars(failed_spend), failed_requests))
             spend, requests, bad = spend - failed_spend, requests - failed_requests, bad - failed_bad
         if not r.api_key:
             if requests:
-                groups.append(SpendGroup(*triple, IGNORED_NO_API_KEY, spend, requests))
+                groups.append(SpendGroup(*triple, IGNORED_NO_API_KEY, to_dollars(spend), requests))
             continue
         if bad:  # their spend is not in `spend`: it is no amount, so the group of them holds $0
             groups.append(SpendGroup(*triple, IGNORED_BAD_SPEND, 0.0, bad))
             requests -= bad
         if r.call_type in JOB_POLL_CALL_TYPES and (found, r.call_type) in repeats:
             repeat_requests, repeat_spend = repeats.pop((found, r.call_type))
-            groups.append(SpendGroup(*triple, IGNORED_REPEAT_POLL, repeat_spend, repeat_requests))
+            groups.append(SpendGroup(*triple, IGNORED_REPEAT_POLL, to_dollars(repeat_spend), repeat_requests))
             spend, requests = spend - repeat_spend, requests - repeat_requests
         if requests:
-            groups.append(SpendGroup(*triple, CHARGED, spend, requests))
+            groups.append(SpendGroup(*triple, CHARGED, to_dollars(spend), requests))
             if charged_by_entity is not None:
-                charged_by_entity.append((r.api_key, *found[4:], r.model, r.model_group, r.model_id, spend, requests))
+                charged_by_entity.append((r.api_key, *found[4:], r.model, r.model_group, r.model_id, to_dollars(spend), requests))
     return _merged(groups)
 
 
@@ -295,12 +361,12 @@ def _metadata_failures(conn: Connection, caps: Capabilities, where: SpendFilter,
     group = (key, model, model_group, model_id, *_grain(by_entity))
     n = len(group)
     query = (
-        select(*group, spend_logs.c.call_type, func.count(), func.coalesce(func.sum(_finite_spend()), 0.0),
-               func.count(case((_spend_not_finite(), 1))))
+        select(*group, spend_logs.c.call_type, func.count(), func.count(case((_spend_not_finite(), 1))),
+               *summed_nanos(_finite_spend()))
         .where(*where.where(), spend_logs.c.status.is_(None), spend_logs.c.metadata["status"].as_string() == "failure")
         .group_by(*group, spend_logs.c.call_type)
     )
-    return {(tuple(r[:n]), r[n]): (int(r[n + 1]), float(r[n + 2]), int(r[n + 3])) for r in hash_aggregated(conn, query)}
+    return {(tuple(r[:n]), r[n]): (int(r[n + 1]), from_parts(r[n + 3], r[n + 4]), int(r[n + 2])) for r in hash_aggregated(conn, query)}
 
 
 def _merged(groups: list[SpendGroup]) -> list[SpendGroup]:
@@ -309,7 +375,7 @@ def _merged(groups: list[SpendGroup]) -> list[SpendGroup]:
     for g in groups:
         k = (g.api_key, g.model, g.model_group, g.model_id, g.outcome)
         m = merged.get(k)
-        merged[k] = g if m is None else SpendGroup(*k, m.spend + g.spend, m.requests + g.requests)
+        merged[k] = g if m is None else SpendGroup(*k, to_dollars(to_nanos(m.spend) + to_nanos(g.spend)), m.requests + g.requests)
     return list(merged.values())
 
 
@@ -342,27 +408,27 @@ def repeat_polls(conn: Connection, caps: Capabilities, where: SpendFilter, paid:
     grain = [ranked.c[name] for name in ENTITY_GRAIN] if by_entity else []
     group = (ranked.c.api_key, ranked.c.model, ranked.c.model_group, ranked.c.model_id, *grain, ranked.c.call_type)
     n = len(group) - 1  # the columns before call_type
-    query = select(*group, func.count(), func.sum(ranked.c.spend)).where(ranked.c.nth > 1).group_by(*group)
-    if not partial:
-        return {(tuple(r[:n]), r[n]): (int(r[n + 1]), float(r[n + 2])) for r in conn.execute(query)}
+    query = select(*group, func.count(), *summed_nanos(ranked.c.spend)).where(ranked.c.nth > 1).group_by(*group)
+    if not partial:  # (rows, nano-dollars)
+        return {(tuple(r[:n]), r[n]): (int(r[n + 1]), from_parts(r[n + 2], r[n + 3])) for r in conn.execute(query)}
     # One statement (the ranked polls read once): the repeats grouped as above, then each job's first paid poll.
     nothing = (cast(null(), String), cast(null(), DateTime), cast(null(), DateTime))
     query = union_all(
-        select(*group, func.count(), func.sum(ranked.c.spend), *nothing, literal(False, Boolean))
+        select(*group, func.count(), *summed_nanos(ranked.c.spend), *nothing, literal(False, Boolean))
         .where(ranked.c.nth > 1).group_by(*group),
-        select(*group, literal(1, Integer), ranked.c.spend, ranked.c.job, ranked.c.endTime, ranked.c.startTime, true())
+        select(*group, literal(1, Integer), *nanos_parts(ranked.c.spend), ranked.c.job, ranked.c.endTime, ranked.c.startTime, true())
         .where(ranked.c.nth == 1),
     )
     repeats: dict = {}
     for r in conn.execute(query):
         found = (tuple(r[:n]), r[n])
-        count, spend, job, end, start, first = r[n + 1:n + 7]
+        count, high, low, job, end, start, first = r[n + 1:n + 8]
         if first and (r[0], job) not in paid:  # the job's first paid poll, and the job was not paid before: charged
             if first_paid is not None:
                 first_paid[(r[0], job)] = (_as_datetime(end), _as_datetime(start))
             continue
-        rows, total = repeats.get(found, (0, 0.0))
-        repeats[found] = (rows + int(count), total + float(spend or 0.0))
+        rows, total = repeats.get(found, (0, 0))
+        repeats[found] = (rows + int(count), total + from_parts(high, low))
     return repeats
 
 
@@ -487,7 +553,7 @@ def period_spend(
     entity_columns = [periods.c[f"e{i}"] for i in range(len(names))]
     read = SpendFilter(since=min(start for _, start in starts), ended_from=ended_from)
     query = (
-        select(*entity_columns, func.coalesce(func.sum(spend_logs.c.spend), 0.0), func.count())
+        select(*entity_columns, func.count(), *summed_nanos(_finite_spend()))
         .select_from(periods.join(spend_logs, and_(*matches, spend_logs.c.startTime >= periods.c.period_start)))
         .where(*read.where(), spend_logs.c.startTime <= until, row_outcome(caps) == CHARGED)
         .group_by(*entity_columns)
@@ -495,7 +561,7 @@ def period_spend(
     found: dict[str | tuple[str, str], tuple[float, int]] = {}
     for row in conn.execute(query):
         entity = row[0] if len(names) == 1 else (row[0], row[1])
-        found[entity] = (float(row[-2]), int(row[-1]))
+        found[entity] = (to_dollars(from_parts(row[-2], row[-1])), int(row[-3]))
     return found
 
 
@@ -513,14 +579,15 @@ def window_splits(
     model, model_group, model_id = model_triple(caps)
     key = func.coalesce(spend_logs.c.api_key, "")
     query = (
-        select(spans.c.w_start, key, model, model_group, model_id, func.coalesce(func.sum(_finite_spend()), 0.0), func.count())
+        select(spans.c.w_start, key, model, model_group, model_id, func.count(), *summed_nanos(_finite_spend()))
         .select_from(spans.join(spend_logs, and_(spend_logs.c.endTime >= spans.c.w_start, spend_logs.c.endTime < spans.c.w_end)))
         .where(*(spend_logs.c[name] == value for name, value in zip(names, values_, strict=True)),
                spend_logs.c.startTime >= min(start for start, _ in windows) - DEFAULT_LOOKBACK, row_outcome(caps) == CHARGED)
         .group_by(spans.c.w_start, key, model, model_group, model_id)
     )
     parse = conn.dialect.name != "postgresql"
-    return [(_as_datetime(r[0]) if parse else r[0], r[1], r[2], r[3], r[4], float(r[5]), int(r[6])) for r in conn.execute(query)]
+    return [(_as_datetime(r[0]) if parse else r[0], r[1], r[2], r[3], r[4], to_dollars(from_parts(r[6], r[7])), int(r[5]))
+            for r in conn.execute(query)]
 
 
 def period_charges(

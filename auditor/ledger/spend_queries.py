@@ -29,8 +29,10 @@ from auditor.ledger.queries import (
     hash_aggregated,
     model_triple,
     row_outcome,
+    summed_nanos,
 )
 from auditor.ledger.schema import spend_logs
+from auditor.money import from_parts, to_dollars
 
 TAG = "tag"
 ENTITY_COLUMNS: dict[str, tuple[str, ...]] = {**SCOPE_COLUMNS, TAG: ("request_tags",)}
@@ -80,15 +82,16 @@ def ledger_cells(conn: Connection, caps: Capabilities, where: SpendFilter, by: s
     n = len(entity)
     dates: dict = {}  # each distinct bucket converted once
     cells = [
-        Cell(tuple(r[:n]), r[n], r[n + 1], r[n + 2], _date(r[n + 3], dates), r[n + 4], float(r[n + 6] or 0.0), int(r[n + 7]),
-             int(r[n + 8] or 0), int(r[n + 9] or 0), int(r[n + 10] or 0))
+        Cell(tuple(r[:n]), r[n], r[n + 1], r[n + 2], _date(r[n + 3], dates), r[n + 4], to_dollars(from_parts(r[n + 6], r[n + 7])),
+             int(r[n + 8]), int(r[n + 9] or 0), int(r[n + 10] or 0), int(r[n + 11] or 0))
         for r in rows
     ]
     if any(c.outcome == CHARGED and r[n + 5] in JOB_POLL_CALL_TYPES for c, r in zip(cells, rows)):
         # each group of repeats moves out of the charged cells: a cell of them, and the same with the sign turned
         for r in _repeat_polls(conn, caps, where, by, period, offsets, zone_name):
             head = (tuple(r[:n]), r[n], r[n + 1], r[n + 2], _date(r[n + 3], dates))
-            values = (float(r[n + 4] or 0.0), int(r[n + 5]), int(r[n + 6] or 0), int(r[n + 7] or 0), int(r[n + 8] or 0))
+            values = (to_dollars(from_parts(r[n + 4], r[n + 5])), int(r[n + 6]), int(r[n + 7] or 0), int(r[n + 8] or 0),
+                      int(r[n + 9] or 0))
             cells.append(Cell(*head, IGNORED_REPEAT_POLL, *values))
             cells.append(Cell(*head, CHARGED, *(-v for v in values)))
     return cells
@@ -103,13 +106,14 @@ def _date(bucket: object, dates: dict) -> str | None:
 
 
 def _measures(caps: Capabilities, table) -> list:
-    """spend (finite amounts only), rows, prompt and completion tokens, cache hits."""
+    """spend (finite amounts only, as two exact sums of nano-dollars: money.from_parts), rows, prompt and completion
+    tokens, cache hits."""
     def tokens(name: str):
         return func.coalesce(func.sum(table.c[name]), 0) if caps.has_column("LiteLLM_SpendLogs", name) else literal(0)
 
     hit = (func.count(case((func.lower(func.coalesce(table.c.cache_hit, "")) == "true", 1)))
            if caps.has_column("LiteLLM_SpendLogs", "cache_hit") else literal(0))
-    return [func.coalesce(func.sum(_finite_spend(table)), 0.0), func.count(), tokens("prompt_tokens"),
+    return [*summed_nanos(_finite_spend(table)), func.count(), tokens("prompt_tokens"),
             tokens("completion_tokens"), hit]
 
 

@@ -103,7 +103,7 @@ def tables(dialect: str) -> JournalTables:
         Column("recorded_at", DateTime(), nullable=False),
     )
     version = Table(version_table(dialect), md, Column("version_num", String(32), primary_key=True))
-    report_findings = Table(  # migration 0002: every finding of every report run (auditor/report/history.py)
+    report_findings = Table(  # migration 0002: every finding of every report run (auditor/reports/history.py)
         f"{prefix}report_findings", md,
         Column("run_id", String(36), ForeignKey(runs.c.id), primary_key=True),
         Column("finding_id", String(32), primary_key=True),

@@ -30,6 +30,7 @@ from sqlalchemy import Connection
 from auditor.errors import InputError
 from auditor.ledger import queries
 from auditor.ledger.capabilities import Capabilities
+from auditor.money import to_dollars, to_nanos
 
 EPOCH = datetime(1970, 1, 1)
 CHUNK = 500  # counters per Redis round trip and per journal statement
@@ -88,7 +89,7 @@ class Ledger:
         them: one streamed read per scope for all the asks, from the earliest window on."""
         from auditor.audit.entities import governed_charges
 
-        totals = [0.0] * len(asks)
+        totals = [0] * len(asks)  # nano-dollars (auditor.money): the same sum the scan's windows take
         wanted: dict[str, dict[str, dict[str, list]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
         streams: dict[str, set] = defaultdict(set)
         for index, ask in enumerate(asks):
@@ -114,8 +115,8 @@ class Ledger:
                 for charge, _group, entry in governed_charges(eb, charges, self.resolver, self.catalogue, self.keys_entries):
                     for index, low, high in per_entry.get(entry.name, ()):
                         if low <= charge.end_time < high:
-                            totals[index] += charge.spend
-        return totals
+                            totals[index] += to_nanos(charge.spend)
+        return [to_dollars(nanos) for nanos in totals]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 The run itself is a row of `runs` (kind `report`): its options, and in `summary` the instant judged at
 (as_of), the row counts, the totals and the changes since the previous run. This table holds the findings,
-one row per (run, finding id); see auditor/report/history.py for how the id is made.
+one row per (run, finding id); see auditor/reports/history.py for how the id is made.
 
 Revision ID: 0002
 Revises: 0001
@@ -33,7 +33,7 @@ def upgrade() -> None:
     op.create_table(
         f"{prefix}report_findings",
         sa.Column("run_id", sa.String(36), sa.ForeignKey(f"{schema + '.' if schema else ''}{prefix}runs.id"), primary_key=True),
-        sa.Column("finding_id", sa.String(32), primary_key=True),  # stable across runs: auditor.report.history.finding_id
+        sa.Column("finding_id", sa.String(32), primary_key=True),  # stable across runs: auditor.reports.history.finding_id
         sa.Column("kind", sa.String(32), nullable=False),
         sa.Column("severity", sa.String(16), nullable=False),
         sa.Column("scope", sa.String(32), nullable=True),

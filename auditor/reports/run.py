@@ -43,7 +43,7 @@ class ReportRun:
 
     def summary(self) -> str:
         """One line for cron mail: what was found and where the report is."""
-        from auditor.report.document import summary_line
+        from auditor.reports.document import summary_line
 
         return summary_line(self.record, self.main_file)
 
@@ -67,7 +67,7 @@ def parse_lookback(raw: str | timedelta) -> timedelta:
 def parse_formats(raw: str | Sequence[str]) -> tuple[str, ...]:
     """--formats: a comma-separated list (or a sequence) of json, md, html; in a stable order, each once."""
     from auditor.errors import InputError
-    from auditor.report.document import FORMATS
+    from auditor.reports.document import FORMATS
 
     raw = raw if isinstance(raw, str) else ",".join(raw)
     aliases = {"markdown": "md", "htm": "html"}
@@ -102,8 +102,8 @@ def run_report(db: str | None, config: str | None, redis: str | None, *, out: st
     from auditor.clock import parse_instant, utc_now
     from auditor.errors import InputError
     from auditor.ledger.db import database_from
-    from auditor.report import history
-    from auditor.report.document import prepare_out_dir
+    from auditor.reports import history
+    from auditor.reports.document import prepare_out_dir
     from auditor.session import check_amounts, require_litellm
 
     chosen = parse_formats(formats)
@@ -169,8 +169,8 @@ def _write(result, options, recorded, started: datetime, clock: float, chosen, o
     """The record (with the changes since the previous run) and its files."""
     from auditor import __version__
     from auditor.audit.findings import iso
-    from auditor.report import history
-    from auditor.report.document import (
+    from auditor.reports import history
+    from auditor.reports.document import (
         Run,
         build_record,
         file_names,

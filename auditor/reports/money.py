@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from auditor.report.document import CHART_H, CHART_W, _nice_step, _tick, _usd4
+from auditor.reports.document import CHART_H, CHART_W, _nice_step, _tick, _usd4
 
 SERIES = 7  # model groups drawn on their own; the rest (and unresolved models) stack as one "other" series
 _LEFT, _RIGHT, _TOP, _BOTTOM = 58, 16, 16, 34
@@ -16,7 +16,7 @@ def money_markdown(money: dict | None) -> str:
     """The top entities' table (as `auditor spend --top` prints it) and each model group's total."""
     if not money:
         return ""
-    from auditor.report.render import md_text, spend_markdown
+    from auditor.reports.render import md_text, spend_markdown
 
     lines = ["", "## Where the money went", "", spend_markdown(money["table"]).rstrip("\n"), "",
              "| model group | spend | share | requests |", "|---|---:|---:|---:|"]
@@ -80,7 +80,7 @@ def money_view(money: dict | None) -> dict | None:
     """What the page's section lays out: the top entities' lines, the groups, the chart."""
     if not money:
         return None
-    from auditor.report.render import spend_entity, spend_group
+    from auditor.reports.render import spend_entity, spend_group
 
     table = money["table"]
     return {

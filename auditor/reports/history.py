@@ -458,7 +458,7 @@ def webhook_text(record: dict, changes: dict, report_path: str) -> str:
 def slack_text(value: str) -> str:
     """Database text in a Slack message: inert. Slack reads `<!channel>`, `<url|label>` and `&` entities as
     markup (its escaping rules name exactly &, < and >), and control characters have no place in one line."""
-    from auditor.report.render import plain
+    from auditor.reports.render import plain
 
     return plain(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 

@@ -7,7 +7,7 @@ The JSON is the scan contract (`auditor/scan.schema.json`) with the report's own
 `{"run": {...}, "changes": null, "coverage": {...}, "money": {...}, ...scan contract...}`. Dropping REPORT_KEYS gives back
 exactly what `auditor scan --format json` prints, so the scan's schema still validates it;
 `auditor/report.schema.json` describes the report's keys. `changes` is what changed since the previous
-run recorded in the history (auditor/report/history.py): `{"previous_run", "previous_as_of", "new", "still_open",
+run recorded in the history (auditor/reports/history.py): `{"previous_run", "previous_as_of", "new", "still_open",
 "resolved", "counts", "finding_ids", "resolved_findings"}`, finding ids aligned with `findings`.
 
 Every value that came from the database (key aliases, model names, counter keys) is user input: the HTML
@@ -200,7 +200,7 @@ def render_json(record: dict) -> str:
 
 def render_markdown(result: ScanResult, record: dict) -> str:
     """The scan's Markdown (render.to_markdown) with the run underneath, for mail bodies."""
-    from auditor.report.render import to_markdown
+    from auditor.reports.render import to_markdown
 
     run = record["run"]
     html = run["files"].get("html")
@@ -212,7 +212,7 @@ def render_markdown(result: ScanResult, record: dict) -> str:
         f"run `{run['id']}`, {run['duration_s']:.1f} s, auditor {run['auditor_version']}"
         + (f"; charts and resolver coverage: `{html}`" if html else ""),
     ]
-    from auditor.report.money import money_markdown
+    from auditor.reports.money import money_markdown
 
     return to_markdown(result) + changes_markdown(record) + money_markdown(record.get("money")) + "\n".join(tail) + "\n"
 
@@ -225,7 +225,7 @@ def changes_view(record: dict) -> dict | None:
     changes = record.get("changes")
     if not changes:
         return None
-    from auditor.report.history import describe
+    from auditor.reports.history import describe
 
     by_id = dict(zip(changes["finding_ids"], record["findings"]))
     new = [{"id": i, "line": describe(by_id[i]), "severity": by_id[i]["severity"]} for i in changes["new"]]
@@ -263,7 +263,7 @@ def changes_markdown(record: dict) -> str:
 
 def _md_text(value: str) -> str:
     """Database text in a Markdown line: no control characters, no markup (the scan's own escaping)."""
-    from auditor.report.render import md_text
+    from auditor.reports.render import md_text
 
     return md_text(value)
 
@@ -317,7 +317,7 @@ _CHANGES_HTML = """\
 
 def _finalize(value: object) -> object:
     """Before escaping: no control characters from the database reach the page."""
-    from auditor.report.render import plain
+    from auditor.reports.render import plain
 
     return plain(value) if isinstance(value, str) else ("" if value is None else value)
 
@@ -355,7 +355,7 @@ def _short(entity_id: str | None, n: int = 12) -> str:
 
 
 def html_view(record: dict) -> dict:
-    from auditor.report.money import money_view
+    from auditor.reports.money import money_view
 
     fig = figures(record)
     findings = record["findings"]
