@@ -1,14 +1,18 @@
 """Audit the spend and per-model budgets of a LiteLLM proxy straight from its database.
 
 As a library: `auditor.scan(...)`, `auditor.spend(...)`, `auditor.report(...)`, `auditor.doctor(...)`,
-`auditor.plan_backfill(...)` and `auditor.apply_backfill(...)` (auditor.api; README, "Use it from Python"). They are
+`auditor.resolve(...)`, `auditor.explain(...)`, `auditor.plan_backfill(...)`, `auditor.apply_backfill(...)`,
+`auditor.backfill_runs(...)`, `auditor.plan_undo(...)` and `auditor.undo_backfill(...)` (auditor.api; README, "Use it
+from Python"). They are
 loaded on first use, so importing a pure module does not bring in the database layer.
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "apply_backfill", "doctor", "plan_backfill", "report", "scan", "spend"]
-_API = ("apply_backfill", "doctor", "plan_backfill", "report", "scan", "spend")
+__all__ = ["__version__", "apply_backfill", "backfill_runs", "doctor", "explain", "plan_backfill", "plan_undo", "report",
+           "resolve", "scan", "spend", "undo_backfill"]
+_API = ("apply_backfill", "backfill_runs", "doctor", "explain", "plan_backfill", "plan_undo", "report", "resolve", "scan",
+        "spend", "undo_backfill")
 
 
 def __getattr__(name: str):

@@ -23,13 +23,19 @@ from auditor.reports.run import ReportRun
 from auditor.session import Warn, log_warning, scan_session
 
 if TYPE_CHECKING:
+    from auditor.audit.explain import Story
+    from auditor.ledger.budget_holders import TripleTotals
     from auditor.ledger.db import DatabaseTarget
     from auditor.ledger.redis_store import RedisTarget
+    from auditor.litellm.resolver import Consideration, Resolution
     from auditor.repair.apply import RunReport
+    from auditor.repair.journal import Change, Run
     from auditor.repair.live import Ledger
     from auditor.repair.plan import Plan
 
-__all__ = ["BackfillPlan", "ReportRun", "apply_backfill", "doctor", "plan_backfill", "report", "scan", "spend"]
+__all__ = ["BackfillPlan", "JournaledRun", "KeyGoverning", "ReportRun", "Resolved", "UndoPlan", "apply_backfill",
+           "backfill_runs", "doctor", "explain", "plan_backfill", "plan_undo", "report", "resolve", "scan", "spend",
+           "undo_backfill"]
 
 Instant = str | datetime  # ISO 8601, an age such as "30d" (before `now`), or a datetime (naive means UTC)
 
@@ -248,6 +254,213 @@ def apply_backfill(planned: BackfillPlan, *, stop: Callable[[], str | None] = la
                        waiting=waiting)
         with database_errors(planned.database):
             return apply(planned.plan, env, planned.run_options(), report if report is not None else RunReport("", "backfill", []))
+    finally:
+        engine.dispose()
+        if client is not None:
+            client.close()
+
+
+@dataclass(frozen=True)
+class KeyGoverning:
+    """Which of a key's model_max_budget entries LiteLLM considers for a name, in its order (`resolve --key`)."""
+
+    label: str  # the key's alias, else its token (a raw API key by its hash) cut to 12 characters
+    source: str  # where its model_max_budget came from
+    entries: tuple[str, ...]  # every entry it has, usable or not
+    considered: tuple[Consideration, ...]
+
+    @property
+    def governs(self) -> str | None:
+        """The entry that governs: the first usable one considered."""
+        return next((c.entry for c in self.considered if c.usable), None)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What `auditor resolve` answers: for a `name`, its resolution, LiteLLM's budget-entry candidates, the access
+    groups serving it and (with a key) which entry governs; for all_models, every logged (model, model_group,
+    model_id) with its resolution, unresolved and ambiguous first, then by spend. `notes` are the catalogue's."""
+
+    name: str | None
+    resolution: Resolution | None
+    budget_candidates: tuple[str, ...]
+    access_groups: tuple[str, ...]  # sorted
+    key: KeyGoverning | None
+    models: tuple[tuple[TripleTotals, Resolution], ...]
+    notes: tuple[str, ...]
+
+    @property
+    def requested(self) -> str | None:
+        """The name budgets are looked up for: the resolved group, else the name as given."""
+        return None if self.resolution is None else self.resolution.group or self.name
+
+    def as_record(self) -> dict | list:
+        """`auditor resolve --json`: the list for all_models, else the name's record (the key is not in it)."""
+        if self.resolution is None:
+            return [{"model": t.model, "model_group": t.model_group, "model_id": t.model_id, "rows": t.requests,
+                     "spend": t.spend, **resolution_record(r)} for t, r in self.models]
+        return {"name": self.name, **resolution_record(self.resolution), "budget_candidates": list(self.budget_candidates),
+                "access_groups": list(self.access_groups)}
+
+
+def resolution_record(resolution: Resolution) -> dict:
+    """A resolution as `auditor resolve --json` prints it."""
+    return {"status": resolution.status, "group": resolution.group, "rule": resolution.rule,
+            "decided_by": resolution.decided_by, "candidates": list(resolution.candidates)}
+
+
+RESOLVED_ORDER = {"unresolved": 0, "ambiguous": 1, "resolved": 2}
+
+
+def resolve(name: str | None = None, *, db: str | None = None, config: str | None = None, key: str | None = None,
+            all_models: bool = False, warn: Warn = log_warning) -> Resolved:
+    """`auditor resolve`: how a model name resolves to the model group budgets are written against, or with
+    all_models every logged model's resolution. Give a name or all_models, not both (InputError)."""
+    from auditor.audit.entities import key_budgets, select_keys
+    from auditor.ledger import budget_holders, queries
+    from auditor.litellm.resolver import Resolver, budget_candidates, explain_governing
+    from auditor.redact import is_raw_key, key_hash
+    from auditor.session import catalogue_session
+
+    if (name is None) == (not all_models):
+        raise InputError("give a model NAME, or --all for every logged model (not both)")
+    with catalogue_session(db, config, warn) as opened:
+        catalogue, key_rows = opened.catalogue, opened.key_rows
+        triples = budget_holders.model_triples(opened.conn, opened.caps, queries.SpendFilter()) if all_models else []
+    resolver = Resolver(catalogue)
+    notes = tuple(catalogue.notes)
+    if name is None:
+        listed = sorted(((t, resolver(t.model, t.model_group, t.model_id)) for t in triples),
+                        key=lambda tr: (RESOLVED_ORDER[tr[1].status], -tr[0].spend))
+        return Resolved(None, None, (), (), None, tuple(listed), notes)
+    resolution = resolver(name, "", "")
+    requested = resolution.group or name
+    access_groups = catalogue.access_groups_of(requested)
+    governing = None
+    if key is not None:
+        (token,) = (select_keys(key_rows, (key,)) or ())[:1]
+        row = next(r for r in key_rows if r.token == token)
+        budgets = key_budgets(row)
+        entries = {**budgets.entries, **{p.name: p for p in budgets.problems}}
+        shown = key_hash(token) if is_raw_key(token) else token
+        governing = KeyGoverning(row.key_alias or shown[:12], budgets.source, tuple(entries),
+                                 explain_governing(requested, entries, access_groups))
+    return Resolved(name, resolution, tuple(budget_candidates(requested)), tuple(sorted(access_groups)), governing, (), notes)
+
+
+def explain(key: str | None = None, *, team: str | None = None, user: str | None = None, end_user: str | None = None,
+            db: str | None = None, config: str | None = None, redis: str | None = None, since: Instant | None = None,
+            now: Instant | None = None, timezone: str | None = None, warn: Warn = log_warning) -> Story:
+    """`auditor explain`: one entity's story (name exactly one of key, team, user, end_user; by id or alias):
+    each budget entry's windows against its limit, the request that crossed it, its counters, its scalar spend."""
+    from auditor.audit.explain import explain as build_story
+    from auditor.audit.explain import find_holder
+    from auditor.ledger import budget_holders
+
+    chosen = [(scope, value) for scope, value in (("key", key), ("team", team), ("user", user), ("end_user", end_user)) if value]
+    if len(chosen) != 1:
+        raise InputError("name one entity: a KEY (hash or alias), or --team, --user or --end-user")
+    (scope, wanted), = chosen
+    with scan_session(db, config, redis, now=_instant(now), since=_instant(since), timezone=timezone, warn=warn) as session:
+        holders = budget_holders.holders(session.conn, session.caps, session.key_rows, session.options.default_end_user_budget)
+        return build_story(session.conn, session.caps, session.catalogue, session.options, session.key_rows,
+                           find_holder(holders, scope, wanted), redis_counters=session.redis_counters)
+
+
+@dataclass(frozen=True)
+class JournaledRun:
+    """One run in auditor's backfill journal (`auditor backfill history`), with its changes counted by state."""
+
+    run: Run
+    changes: dict[str, int]
+
+    def as_record(self) -> dict:
+        """The run as `auditor backfill history --format json` lists it."""
+        r = self.run
+        return {"run_id": r.id, "kind": r.kind, "status": r.state, "started_at": iso(r.started_at),
+                "finished_at": iso(r.finished_at), "parent_run_id": r.parent_run_id, "database_user": r.database_user,
+                "changes": self.changes, "options": r.options, "message": r.message}
+
+
+def backfill_runs(db: str | None = None, *, limit: int | None = 20) -> list[JournaledRun]:
+    """`auditor backfill history`: the journaled runs, newest first, at most `limit` (0 or None: all). The journal
+    lives in the database backfill writes, so it is named explicitly (never the embedded sample)."""
+    from auditor.ledger.db import BACKFILL, database_errors, engine_for
+    from auditor.repair import journal
+    from auditor.session import writable_target
+
+    target = writable_target(db, "backfill history reads auditor's journal, which")
+    engine = engine_for(target, BACKFILL)
+    try:
+        with database_errors(target), engine.connect() as conn:
+            journal.require_current(conn, target.masked)
+            runs = journal.list_runs(conn, limit or None)
+            counts = journal.change_counts(conn)
+    finally:
+        engine.dispose()
+    return [JournaledRun(r, counts.get(r.id, {})) for r in runs]
+
+
+@dataclass(frozen=True)
+class UndoPlan:
+    """A journaled run to undo (`.run`, `.changes`) and where: what undo_backfill needs, read before anything is
+    written so a caller can ask first."""
+
+    run: Run
+    changes: tuple[Change, ...]
+    database: DatabaseTarget
+    redis: RedisTarget | None
+
+
+def plan_undo(run_id: str, *, db: str | None = None, redis: str | None = None) -> UndoPlan:
+    """The run `run_id` names (its id, or a unique prefix of 8+ characters) and its changes. Refuses the embedded
+    sample, an unreachable Redis, and a run that changed Redis keys when no Redis is given. Writes nothing."""
+    from auditor.ledger.db import BACKFILL, database_errors, engine_for
+    from auditor.ledger.redis_store import connect_redis, redis_from
+    from auditor.repair import journal, plan
+    from auditor.session import writable_target
+
+    target = writable_target(db, "backfill undo")
+    engine = engine_for(target, BACKFILL)
+    redis_target = redis_from(redis)
+    client = connect_redis(redis_target) if redis_target is not None else None  # unreachable: refused before the journal
+    try:
+        with database_errors(target), engine.connect() as conn:
+            journal.require_current(conn, target.masked)
+            run = journal.find_run(conn, run_id)
+            changes = tuple(journal.changes_of(conn, run.id))
+    finally:
+        engine.dispose()
+        if client is not None:
+            client.close()
+    if any(c.target == plan.REDIS for c in changes) and redis_target is None:
+        raise InputError(f"run {run.id} changed Redis keys: pass --redis to undo it")
+    return UndoPlan(run, changes, target, redis_target)
+
+
+def undo_backfill(run: str | UndoPlan, *, db: str | None = None, redis: str | None = None,
+                  stop: Callable[[], str | None] = lambda: None, hook: Callable[[str], None] = lambda what: None,
+                  started: Callable[[str], None] = lambda run_id: None, clock: Callable[[], datetime] | None = None,
+                  report: RunReport | None = None) -> RunReport:
+    """`auditor backfill undo` once confirmed: put back the values a run replaced wherever nothing changed them
+    since, journaled as a run of its own. `run` is a run id (db and redis then say where, as for plan_undo) or
+    plan_undo's answer. stop, hook, started and report as for apply_backfill."""
+    from auditor.clock import utc_now
+    from auditor.ledger.db import BACKFILL, database_errors, engine_for
+    from auditor.ledger.redis_store import connect_redis
+    from auditor.repair.apply import RunReport, WriteEnv
+    from auditor.repair.apply import undo as undo_run
+
+    planned = run if isinstance(run, UndoPlan) else plan_undo(run, db=db, redis=redis)
+    engine = engine_for(planned.database, BACKFILL)
+    client = None
+    try:
+        client = connect_redis(planned.redis) if planned.redis is not None else None
+        env = WriteEnv(engine=engine, redis=client, ledger=None, masked_db=planned.database.masked,
+                       clock=clock or utc_now, hook=hook, stop=stop, started=started)
+        with database_errors(planned.database):
+            return undo_run(planned.run.id, env, report if report is not None
+                            else RunReport("", "undo", [], parent_run_id=planned.run.id))
     finally:
         engine.dispose()
         if client is not None:

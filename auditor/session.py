@@ -184,6 +184,48 @@ class RedisSource:
 
 
 @dataclass
+class Opened:
+    """LiteLLM's database opened read-only with what every reader needs first: what it has, its keys, and the
+    model catalogue (config + LiteLLM_ProxyModelTable) names resolve against."""
+
+    conn: object
+    caps: object
+    key_rows: list
+    catalogue: object
+
+
+@contextmanager
+def open_catalogue(target, loaded, statement_timeout: float | None = None) -> Iterator[Opened]:
+    """Connect, check the database is LiteLLM's, read the keys and build the catalogue: the one way scan_session
+    and catalogue_session open a database."""
+    from auditor.audit.scan import load_catalogue
+    from auditor.ledger import budget_holders
+    from auditor.ledger.capabilities import inspect_database
+    from auditor.ledger.db import connect
+
+    with connect(target, statement_timeout_s=statement_timeout) as conn:
+        caps = inspect_database(conn)
+        if not caps.has_spend_logs:
+            raise not_litellm(target)
+        key_rows = budget_holders.keys(conn, caps)
+        yield Opened(conn, caps, key_rows, load_catalogue(conn, caps, loaded, key_rows))
+
+
+@contextmanager
+def catalogue_session(db: str | None, config: str | None, warn: Warn = log_warning) -> Iterator[Opened]:
+    """The database and config resolved as scan_session resolves them, without the scan's options or Redis: what
+    `resolve` reads (a scan's options would refuse a config whose timezone resolving never uses)."""
+    from pathlib import Path
+
+    from auditor.litellm.config import load_config
+
+    target = resolve_database(db, warn)
+    config_path, _ = resolve_config(config, target)
+    with open_catalogue(target, load_config(Path(config_path)) if config_path else None) as opened:
+        yield opened
+
+
+@dataclass
 class ScanSession:
     """Everything a scan-like command needs, opened once: the read-only connection, what the database
     has, the model catalogue, the options with the config's settings applied, and Redis if configured."""
@@ -228,11 +270,9 @@ def scan_session(db, config, redis_url, *, now=None, since=None, until=None, key
     from datetime import timedelta
     from pathlib import Path
 
-    from auditor.audit.scan import ScanOptions, load_catalogue
+    from auditor.audit.scan import ScanOptions
     from auditor.clock import parse_instant, utc_now
-    from auditor.ledger import budget_holders
-    from auditor.ledger.capabilities import detect_deployment_era, inspect_database
-    from auditor.ledger.db import connect
+    from auditor.ledger.capabilities import detect_deployment_era
     from auditor.ledger.redis_store import redis_from
     from auditor.litellm.config import general_setting_on, litellm_setting, load_config, spend_log_retention
     from auditor.litellm.periods import zone
@@ -267,11 +307,8 @@ def scan_session(db, config, redis_url, *, now=None, since=None, until=None, key
     if redis is not None:
         redis.open()
     try:
-        with connect(target, statement_timeout_s=statement_timeout) as conn:
-            caps = inspect_database(conn)
-            if not caps.has_spend_logs:
-                raise not_litellm(target)
-            key_rows = budget_holders.keys(conn, caps)
+        with open_catalogue(target, loaded, statement_timeout) as opened:
+            conn, caps, key_rows = opened.conn, opened.caps, opened.key_rows
             era = detect_deployment_era(conn, caps, litellm_version, client=redis.client if redis is not None else None)
             source = {
                 "dialect": caps.dialect,
@@ -282,7 +319,7 @@ def scan_session(db, config, redis_url, *, now=None, since=None, until=None, key
                 "era": era.as_record(),
             }
             options = replace(options, era=era.era.name)  # the scan judges the deployment by the release that ran
-            yield ScanSession(conn, caps, load_catalogue(conn, caps, loaded, key_rows), options, key_rows, source, redis,
+            yield ScanSession(conn, caps, opened.catalogue, options, key_rows, source, redis,
                              loaded.warnings if loaded else (), era)
     finally:
         if redis is not None:

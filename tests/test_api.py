@@ -107,3 +107,43 @@ def test_report_from_python_is_the_report_command(no_deployment, tmp_path):
         auditor.report(out=tmp_path / "r", formats="pdf", warn=said.append)
     with pytest.raises(InputError, match="--fail-on"):
         auditor.report(out=tmp_path / "r", fail_on="sometimes", warn=said.append)
+
+
+def test_resolve_from_python_is_the_resolve_command(no_deployment):
+    """auditor.resolve answers what `auditor resolve` prints: the same JSON, the same governing entry for a key."""
+    said: list[str] = []
+    every = auditor.resolve(all_models=True, warn=said.append)
+    cli = CliRunner().invoke(app, ["resolve", "--all", "--json"])
+    assert cli.exit_code == 0, cli.output
+    assert json.loads(cli.stdout) == every.as_record() and len(every.models) > 3
+    assert [r.status for _, r in every.models][:1] == ["unresolved"]  # unresolved and ambiguous first
+
+    name = "vertex_ai/claude-opus-4-6@default"
+    one = auditor.resolve(name, key="research-agent", warn=said.append)
+    cli = CliRunner().invoke(app, ["resolve", name, "--json"])
+    assert cli.exit_code == 0, cli.output
+    assert json.loads(cli.stdout) == one.as_record() and one.requested == "claude-opus-4-6"
+    text = CliRunner().invoke(app, ["resolve", name, "--key", "research-agent"], env={"COLUMNS": "200"}).stdout
+    assert one.key is not None and one.key.governs == "claude-opus-4-6"
+    assert f"    {one.key.governs}: {one.key.considered[0].why} [→ governs]" in text.splitlines()
+    assert said == ["no database configured (--db, AUDITOR_DATABASE_URL, DATABASE_URL): using the embedded sample deployment"] * 2
+    with pytest.raises(InputError, match="not both"):
+        auditor.resolve(name, all_models=True, warn=said.append)
+
+
+def test_explain_from_python_is_the_explain_command(no_deployment):
+    """auditor.explain is the Story `auditor explain` renders: each entry, its windows, who crossed each limit."""
+    from auditor.audit.explain import Story
+
+    story = auditor.explain("research-agent", now=NOW, warn=lambda text: None)
+    assert isinstance(story, Story) and story.budgets.alias == "research-agent"
+    text = CliRunner().invoke(app, ["explain", "research-agent", "--now", NOW], env={"COLUMNS": "400"}).stdout
+    crossed = [w for e in story.entries for w in e.windows if w.crossed_by]
+    assert crossed and all(f"crossed by {w.crossed_by} at {w.crossed_at:%m-%d %H:%M:%S}" in text for w in crossed)
+    for entry in story.entries:
+        assert f"  {entry.name}: " in text and f", {len(entry.windows)} windows" in text
+    team = auditor.explain(team="team-data", since="30d", now=NOW, warn=lambda text: None)
+    text = CliRunner().invoke(app, ["explain", "--team", "team-data", "--since", "30d", "--now", NOW], env={"COLUMNS": "400"}).stdout
+    assert team.budgets.scope == "team" and text.startswith(f"team {team.budgets.alias or team.budgets.entity_id} (")
+    with pytest.raises(InputError, match="name one entity"):
+        auditor.explain("research-agent", team="team-data", warn=lambda text: None)

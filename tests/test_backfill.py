@@ -279,6 +279,36 @@ def test_the_library_plans_and_applies_as_the_cli_does(focused):
     assert [(r["run_id"], r["options"]["flush_lag"], r["options"]["targets"]) for r in history] == [(run.split()[0], 0, ["counters"])]
 
 
+def test_the_library_lists_and_undoes_runs_as_the_cli_does(focused):
+    """auditor.backfill_runs is `auditor backfill history`'s JSON; plan_undo + undo_backfill is `auditor backfill undo`."""
+    import auditor
+
+    def same(record) -> str:  # what differs between two undo runs of the same thing: their own id
+        return json.dumps({**record, "run_id": None}, sort_keys=True)
+
+    applied = as_json(invoke("backfill", *focused.args("--apply", "--yes", *NO_WAIT, "--format", "json"), code=0))
+    run_id = applied["run_id"]
+    cli_history = as_json(invoke("backfill", "history", "--db", focused.url, "--format", "json", code=0))
+    assert json.loads(json.dumps([j.as_record() for j in auditor.backfill_runs(focused.url)])) == cli_history
+    with pytest.raises(InputError, match="pass --redis to undo it"):
+        auditor.plan_undo(run_id, db=focused.url)
+    with pytest.raises(InputError, match="the embedded sample is read-only"):
+        auditor.backfill_runs()
+
+    planned = auditor.plan_undo(run_id[:8], db=focused.url, redis=REDIS_URL)
+    assert planned.run.id == run_id and len(planned.changes) == 2 and focused.redis.get(SPEND_KEY) == repr(3.5)
+    undone = auditor.undo_backfill(planned)
+    assert undone.counts() == {"restored": 2} and undone.parent_run_id == run_id
+    assert focused.redis.get(SPEND_KEY) == "7.0" and focused.row() == (focused.w0, 1.25)
+    cli_undo = as_json(invoke("backfill", "undo", run_id, "--db", focused.url, "--redis", REDIS_URL, "--yes", "--format", "json", code=0))
+    again = auditor.undo_backfill(run_id, db=focused.url, redis=REDIS_URL)
+    assert same(json.loads(json.dumps(again.as_record()))) == same(cli_undo) and again.counts() == {"unchanged": 2}
+    cli_history = as_json(invoke("backfill", "history", "--db", focused.url, "--limit", "2", "--format", "json", code=0))
+    runs = auditor.backfill_runs(focused.url, limit=2)
+    assert json.loads(json.dumps([j.as_record() for j in runs])) == cli_history and [j.run.id for j in runs][0] == again.run_id
+    assert len(auditor.backfill_runs(focused.url, limit=0)) == 4
+
+
 def test_dry_run_writes_nothing_and_exits_like_scan(focused):
     redis_before = redis_state(focused.redis)
     with focused.engine.connect() as conn:

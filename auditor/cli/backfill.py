@@ -20,7 +20,6 @@ from typing import Annotated
 import typer
 
 from auditor.cli.common import ConfigOption, DbOption, LiteLLMVersionOption, RedisOption, err, handles_errors, out, say
-from auditor.errors import InputError
 from auditor.exitcodes import ExitCode
 from auditor.session import writable_target
 
@@ -234,11 +233,6 @@ def _raw_key_redactor(writes):
     return Redactor(w.entity_id for w in writes if w.scope == "key" and w.entity_id)
 
 
-def _close(client) -> None:
-    if client is not None:
-        client.close()
-
-
 @backfill_app.command("history")
 @handles_errors
 def history(
@@ -255,36 +249,24 @@ def history(
     """
     from rich.table import Table
 
+    from auditor import api
     from auditor.audit.findings import iso
-    from auditor.ledger.db import BACKFILL, database_errors, engine_for
-    from auditor.repair import journal
     from auditor.reports.render import clean
 
-    target = writable_target(db, "backfill history reads auditor's journal, which")
-    engine = engine_for(target, BACKFILL)
-    try:
-        with database_errors(target), engine.connect() as conn:
-            journal.require_current(conn, target.masked)
-            runs = journal.list_runs(conn, limit or None)
-            counts = journal.change_counts(conn)
-    finally:
-        engine.dispose()
+    journaled = api.backfill_runs(db, limit=limit)
     if output_format is PlanFormat.json:
-        sys.stdout.write(json.dumps([{
-            "run_id": r.id, "kind": r.kind, "status": r.state, "started_at": iso(r.started_at), "finished_at": iso(r.finished_at),
-            "parent_run_id": r.parent_run_id, "database_user": r.database_user, "changes": counts.get(r.id, {}),
-            "options": r.options, "message": r.message,
-        } for r in runs], indent=2) + "\n")
+        sys.stdout.write(json.dumps([j.as_record() for j in journaled], indent=2) + "\n")
         return
-    if not runs:
+    if not journaled:
         out.print("no runs journaled yet")
         return
     table = Table(header_style="bold")
     for column in ("run id", "kind", "started (UTC)", "finished (UTC)", "status", "changes", "note"):
         table.add_column(column, overflow="fold")
     style = {"completed": "green", "failed": "bold red", "incomplete": "bold red"}
-    for r in runs:
-        changes = ", ".join(f"{n} {state}" for state, n in sorted(counts.get(r.id, {}).items())) or "none"
+    for j in journaled:
+        r = j.run
+        changes = ", ".join(f"{n} {state}" for state, n in sorted(j.changes.items())) or "none"
         note = f"undoes {r.parent_run_id}" if r.parent_run_id else ""
         if r.message:
             note = (note + "; " if note else "") + r.message
@@ -313,43 +295,27 @@ def undo(
         \b
         auditor backfill undo 3f2a9c1e --db postgresql://auditor_writer@db.internal/litellm --redis redis://cache:6379/0
     """
-    from auditor.clock import utc_now
-    from auditor.ledger.db import BACKFILL, database_errors, engine_for
-    from auditor.ledger.redis_store import connect_redis, redis_from
-    from auditor.repair import apply as writes
-    from auditor.repair import journal, plan
+    from auditor import api
+    from auditor.repair.apply import Interrupted, RunReport
 
-    target = writable_target(db, "backfill undo")
-    engine = engine_for(target, BACKFILL)
-    redis_target = redis_from(redis_url)
-    client = connect_redis(redis_target) if redis_target is not None else None
-    try:
-        with database_errors(target), engine.connect() as conn:
-            journal.require_current(conn, target.masked)
-            run = journal.find_run(conn, run_id)
-            changes = journal.changes_of(conn, run.id)
-        if any(c.target == plan.REDIS for c in changes) and client is None:
-            raise InputError(f"run {run.id} changed Redis keys: pass --redis to undo it")
-        if not yes:
-            try:
-                confirmed = typer.confirm(f"Undo run {run.id} ({len(changes)} changes) on {target.masked}?", default=False, err=True)
-            except typer.Abort:
-                confirmed = False
-            if not confirmed:
-                err.print("auditor: not undone: nothing written")
-                raise typer.Exit(int(ExitCode.FINDINGS))
-        stop = StopSignals()
-        env = writes.WriteEnv(engine=engine, redis=client, ledger=None, masked_db=target.masked, clock=utc_now, hook=_pause_hook(stop),
-                            stop=stop, started=_announce(f"undo of {run.id}", len(changes)))
-        report = writes.RunReport("", "undo", [], parent_run_id=run.id)
+    planned = api.plan_undo(run_id, db=db, redis=redis_url)
+    run, changes = planned.run, planned.changes
+    if not yes:
         try:
-            with database_errors(target), stop:
-                report = writes.undo(run.id, env, report)
-        except writes.Interrupted:
-            raise _interrupted(stop, report.run_id, "undo", len(report.outcomes), len(changes)) from None
-    finally:
-        engine.dispose()
-        _close(client)
+            confirmed = typer.confirm(f"Undo run {run.id} ({len(changes)} changes) on {planned.database.masked}?", default=False, err=True)
+        except typer.Abort:
+            confirmed = False
+        if not confirmed:
+            err.print("auditor: not undone: nothing written")
+            raise typer.Exit(int(ExitCode.FINDINGS))
+    stop = StopSignals()
+    report = RunReport("", "undo", [], parent_run_id=run.id)
+    try:
+        with stop:
+            report = api.undo_backfill(planned, stop=stop, hook=_pause_hook(stop),
+                                       started=_announce(f"undo of {run.id}", len(changes)), report=report)
+    except Interrupted:
+        raise _interrupted(stop, report.run_id, "undo", len(report.outcomes), len(changes)) from None
     if output_format is PlanFormat.json:
         hide = _raw_key_redactor([o.write for o in report.outcomes])
         sys.stdout.write(hide(json.dumps(report.as_record(), indent=2)) + "\n")

@@ -37,16 +37,13 @@ from auditor.cli.common import (
     handles_errors,
     out,
     progress,
-    resolve_database,
     say,
-    scan_session,
 )
 from auditor.cli.report import history_command, report_command
 from auditor.cli.spend import spend_command
 from auditor.errors import AuditorError
 from auditor.exitcodes import ExitCode
 from auditor.reports.render import clean
-from auditor.session import resolve_config
 
 app = typer.Typer(
     help=(
@@ -195,95 +192,44 @@ def resolve(
         \b
         auditor resolve vertex_ai/claude-opus-4-6@default --key research-agent
     """
-    from pathlib import Path
+    from auditor import api
 
-    from auditor.audit.entities import key_budgets, select_keys
-    from auditor.audit.scan import load_catalogue
-    from auditor.errors import InputError
-    from auditor.ledger import budget_holders, queries
-    from auditor.ledger.capabilities import inspect_database
-    from auditor.ledger.db import connect
-    from auditor.litellm.config import load_config
-    from auditor.litellm.resolver import Resolver, budget_candidates, explain_governing
-
-    if (name is None) == (not all_models):
-        raise InputError("give a model NAME, or --all for every logged model (not both)")
-    target = resolve_database(db)
-    config_path, _ = resolve_config(config, target)
-    with connect(target) as conn:
-        caps = inspect_database(conn)
-        if not caps.has_spend_logs:
-            from auditor.session import not_litellm
-
-            raise not_litellm(target)
-        key_rows = budget_holders.keys(conn, caps)
-        catalogue = load_catalogue(conn, caps, load_config(Path(config_path)) if config_path else None, key_rows)
-        triples = budget_holders.model_triples(conn, caps, queries.SpendFilter()) if all_models else []
-    resolver = Resolver(catalogue)
-    for note in catalogue.notes:
+    resolved = api.resolve(name, db=db, config=config, key=key, all_models=all_models, warn=say)
+    for note in resolved.notes:
         err.print(f"note: {clean(note)}")
-    if all_models:
+    if resolved.resolution is None:
         if as_json:
-            order = {"unresolved": 0, "ambiguous": 1, "resolved": 2}
-            listed = sorted(((t, resolver(t.model, t.model_group, t.model_id)) for t in triples), key=lambda tr: (order[tr[1].status], -tr[0].spend))
-            sys.stdout.write(json.dumps([
-                {"model": t.model, "model_group": t.model_group, "model_id": t.model_id, "rows": t.requests, "spend": t.spend,
-                 **_resolution_record(r)} for t, r in listed
-            ], indent=2) + "\n")
+            sys.stdout.write(json.dumps(resolved.as_record(), indent=2) + "\n")
         else:
-            _render_all_models(triples, resolver)
+            _render_all_models(resolved.models)
         return
-    resolution = resolver(name, "", "")
     if as_json and key is None:
-        requested = resolution.group or name
-        sys.stdout.write(json.dumps({
-            "name": name, **_resolution_record(resolution), "budget_candidates": list(budget_candidates(requested)),
-            "access_groups": sorted(catalogue.access_groups_of(requested)),
-        }, indent=2) + "\n")
+        sys.stdout.write(json.dumps(resolved.as_record(), indent=2) + "\n")
         return
+    resolution, requested = resolved.resolution, resolved.requested
     style = {"resolved": "green", "ambiguous": "yellow", "unresolved": "bold red"}[resolution.status]
     out.print(f"[bold]{clean(name)}[/] → [{style}]{clean(resolution.group or resolution.status)}[/]")
     out.print(f"  rule: {resolution.rule}; decided by: {clean(resolution.decided_by)}")
     if resolution.candidates:
         out.print(f"  candidates: {clean(', '.join(resolution.candidates))}")
-    requested = resolution.group or name
-    out.print(f"  LiteLLM's budget-entry candidates for {clean(requested)}: {clean(', '.join(budget_candidates(requested)))}")
-    access_groups = catalogue.access_groups_of(requested)
-    if access_groups:
-        out.print(f"  access groups serving it: {clean(', '.join(sorted(access_groups)))}")
-    if key is None:
+    out.print(f"  LiteLLM's budget-entry candidates for {clean(requested)}: {clean(', '.join(resolved.budget_candidates))}")
+    if resolved.access_groups:
+        out.print(f"  access groups serving it: {clean(', '.join(resolved.access_groups))}")
+    governing = resolved.key
+    if governing is None:
         return
-    (token,) = select_keys(key_rows, (key,))[:1]
-    row = next(r for r in key_rows if r.token == token)
-    budgets = key_budgets(row)
-    entries = {**budgets.entries, **{p.name: p for p in budgets.problems}}
-    considered = explain_governing(requested, entries, access_groups)
-    label = clean(row.key_alias or _shown_token(token)[:12])
-    if not considered:
-        out.print(f"  key {label}: no budget entry governs {clean(requested)} (entries: {clean(', '.join(entries) or 'none')})")
+    label = clean(governing.label)
+    if not governing.considered:
+        out.print(f"  key {label}: no budget entry governs {clean(requested)} (entries: {clean(', '.join(governing.entries) or 'none')})")
         return
-    out.print(f"  key {label} ({budgets.source}): entries LiteLLM considers, in order:")
-    chosen = next((c.entry for c in considered if c.usable), None)
-    for consideration in considered:
+    out.print(f"  key {label} ({governing.source}): entries LiteLLM considers, in order:")
+    chosen = governing.governs
+    for consideration in governing.considered:
         mark = "→ governs" if consideration.entry == chosen else ("unusable, falls through" if not consideration.usable else "shadowed")
         out.print(f"    {clean(consideration.entry)}: {clean(consideration.why)} [{mark}]")
 
 
-def _shown_token(token: str) -> str:
-    """A key's token as auditor prints it: a raw API key (old LiteLLM) by its hash (auditor/redact.py)."""
-    from auditor.redact import is_raw_key, key_hash
-
-    return key_hash(token) if is_raw_key(token) else token
-
-
-def _resolution_record(resolution) -> dict:
-    return {"status": resolution.status, "group": resolution.group, "rule": resolution.rule,
-            "decided_by": resolution.decided_by, "candidates": list(resolution.candidates)}
-
-
-def _render_all_models(triples, resolver) -> None:
-    order = {"unresolved": 0, "ambiguous": 1, "resolved": 2}
-    rows = sorted(((t, resolver(t.model, t.model_group, t.model_id)) for t in triples), key=lambda tr: (order[tr[1].status], -tr[0].spend))
+def _render_all_models(rows) -> None:
     table = Table(header_style="bold")
     for column in ("status", "model", "model_group", "model_id", "group", "rule", "rows", "spend", "decided by"):
         table.add_column(column, justify="right" if column in ("rows", "spend") else "left", overflow="fold")
@@ -323,19 +269,10 @@ def explain(
         auditor explain --team team-data --since 30d
     """
 
-    from auditor.audit.explain import explain as build_story
-    from auditor.audit.explain import find_holder
-    from auditor.errors import InputError
-    from auditor.ledger import budget_holders
+    from auditor import api
 
-    chosen = [(scope, value) for scope, value in (("key", key), ("team", team), ("user", user), ("end_user", end_user)) if value]
-    if len(chosen) != 1:
-        raise InputError("name one entity: a KEY (hash or alias), or --team, --user or --end-user")
-    (scope, wanted), = chosen
-    with scan_session(db, config, redis_url, now=now, since=since, timezone=timezone) as session:
-        holder = find_holder(budget_holders.holders(session.conn, session.caps, session.key_rows, session.options.default_end_user_budget), scope, wanted)
-        story = build_story(session.conn, session.caps, session.catalogue, session.options, session.key_rows, holder,
-                            redis_counters=session.redis_counters)
+    story = api.explain(key, team=team, user=user, end_user=end_user, db=db, config=config, redis=redis_url, since=since,
+                        now=now, timezone=timezone, warn=say)
     _render_story(story)
 
 
