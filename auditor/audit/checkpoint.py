@@ -135,7 +135,8 @@ def counter_id(counter) -> CounterId:
 
 def rollup_digest(rows: Mapping[RollupKey, DayTotals]) -> str:
     """One day's Daily*Spend totals, exactly (floats by repr): a changed day is re-read from the ledger."""
-    text = json.dumps(sorted([*key, *astuple(totals)] for key, totals in rows.items()))
+    # the fields by hand: dataclasses.astuple deep-copies each one, most of an incremental run's time on a large rollup
+    text = json.dumps(sorted([*key, t.spend, t.requests, t.successes, t.failures] for key, t in rows.items()))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
