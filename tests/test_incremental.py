@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import subprocess
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import jsonschema
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, delete, func, insert, select, text, update
+from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
@@ -377,6 +378,22 @@ def append_day(url: str, source_day: str, days: int, tag: str) -> int:
     return len(rows)
 
 
+@contextmanager
+def ledger_reads():
+    """Every statement any engine runs on LiteLLM_SpendLogs meanwhile (to see which reads an incremental run makes)."""
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, *_):
+        if '"LiteLLM_SpendLogs"' in statement:
+            seen.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+
+
 def test_the_sample_with_days_appended_equals_a_full_scan_on_postgresql(pg_url, redis_client, tmp_path):
     load(pg_url)
     load_sample_redis(redis_client)
@@ -396,7 +413,10 @@ def test_the_sample_with_days_appended_equals_a_full_scan_on_postgresql(pg_url, 
     assert second["run"]["incremental"]["mode"] == "incremental"
     assert_same_result(second, full_scan(pg_url, SAMPLE_CONFIG, "2026-11-23T00:00:00Z", *args))
     assert append_day(pg_url, "2026-11-21", 2, "n3") > 200
-    third = report(pg_url, SAMPLE_CONFIG, tmp_path / "r4", "2026-11-24T00:00:00Z", "--incremental", *args)
+    with ledger_reads() as reads:
+        third = report(pg_url, SAMPLE_CONFIG, tmp_path / "r4", "2026-11-24T00:00:00Z", "--incremental", *args)
+    at_entity_grain = [r for r in reads if "GROUP BY" in r and "team_id" in r.rpartition("GROUP BY")[2]]
+    assert at_entity_grain and all('"LiteLLM_SpendLogs"."endTime" >=' in r for r in at_entity_grain)  # the rest: the checkpoint's
     inc = third["run"]["incremental"]
     assert inc["mode"] == "incremental" and inc["rows_read"] < third["rows"]["read"] / 20
     want = full_scan(pg_url, SAMPLE_CONFIG, "2026-11-24T00:00:00Z", *args)

@@ -10,7 +10,8 @@ and the next checkpoint the old one plus the rows of R(C) outside R(C').
 The cut is on "endTime" because LiteLLM charges a request when it ends: windows are replayed in "endTime" order, and
 the state is frozen per (entity, entry) just before the first charge at or after C. What the state holds:
 
-- the ledger's grouped totals (`spend_groups`: rows and spend per key, logged model and outcome) outside R(C), and
+- the ledger's grouped totals (`spend_groups`: rows and spend per key, logged model and outcome, and the charged
+  cells at entity grain for the spend lines of every scope) outside R(C), and
   the jobs (api_key, job id) first paid outside it, so later polls of them stay repeats;
 - per budgeted (scope, entity): every budget entry's closed windows, its WindowTracker state (windows.TrackerState:
   the open window, the last charge, the limit's step function) and the model groups it charged; per scope the jobs
@@ -51,8 +52,9 @@ from auditor.ledger.queries import SpendGroup
 from auditor.money import to_dollars, to_nanos
 
 # 2: junk spend is its own ignored outcome. 3: amounts are sums of whole nano-dollars (auditor.money), so a float sum
-# stored by an older auditor would not add up exactly. Bump when State or its encoding changes: older checkpoints are then not reused
-FORMAT = 3
+# stored by an older auditor would not add up exactly. 4: the charged cells at entity grain, so a resumed run's spend
+# lines and alias bypasses need no read of the whole ledger. Bump when State or its encoding changes: older checkpoints are then not reused
+FORMAT = 4
 DEFAULT_LOOKBACK = timedelta(hours=1)  # --lookback: how late a row may be written and still be read
 
 FULL, INCREMENTAL = "full", "incremental"
@@ -90,6 +92,7 @@ class State:
     oldest: datetime | None  # the oldest "startTime" in scope
     table_oldest: datetime | None  # the oldest "startTime" of the whole table (where the rollups' first day comes from)
     groups: list[SpendGroup] = field(default_factory=list)
+    cells: list[tuple] = field(default_factory=list)  # charged rows at entity grain (spend_groups' charged_by_entity)
     jobs: set[tuple[str, str]] = field(default_factory=set)
     stream_jobs: dict[str, set[tuple[str, str]]] = field(default_factory=dict)  # scope -> jobs its stream paid
     entities: dict[tuple[str, str], EntityState] = field(default_factory=dict)  # (scope, entity id) ->
@@ -114,13 +117,26 @@ def merge_groups(base: Iterable[SpendGroup], plus: Iterable[SpendGroup] = (), mi
     return [SpendGroup(*k, to_dollars(nanos), requests) for k, (nanos, requests) in totals.items() if requests]
 
 
+def merge_cells(base: Iterable[tuple], plus: Iterable[tuple] = (), minus: Iterable[tuple] = ()) -> list[tuple]:
+    """Charged cells at entity grain, (api_key, team_id, user, end_user, model, model_group, model_id, spend, rows),
+    added and taken away per cell in whole nano-dollars, as merge_groups does; cells left with no row go."""
+    totals: dict[tuple, list] = {}
+    for sign, cells in ((1, base), (1, plus), (-1, minus)):
+        for *where, spend, requests in cells:
+            bucket = totals.setdefault(tuple(where), [0, 0])
+            bucket[0] += sign * to_nanos(spend)
+            bucket[1] += sign * requests
+    return [(*k, to_dollars(nanos), requests) for k, (nanos, requests) in totals.items() if requests]
+
+
 def counter_id(counter) -> CounterId:
     return (counter.source, counter.key.key, counter.window_start)
 
 
 def rollup_digest(rows: Mapping[RollupKey, DayTotals]) -> str:
     """One day's Daily*Spend totals, exactly (floats by repr): a changed day is re-read from the ledger."""
-    text = json.dumps(sorted([*key, *astuple(totals)] for key, totals in rows.items()))
+    # the fields by hand: dataclasses.astuple deep-copies each one, most of an incremental run's time on a large rollup
+    text = json.dumps(sorted([*key, t.spend, t.requests, t.successes, t.failures] for key, t in rows.items()))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
@@ -193,6 +209,7 @@ def encode(state: State) -> bytes:
         "cut": _iso(state.cut), "watermark": _iso(state.watermark), "oldest": _iso(state.oldest),
         "table_oldest": _iso(state.table_oldest),
         "groups": [[g.api_key, g.model, g.model_group, g.model_id, g.outcome, g.spend, g.requests] for g in state.groups],
+        "cells": [list(c) for c in state.cells],
         "jobs": sorted(map(list, state.jobs)),
         "stream_jobs": {scope: sorted(map(list, jobs)) for scope, jobs in state.stream_jobs.items()},
         "entities": [[scope, entity, _entity_doc(e)] for (scope, entity), e in state.entities.items()],
@@ -214,6 +231,7 @@ def decode(blob: bytes) -> State:
         cut=_time(doc["cut"]), watermark=_time(doc["watermark"]), oldest=_time(doc["oldest"]),
         table_oldest=_time(doc["table_oldest"]),
         groups=[SpendGroup(*g) for g in doc["groups"]],
+        cells=[tuple(c) for c in doc["cells"]],
         jobs={tuple(j) for j in doc["jobs"]},
         stream_jobs={scope: {tuple(j) for j in jobs} for scope, jobs in doc["stream_jobs"].items()},
         entities={(scope, entity): _entity(e) for scope, entity, e in doc["entities"]},

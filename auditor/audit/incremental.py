@@ -82,17 +82,21 @@ def paid_before(first_paid: queries.PaidJobs, cut: datetime) -> set[tuple[str, s
     return {job for job, first in first_paid.items() if first is None or first[0] < cut or first[1] < bound}
 
 
-def new_state(conn, caps, where: queries.SpendFilter, groups: list[queries.SpendGroup], cut: datetime, bounds: tuple,
-              resume: checkpoint.State | None, first_paid: queries.PaidJobs) -> checkpoint.State:
-    """The checkpoint this run cuts, before the window pass fills in its entities: the ledger's groups up to the cut
-    (the old totals when nothing ended between the cuts) and the paid jobs a read from the cut will not see again."""
+def new_state(conn, caps, where: queries.SpendFilter, groups: list[queries.SpendGroup], cells: list | None, cut: datetime,
+              bounds: tuple, resume: checkpoint.State | None, first_paid: queries.PaidJobs) -> checkpoint.State:
+    """The checkpoint this run cuts, before the window pass fills in its entities: the ledger's groups (and, when the
+    scan collects them, its charged cells at entity grain) up to the cut (the old totals when nothing ended between
+    the cuts), and the paid jobs a read from the cut will not see again. The rows after the cut are read once more,
+    from the "startTime" index: a lookback's worth, not the ledger."""
     state = checkpoint.State(cut, *bounds)
     state.jobs = (set(resume.jobs) if resume else set()) | paid_before(first_paid, cut)
     if resume is not None and cut == resume.cut:  # nothing ended between the cuts: the old totals stand
-        state.groups = resume.groups
+        state.groups, state.cells = resume.groups, resume.cells
     else:
-        after = queries.spend_groups(conn, caps, replace(where, ended_from=cut), state.jobs)
+        after_cells: list | None = [] if cells is not None else None
+        after = queries.spend_groups(conn, caps, replace(where, ended_from=cut), state.jobs, charged_by_entity=after_cells)
         state.groups = checkpoint.merge_groups(groups, minus=after)
+        state.cells = checkpoint.merge_cells(cells or [], minus=after_cells or [])
     return state
 
 

@@ -44,16 +44,6 @@ def resolution_records(groups: list[queries.SpendGroup], resolutions: Resolver) 
     return records
 
 
-def charged_by_entity(conn, caps, where) -> list[tuple]:
-    """The charged rows at entity grain, as spend_groups collects them on a full read: (api_key, team_id, user,
-    end_user, model, model_group, model_id, spend, rows). One grouped query, for the reads that did not collect them."""
-    from auditor.ledger import spend_queries
-
-    return [(*c.entity, c.model, c.model_group, c.model_id, c.spend, c.requests)
-            for c in spend_queries.ledger_cells(conn, caps, where, ("api_key", *queries.ENTITY_GRAIN))
-            if c.outcome == queries.CHARGED]
-
-
 def alias_bypasses(catalogue: Catalogue, budgets, keys_entries, by_entity) -> list:
     """Traffic through a proxy-level alias that no entry governs while an entry governs its target: LiteLLM's
     limiter gates and charges the alias name, so that traffic is neither blocked nor counted (alias_bypass)."""

@@ -94,11 +94,14 @@ def run_scan(
     read = where if resume is None else replace(where, ended_from=resume.cut)
     first_paid: queries.PaidJobs | None = {} if cut is not None else None
 
-    # a full read also places every charged row in every scope, for the spend lines (ledger_pass.ungoverned_spend)
+    # the same pass places every charged row in every scope (entity grain), for the spend lines of the other scopes
+    # (ledger_pass.ungoverned_spend) and alias bypasses; a resumed run adds the rows it read to the checkpoint's cells
     other_scopes = selected is None and (options.entity is None or options.entity[0] != "key")
-    by_entity: list | None = [] if resume is None and other_scopes else None
+    by_entity: list | None = [] if other_scopes or catalogue.group_aliases else None
     read_groups = queries.spend_groups(conn, caps, read, resume.jobs if resume else (), first_paid, by_entity)
     groups = checkpoint.merge_groups(resume.groups, read_groups) if resume is not None else read_groups
+    if resume is not None and by_entity is not None:
+        by_entity = checkpoint.merge_cells(resume.cells, by_entity)
     rows = ledger_pass.row_counts(groups, resolutions)
     log.info("ledger: %d spend rows read in %d groups (%d charged and resolved, %d unresolved, %d not charged)",
              sum(g.requests for g in read_groups), len(read_groups), rows.attributed, rows.unresolved,
@@ -108,7 +111,7 @@ def run_scan(
     if resume is not None:
         for counter in ledger.values:
             ledger.values[counter] = resume.counters.get(checkpoint.counter_id(counter), 0.0)
-    state = incremental.new_state(conn, caps, where, groups, cut, bounds, resume, first_paid) if cut is not None else None
+    state = incremental.new_state(conn, caps, where, groups, by_entity, cut, bounds, resume, first_paid) if cut is not None else None
     if shared:
         windows, groups_by_entry, replays = shared_windows.era_windows(
             era, budgets, lambda scope, ids: queries.stream_charges(conn, caps, read, scope, ids), progress)
@@ -129,8 +132,6 @@ def run_scan(
         findings += shared_windows.as_copies(reconcile.counter_findings(
             budgets, windows, counters_by_entity, ledger, resolutions, catalogue, options, read_source=read_source), era)
     findings += reconcile.resolution_findings(groups, resolutions)
-    if by_entity is None and (other_scopes or catalogue.group_aliases):  # an incremental run read only the new rows;
-        by_entity = ledger_pass.charged_by_entity(conn, caps, where)      # a --key scan did not group at entity grain
     findings += ledger_pass.alias_bypasses(catalogue, budgets, keys_entries, by_entity or [])
     notes = era_notes + reconcile.model_spend_notes(key_rows)
     findings += reconcile.model_spend_findings(key_rows, groups, resolutions, options, selected)
