@@ -13,7 +13,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from auditor import session
 from auditor.errors import AuditorError
 from auditor.exitcodes import ExitCode
 
@@ -160,12 +159,3 @@ def say(text: str) -> None:
 
     err.print(f"auditor: {clean(text)}")
 
-
-def resolve_database(db: str | None):
-    """session.resolve_database, saying on stderr when it falls back to the embedded sample."""
-    return session.resolve_database(db, say)
-
-
-def scan_session(*args, **kwargs):
-    """session.scan_session, saying on stderr what it says."""
-    return session.scan_session(*args, warn=say, **kwargs)
