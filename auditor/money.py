@@ -45,6 +45,11 @@ def total(amounts: Iterable[float]) -> float:
     return to_dollars(sum(map(to_nanos, amounts)))
 
 
+def text(dollars: float) -> str:
+    """An amount as findings quote it: dollars to 4 decimals."""
+    return f"${dollars:,.4f}"
+
+
 def from_parts(high: object, low: object) -> int:
     """Nano-dollars from the two sums SQL returns (queries.nanos_parts); NULL sums are 0. PostgreSQL returns
     Decimal for SUM(bigint): int() of it is exact."""

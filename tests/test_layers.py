@@ -15,7 +15,10 @@ PACKAGE = REPO / "auditor"
 # What LiteLLM does, and what the audit decides from it: tested without a database, so free of I/O libraries.
 PURE = sorted(
     [f"auditor.litellm.{p.stem}" for p in (PACKAGE / "litellm").glob("*.py") if p.stem != "__init__"]
-    + [f"auditor.audit.{name}" for name in ("windows", "shared_windows", "reconcile", "findings", "spend")]
+    + [
+        f"auditor.audit.{name}"
+        for name in ("windows", "shared_windows", "reconcile", "scalar_budgets", "rollup_checks", "findings", "spend")
+    ]
     + [f"auditor.repair.{name}" for name in ("layout", "plan")]
     + ["auditor.errors", "auditor.exitcodes", "auditor.money"]
 )

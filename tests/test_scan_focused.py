@@ -61,9 +61,19 @@ def epoch(moment: datetime) -> float:
 _ids = itertools.count()
 
 
-def charge(end: datetime, spend: float = 1.0, *, key: str = A, start: datetime | None = None, took: float = 1.0,
-           model: str = "azure/prod-gpt4o", model_group: str = "gpt-4o", model_id: str = "dep-gpt4o",
-           status: str | None = "success", meta: dict | None = None) -> dict:
+def charge(
+    end: datetime,
+    spend: float = 1.0,
+    *,
+    key: str = A,
+    start: datetime | None = None,
+    took: float = 1.0,
+    model: str = "azure/prod-gpt4o",
+    model_group: str = "gpt-4o",
+    model_id: str = "dep-gpt4o",
+    status: str | None = "success",
+    meta: dict | None = None,
+) -> dict:
     """One LiteLLM_SpendLogs row: a successful gpt-4o request that took `took` seconds unless told otherwise."""
     return {
         "request_id": f"req-{next(_ids):06d}",
@@ -80,8 +90,14 @@ def charge(end: datetime, spend: float = 1.0, *, key: str = A, start: datetime |
     }
 
 
-def key(token: str = A, alias: str | None = "alpha", budget: object = None, period: str = "1d", limit: float = 1.0,
-        model: str = "gpt-4o") -> dict:
+def key(
+    token: str = A,
+    alias: str | None = "alpha",
+    budget: object = None,
+    period: str = "1d",
+    limit: float = 1.0,
+    model: str = "gpt-4o",
+) -> dict:
     """One LiteLLM_VerificationToken row; by default `{model: {budget_limit: limit, time_period: period}}`."""
     mmb = {model: {"budget_limit": limit, "time_period": period}} if budget is None else budget
     return {"token": token, "key_alias": alias, "model_max_budget": mmb}
@@ -132,7 +148,6 @@ def config(tmp_path) -> str:
     return str(path)
 
 
-
 def run(url: str, config: str | None, now: datetime, *extra: str, fail_on: str = "never"):
     args = ["scan", "--db", url, "--now", iso(now), "--format", "json", "--fail-on", fail_on, *extra]
     if config:
@@ -149,7 +164,9 @@ def scan(url: str, config: str | None, now: datetime, *extra: str) -> dict:
 
 
 def windows_of(record: dict, token: str = A) -> list[tuple[str, str, float, int]]:
-    return [(s["window_start"], s["window_end"], s["logged_spend"], s["requests"]) for s in record["spend"] if s["entity_id"] == token]
+    return [
+        (s["window_start"], s["window_end"], s["logged_spend"], s["requests"]) for s in record["spend"] if s["entity_id"] == token
+    ]
 
 
 def kinds(record: dict, *wanted: str) -> list[dict]:
@@ -159,7 +176,8 @@ def kinds(record: dict, *wanted: str) -> list[dict]:
 def counters(record: dict, *wanted: str) -> list[dict]:
     """Findings about per-model counters (Redis, LiteLLM_BudgetWindowSpend); not the keys' scalar spend columns."""
     return [
-        f for f in kinds(record, *(wanted or ("counter_drift", "miskeyed_counter")))
+        f
+        for f in kinds(record, *(wanted or ("counter_drift", "miskeyed_counter")))
         if f["counter_source"] in ("redis", "budget_window_spend", None)
     ]
 
@@ -417,7 +435,10 @@ def test_failures_and_key_less_rows_are_ignored_with_their_reasons(any_url, conf
     url = build(any_url, [key()], rows)
     record = scan(url, config, at(days=2))
     assert record["rows"] == {
-        "read": 5, "attributed": 1, "unresolved": 0, "ignored": 3 + 1,
+        "read": 5,
+        "attributed": 1,
+        "unresolved": 0,
+        "ignored": 3 + 1,
         "ignored_by_reason": {"empty api_key": 1, "failure": 3},
     }
     # only the 0.50 charge reaches the window: under the $1 limit
@@ -531,9 +552,20 @@ def test_polls_without_a_job_id_are_never_merged_on_a_guess(any_url, config):
 
 def rollup(day: str, spend: float, requests: int, key_: str = A, model: str = "azure/prod-gpt4o") -> dict:
     """One LiteLLM_DailyUserSpend row, as LiteLLM aggregates a user's requests per day, key and deployment."""
-    return {"id": f"roll-{next(_ids)}", "user_id": "u-1", "date": day, "api_key": key_, "model": model,
-            "model_group": "gpt-4o", "custom_llm_provider": "azure", "spend": spend, "api_requests": requests,
-            "successful_requests": requests, "failed_requests": 0, "updated_at": datetime.fromisoformat(day)}
+    return {
+        "id": f"roll-{next(_ids)}",
+        "user_id": "u-1",
+        "date": day,
+        "api_key": key_,
+        "model": model,
+        "model_group": "gpt-4o",
+        "custom_llm_provider": "azure",
+        "spend": spend,
+        "api_requests": requests,
+        "successful_requests": requests,
+        "failed_requests": 0,
+        "updated_at": datetime.fromisoformat(day),
+    }
 
 
 def test_use_rollups_adds_the_days_the_ledger_no_longer_holds(any_url, config):
@@ -547,9 +579,14 @@ def test_use_rollups_adds_the_days_the_ledger_no_longer_holds(any_url, config):
     url = build(any_url, [key()], rows)
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(daily_user_spend.insert(), [
-            rollup("2026-02-28", 1.25, 5), rollup("2026-03-01", 0.75, 3), rollup("2026-03-02", 0.20, 1),
-        ])
+        conn.execute(
+            daily_user_spend.insert(),
+            [
+                rollup("2026-02-28", 1.25, 5),
+                rollup("2026-03-01", 0.75, 3),
+                rollup("2026-03-02", 0.20, 1),
+            ],
+        )
     engine.dispose()
     plain = scan(url, config, at(12, days=2))
     assert "rollup_history" not in plain
@@ -576,16 +613,20 @@ def test_a_rollup_that_disagrees_with_a_whole_ledger_day_is_drift(any_url, confi
     engine.dispose()
     [drift] = kinds(scan(url, config, at(12, days=2)), "rollup_drift")
     assert (drift["logged_spend"], drift["cached_spend"], drift["requests"], drift["cached_requests"]) == (
-        pytest.approx(0.50), 0.20, 2, 1)
+        pytest.approx(0.50),
+        0.20,
+        2,
+        1,
+    )
     assert drift["window_start"] == iso(T0) and drift["counter_source"] == "daily_user_spend"
 
 
 def test_rollup_disagreements_in_sql_are_the_cells_a_python_comparison_finds(any_url):
     """daily_rollups.rollup_disagreements compares in the database; a second, simple method (both sides read whole,
-    compared with reconcile.rollup_differs) must find exactly the same cells with the same totals."""
+    compared with rollup_checks.rollup_differs) must find exactly the same cells with the same totals."""
     import random
 
-    from auditor.audit.reconcile import rollup_differs
+    from auditor.audit.rollup_checks import rollup_differs
     from auditor.ledger.capabilities import inspect_database
     from auditor.ledger.daily_rollups import ledger_days, rollup_days, rollup_disagreements
     from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
@@ -599,17 +640,26 @@ def test_rollup_disagreements_in_sql_are_the_cells_a_python_comparison_finds(any
             for key_ in keys_:
                 spends = [round(rng.uniform(0.01, 2.0), 4) for _ in range(rng.randrange(0, 4))]
                 for n, spend in enumerate(spends):
-                    row = charge(at(8 + n, days=day - 1), spend, key=key_, model=model,
-                                 status="failure" if rng.random() < 0.2 else "success")
+                    row = charge(
+                        at(8 + n, days=day - 1),
+                        spend,
+                        key=key_,
+                        model=model,
+                        status="failure" if rng.random() < 0.2 else "success",
+                    )
                     row.update(user="u-1", custom_llm_provider="azure")
                     rows.append(row)
                 fate = rng.choice(("same", "same", "off-by-a-cent", "within-tolerance", "one-request-short", "missing", "extra"))
                 total = math.fsum(spends)
                 if fate == "missing" or (not spends and fate != "extra"):
                     continue
-                spend, requests = {"same": (total, len(spends)), "off-by-a-cent": (total + 0.01, len(spends)),
-                                   "within-tolerance": (total + 0.00001, len(spends)),
-                                   "one-request-short": (total, max(len(spends) - 1, 0)), "extra": (total + 0.5, len(spends) + 1)}[fate]
+                spend, requests = {
+                    "same": (total, len(spends)),
+                    "off-by-a-cent": (total + 0.01, len(spends)),
+                    "within-tolerance": (total + 0.00001, len(spends)),
+                    "one-request-short": (total, max(len(spends) - 1, 0)),
+                    "extra": (total + 0.5, len(spends) + 1),
+                }[fate]
                 rollups.append({**rollup(f"2026-03-0{day + 1}", spend, requests, key_=key_, model=model)})
     url = build(any_url, [key()], rows)
     engine = create_engine(url)
@@ -618,12 +668,20 @@ def test_rollup_disagreements_in_sql_are_the_cells_a_python_comparison_finds(any
     engine.dispose()
     with connect(DatabaseTarget(parse_database_url(url), "--db")) as conn:
         caps = inspect_database(conn)
-        ledger, cached = ledger_days(conn, caps, "user", "2026-03-01", "2026-03-05"), rollup_days(conn, daily_user_spend, "2026-03-01", "2026-03-05")
-        expected = {k: (ledger.get(k), cached.get(k)) for k in set(ledger) | set(cached) if rollup_differs(ledger.get(k), cached.get(k), 0.0001)}
+        ledger, cached = (
+            ledger_days(conn, caps, "user", "2026-03-01", "2026-03-05"),
+            rollup_days(conn, daily_user_spend, "2026-03-01", "2026-03-05"),
+        )
+        expected = {
+            k: (ledger.get(k), cached.get(k))
+            for k in set(ledger) | set(cached)
+            if rollup_differs(ledger.get(k), cached.get(k), 0.0001)
+        }
         found = rollup_disagreements(conn, caps, daily_user_spend, "user", "2026-03-01", "2026-03-05", 0.0001)
     assert len(expected) >= 5 and len(expected) < len(set(ledger) | set(cached))  # some cells agree, some do not
     assert {k: (logged, cached_) for k, logged, cached_ in found} == {
-        k: (pytest.approx(lg) if lg else None, pytest.approx(c) if c else None) for k, (lg, c) in expected.items()}
+        k: (pytest.approx(lg) if lg else None, pytest.approx(c) if c else None) for k, (lg, c) in expected.items()
+    }
     assert len(found) == len(expected)
 
 
@@ -639,15 +697,29 @@ def test_team_rollups_are_compared_when_the_table_exists(any_url, config):
     engine = create_engine(url)
     with engine.begin() as conn:
         rollup_metadata.create_all(conn)
-        base = {"team_id": "t-1", "date": "2026-03-02", "api_key": A, "custom_llm_provider": "azure", "successful_requests": 0, "failed_requests": 0}
-        conn.execute(daily_team_spend.insert(), [
-            {**base, "id": "t1", "model": "azure/prod-gpt4o", "spend": 0.50, "api_requests": 2},
-            {**base, "id": "t2", "model": "azure/other", "spend": 0.10, "api_requests": 1},
-        ])
+        base = {
+            "team_id": "t-1",
+            "date": "2026-03-02",
+            "api_key": A,
+            "custom_llm_provider": "azure",
+            "successful_requests": 0,
+            "failed_requests": 0,
+        }
+        conn.execute(
+            daily_team_spend.insert(),
+            [
+                {**base, "id": "t1", "model": "azure/prod-gpt4o", "spend": 0.50, "api_requests": 2},
+                {**base, "id": "t2", "model": "azure/other", "spend": 0.10, "api_requests": 1},
+            ],
+        )
     engine.dispose()
     [drift] = kinds(scan(url, config, at(12, days=2)), "rollup_drift")
     assert (drift["counter_source"], drift["model"], drift["cached_spend"], drift["logged_spend"]) == (
-        "daily_team_spend", "azure/other", 0.10, 0.0)
+        "daily_team_spend",
+        "azure/other",
+        0.10,
+        0.0,
+    )
     assert drift["message"].startswith("LiteLLM_DailyTeamSpend for 2026-03-02")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime
 from typing import Any, cast
 
 from auditor import money
@@ -18,7 +18,6 @@ from auditor.audit.findings import (
     INVALID_BUDGET,
     MISKEYED_COUNTER,
     OVER_BUDGET,
-    ROLLUP_DRIFT,
     UNENFORCEABLE_BUDGET,
     UNRESOLVED_MODEL,
     WARNING,
@@ -28,7 +27,7 @@ from auditor.audit.findings import (
 from auditor.audit.windows import Window
 from auditor.litellm.budgets import BudgetEntry
 from auditor.litellm.catalogue import Catalogue
-from auditor.litellm.counters import Counter, parse_float, spend_key
+from auditor.litellm.counters import Counter, spend_key
 from auditor.litellm.resolver import Resolution, governing_entry
 
 KEY = "key"
@@ -36,10 +35,6 @@ GLOB = "*"
 
 # Entity budgets, options and ledger rows are the scan's shapes, read here by attribute: typed Any (they live outside the pure core).
 Resolve = Callable[[str | None, str | None, str | None], Resolution]  # (model, model_group, model_id) to its group
-
-
-def _money(value: float) -> str:
-    return f"${value:,.4f}"
 
 
 def _alias(budgets: Any) -> str | None:
@@ -102,28 +97,54 @@ def budget_findings(
     names = {n for n in catalogue.served_names if GLOB not in n} | set(logged_groups)
     for (scope, token), kb in budgets.items():
         for problem in kb.problems:
-            findings.append(Finding(
-                kind=INVALID_BUDGET, severity=ERROR, scope=scope, entity_id=token, entity_alias=_alias(kb),
-                budget_model=problem.name or None,
-                message=f"budget entry {problem.name!r} enforces nothing: {problem.reason}",
-            ))
+            findings.append(
+                Finding(
+                    kind=INVALID_BUDGET,
+                    severity=ERROR,
+                    scope=scope,
+                    entity_id=token,
+                    entity_alias=_alias(kb),
+                    budget_model=problem.name or None,
+                    message=f"budget entry {problem.name!r} enforces nothing: {problem.reason}",
+                )
+            )
         for name, entry in kb.entries.items():
             if not _enforceable(entry, kb.entries, names, catalogue):
-                findings.append(Finding(
-                    kind=UNENFORCEABLE_BUDGET, severity=WARNING, scope=scope, entity_id=token, entity_alias=_alias(kb),
-                    budget_model=name, time_period=entry.duration.raw, budget_limit=entry.limit,
-                    message=f"budget entry {name!r} governs no model this proxy serves or has logged, so it never applies",
-                ))
+                findings.append(
+                    Finding(
+                        kind=UNENFORCEABLE_BUDGET,
+                        severity=WARNING,
+                        scope=scope,
+                        entity_id=token,
+                        entity_alias=_alias(kb),
+                        budget_model=name,
+                        time_period=entry.duration.raw,
+                        budget_limit=entry.limit,
+                        message=f"budget entry {name!r} governs no model this proxy serves or has logged, so it never applies",
+                    )
+                )
             if not (entry.enforced if enforced is None else enforced(entry.limit)):  # still governs its models, caps nothing
-                findings.append(Finding(
-                    kind=INVALID_BUDGET, severity=ERROR, scope=scope, entity_id=token, entity_alias=_alias(kb),
-                    budget_model=name, time_period=entry.duration.raw,
-                    budget_limit=entry.limit if entry.limit is not None and math.isfinite(entry.limit) else None,
-                    message=(f"budget entry {name!r} enforces nothing: its budget_limit is "
-                             f"{'null' if entry.limit is None else repr(entry.limit)} "
-                             + ("(LiteLLM 1.99+ enforces only a limit >= 0)" if enforced is None or enforced(0.0) else
-                                "(before 1.99 LiteLLM enforces only a limit > 0: 0 means no limit)")),
-                ))
+                findings.append(
+                    Finding(
+                        kind=INVALID_BUDGET,
+                        severity=ERROR,
+                        scope=scope,
+                        entity_id=token,
+                        entity_alias=_alias(kb),
+                        budget_model=name,
+                        time_period=entry.duration.raw,
+                        budget_limit=entry.limit if entry.limit is not None and math.isfinite(entry.limit) else None,
+                        message=(
+                            f"budget entry {name!r} enforces nothing: its budget_limit is "
+                            f"{'null' if entry.limit is None else repr(entry.limit)} "
+                            + (
+                                "(LiteLLM 1.99+ enforces only a limit >= 0)"
+                                if enforced is None or enforced(0.0)
+                                else "(before 1.99 LiteLLM enforces only a limit > 0: 0 means no limit)"
+                            )
+                        ),
+                    )
+                )
                 continue
             groups = groups_by_entry.get((scope, token, name), set())
             for window in windows.get((scope, token, name), []):
@@ -132,34 +153,65 @@ def budget_findings(
                 leaked = window.requests_after_limit > 0
                 over = window.spend - entry.limit
                 message = (
-                    f"{name} {entry.duration.raw} window spent {_money(window.spend)} against a "
-                    f"{_money(entry.limit)} limit"
-                    + (f"; {window.requests_after_limit} requests ({_money(window.spend_after_limit)}) were admitted after the limit was reached"
-                       if leaked else f"; only the crossing request overshot (by {_money(over)})")
+                    f"{name} {entry.duration.raw} window spent {money.text(window.spend)} against a "
+                    f"{money.text(entry.limit)} limit"
+                    + (
+                        f"; {window.requests_after_limit} requests ({money.text(window.spend_after_limit)}) were admitted after the limit was reached"
+                        if leaked
+                        else f"; only the crossing request overshot (by {money.text(over)})"
+                    )
                 )
-                findings.append(Finding(
-                    kind=OVER_BUDGET, severity=ERROR if leaked else WARNING, scope=scope, entity_id=token, entity_alias=_alias(kb),
-                    budget_model=name, model_group=_single(groups), time_period=entry.duration.raw,
-                    window_start=window.start, window_end=window.end, budget_limit=entry.limit,
-                    logged_spend=window.spend, requests=window.requests, requests_after_limit=window.requests_after_limit,
-                    spend_after_limit=window.spend_after_limit, message=message,
-                ))
+                findings.append(
+                    Finding(
+                        kind=OVER_BUDGET,
+                        severity=ERROR if leaked else WARNING,
+                        scope=scope,
+                        entity_id=token,
+                        entity_alias=_alias(kb),
+                        budget_model=name,
+                        model_group=_single(groups),
+                        time_period=entry.duration.raw,
+                        window_start=window.start,
+                        window_end=window.end,
+                        budget_limit=entry.limit,
+                        logged_spend=window.spend,
+                        requests=window.requests,
+                        requests_after_limit=window.requests_after_limit,
+                        spend_after_limit=window.spend_after_limit,
+                        message=message,
+                    )
+                )
     return findings
 
 
-def alias_bypass_findings(budgets: Mapping[tuple[str, str], Any], totals: Mapping[tuple[str, str, str, str, str], list[Any]]) -> list[Finding]:
+def alias_bypass_findings(
+    budgets: Mapping[tuple[str, str], Any], totals: Mapping[tuple[str, str, str, str, str], list[Any]]
+) -> list[Finding]:
     """One finding per (entity, entry governing the target, alias): the spend and requests no counter saw."""
     findings = []
     for (scope, entity_id, entry_name, alias, target), (spend, requests) in sorted(totals.items()):
         kb = budgets[(scope, entity_id)]
         entry = kb.entries[entry_name]
-        findings.append(Finding(
-            kind=ALIAS_BYPASS, severity=ERROR if entry.enforced else WARNING, scope=scope, entity_id=entity_id,
-            entity_alias=_alias(kb), budget_model=entry_name, model=alias, model_group=target, time_period=entry.duration.raw,
-            budget_limit=entry.limit, logged_spend=spend, requests=requests,
-            message=(f"{requests} requests ({_money(spend)}) through router alias {alias!r} -> {target!r} bypassed entry "
-                     f"{entry_name!r}: LiteLLM's limiter gates and charges the alias name, which no entry governs"),
-        ))
+        findings.append(
+            Finding(
+                kind=ALIAS_BYPASS,
+                severity=ERROR if entry.enforced else WARNING,
+                scope=scope,
+                entity_id=entity_id,
+                entity_alias=_alias(kb),
+                budget_model=entry_name,
+                model=alias,
+                model_group=target,
+                time_period=entry.duration.raw,
+                budget_limit=entry.limit,
+                logged_spend=spend,
+                requests=requests,
+                message=(
+                    f"{requests} requests ({money.text(spend)}) through router alias {alias!r} -> {target!r} bypassed entry "
+                    f"{entry_name!r}: LiteLLM's limiter gates and charges the alias name, which no entry governs"
+                ),
+            )
+        )
     return findings
 
 
@@ -206,18 +258,31 @@ def counter_findings(
             end = entry.duration.end_of_window(counter.window_start)
             is_open = counter.window_start <= options.now < end
             expected = _window_containing(windows.get((scope, token, entry.name), []), counter.window_start, options)
-            findings.append(Finding(
-                kind=COUNTER_DRIFT, severity=ERROR if is_open else WARNING, scope=scope, entity_id=token, entity_alias=alias,
-                budget_model=entry.name, time_period=entry.duration.raw, window_start=counter.window_start, window_end=end,
-                expected_window_start=expected, budget_limit=entry.limit, logged_spend=logged, cached_spend=cached,
-                counter_source=counter.source, counter_key=counter.key.key,
-                message=(
-                    f"{counter.source} counter {counter.key.key} holds "
-                    + (_money(cached) if cached is not None else f"{counter.raw_value!r} (not a number)")
-                    + f" but the ledger has {_money(logged)} for its window"
-                    + (" (open now: enforcement reads it)" if is_open else "")
-                ),
-            ))
+            findings.append(
+                Finding(
+                    kind=COUNTER_DRIFT,
+                    severity=ERROR if is_open else WARNING,
+                    scope=scope,
+                    entity_id=token,
+                    entity_alias=alias,
+                    budget_model=entry.name,
+                    time_period=entry.duration.raw,
+                    window_start=counter.window_start,
+                    window_end=end,
+                    expected_window_start=expected,
+                    budget_limit=entry.limit,
+                    logged_spend=logged,
+                    cached_spend=cached,
+                    counter_source=counter.source,
+                    counter_key=counter.key.key,
+                    message=(
+                        f"{counter.source} counter {counter.key.key} holds "
+                        + (money.text(cached) if cached is not None else f"{counter.raw_value!r} (not a number)")
+                        + f" but the ledger has {money.text(logged)} for its window"
+                        + (" (open now: enforcement reads it)" if is_open else "")
+                    ),
+                )
+            )
         findings += _missing_counters(kb, windows, counters, options, read_source) if kb is not None else []
     for key, kb in budgets.items():
         if key not in counters_by_key:
@@ -233,8 +298,9 @@ def _window_containing(windows: list[Window], start: datetime, options: Any) -> 
     return None
 
 
-def _missing_counters(kb: Any, windows: Mapping[tuple[str, str, str], list[Window]], counters: list[Counter], options: Any,
-                      read_source: str | None) -> list[Finding]:
+def _missing_counters(
+    kb: Any, windows: Mapping[tuple[str, str, str], list[Window]], counters: list[Counter], options: Any, read_source: str | None
+) -> list[Finding]:
     """An open window with ledger spend but no counter where enforcement reads: LiteLLM reads it as zero.
 
     End users are never shared through LiteLLM_BudgetWindowSpend (their counters stay per replica)."""
@@ -249,18 +315,33 @@ def _missing_counters(kb: Any, windows: Mapping[tuple[str, str, str], list[Windo
         if not (last.start <= options.now < last.end) or last.spend <= options.tolerance:
             continue
         if any(  # a counter left on an expired window does not cover the open one
-            c.source == read_source and c.key.budget_model == name and c.key.duration == entry.duration.raw
+            c.source == read_source
+            and c.key.budget_model == name
+            and c.key.duration == entry.duration.raw
             and (c.window_start is None or last.start - options.window_slack <= c.window_start < last.end)
             for c in counters
         ):
             continue
         key = spend_key(kb.scope, kb.entity_id, name, entry.duration.raw)
-        findings.append(Finding(
-            kind=COUNTER_DRIFT, severity=ERROR, scope=kb.scope, entity_id=kb.entity_id, entity_alias=_alias(kb), budget_model=name,
-            time_period=entry.duration.raw, window_start=last.start, window_end=last.end, budget_limit=entry.limit,
-            logged_spend=last.spend, cached_spend=0.0, counter_source=read_source, counter_key=key,
-            message=f"no {read_source} counter {key} for the open window; LiteLLM reads it as $0 while the ledger has {_money(last.spend)}",
-        ))
+        findings.append(
+            Finding(
+                kind=COUNTER_DRIFT,
+                severity=ERROR,
+                scope=kb.scope,
+                entity_id=kb.entity_id,
+                entity_alias=_alias(kb),
+                budget_model=name,
+                time_period=entry.duration.raw,
+                window_start=last.start,
+                window_end=last.end,
+                budget_limit=entry.limit,
+                logged_spend=last.spend,
+                cached_spend=0.0,
+                counter_source=read_source,
+                counter_key=key,
+                message=f"no {read_source} counter {key} for the open window; LiteLLM reads it as $0 while the ledger has {money.text(last.spend)}",
+            )
+        )
     return findings
 
 
@@ -275,11 +356,21 @@ def _miskeyed(counter: Counter, token: str, alias: str | None, kb: Any, catalogu
     why = f"the {scope} has no such budget entry" if kb is not None else f"no such {scope} in LiteLLM's tables"
     if kb is not None and counter.key.budget_model in kb.entries:
         why = f"the entry's period is {kb.entries[counter.key.budget_model].duration.raw!r}, not {counter.key.duration!r}"
-    value = _money(counter.value) if counter.value is not None else repr(counter.raw_value)
+    value = money.text(counter.value) if counter.value is not None else repr(counter.raw_value)
     return Finding(
-        kind=MISKEYED_COUNTER, severity=WARNING, scope=counter.key.scope, entity_id=token, entity_alias=alias,
-        budget_model=governs, model=counter.key.budget_model, model_group=target, time_period=counter.key.duration,
-        window_start=counter.window_start, cached_spend=counter.value, counter_source=counter.source, counter_key=counter.key.key,
+        kind=MISKEYED_COUNTER,
+        severity=WARNING,
+        scope=counter.key.scope,
+        entity_id=token,
+        entity_alias=alias,
+        budget_model=governs,
+        model=counter.key.budget_model,
+        model_group=target,
+        time_period=counter.key.duration,
+        window_start=counter.window_start,
+        cached_spend=counter.value,
+        counter_source=counter.source,
+        counter_key=counter.key.key,
         resolves_to=target,
         message=(
             f"{counter.source} counter {counter.key.key} ({value}) is never read by enforcement: {why}"
@@ -304,15 +395,21 @@ def resolution_findings(groups: Iterable[Any], resolutions: Resolve) -> list[Fin
         resolution = resolutions(*triple)
         ambiguous = resolution.status == "ambiguous"
         name = triple[0] or triple[1] or triple[2] or "(empty)"
-        findings.append(Finding(
-            kind=AMBIGUOUS_MODEL if ambiguous else UNRESOLVED_MODEL, severity=WARNING, model=triple[0],
-            model_group=triple[1] or None, requests=int(requests), logged_spend=spend,
-            message=(
-                f"model {name!r} could be any of {', '.join(resolution.candidates)}: {int(requests)} rows, {_money(spend)} not attributed"
-                if ambiguous else
-                f"model {name!r} matches no configured model group: {int(requests)} rows, {_money(spend)} not attributed to any budget"
-            ),
-        ))
+        findings.append(
+            Finding(
+                kind=AMBIGUOUS_MODEL if ambiguous else UNRESOLVED_MODEL,
+                severity=WARNING,
+                model=triple[0],
+                model_group=triple[1] or None,
+                requests=int(requests),
+                logged_spend=spend,
+                message=(
+                    f"model {name!r} could be any of {', '.join(resolution.candidates)}: {int(requests)} rows, {money.text(spend)} not attributed"
+                    if ambiguous
+                    else f"model {name!r} matches no configured model group: {int(requests)} rows, {money.text(spend)} not attributed to any budget"
+                ),
+            )
+        )
     return findings
 
 
@@ -322,8 +419,9 @@ def model_spend_notes(key_rows: Iterable[Any]) -> list[str]:
     return []
 
 
-def model_spend_findings(key_rows: Iterable[Any], groups: Iterable[Any], resolutions: Resolve, options: Any,
-                         selected: Collection[str] | None) -> list[Finding]:
+def model_spend_findings(
+    key_rows: Iterable[Any], groups: Iterable[Any], resolutions: Resolve, options: Any, selected: Collection[str] | None
+) -> list[Finding]:
     """A non-empty legacy model_spend (a fossil of early 2024) against the lifetime ledger, by canonical group."""
     nanos: dict[tuple[str, str | None], int] = defaultdict(int)
     for group in groups:
@@ -350,32 +448,56 @@ def model_spend_findings(key_rows: Iterable[Any], groups: Iterable[Any], resolut
             merged[group] += amount
             names[group].append(str(name))
             if group != str(name):  # an entry under a deployment name (the 2024 writer keyed on kwargs["model"])
-                findings.append(Finding(
-                    kind=MISKEYED_COUNTER, severity=INFO, scope=KEY, entity_id=row.token, entity_alias=row.key_alias,
-                    model=str(name), model_group=group, resolves_to=group, cached_spend=amount, counter_source="model_spend",
-                    counter_key=str(name),
-                    message=(f"legacy model_spend entry {str(name)!r} ({_money(amount)}) is named after a deployment, not a model "
-                             f"group; it resolves to {group} (nothing reads model_spend since 2024)"),
-                ))
+                findings.append(
+                    Finding(
+                        kind=MISKEYED_COUNTER,
+                        severity=INFO,
+                        scope=KEY,
+                        entity_id=row.token,
+                        entity_alias=row.key_alias,
+                        model=str(name),
+                        model_group=group,
+                        resolves_to=group,
+                        cached_spend=amount,
+                        counter_source="model_spend",
+                        counter_key=str(name),
+                        message=(
+                            f"legacy model_spend entry {str(name)!r} ({money.text(amount)}) is named after a deployment, not a model "
+                            f"group; it resolves to {group} (nothing reads model_spend since 2024)"
+                        ),
+                    )
+                )
         for group, cached in sorted(merged.items()):
             logged = lifetime.get((row.token, group), 0.0)
             if abs(cached - logged) <= options.tolerance:
                 continue
-            findings.append(Finding(
-                kind=COUNTER_DRIFT, severity=INFO, scope=KEY, entity_id=row.token, entity_alias=row.key_alias,
-                model_group=group, cached_spend=cached, logged_spend=logged, counter_source="model_spend",
-                counter_key=", ".join(names[group]),
-                message=(
-                    f"legacy model_spend {', '.join(names[group])} = {_money(cached)}, "
-                    f"lifetime ledger for {group} = {_money(logged)} (LiteLLM stopped maintaining model_spend in 2024)"
-                ),
-            ))
+            findings.append(
+                Finding(
+                    kind=COUNTER_DRIFT,
+                    severity=INFO,
+                    scope=KEY,
+                    entity_id=row.token,
+                    entity_alias=row.key_alias,
+                    model_group=group,
+                    cached_spend=cached,
+                    logged_spend=logged,
+                    counter_source="model_spend",
+                    counter_key=", ".join(names[group]),
+                    message=(
+                        f"legacy model_spend {', '.join(names[group])} = {money.text(cached)}, "
+                        f"lifetime ledger for {group} = {money.text(logged)} (LiteLLM stopped maintaining model_spend in 2024)"
+                    ),
+                )
+            )
     return findings
 
 
-def window_spend(budgets: Mapping[tuple[str, str], Any], windows: Mapping[tuple[str, str, str], list[Window]],
-                 groups_by_entry: Mapping[tuple[str, str, str], set[str]],
-                 splits: Mapping[tuple[str, str, str, datetime], Mapping[str | None, tuple[float, int]]] | None = None) -> list[WindowSpend]:
+def window_spend(
+    budgets: Mapping[tuple[str, str], Any],
+    windows: Mapping[tuple[str, str, str], list[Window]],
+    groups_by_entry: Mapping[tuple[str, str, str], set[str]],
+    splits: Mapping[tuple[str, str, str, datetime], Mapping[str | None, tuple[float, int]]] | None = None,
+) -> list[WindowSpend]:
     """A line per budget window; for an entry that charged several model groups, a line per group in each window
     (`splits`), whose amounts add up to the window's."""
     spend = []
@@ -385,157 +507,24 @@ def window_spend(budgets: Mapping[tuple[str, str], Any], windows: Mapping[tuple[
         for window in history:
             parts = (splits or {}).get((scope, entity_id, name, window.start))
             if not parts:
-                spend.append(WindowSpend(scope, entity_id, group, name, entry.duration.raw, window.start, window.end,
-                                         window.spend, window.requests))
+                spend.append(
+                    WindowSpend(
+                        scope, entity_id, group, name, entry.duration.raw, window.start, window.end, window.spend, window.requests
+                    )
+                )
                 continue
             for part_group, (part_spend, part_requests) in sorted(parts.items()):
-                spend.append(WindowSpend(scope, entity_id, part_group, name, entry.duration.raw, window.start, window.end,
-                                         part_spend, part_requests))
+                spend.append(
+                    WindowSpend(
+                        scope,
+                        entity_id,
+                        part_group,
+                        name,
+                        entry.duration.raw,
+                        window.start,
+                        window.end,
+                        part_spend,
+                        part_requests,
+                    )
+                )
     return spend
-
-
-LIFETIME = datetime(1, 1, 1)
-
-
-def scalar_period(holder: Any, tz: tzinfo) -> datetime | None:
-    """Where the entity's current `spend` period starts: LIFETIME without budget_duration, None when unknowable."""
-    if not holder.budget_duration:
-        return LIFETIME
-    if holder.budget_reset_at is None:
-        return None  # LiteLLM never scheduled a reset (keys with budget_id, issue #20688): the period is unknown
-    from auditor.litellm.periods import period_start
-
-    return period_start(holder.budget_duration, holder.budget_reset_at, tz)
-
-
-# LiteLLM 1.110.2 blocks a key, a user or a team member once spend >= max_budget, a team or an end user once
-# spend > max_budget (proxy/auth/auth_checks.py).
-SCALAR_BLOCKS_AT_LIMIT = frozenset({"key", "user", "team_member"})
-
-
-def scalar_leaks(charges: Iterable[tuple[datetime, datetime, float, bool]], limit: float, at_limit: bool,
-                 gated: Callable[[bool], bool] = lambda team_key: True) -> tuple[int, float]:
-    """Requests admitted after the ledger's spend over the period had reached the budget, and their spend.
-
-    `charges` are (start, end, spend, via a team key) in end order. The ledger reaches the limit at the end of the
-    charge that takes the running total to it (`>=` where LiteLLM blocks at the limit, else `>`); a later charge
-    whose request started at or after that instant was checked against a spend already over, and, where the budget
-    gates it (`gated`: a user's budget gates team keys only with apply_user_budget_to_team_keys), leaked."""
-    total, crossed, leaks, leaked = 0, None, 0, 0  # nano-dollars, as period_spend sums them
-    for start, end, spend, team_key in charges:
-        nanos = money.to_nanos(spend)
-        if crossed is not None and start >= crossed and gated(team_key):
-            leaks += 1
-            leaked += nanos
-        total += nanos
-        if crossed is None and (money.to_dollars(total) >= limit if at_limit else money.to_dollars(total) > limit):
-            crossed = end
-    return leaks, money.to_dollars(leaked)
-
-
-def scalar_findings(holders: Iterable[Any], period_sums: Mapping[Any, tuple[float, int]], lifetime_sums: Mapping[Any, Any],
-                    starts: Mapping[Any, datetime | None], options: Any, leaks: Mapping[Any, Any] | None = None,
-                    redis_spend: Mapping[Any, Any] | None = None) -> list[Finding]:
-    """Scalar `spend` (and lifetime `total_spend`) against the ledger, and whole-entity budgets.
-
-    `starts` maps (scope, entity) to the period start compared; entities left out could not be
-    compared (unknown period, or a ledger that does not reach back far enough).
-    """
-    findings = []
-    for holder in holders:
-        if holder.deleted:
-            continue
-        entity = holder.entity_id
-        entity_id = f"{len(entity[0])}:{entity[0]}:{entity[1]}" if isinstance(entity, tuple) else entity
-        start = starts.get((holder.scope, entity))
-        if start is None:
-            continue
-        logged = period_sums.get((holder.scope, entity), (0.0, 0))[0]
-        lifetime = start == LIFETIME
-        common = dict(scope=holder.scope, entity_id=entity_id, entity_alias=holder.alias,
-                      window_start=None if lifetime else start, window_end=None if lifetime else holder.budget_reset_at,
-                      time_period=holder.budget_duration or None, budget_limit=holder.max_budget, logged_spend=logged)
-        period = "lifetime" if lifetime else f"period since {start:%Y-%m-%d %H:%M} UTC"
-        if holder.spend is not None and abs(holder.spend - logged) > options.tolerance:
-            undercounts = holder.max_budget is not None and holder.spend < logged
-            findings.append(Finding(
-                kind=COUNTER_DRIFT, severity=ERROR if undercounts else WARNING, cached_spend=holder.spend,
-                counter_source="spend", counter_key=holder.spend_column, **common,
-                message=(f"{holder.spend_column} is {_money(holder.spend)} but the ledger has {_money(logged)} for its {period}"
-                         + ("; the whole-entity budget is enforced from the lower figure" if undercounts else "")),
-            ))
-        if (holder.scope, entity) in (redis_spend or {}):
-            key, raw = redis_spend[(holder.scope, entity)]  # type: ignore[index]  # in it, so not None
-            cached = parse_float(raw)
-            if cached is None or abs(cached - logged) > options.tolerance:
-                shown = _money(cached) if cached is not None else f"{raw!r} (not a number)"
-                findings.append(Finding(
-                    kind=COUNTER_DRIFT, severity=WARNING, cached_spend=cached, counter_source="redis_spend", counter_key=key,
-                    **common, message=(f"Redis counter {key} is {shown} but the ledger has {_money(logged)} for its {period} "
-                                       "(LiteLLM reads it before the spend column, then checks the column when it is under budget)"),
-                ))
-        after, after_spend = (leaks or {}).get((holder.scope, entity), (0, 0.0))
-        if holder.max_budget is not None and (logged > holder.max_budget or after):
-            findings.append(Finding(
-                kind=OVER_BUDGET, severity=ERROR if after else WARNING, requests_after_limit=after,
-                spend_after_limit=after_spend, **common,
-                message=(f"spent {_money(logged)} in its {period} against a max_budget of {_money(holder.max_budget)}"
-                         + (f"; {after} requests ({_money(after_spend)}) were admitted after the ledger had reached it"
-                            if after else "; only the crossing request overshot")),
-            ))
-        if holder.total_spend is not None and (holder.scope, entity) in lifetime_sums:
-            total_logged = lifetime_sums[(holder.scope, entity)][0]
-            if abs(holder.total_spend - total_logged) > options.tolerance:
-                column = holder.spend_column.rsplit(".", 1)[0] + ".total_spend"
-                findings.append(Finding(
-                    kind=COUNTER_DRIFT, severity=WARNING, scope=holder.scope, entity_id=entity_id, entity_alias=holder.alias,
-                    cached_spend=holder.total_spend, logged_spend=total_logged, counter_source="total_spend", counter_key=column,
-                    message=f"{column} is {_money(holder.total_spend)} but the ledger's lifetime total is {_money(total_logged)}",
-                ))
-    return findings
-
-
-ROLLUP_SOURCES = {
-    "LiteLLM_DailyUserSpend": "daily_user_spend",
-    "LiteLLM_DailyTeamSpend": "daily_team_spend",
-    "LiteLLM_DailyEndUserSpend": "daily_end_user_spend",
-}
-
-
-def rollup_differs(logged: Any, cached: Any, tolerance: float) -> bool:
-    """Whether a rollup row (DayTotals or None) disagrees with the ledger's beyond the tolerance, or in its count."""
-    logged_spend, logged_requests = (logged.spend, logged.requests) if logged else (0.0, 0)
-    cached_spend, cached_requests = (cached.spend, cached.requests) if cached else (0.0, 0)
-    return not (abs(logged_spend - cached_spend) <= tolerance and logged_requests == cached_requests)  # NaN differs
-
-
-def rollup_findings(table: str, ledger_days: Mapping[tuple[str, str, str, str], Any], rollup_days: Mapping[tuple[str, str, str, str], Any],
-                    aliases: Mapping[str, str | None], options: Any) -> list[Finding]:
-    """LiteLLM_DailyUserSpend against the ledger per (day, key, model, provider): spend and request counts.
-
-    Daily rollups merge model groups that share a deployment (issue #36172), so they are compared at
-    the grain they keep, never by model group.
-    """
-    findings = []
-    for day_key in sorted(set(ledger_days) | set(rollup_days)):
-        day, api_key, model, provider = day_key
-        logged = ledger_days.get(day_key)
-        cached = rollup_days.get(day_key)
-        if not rollup_differs(logged, cached, options.tolerance):
-            continue
-        logged_spend = logged.spend if logged else 0.0
-        cached_spend = cached.spend if cached else 0.0
-        logged_requests = logged.requests if logged else 0
-        cached_requests = cached.requests if cached else 0
-        start = datetime.fromisoformat(day)
-        findings.append(Finding(
-            kind=ROLLUP_DRIFT, severity=WARNING, scope=KEY, entity_id=api_key or None, entity_alias=aliases.get(api_key),
-            model=model, window_start=start, window_end=start + timedelta(days=1), logged_spend=logged_spend,
-            cached_spend=cached_spend, requests=logged_requests, cached_requests=cached_requests,
-            counter_source=ROLLUP_SOURCES[table], counter_key=f"{day} {model} {provider}".strip(),
-            message=(
-                f"{table} for {day} {model} ({provider or 'no provider'}) has {_money(cached_spend)} in "
-                f"{cached_requests} requests; the ledger has {_money(logged_spend)} in {logged_requests}"
-            ),
-        ))
-    return findings

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
-from auditor.audit import checkpoint, reconcile
+from auditor.audit import checkpoint, rollup_checks
 from auditor.audit.ledger_pass import ledger_complete_since
 from auditor.audit.windows import DEFAULT_LOOKBACK
 from auditor.ledger import daily_rollups, queries
@@ -20,8 +20,16 @@ if TYPE_CHECKING:
     from auditor.audit.scan import ScanOptions
 
 
-def rollup_pass(conn: Connection, caps: Capabilities, key_rows, options: ScanOptions, selected, history_out: list[dict],
-             resume: checkpoint.State | None = None, state: checkpoint.State | None = None) -> tuple[list, list[str]]:
+def rollup_pass(
+    conn: Connection,
+    caps: Capabilities,
+    key_rows,
+    options: ScanOptions,
+    selected,
+    history_out: list[dict],
+    resume: checkpoint.State | None = None,
+    state: checkpoint.State | None = None,
+) -> tuple[list, list[str]]:
     """Daily rollups (per user, team, end user) against the ledger, only on whole days the ledger fully covers.
     Days before a checkpoint's cut whose rollup rows have not changed come from the checkpoint; the rest are read."""
     from auditor.ledger.schema import DAILY_ROLLUPS
@@ -49,9 +57,18 @@ def rollup_pass(conn: Connection, caps: Capabilities, key_rows, options: ScanOpt
             if options.use_rollups and name == "LiteLLM_DailyUserSpend":
                 before = (first - timedelta(days=1)).isoformat()
                 history_out.extend(
-                    {"date": day, "api_key": api_key, "model": model, "custom_llm_provider": provider or None,
-                     "spend": totals.spend, "requests": totals.requests, "source": name}
-                    for (day, api_key, model, provider), totals in sorted(daily_rollups.rollup_days(conn, table, first_rollup, before).items())
+                    {
+                        "date": day,
+                        "api_key": api_key,
+                        "model": model,
+                        "custom_llm_provider": provider or None,
+                        "spend": totals.spend,
+                        "requests": totals.requests,
+                        "source": name,
+                    }
+                    for (day, api_key, model, provider), totals in sorted(
+                        daily_rollups.rollup_days(conn, table, first_rollup, before).items()
+                    )
                     if selected is None or api_key in selected
                 )
                 notes.append(
@@ -69,7 +86,11 @@ def rollup_pass(conn: Connection, caps: Capabilities, key_rows, options: ScanOpt
         if resume is not None:  # a day is whole in the checkpoint when none of its rows is one an incremental run reads
             stored, before = resume.rollups.get(name, {}), (resume.cut - DEFAULT_LOOKBACK).date().isoformat()
             empty = checkpoint.rollup_digest({})
-            reused = {day: stored[day] for day in days if day < before and day in stored and stored[day].digest == digests.get(day, empty)}
+            reused = {
+                day: stored[day]
+                for day in days
+                if day < before and day in stored and stored[day].digest == digests.get(day, empty)
+            }
         ledger: dict = {}
         rollups: dict = {}
         for lo, hi in _runs([day for day in days if day not in reused]):
@@ -86,17 +107,22 @@ def rollup_pass(conn: Connection, caps: Capabilities, key_rows, options: ScanOpt
         if selected is not None:
             ledger = {k: v for k, v in ledger.items() if k[1] in selected}
             rollups = {k: v for k, v in rollups.items() if k[1] in selected}
-        findings += reconcile.rollup_findings(name, ledger, rollups, aliases, options)
+        findings += rollup_checks.rollup_findings(name, ledger, rollups, aliases, options)
         if state is not None:
             until = (state.cut - DEFAULT_LOOKBACK).date().isoformat()
             differing: dict[str, dict] = defaultdict(dict)
             for k in set(ledger) | set(rollups):
-                if k[0] < until and k[0] not in reused and reconcile.rollup_differs(ledger.get(k), rollups.get(k), options.tolerance):
+                if (
+                    k[0] < until
+                    and k[0] not in reused
+                    and rollup_checks.rollup_differs(ledger.get(k), rollups.get(k), options.tolerance)
+                ):
                     differing[k[0]][k] = ledger.get(k)
             empty = checkpoint.rollup_digest({})
             state.rollups[name] = {
                 day: reused.get(day) or checkpoint.RollupDay(digests.get(day, empty), differing.get(day, {}))
-                for day in days if day < until
+                for day in days
+                if day < until
             }
     return findings, notes
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection
 
 from auditor import money
-from auditor.audit import checkpoint, reconcile
+from auditor.audit import checkpoint, scalar_budgets
 from auditor.audit.entities import SCOPES
 from auditor.audit.ledger_pass import ledger_complete_since
 from auditor.ledger import budget_holders, queries
@@ -23,8 +23,15 @@ if TYPE_CHECKING:
     from auditor.audit.scan import ScanOptions
 
 
-def scalar_pass(conn: Connection, caps: Capabilities, holders: list[budget_holders.Holder], options: ScanOptions,
-            resume: checkpoint.State | None = None, state: checkpoint.State | None = None, redis_values=None):
+def scalar_pass(
+    conn: Connection,
+    caps: Capabilities,
+    holders: list[budget_holders.Holder],
+    options: ScanOptions,
+    resume: checkpoint.State | None = None,
+    state: checkpoint.State | None = None,
+    redis_values=None,
+):
     """Every entity's scalar spend over its current period, summed in SQL per scope (see _period_sums), against its
     spend column and the Redis `spend:*` counter LiteLLM reads before it (get_current_spend)."""
     from auditor.litellm.periods import zone
@@ -36,12 +43,15 @@ def scalar_pass(conn: Connection, caps: Capabilities, holders: list[budget_holde
     for holder in holders:
         if holder.deleted or holder.spend is None:
             continue
-        start = reconcile.scalar_period(holder, tz)
+        start = scalar_budgets.scalar_period(holder, tz)
         if start is None:
-            skipped["budget_duration without budget_reset_at" if holder.budget_reset_at is None
-                    else "a budget_duration whose period cannot be placed (too large for a date)"] += 1
+            skipped[
+                "budget_duration without budget_reset_at"
+                if holder.budget_reset_at is None
+                else "a budget_duration whose period cannot be placed (too large for a date)"
+            ] += 1
         elif complete_since is not None and start < complete_since:
-            why = "lifetime spend" if start == reconcile.LIFETIME else "a period starting"
+            why = "lifetime spend" if start == scalar_budgets.LIFETIME else "a period starting"
             skipped[f"{why} before {complete_since:%Y-%m-%d %H:%M}, where the ledger (spend-log retention, --since) begins"] += 1
         else:
             starts[(holder.scope, holder.entity_id)] = start
@@ -52,7 +62,11 @@ def scalar_pass(conn: Connection, caps: Capabilities, holders: list[budget_holde
         pairs = [(entity, start) for (s, entity), start in starts.items() if s == scope]
         for entity, totals in _period_sums(conn, caps, scope, pairs, options.now, resume, state).items():
             period_sums[(scope, entity)] = totals
-        totals_wanted = [(h.entity_id, reconcile.LIFETIME) for h in holders if h.scope == scope and h.total_spend is not None and not h.deleted]
+        totals_wanted = [
+            (h.entity_id, scalar_budgets.LIFETIME)
+            for h in holders
+            if h.scope == scope and h.total_spend is not None and not h.deleted
+        ]
         if whole_ledger and totals_wanted:
             for entity, totals in _period_sums(conn, caps, scope, totals_wanted, options.now, resume, state).items():
                 lifetime_sums[(scope, entity)] = totals
@@ -64,21 +78,34 @@ def scalar_pass(conn: Connection, caps: Capabilities, holders: list[budget_holde
         limit = holder.max_budget
         if entity not in period_sums or limit is None or not 0 <= limit < math.inf or period_sums[entity][0] < limit:
             continue
-        gated = (lambda team_key: True) if holder.scope != "user" or options.user_budget_on_team_keys else (lambda team_key: not team_key)
+        gated = (
+            (lambda team_key: True)
+            if holder.scope != "user" or options.user_budget_on_team_keys
+            else (lambda team_key: not team_key)
+        )
         charges = queries.period_charges(conn, caps, holder.scope, holder.entity_id, starts[entity], options.now)
-        leaks[entity] = reconcile.scalar_leaks(charges, limit, holder.scope in reconcile.SCALAR_BLOCKS_AT_LIMIT, gated)
+        leaks[entity] = scalar_budgets.scalar_leaks(charges, limit, holder.scope in scalar_budgets.SCALAR_BLOCKS_AT_LIMIT, gated)
     redis_spend = {}
     if redis_values is not None:
-        wanted = {(h.scope, h.entity_id): scalar_counter_key(h.scope, h.entity_id) for h in holders if (h.scope, h.entity_id) in starts}
+        wanted = {
+            (h.scope, h.entity_id): scalar_counter_key(h.scope, h.entity_id) for h in holders if (h.scope, h.entity_id) in starts
+        }
         values = redis_values(sorted(set(wanted.values())))
         redis_spend = {entity: (key, values[key]) for entity, key in wanted.items() if key in values}
-    findings = reconcile.scalar_findings(holders, period_sums, lifetime_sums, starts, options, leaks, redis_spend)
+    findings = scalar_budgets.scalar_findings(holders, period_sums, lifetime_sums, starts, options, leaks, redis_spend)
     notes = [f"scalar spend not compared for {n} entities: {why}" for why, n in sorted(skipped.items())]
     return findings, notes
 
 
-def _period_sums(conn: Connection, caps: Capabilities, scope: str, pairs: list, now: datetime,
-                 resume: checkpoint.State | None, state: checkpoint.State | None) -> dict:
+def _period_sums(
+    conn: Connection,
+    caps: Capabilities,
+    scope: str,
+    pairs: list,
+    now: datetime,
+    resume: checkpoint.State | None,
+    state: checkpoint.State | None,
+) -> dict:
     """queries.period_spend, resumable: an entity whose period started before the checkpoint's cut and has not
     rolled over since gets the checkpoint's sum plus that of the rows an incremental run reads (lifetime spend and
     total_spend above all: without it they read the whole ledger). Into the new checkpoint, each sum of a period

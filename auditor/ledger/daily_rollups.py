@@ -50,58 +50,120 @@ def _ledger_day_rows(conn: Connection, caps: Capabilities, by: str, first_day: s
     Columns: day, api_key, model, provider, spend_high, spend_low (the row's nano-dollars, queries.nanos_parts, so
     sums are exact), failed (0/1). Spend that is not a finite amount (row_outcome) adds nothing, so sums stay finite;
     LiteLLM's own rollup would hold NaN, Infinity or the junk amount there."""
-    provider = func.coalesce(spend_logs.c.custom_llm_provider, "") if caps.has_column("LiteLLM_SpendLogs", "custom_llm_provider") else literal("", String)
+    provider = (
+        func.coalesce(spend_logs.c.custom_llm_provider, "")
+        if caps.has_column("LiteLLM_SpendLogs", "custom_llm_provider")
+        else literal("", String)
+    )
     failed = row_outcome(caps) == IGNORED_FAILURE
     return select(
-        _day_of(conn, spend_logs.c.startTime).label("day"), spend_logs.c.api_key.label("api_key"),
-        func.coalesce(spend_logs.c.model, "").label("model"), provider.label("provider"),
+        _day_of(conn, spend_logs.c.startTime).label("day"),
+        spend_logs.c.api_key.label("api_key"),
+        func.coalesce(spend_logs.c.model, "").label("model"),
+        provider.label("provider"),
         *(part.label(name) for part, name in zip(nanos_parts(_finite_spend()), ("spend_high", "spend_low"))),
         case((failed, 1), else_=0).label("failed"),
-    ).where(*_rolled_up(by), spend_logs.c.startTime >= datetime.fromisoformat(first_day),
-            spend_logs.c.startTime < datetime.fromisoformat(last_day) + timedelta(days=1))
+    ).where(
+        *_rolled_up(by),
+        spend_logs.c.startTime >= datetime.fromisoformat(first_day),
+        spend_logs.c.startTime < datetime.fromisoformat(last_day) + timedelta(days=1),
+    )
 
 
 def ledger_days(conn: Connection, caps: Capabilities, by: str, first_day: str, last_day: str) -> dict[RollupKey, DayTotals]:
     """The ledger grouped like a Daily*Spend table, per UTC day, key, model and provider: spend and counts over
     every row, failures included, as LiteLLM adds them."""
     rows = _ledger_day_rows(conn, caps, by, first_day, last_day).subquery()
-    query = (
-        select(rows.c.day, rows.c.api_key, rows.c.model, rows.c.provider, func.sum(rows.c.spend_high), func.sum(rows.c.spend_low),
-               func.count(), func.sum(1 - rows.c.failed), func.sum(rows.c.failed))
-        .group_by(rows.c.day, rows.c.api_key, rows.c.model, rows.c.provider)
-    )
-    return {(r[0], r[1], r[2], r[3]): DayTotals(to_dollars(from_parts(r[4], r[5])), int(r[6]), int(r[7]), int(r[8]))
-            for r in hash_aggregated(conn, query)}
+    query = select(
+        rows.c.day,
+        rows.c.api_key,
+        rows.c.model,
+        rows.c.provider,
+        func.sum(rows.c.spend_high),
+        func.sum(rows.c.spend_low),
+        func.count(),
+        func.sum(1 - rows.c.failed),
+        func.sum(rows.c.failed),
+    ).group_by(rows.c.day, rows.c.api_key, rows.c.model, rows.c.provider)
+    return {
+        (r[0], r[1], r[2], r[3]): DayTotals(to_dollars(from_parts(r[4], r[5])), int(r[6]), int(r[7]), int(r[8]))
+        for r in hash_aggregated(conn, query)
+    }
 
 
 def rollup_disagreements(
-    conn: Connection, caps: Capabilities, table, by: str, first_day: str, last_day: str, tolerance: float,
+    conn: Connection,
+    caps: Capabilities,
+    table,
+    by: str,
+    first_day: str,
+    last_day: str,
+    tolerance: float,
 ) -> list[tuple[RollupKey, DayTotals | None, DayTotals | None]]:
     """Where a Daily*Spend table and the ledger disagree, per (day, key, model, provider): (key, ledger's totals,
     rollup's totals), None where a side has no row. Compared in the database: a ledger of 90 days x thousands of
     keys has hundreds of thousands of such cells and only the disagreements leave the server, so memory grows
     with disagreements. One aggregate over both sides (UNION ALL, then GROUP BY the cell), no join. The test is
-    reconcile.rollup_differs': spend beyond the tolerance (NaN differs) or a different request count."""
+    rollup_checks.rollup_differs': spend beyond the tolerance (NaN differs) or a different request count."""
     ledger = _ledger_day_rows(conn, caps, by, first_day, last_day).subquery()
     t = table
     zero, none = literal(0), null()
     both = union_all(
-        select(ledger.c.day, ledger.c.api_key, ledger.c.model, ledger.c.provider,
-               ledger.c.spend_high.label("l_high"), ledger.c.spend_low.label("l_low"), literal(1).label("l_rows"),
-               ledger.c.failed.label("l_failed"),
-               none.label("r_spend"), zero.label("r_requests"), zero.label("r_ok"), zero.label("r_failed"), zero.label("r_rows")),
-        select(t.c.date, t.c.api_key, func.coalesce(t.c.model, ""), func.coalesce(t.c.custom_llm_provider, ""),
-               none, none, zero, zero, t.c.spend, func.coalesce(t.c.api_requests, 0), func.coalesce(t.c.successful_requests, 0),
-               func.coalesce(t.c.failed_requests, 0), literal(1))
-        .where(t.c.date >= first_day, t.c.date <= last_day),
+        select(
+            ledger.c.day,
+            ledger.c.api_key,
+            ledger.c.model,
+            ledger.c.provider,
+            ledger.c.spend_high.label("l_high"),
+            ledger.c.spend_low.label("l_low"),
+            literal(1).label("l_rows"),
+            ledger.c.failed.label("l_failed"),
+            none.label("r_spend"),
+            zero.label("r_requests"),
+            zero.label("r_ok"),
+            zero.label("r_failed"),
+            zero.label("r_rows"),
+        ),
+        select(
+            t.c.date,
+            t.c.api_key,
+            func.coalesce(t.c.model, ""),
+            func.coalesce(t.c.custom_llm_provider, ""),
+            none,
+            none,
+            zero,
+            zero,
+            t.c.spend,
+            func.coalesce(t.c.api_requests, 0),
+            func.coalesce(t.c.successful_requests, 0),
+            func.coalesce(t.c.failed_requests, 0),
+            literal(1),
+        ).where(t.c.date >= first_day, t.c.date <= last_day),
     ).subquery()
-    l_high, l_low, l_rows = func.coalesce(func.sum(both.c.l_high), 0), func.coalesce(func.sum(both.c.l_low), 0), func.sum(both.c.l_rows)
+    l_high, l_low, l_rows = (
+        func.coalesce(func.sum(both.c.l_high), 0),
+        func.coalesce(func.sum(both.c.l_low), 0),
+        func.sum(both.c.l_rows),
+    )
     # in dollars for the test only (within the tolerance, a double is close enough); the totals are exact (from_parts)
     l_spend = (cast(l_high, Float) * float(SPLIT) + cast(l_low, Float)) / float(NANOS_PER_DOLLAR)
     r_spend, r_requests = func.coalesce(func.sum(both.c.r_spend), 0.0), func.sum(both.c.r_requests)
     query = (
-        select(both.c.day, both.c.api_key, both.c.model, both.c.provider, l_high, l_low, l_rows, func.sum(both.c.l_failed),
-               r_spend, r_requests, func.sum(both.c.r_ok), func.sum(both.c.r_failed), func.sum(both.c.r_rows))
+        select(
+            both.c.day,
+            both.c.api_key,
+            both.c.model,
+            both.c.provider,
+            l_high,
+            l_low,
+            l_rows,
+            func.sum(both.c.l_failed),
+            r_spend,
+            r_requests,
+            func.sum(both.c.r_ok),
+            func.sum(both.c.r_failed),
+            func.sum(both.c.r_rows),
+        )
         .group_by(both.c.day, both.c.api_key, both.c.model, both.c.provider)
         .having(or_(~(func.abs(l_spend - r_spend) <= tolerance), l_rows != r_requests))  # NOT (NaN <= x) holds: NaN differs
     )
@@ -118,8 +180,16 @@ def rollup_day_digests(conn: Connection, table, first_day: str, last_day: str, d
     t = table
     model, provider = func.coalesce(t.c.model, ""), func.coalesce(t.c.custom_llm_provider, "")
     query = (
-        select(t.c.date, t.c.api_key, model, provider, func.sum(t.c.spend), func.sum(t.c.api_requests),
-               func.sum(t.c.successful_requests), func.sum(t.c.failed_requests))
+        select(
+            t.c.date,
+            t.c.api_key,
+            model,
+            provider,
+            func.sum(t.c.spend),
+            func.sum(t.c.api_requests),
+            func.sum(t.c.successful_requests),
+            func.sum(t.c.failed_requests),
+        )
         .where(t.c.date >= first_day, t.c.date <= last_day)
         .group_by(t.c.date, t.c.api_key, model, provider)
         .order_by(t.c.date)
@@ -143,12 +213,23 @@ def rollup_days(conn: Connection, table, first_day: str, last_day: str) -> dict[
     provider = func.coalesce(t.c.custom_llm_provider, "")
     model = func.coalesce(t.c.model, "")
     query = (
-        select(t.c.date, t.c.api_key, model, provider, func.sum(t.c.spend), func.sum(t.c.api_requests),
-               func.sum(t.c.successful_requests), func.sum(t.c.failed_requests))
+        select(
+            t.c.date,
+            t.c.api_key,
+            model,
+            provider,
+            func.sum(t.c.spend),
+            func.sum(t.c.api_requests),
+            func.sum(t.c.successful_requests),
+            func.sum(t.c.failed_requests),
+        )
         .where(t.c.date >= first_day, t.c.date <= last_day)
         .group_by(t.c.date, t.c.api_key, model, provider)
     )
-    return {(r[0], r[1], r[2], r[3]): DayTotals(float(r[4] or 0.0), int(r[5] or 0), int(r[6] or 0), int(r[7] or 0)) for r in conn.execute(query)}
+    return {
+        (r[0], r[1], r[2], r[3]): DayTotals(float(r[4] or 0.0), int(r[5] or 0), int(r[6] or 0), int(r[7] or 0))
+        for r in conn.execute(query)
+    }
 
 
 def rollup_date_range(conn: Connection, table) -> tuple[str | None, str | None]:

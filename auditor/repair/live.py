@@ -73,15 +73,16 @@ class Ledger:
 
     def period_spend(self, conn: Connection, scope: str, entity_id: str, start: datetime | None, until: datetime) -> float:
         """An entity's charged spend since its period start (the scan's own query, queries.period_spend)."""
-        from auditor.audit.reconcile import LIFETIME
+        from auditor.audit.scalar_budgets import LIFETIME
         from auditor.repair.plan import team_member_ids
 
         entity = team_member_ids(entity_id) if scope == "team_member" else entity_id
         found = queries.period_spend(conn, self.caps, scope, [(entity, start or LIFETIME)], until)
         return found.get(entity, (0.0, 0))[0]
 
-    def window_spend(self, conn: Connection, scope: str, entity_id: str, budget_model: str, start: datetime,
-                     cut: datetime | None = None) -> float:
+    def window_spend(
+        self, conn: Connection, scope: str, entity_id: str, budget_model: str, start: datetime, cut: datetime | None = None
+    ) -> float:
         return self.window_spends(conn, [WindowAsk(scope, entity_id, budget_model, start, cut)])[0]
 
     def window_spends(self, conn: Connection, asks: Sequence[WindowAsk]) -> list[float]:
@@ -96,7 +97,9 @@ class Ledger:
             eb = self.budgets.get((ask.scope, ask.entity_id))
             entry = None if eb is None else eb.entries.get(ask.budget_model)
             if entry is None:
-                raise InputError(f"{ask.scope} {ask.entity_id[:12]} has no budget entry {ask.budget_model!r} any more: cannot recompute its counter")
+                raise InputError(
+                    f"{ask.scope} {ask.entity_id[:12]} has no budget entry {ask.budget_model!r} any more: cannot recompute its counter"
+                )
             end = entry.duration.end_of_window(ask.start)
             if ask.cut is not None:
                 end = min(end, ask.cut)
@@ -169,8 +172,9 @@ def _read(client, keysets: Sequence[Sequence[str]], indices: Sequence[int]) -> d
     return found
 
 
-def observe(client, keysets: Sequence[Sequence[str]], increment_lag: float, patience: float,
-            wait: Callable[[float], None]) -> list[Reading]:
+def observe(
+    client, keysets: Sequence[Sequence[str]], increment_lag: float, patience: float, wait: Callable[[float], None]
+) -> list[Reading]:
     """Each counter's value at an instant no request was in flight: two reads `increment_lag` apart that agree.
     A counter still moving after `patience` seconds is taken at its last read, not quiet."""
     pending = list(range(len(keysets)))
@@ -265,9 +269,15 @@ def write_deltas(client, deltas: Sequence[Delta]) -> list[DeltaResult]:
     for start in range(0, len(deltas), CHUNK):
         pipe = client.pipeline(transaction=False)
         for d in deltas[start : start + CHUNK]:
-            args = ["1" if d.read[0] is not None else "0", d.read[0] or "",
-                    "1" if len(d.read) > 1 and d.read[1] is not None else "0", (d.read[1] if len(d.read) > 1 else None) or "",
-                    d.ledger, d.start_value, str(d.expire_at_ms)]
+            args = [
+                "1" if d.read[0] is not None else "0",
+                d.read[0] or "",
+                "1" if len(d.read) > 1 and d.read[1] is not None else "0",
+                (d.read[1] if len(d.read) > 1 else None) or "",
+                d.ledger,
+                d.start_value,
+                str(d.expire_at_ms),
+            ]
             script(keys=list(d.keys), args=args, client=pipe)
         for reply, d in zip(pipe.execute(), deltas[start : start + CHUNK], strict=True):
             now = int(reply[7])
