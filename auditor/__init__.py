@@ -9,10 +9,33 @@ loaded on first use, so importing a pure module does not bring in the database l
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "apply_backfill", "backfill_runs", "doctor", "explain", "plan_backfill", "plan_undo", "report",
-           "resolve", "scan", "spend", "undo_backfill"]
-_API = ("apply_backfill", "backfill_runs", "doctor", "explain", "plan_backfill", "plan_undo", "report", "resolve", "scan",
-        "spend", "undo_backfill")
+__all__ = [
+    "__version__",
+    "apply_backfill",
+    "backfill_runs",
+    "doctor",
+    "explain",
+    "plan_backfill",
+    "plan_undo",
+    "report",
+    "resolve",
+    "scan",
+    "spend",
+    "undo_backfill",
+]
+_API = (
+    "apply_backfill",
+    "backfill_runs",
+    "doctor",
+    "explain",
+    "plan_backfill",
+    "plan_undo",
+    "report",
+    "resolve",
+    "scan",
+    "spend",
+    "undo_backfill",
+)
 
 
 def __getattr__(name: str):
@@ -21,4 +44,3 @@ def __getattr__(name: str):
 
         return getattr(api, name)
     raise AttributeError(f"module 'auditor' has no attribute {name!r}")
-

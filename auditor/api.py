@@ -33,9 +33,25 @@ if TYPE_CHECKING:
     from auditor.repair.live import Ledger
     from auditor.repair.plan import Plan
 
-__all__ = ["BackfillPlan", "JournaledRun", "KeyGoverning", "ReportRun", "Resolved", "UndoPlan", "apply_backfill",
-           "backfill_runs", "doctor", "explain", "plan_backfill", "plan_undo", "report", "resolve", "scan", "spend",
-           "undo_backfill"]
+__all__ = [
+    "BackfillPlan",
+    "JournaledRun",
+    "KeyGoverning",
+    "ReportRun",
+    "Resolved",
+    "UndoPlan",
+    "apply_backfill",
+    "backfill_runs",
+    "doctor",
+    "explain",
+    "plan_backfill",
+    "plan_undo",
+    "report",
+    "resolve",
+    "scan",
+    "spend",
+    "undo_backfill",
+]
 
 Instant = str | datetime  # ISO 8601, an age such as "30d" (before `now`), or a datetime (naive means UTC)
 
@@ -44,24 +60,65 @@ def _instant(value: Instant | None) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def scan(db: str | None = None, *, config: str | None = None, redis: str | None = None, now: Instant | None = None,
-         since: Instant | None = None, until: Instant | None = None, keys: tuple[str, ...] = (), model: str | None = None,
-         tolerance: float = 0.0001, window_slack: float = 1.0, settle: float = 120.0, timezone: str | None = None,
-         use_rollups: bool = False, statement_timeout: float | None = None, redis_optional: bool = False,
-         litellm_version: str | None = None, progress: Callable[[int], None] | None = None,
-         warn: Warn = log_warning) -> ScanResult:
+def scan(
+    db: str | None = None,
+    *,
+    config: str | None = None,
+    redis: str | None = None,
+    now: Instant | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
+    keys: tuple[str, ...] = (),
+    model: str | None = None,
+    tolerance: float = 0.0001,
+    window_slack: float = 1.0,
+    settle: float = 120.0,
+    timezone: str | None = None,
+    use_rollups: bool = False,
+    statement_timeout: float | None = None,
+    redis_optional: bool = False,
+    litellm_version: str | None = None,
+    progress: Callable[[int], None] | None = None,
+    warn: Warn = log_warning,
+) -> ScanResult:
     """`auditor scan`: the findings, the rows read and where enforcement reads, as one ScanResult (its
     .as_record() is the JSON `auditor scan --format json` prints). The options are the CLI's, by the same names."""
-    with scan_session(db, config, redis, now=_instant(now), since=_instant(since), until=_instant(until), keys=keys,
-                      model=model, tolerance=tolerance, window_slack=window_slack, settle=settle, timezone=timezone,
-                      use_rollups=use_rollups, statement_timeout=statement_timeout, redis_optional=redis_optional,
-                      litellm_version=litellm_version, warn=warn) as session:
+    with scan_session(
+        db,
+        config,
+        redis,
+        now=_instant(now),
+        since=_instant(since),
+        until=_instant(until),
+        keys=keys,
+        model=model,
+        tolerance=tolerance,
+        window_slack=window_slack,
+        settle=settle,
+        timezone=timezone,
+        use_rollups=use_rollups,
+        statement_timeout=statement_timeout,
+        redis_optional=redis_optional,
+        litellm_version=litellm_version,
+        warn=warn,
+    ) as session:
         return session.scan(progress)
 
 
-def spend(db: str | None = None, *, config: str | None = None, by: str = "key", period: str = "total",
-          since: Instant | None = None, until: Instant | None = None, top: int | None = None, model: str | None = None,
-          timezone: str | None = None, statement_timeout: float | None = None, warn: Warn = log_warning) -> SpendTable:
+def spend(
+    db: str | None = None,
+    *,
+    config: str | None = None,
+    by: str = "key",
+    period: str = "total",
+    since: Instant | None = None,
+    until: Instant | None = None,
+    top: int | None = None,
+    model: str | None = None,
+    timezone: str | None = None,
+    statement_timeout: float | None = None,
+    warn: Warn = log_warning,
+) -> SpendTable:
     """`auditor spend`: spend by `by` (key, team, user, end_user, team_member, tag) x model group x `period`
     (day, week, month, total). Reads the ledger alone, never Redis."""
     from auditor.audit import spend as lines
@@ -71,21 +128,57 @@ def spend(db: str | None = None, *, config: str | None = None, by: str = "key", 
         raise InputError(f"--by {by!r}: use one of {', '.join(BY)}")
     if top is not None and top < 1:
         raise InputError(f"--top {top!r}: give a whole number >= 1")
-    with scan_session(db, config, None, since=_instant(since), until=_instant(until), timezone=timezone,
-                      statement_timeout=statement_timeout, with_redis=False, warn=warn) as session:
+    with scan_session(
+        db,
+        config,
+        None,
+        since=_instant(since),
+        until=_instant(until),
+        timezone=timezone,
+        statement_timeout=statement_timeout,
+        with_redis=False,
+        warn=warn,
+    ) as session:
         found, ignored = ledger_lines(session, by, period)
     options = session.options
-    return lines.table(found, ignored, by=by, period=period, zone_name=options.timezone or "UTC", top=top, model=model,
-                       since=options.since, until=options.until)
+    return lines.table(
+        found,
+        ignored,
+        by=by,
+        period=period,
+        zone_name=options.timezone or "UTC",
+        top=top,
+        model=model,
+        since=options.since,
+        until=options.until,
+    )
 
 
-def report(db: str | None = None, *, config: str | None = None, redis: str | None = None, out: str | os.PathLike,
-           formats: str | Sequence[str] = ("json", "md", "html"), incremental: bool = False, lookback: str | timedelta = "1h",
-           history_db: str | None = None, webhook: str | None = None, now: Instant | None = None,
-           since: Instant | None = None, until: Instant | None = None, tolerance: float = 0.0001, window_slack: float = 1.0,
-           settle: float = 120.0, fail_on: str = "error", statement_timeout: float | None = None,
-           timezone: str | None = None, redis_optional: bool = False, litellm_version: str | None = None,
-           progress: Callable[[int], None] | None = None, warn: Warn = log_warning) -> ReportRun:
+def report(
+    db: str | None = None,
+    *,
+    config: str | None = None,
+    redis: str | None = None,
+    out: str | os.PathLike,
+    formats: str | Sequence[str] = ("json", "md", "html"),
+    incremental: bool = False,
+    lookback: str | timedelta = "1h",
+    history_db: str | None = None,
+    webhook: str | None = None,
+    now: Instant | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
+    tolerance: float = 0.0001,
+    window_slack: float = 1.0,
+    settle: float = 120.0,
+    fail_on: str = "error",
+    statement_timeout: float | None = None,
+    timezone: str | None = None,
+    redis_optional: bool = False,
+    litellm_version: str | None = None,
+    progress: Callable[[int], None] | None = None,
+    warn: Warn = log_warning,
+) -> ReportRun:
     """`auditor report`: a scan written to `out` as dated JSON, Markdown and HTML files (and latest.*), recorded in
     auditor's history (`history_db`, default the report's database) and compared with the previous run; with
     `incremental`, resumed from that run's checkpoint. `webhook` is posted when new errors appear. One run at a
@@ -93,15 +186,40 @@ def report(db: str | None = None, *, config: str | None = None, redis: str | Non
     caller decides what failing means (the CLI exits 1 when `result.worst()` reaches it)."""
     from auditor.reports.run import run_report
 
-    return run_report(db, config, redis, out=out, formats=formats, incremental=incremental, lookback=lookback,
-                      history_db=history_db, webhook=webhook, now=_instant(now), since=_instant(since),
-                      until=_instant(until), tolerance=tolerance, window_slack=window_slack, settle=settle, fail_on=fail_on,
-                      statement_timeout=statement_timeout, timezone=timezone, redis_optional=redis_optional,
-                      litellm_version=litellm_version, progress=progress, warn=warn)
+    return run_report(
+        db,
+        config,
+        redis,
+        out=out,
+        formats=formats,
+        incremental=incremental,
+        lookback=lookback,
+        history_db=history_db,
+        webhook=webhook,
+        now=_instant(now),
+        since=_instant(since),
+        until=_instant(until),
+        tolerance=tolerance,
+        window_slack=window_slack,
+        settle=settle,
+        fail_on=fail_on,
+        statement_timeout=statement_timeout,
+        timezone=timezone,
+        redis_optional=redis_optional,
+        litellm_version=litellm_version,
+        progress=progress,
+        warn=warn,
+    )
 
 
-def doctor(db: str | None = None, *, config: str | None = None, redis: str | None = None,
-           litellm_version: str | None = None, warn: Warn = log_warning) -> DoctorReport:
+def doctor(
+    db: str | None = None,
+    *,
+    config: str | None = None,
+    redis: str | None = None,
+    litellm_version: str | None = None,
+    warn: Warn = log_warning,
+) -> DoctorReport:
     """`auditor doctor`: what auditor can see before a scan is trusted; `.can_scan` is False when a scan
     cannot run (the CLI's exit 3). An unreachable database raises UnavailableError."""
     from auditor.audit.doctor import FAIL, config_checks, database_checks, era_checks, redis_checks
@@ -157,18 +275,45 @@ class BackfillPlan:
 
     def run_options(self) -> dict:
         """The options the journal records with the run (`auditor backfill history --format json`)."""
-        return {"targets": list(self.targets), "remove_miskeyed": self.remove_miskeyed, "layout": self.plan.layout.as_record(),
-                "now": iso(self.plan.as_of), "keys": list(self.keys), "model": self.model, "tolerance": self.tolerance,
-                "settle": self.settle, "batch": self.batch, "flush_lag": self.flush_lag, "increment_lag": self.increment_lag,
-                "database": self.database.masked, "redis": self.redis.masked if self.redis else None}
+        return {
+            "targets": list(self.targets),
+            "remove_miskeyed": self.remove_miskeyed,
+            "layout": self.plan.layout.as_record(),
+            "now": iso(self.plan.as_of),
+            "keys": list(self.keys),
+            "model": self.model,
+            "tolerance": self.tolerance,
+            "settle": self.settle,
+            "batch": self.batch,
+            "flush_lag": self.flush_lag,
+            "increment_lag": self.increment_lag,
+            "database": self.database.masked,
+            "redis": self.redis.masked if self.redis else None,
+        }
 
 
-def plan_backfill(db: str | None = None, *, config: str | None = None, redis: str | None = None, keys: Iterable[str] = (),
-                  model: str | None = None, targets: Iterable[str] = ("counters",), remove_miskeyed: bool = False,
-                  litellm_version: str | None = None, now: Instant | None = None, tolerance: float = 0.0001,
-                  window_slack: float = 1.0, settle: float = 0.0, timezone: str | None = None,
-                  statement_timeout: float | None = None, batch: int = 0, flush_lag: float | None = None,
-                  increment_lag: float = 1.0, writable: bool = False, warn: Warn = log_warning) -> BackfillPlan:
+def plan_backfill(
+    db: str | None = None,
+    *,
+    config: str | None = None,
+    redis: str | None = None,
+    keys: Iterable[str] = (),
+    model: str | None = None,
+    targets: Iterable[str] = ("counters",),
+    remove_miskeyed: bool = False,
+    litellm_version: str | None = None,
+    now: Instant | None = None,
+    tolerance: float = 0.0001,
+    window_slack: float = 1.0,
+    settle: float = 0.0,
+    timezone: str | None = None,
+    statement_timeout: float | None = None,
+    batch: int = 0,
+    flush_lag: float | None = None,
+    increment_lag: float = 1.0,
+    writable: bool = False,
+    warn: Warn = log_warning,
+) -> BackfillPlan:
     """`auditor backfill` without --apply: scan, read the values the repair would touch, and plan. Writes nothing.
     `writable=True` (what --apply does) refuses the embedded sample before anything is read; batch, flush_lag and
     increment_lag are how apply_backfill will write, checked here so a bad one is refused before the scan."""
@@ -188,9 +333,17 @@ def plan_backfill(db: str | None = None, *, config: str | None = None, redis: st
     from auditor.repair.prepare import default_flush_lag, prepare
     from auditor.session import check_amounts, not_litellm, resolve_config, resolve_database, writable_target
 
-    check_amounts({"--tolerance": tolerance, "--window-slack": window_slack, "--settle": settle, "--batch": batch,
-                   "--flush-lag": flush_lag, "--increment-lag": increment_lag},
-                  seconds=("--window-slack", "--settle", "--flush-lag", "--increment-lag"))
+    check_amounts(
+        {
+            "--tolerance": tolerance,
+            "--window-slack": window_slack,
+            "--settle": settle,
+            "--batch": batch,
+            "--flush-lag": flush_lag,
+            "--increment-lag": increment_lag,
+        },
+        seconds=("--window-slack", "--settle", "--flush-lag", "--increment-lag"),
+    )
     targets = tuple(targets)
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
@@ -199,8 +352,14 @@ def plan_backfill(db: str | None = None, *, config: str | None = None, redis: st
         layout_for(litellm_version, None)  # a bad or memory-only version: usage error before connecting
     wall_now = utc_now()
     judged_at = parse_instant(_instant(now), wall_now, "--now") if now else wall_now
-    options = ScanOptions(now=judged_at, keys=tuple(keys), model=model, tolerance=tolerance,
-                          window_slack=timedelta(seconds=window_slack), settle=timedelta(seconds=settle))
+    options = ScanOptions(
+        now=judged_at,
+        keys=tuple(keys),
+        model=model,
+        tolerance=tolerance,
+        window_slack=timedelta(seconds=window_slack),
+        settle=timedelta(seconds=settle),
+    )
     target = writable_target(db, "backfill --apply") if writable else resolve_database(db, warn)
     config_path, _ = resolve_config(config, target)
     loaded = load_config(Path(config_path)) if config_path else None
@@ -214,27 +373,60 @@ def plan_backfill(db: str | None = None, *, config: str | None = None, redis: st
     zone(options.timezone)  # an unknown zone is a usage error before anything connects
     redis_target = redis_from(redis)
     client = connect_redis(redis_target) if redis_target is not None else None
-    source = {"dialect": target.dialect, "database": target.masked, "config": config_path,
-              "redis": redis_target.masked if redis_target else None}
+    source = {
+        "dialect": target.dialect,
+        "database": target.masked,
+        "config": config_path,
+        "redis": redis_target.masked if redis_target else None,
+    }
     try:
         with connect(target, statement_timeout_s=statement_timeout) as conn:
             caps = inspect_database(conn)
             if not caps.has_spend_logs:
                 raise not_litellm(target)
-            prepared = prepare(conn, caps, loaded, options, client, litellm_version=litellm_version, targets=targets,
-                               remove_miskeyed=remove_miskeyed, wall_now=wall_now, source=source)
+            prepared = prepare(
+                conn,
+                caps,
+                loaded,
+                options,
+                client,
+                litellm_version=litellm_version,
+                targets=targets,
+                remove_miskeyed=remove_miskeyed,
+                wall_now=wall_now,
+                source=source,
+            )
     finally:
         if client is not None:
             client.close()
-    return BackfillPlan(prepared.plan, prepared.result, prepared.ledger, target, redis_target, targets, remove_miskeyed,
-                        options.keys, model, tolerance, settle, batch, default_flush_lag(loaded) if flush_lag is None else flush_lag,
-                        increment_lag)
+    return BackfillPlan(
+        prepared.plan,
+        prepared.result,
+        prepared.ledger,
+        target,
+        redis_target,
+        targets,
+        remove_miskeyed,
+        options.keys,
+        model,
+        tolerance,
+        settle,
+        batch,
+        default_flush_lag(loaded) if flush_lag is None else flush_lag,
+        increment_lag,
+    )
 
 
-def apply_backfill(planned: BackfillPlan, *, stop: Callable[[], str | None] = lambda: None,
-                   hook: Callable[[str], None] = lambda what: None, started: Callable[[str], None] = lambda run_id: None,
-                   waiting: Callable[[float], None] = lambda seconds: None, clock: Callable[[], datetime] | None = None,
-                   report: RunReport | None = None) -> RunReport:
+def apply_backfill(
+    planned: BackfillPlan,
+    *,
+    stop: Callable[[], str | None] = lambda: None,
+    hook: Callable[[str], None] = lambda what: None,
+    started: Callable[[str], None] = lambda run_id: None,
+    waiting: Callable[[float], None] = lambda seconds: None,
+    clock: Callable[[], datetime] | None = None,
+    report: RunReport | None = None,
+) -> RunReport:
     """`auditor backfill --apply` once confirmed: journal a run and make the plan's writes (auditor.repair.apply).
     `stop` returning a signal's name stops the run at its next safe point (raises auditor.repair.apply.Interrupted);
     `started` is told the run id as soon as it is journaled, `waiting` the seconds of the flush wait; `report`,
@@ -248,12 +440,25 @@ def apply_backfill(planned: BackfillPlan, *, stop: Callable[[], str | None] = la
     client = None
     try:
         client = connect_redis(planned.redis) if planned.redis is not None else None
-        env = WriteEnv(engine=engine, redis=client, ledger=planned.ledger, masked_db=planned.database.masked,
-                       clock=clock or utc_now, batch=planned.batch, hook=hook, tolerance=planned.tolerance,
-                       flush_lag=planned.flush_lag, increment_lag=planned.increment_lag, stop=stop, started=started,
-                       waiting=waiting)
+        env = WriteEnv(
+            engine=engine,
+            redis=client,
+            ledger=planned.ledger,
+            masked_db=planned.database.masked,
+            clock=clock or utc_now,
+            batch=planned.batch,
+            hook=hook,
+            tolerance=planned.tolerance,
+            flush_lag=planned.flush_lag,
+            increment_lag=planned.increment_lag,
+            stop=stop,
+            started=started,
+            waiting=waiting,
+        )
         with database_errors(planned.database):
-            return apply(planned.plan, env, planned.run_options(), report if report is not None else RunReport("", "backfill", []))
+            return apply(
+                planned.plan, env, planned.run_options(), report if report is not None else RunReport("", "backfill", [])
+            )
     finally:
         engine.dispose()
         if client is not None:
@@ -297,23 +502,48 @@ class Resolved:
     def as_record(self) -> dict | list:
         """`auditor resolve --json`: the list for all_models, else the name's record (the key is not in it)."""
         if self.resolution is None:
-            return [{"model": t.model, "model_group": t.model_group, "model_id": t.model_id, "rows": t.requests,
-                     "spend": t.spend, **resolution_record(r)} for t, r in self.models]
-        return {"name": self.name, **resolution_record(self.resolution), "budget_candidates": list(self.budget_candidates),
-                "access_groups": list(self.access_groups)}
+            return [
+                {
+                    "model": t.model,
+                    "model_group": t.model_group,
+                    "model_id": t.model_id,
+                    "rows": t.requests,
+                    "spend": t.spend,
+                    **resolution_record(r),
+                }
+                for t, r in self.models
+            ]
+        return {
+            "name": self.name,
+            **resolution_record(self.resolution),
+            "budget_candidates": list(self.budget_candidates),
+            "access_groups": list(self.access_groups),
+        }
 
 
 def resolution_record(resolution: Resolution) -> dict:
     """A resolution as `auditor resolve --json` prints it."""
-    return {"status": resolution.status, "group": resolution.group, "rule": resolution.rule,
-            "decided_by": resolution.decided_by, "candidates": list(resolution.candidates)}
+    return {
+        "status": resolution.status,
+        "group": resolution.group,
+        "rule": resolution.rule,
+        "decided_by": resolution.decided_by,
+        "candidates": list(resolution.candidates),
+    }
 
 
 RESOLVED_ORDER = {"unresolved": 0, "ambiguous": 1, "resolved": 2}
 
 
-def resolve(name: str | None = None, *, db: str | None = None, config: str | None = None, key: str | None = None,
-            all_models: bool = False, warn: Warn = log_warning) -> Resolved:
+def resolve(
+    name: str | None = None,
+    *,
+    db: str | None = None,
+    config: str | None = None,
+    key: str | None = None,
+    all_models: bool = False,
+    warn: Warn = log_warning,
+) -> Resolved:
     """`auditor resolve`: how a model name resolves to the model group budgets are written against, or with
     all_models every logged model's resolution. Give a name or all_models, not both (InputError)."""
     from auditor.audit.entities import key_budgets, select_keys
@@ -330,8 +560,10 @@ def resolve(name: str | None = None, *, db: str | None = None, config: str | Non
     resolver = Resolver(catalogue)
     notes = tuple(catalogue.notes)
     if name is None:
-        listed = sorted(((t, resolver(t.model, t.model_group, t.model_id)) for t in triples),
-                        key=lambda tr: (RESOLVED_ORDER[tr[1].status], -tr[0].spend))
+        listed = sorted(
+            ((t, resolver(t.model, t.model_group, t.model_id)) for t in triples),
+            key=lambda tr: (RESOLVED_ORDER[tr[1].status], -tr[0].spend),
+        )
         return Resolved(None, None, (), (), None, tuple(listed), notes)
     resolution = resolver(name, "", "")
     requested = resolution.group or name
@@ -343,14 +575,26 @@ def resolve(name: str | None = None, *, db: str | None = None, config: str | Non
         budgets = key_budgets(row)
         entries = {**budgets.entries, **{p.name: p for p in budgets.problems}}
         shown = key_hash(token) if is_raw_key(token) else token
-        governing = KeyGoverning(row.key_alias or shown[:12], budgets.source, tuple(entries),
-                                 explain_governing(requested, entries, access_groups))
+        governing = KeyGoverning(
+            row.key_alias or shown[:12], budgets.source, tuple(entries), explain_governing(requested, entries, access_groups)
+        )
     return Resolved(name, resolution, tuple(budget_candidates(requested)), tuple(sorted(access_groups)), governing, (), notes)
 
 
-def explain(key: str | None = None, *, team: str | None = None, user: str | None = None, end_user: str | None = None,
-            db: str | None = None, config: str | None = None, redis: str | None = None, since: Instant | None = None,
-            now: Instant | None = None, timezone: str | None = None, warn: Warn = log_warning) -> Story:
+def explain(
+    key: str | None = None,
+    *,
+    team: str | None = None,
+    user: str | None = None,
+    end_user: str | None = None,
+    db: str | None = None,
+    config: str | None = None,
+    redis: str | None = None,
+    since: Instant | None = None,
+    now: Instant | None = None,
+    timezone: str | None = None,
+    warn: Warn = log_warning,
+) -> Story:
     """`auditor explain`: one entity's story (name exactly one of key, team, user, end_user; by id or alias):
     each budget entry's windows against its limit, the request that crossed it, its counters, its scalar spend."""
     from auditor.audit.explain import explain as build_story
@@ -360,11 +604,18 @@ def explain(key: str | None = None, *, team: str | None = None, user: str | None
     chosen = [(scope, value) for scope, value in (("key", key), ("team", team), ("user", user), ("end_user", end_user)) if value]
     if len(chosen) != 1:
         raise InputError("name one entity: a KEY (hash or alias), or --team, --user or --end-user")
-    (scope, wanted), = chosen
+    ((scope, wanted),) = chosen
     with scan_session(db, config, redis, now=_instant(now), since=_instant(since), timezone=timezone, warn=warn) as session:
         holders = budget_holders.holders(session.conn, session.caps, session.key_rows, session.options.default_end_user_budget)
-        return build_story(session.conn, session.caps, session.catalogue, session.options, session.key_rows,
-                           find_holder(holders, scope, wanted), redis_counters=session.redis_counters)
+        return build_story(
+            session.conn,
+            session.caps,
+            session.catalogue,
+            session.options,
+            session.key_rows,
+            find_holder(holders, scope, wanted),
+            redis_counters=session.redis_counters,
+        )
 
 
 @dataclass(frozen=True)
@@ -377,9 +628,18 @@ class JournaledRun:
     def as_record(self) -> dict:
         """The run as `auditor backfill history --format json` lists it."""
         r = self.run
-        return {"run_id": r.id, "kind": r.kind, "status": r.state, "started_at": iso(r.started_at),
-                "finished_at": iso(r.finished_at), "parent_run_id": r.parent_run_id, "database_user": r.database_user,
-                "changes": self.changes, "options": r.options, "message": r.message}
+        return {
+            "run_id": r.id,
+            "kind": r.kind,
+            "status": r.state,
+            "started_at": iso(r.started_at),
+            "finished_at": iso(r.finished_at),
+            "parent_run_id": r.parent_run_id,
+            "database_user": r.database_user,
+            "changes": self.changes,
+            "options": r.options,
+            "message": r.message,
+        }
 
 
 def backfill_runs(db: str | None = None, *, limit: int | None = 20) -> list[JournaledRun]:
@@ -438,10 +698,17 @@ def plan_undo(run_id: str, *, db: str | None = None, redis: str | None = None) -
     return UndoPlan(run, changes, target, redis_target)
 
 
-def undo_backfill(run: str | UndoPlan, *, db: str | None = None, redis: str | None = None,
-                  stop: Callable[[], str | None] = lambda: None, hook: Callable[[str], None] = lambda what: None,
-                  started: Callable[[str], None] = lambda run_id: None, clock: Callable[[], datetime] | None = None,
-                  report: RunReport | None = None) -> RunReport:
+def undo_backfill(
+    run: str | UndoPlan,
+    *,
+    db: str | None = None,
+    redis: str | None = None,
+    stop: Callable[[], str | None] = lambda: None,
+    hook: Callable[[str], None] = lambda what: None,
+    started: Callable[[str], None] = lambda run_id: None,
+    clock: Callable[[], datetime] | None = None,
+    report: RunReport | None = None,
+) -> RunReport:
     """`auditor backfill undo` once confirmed: put back the values a run replaced wherever nothing changed them
     since, journaled as a run of its own. `run` is a run id (db and redis then say where, as for plan_undo) or
     plan_undo's answer. stop, hook, started and report as for apply_backfill."""
@@ -456,11 +723,20 @@ def undo_backfill(run: str | UndoPlan, *, db: str | None = None, redis: str | No
     client = None
     try:
         client = connect_redis(planned.redis) if planned.redis is not None else None
-        env = WriteEnv(engine=engine, redis=client, ledger=None, masked_db=planned.database.masked,
-                       clock=clock or utc_now, hook=hook, stop=stop, started=started)
+        env = WriteEnv(
+            engine=engine,
+            redis=client,
+            ledger=None,
+            masked_db=planned.database.masked,
+            clock=clock or utc_now,
+            hook=hook,
+            stop=stop,
+            started=started,
+        )
         with database_errors(planned.database):
-            return undo_run(planned.run.id, env, report if report is not None
-                            else RunReport("", "undo", [], parent_run_id=planned.run.id))
+            return undo_run(
+                planned.run.id, env, report if report is not None else RunReport("", "undo", [], parent_run_id=planned.run.id)
+            )
     finally:
         engine.dispose()
         if client is not None:

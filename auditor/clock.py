@@ -28,7 +28,9 @@ def parse_instant(value: str, now: datetime, option: str) -> datetime:
             try:
                 parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
             except ValueError:
-                raise InputError(f"{option} {value!r} is not a time: use ISO 8601 (2026-11-01, 2026-11-01T12:00:00Z) or an age such as 7d") from None
+                raise InputError(
+                    f"{option} {value!r} is not a time: use ISO 8601 (2026-11-01, 2026-11-01T12:00:00Z) or an age such as 7d"
+                ) from None
             if parsed.tzinfo is not None:
                 parsed = parsed.astimezone(UTC).replace(tzinfo=None)
     except OverflowError:

@@ -53,11 +53,15 @@ def redact_result(result: ScanResult, tokens: Iterable[str]) -> ScanResult:
     if not redactor:
         return result
     keys_fields = [f.name for f in fields(result.findings[0])] if result.findings else []
-    findings = [replace(f, **{name: redactor(getattr(f, name)) for name in keys_fields if isinstance(getattr(f, name), str)})
-                for f in result.findings]
+    findings = [
+        replace(f, **{name: redactor(getattr(f, name)) for name in keys_fields if isinstance(getattr(f, name), str)})
+        for f in result.findings
+    ]
     spend = [replace(s, entity_id=redactor(s.entity_id)) for s in result.spend]
     notes = [redactor(n) for n in result.notes]
     n = len(redactor.swaps)
-    notes.append(f"{n} key{'s' if n != 1 else ''} stored as raw API keys (sk-…) rather than hashes: shown by SHA-256, "
-                 "the token LiteLLM stores for a key today; rotate them, since anyone who can read the table can use them")
+    notes.append(
+        f"{n} key{'s' if n != 1 else ''} stored as raw API keys (sk-…) rather than hashes: shown by SHA-256, "
+        "the token LiteLLM stores for a key today; rotate them, since anyone who can read the table can use them"
+    )
     return replace(result, findings=findings, spend=spend, notes=notes)

@@ -42,8 +42,10 @@ def not_litellm(target) -> Exception:
     """The one way to say --db is not LiteLLM's database (scan, report, backfill, resolve)."""
     from auditor.errors import UnavailableError
 
-    return UnavailableError(f"{target.masked} is not LiteLLM's database (it has no LiteLLM_SpendLogs table): "
-                            "point --db at the database the proxy's DATABASE_URL names")
+    return UnavailableError(
+        f"{target.masked} is not LiteLLM's database (it has no LiteLLM_SpendLogs table): "
+        "point --db at the database the proxy's DATABASE_URL names"
+    )
 
 
 def require_litellm(target) -> None:
@@ -174,8 +176,10 @@ class RedisSource:
     def note(self) -> str | None:
         if self.problem is None:
             return None
-        return (f"DEGRADED (--redis-optional): Redis counters were not read ({self.problem}); no Redis counter was compared, "
-                "and where enforcement reads is judged from the database alone")
+        return (
+            f"DEGRADED (--redis-optional): Redis counters were not read ({self.problem}); no Redis counter was compared, "
+            "and where enforcement reads is judged from the database alone"
+        )
 
     def close(self) -> None:
         if self.client is not None:
@@ -250,9 +254,18 @@ class ScanSession:
         from auditor.audit.scan import run_scan
         from auditor.redact import redact_result
 
-        result = run_scan(self.conn, self.caps, self.catalogue, self.options, redis_counters=self.redis_counters,
-                          redis_values=self.redis.values if self.redis_counters is not None else None,
-                          progress=_mid_scan_hook(advance), source=self.source, key_rows=self.key_rows, increment=increment)
+        result = run_scan(
+            self.conn,
+            self.caps,
+            self.catalogue,
+            self.options,
+            redis_counters=self.redis_counters,
+            redis_values=self.redis.values if self.redis_counters is not None else None,
+            progress=_mid_scan_hook(advance),
+            source=self.source,
+            key_rows=self.key_rows,
+            increment=increment,
+        )
         if self.redis is not None and self.redis.note:
             result = replace(result, notes=[self.redis.note, *result.notes])
         if self.config_warnings:  # said by doctor too, but a cron report is where people look
@@ -261,9 +274,27 @@ class ScanSession:
 
 
 @contextmanager
-def scan_session(db, config, redis_url, *, now=None, since=None, until=None, keys=(), model=None, tolerance=0.0001,
-                 window_slack=1.0, settle=120.0, timezone=None, use_rollups=False, statement_timeout=None,
-                 redis_optional=False, litellm_version=None, with_redis=True, warn: Warn = log_warning) -> Iterator[ScanSession]:
+def scan_session(
+    db,
+    config,
+    redis_url,
+    *,
+    now=None,
+    since=None,
+    until=None,
+    keys=(),
+    model=None,
+    tolerance=0.0001,
+    window_slack=1.0,
+    settle=120.0,
+    timezone=None,
+    use_rollups=False,
+    statement_timeout=None,
+    redis_optional=False,
+    litellm_version=None,
+    with_redis=True,
+    warn: Warn = log_warning,
+) -> Iterator[ScanSession]:
     """Parse the shared scan options, resolve database/config/Redis, and open them: one way for the library and
     every command. `warn` hears what is said on the way (the embedded sample, Redis given up with redis_optional)."""
     from dataclasses import replace
@@ -277,7 +308,9 @@ def scan_session(db, config, redis_url, *, now=None, since=None, until=None, key
     from auditor.litellm.config import general_setting_on, litellm_setting, load_config, spend_log_retention
     from auditor.litellm.periods import zone
 
-    check_amounts({"--tolerance": tolerance, "--window-slack": window_slack, "--settle": settle}, seconds=("--window-slack", "--settle"))
+    check_amounts(
+        {"--tolerance": tolerance, "--window-slack": window_slack, "--settle": settle}, seconds=("--window-slack", "--settle")
+    )
     judged_at = parse_instant(now, utc_now(), "--now") if now else utc_now()
     target = resolve_database(db, warn)
     config_path, _ = resolve_config(config, target)
@@ -319,9 +352,9 @@ def scan_session(db, config, redis_url, *, now=None, since=None, until=None, key
                 "era": era.as_record(),
             }
             options = replace(options, era=era.era.name)  # the scan judges the deployment by the release that ran
-            yield ScanSession(conn, caps, opened.catalogue, options, key_rows, source, redis,
-                             loaded.warnings if loaded else (), era)
+            yield ScanSession(
+                conn, caps, opened.catalogue, options, key_rows, source, redis, loaded.warnings if loaded else (), era
+            )
     finally:
         if redis is not None:
             redis.close()
-

@@ -56,14 +56,38 @@ def build(url: str, client, keys: int) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
         metadata.create_all(conn)
-        conn.execute(verification_token.insert(), [{"token": t, "key_alias": f"k{i}", "spend": 0.0,
-                                                     "model_max_budget": {"gpt-4o": {"budget_limit": 1e9, "time_period": "1d"}}}
-                                                    for i, t in enumerate(tokens)])
-        conn.execute(spend_logs.insert(), [{
-            "request_id": f"req-{uuid.uuid4().hex}", "call_type": "acompletion", "api_key": t, "spend": 0.25 * (n + 1),
-            "startTime": start + timedelta(minutes=n) - timedelta(seconds=1), "endTime": start + timedelta(minutes=n),
-            "model": "azure/prod-gpt4o", "model_group": "gpt-4o", "model_id": "dep-gpt4o", "status": "success", "metadata": {},
-        } for t in tokens for n in (0, 1)])
+        conn.execute(
+            verification_token.insert(),
+            [
+                {
+                    "token": t,
+                    "key_alias": f"k{i}",
+                    "spend": 0.0,
+                    "model_max_budget": {"gpt-4o": {"budget_limit": 1e9, "time_period": "1d"}},
+                }
+                for i, t in enumerate(tokens)
+            ],
+        )
+        conn.execute(
+            spend_logs.insert(),
+            [
+                {
+                    "request_id": f"req-{uuid.uuid4().hex}",
+                    "call_type": "acompletion",
+                    "api_key": t,
+                    "spend": 0.25 * (n + 1),
+                    "startTime": start + timedelta(minutes=n) - timedelta(seconds=1),
+                    "endTime": start + timedelta(minutes=n),
+                    "model": "azure/prod-gpt4o",
+                    "model_group": "gpt-4o",
+                    "model_id": "dep-gpt4o",
+                    "status": "success",
+                    "metadata": {},
+                }
+                for t in tokens
+                for n in (0, 1)
+            ],
+        )
         journal.upgrade(conn)
     engine.dispose()
     pipe = client.pipeline(transaction=False)
@@ -75,7 +99,9 @@ def build(url: str, client, keys: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--admin", default="postgresql+psycopg://postgres@127.0.0.1:5432/test", help="a database to CREATE DATABASE from")
+    parser.add_argument(
+        "--admin", default="postgresql+psycopg://postgres@127.0.0.1:5432/test", help="a database to CREATE DATABASE from"
+    )
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/7", help="a Redis db to use (flushed)")
     parser.add_argument("--keys", type=int, default=3000)
     parser.add_argument("--keep", action="store_true", help="keep the database")
@@ -95,9 +121,17 @@ def main(argv: list[str] | None = None) -> int:
         target = DatabaseTarget(parse_database_url(url), "--db")
         began = time.perf_counter()
         with connect(target) as conn:
-            prepared = preparing.prepare(conn, inspect_database(conn), load_config(handle.name),
-                                    ScanOptions(now=utc_now(), settle=timedelta(0)), client, litellm_version=None,
-                                    targets=["counters"], remove_miskeyed=False, wall_now=utc_now())
+            prepared = preparing.prepare(
+                conn,
+                inspect_database(conn),
+                load_config(handle.name),
+                ScanOptions(now=utc_now(), settle=timedelta(0)),
+                client,
+                litellm_version=None,
+                targets=["counters"],
+                remove_miskeyed=False,
+                wall_now=utc_now(),
+            )
         planned = time.perf_counter() - began
         writes = prepared.plan.actionable
         engine = engine_for(target, BACKFILL)

@@ -68,27 +68,163 @@ COMMIT_EVERY_CHUNKS = 50  # one COPY statement and commit per 500,000 rows
 # ---------------------------------------------------------------------------------------------
 
 DEPLOYMENTS = [
-    ("gpt-4o", "azure/prod-gpt4o-eastus", "dep-gpt4o-azure-eastus", "azure", "https://acme-eastus.openai.azure.com/", "config", 0.5),
-    ("gpt-4o", "azure/prod-gpt4o-swedencentral", "dep-gpt4o-azure-sweden", "azure", "https://acme-sweden.openai.azure.com/", "config", 0.3),
+    (
+        "gpt-4o",
+        "azure/prod-gpt4o-eastus",
+        "dep-gpt4o-azure-eastus",
+        "azure",
+        "https://acme-eastus.openai.azure.com/",
+        "config",
+        0.5,
+    ),
+    (
+        "gpt-4o",
+        "azure/prod-gpt4o-swedencentral",
+        "dep-gpt4o-azure-sweden",
+        "azure",
+        "https://acme-sweden.openai.azure.com/",
+        "config",
+        0.3,
+    ),
     ("gpt-4o", "openai/gpt-4o", "dep-gpt4o-openai", "openai", "https://api.openai.com/v1", "config", 0.2),
     ("gpt-4o-mini", "openai/gpt-4o-mini", "dep-gpt4o-mini-openai", "openai", "https://api.openai.com/v1", "config", 0.6),
-    ("gpt-4o-mini", "azure/prod-gpt4o-mini-eastus", "dep-gpt4o-mini-azure", "azure", "https://acme-eastus.openai.azure.com/", "config", 0.4),
+    (
+        "gpt-4o-mini",
+        "azure/prod-gpt4o-mini-eastus",
+        "dep-gpt4o-mini-azure",
+        "azure",
+        "https://acme-eastus.openai.azure.com/",
+        "config",
+        0.4,
+    ),
     ("gpt-4.1", "openai/gpt-4.1", "dep-gpt41-openai", "openai", "https://api.openai.com/v1", "config", 1.0),
-    ("o3-mini", "azure/prod-o3-mini-eastus2", "dep-o3-mini-azure", "azure", "https://acme-eastus2.openai.azure.com/", "config", 1.0),
-    ("claude-opus-4-6", "vertex_ai/claude-opus-4-6@default", "dep-opus-vertex", "vertex_ai", "https://us-east5-aiplatform.googleapis.com/v1", "config", 1.0),
-    ("claude-sonnet-4-5", "bedrock/us.anthropic.claude-sonnet-4-5-20250929-v1:0", "dep-sonnet-bedrock", "bedrock", "https://bedrock-runtime.us-east-1.amazonaws.com", "config", 0.5),
-    ("claude-sonnet-4-5", "anthropic/claude-sonnet-4-5-20250929", "dep-sonnet-anthropic", "anthropic", "https://api.anthropic.com/v1/messages", "config", 0.3),
-    ("claude-sonnet-4-5", "vertex_ai/claude-sonnet-4-5@20250929", "dep-sonnet-vertex", "vertex_ai", "https://us-east5-aiplatform.googleapis.com/v1", "config", 0.2),
-    ("claude-haiku-4-5", "anthropic/claude-haiku-4-5-20251001", "dep-haiku-anthropic", "anthropic", "https://api.anthropic.com/v1/messages", "config", 1.0),
-    ("gemini-2.5-pro", "vertex_ai/gemini-2.5-pro", "dep-gemini-pro-vertex", "vertex_ai", "https://us-central1-aiplatform.googleapis.com/v1", "config", 1.0),
-    ("gemini-2.5-flash", "vertex_ai/gemini-2.5-flash", "dep-gemini-flash-vertex", "vertex_ai", "https://us-central1-aiplatform.googleapis.com/v1", "config", 0.7),
-    ("gemini-2.5-flash", "gemini/gemini-2.5-flash", "dep-gemini-flash-studio", "gemini", "https://generativelanguage.googleapis.com/v1beta", "config", 0.3),
-    ("text-embedding-3-large", "openai/text-embedding-3-large", "dep-embed-large-openai", "openai", "https://api.openai.com/v1", "config", 1.0),
-    ("deepseek-r1", "together_ai/deepseek-ai/DeepSeek-R1", "dep-deepseek-r1-together", "together_ai", "https://api.together.xyz/v1", "config", 1.0),
-    ("mistral-large", "mistral/mistral-large-latest", "0f3c9b2e-7d41-4a8e-b5c6-2e91d0a4f7b3", "mistral", "https://api.mistral.ai/v1", "db", 1.0),
-    ("llama-3.3-70b", "groq/llama-3.3-70b-versatile", "6a1d44c0-93be-4f57-8c1e-5b0f2d7e9a10", "groq", "https://api.groq.com/openai/v1", "db", 1.0),
+    (
+        "o3-mini",
+        "azure/prod-o3-mini-eastus2",
+        "dep-o3-mini-azure",
+        "azure",
+        "https://acme-eastus2.openai.azure.com/",
+        "config",
+        1.0,
+    ),
+    (
+        "claude-opus-4-6",
+        "vertex_ai/claude-opus-4-6@default",
+        "dep-opus-vertex",
+        "vertex_ai",
+        "https://us-east5-aiplatform.googleapis.com/v1",
+        "config",
+        1.0,
+    ),
+    (
+        "claude-sonnet-4-5",
+        "bedrock/us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        "dep-sonnet-bedrock",
+        "bedrock",
+        "https://bedrock-runtime.us-east-1.amazonaws.com",
+        "config",
+        0.5,
+    ),
+    (
+        "claude-sonnet-4-5",
+        "anthropic/claude-sonnet-4-5-20250929",
+        "dep-sonnet-anthropic",
+        "anthropic",
+        "https://api.anthropic.com/v1/messages",
+        "config",
+        0.3,
+    ),
+    (
+        "claude-sonnet-4-5",
+        "vertex_ai/claude-sonnet-4-5@20250929",
+        "dep-sonnet-vertex",
+        "vertex_ai",
+        "https://us-east5-aiplatform.googleapis.com/v1",
+        "config",
+        0.2,
+    ),
+    (
+        "claude-haiku-4-5",
+        "anthropic/claude-haiku-4-5-20251001",
+        "dep-haiku-anthropic",
+        "anthropic",
+        "https://api.anthropic.com/v1/messages",
+        "config",
+        1.0,
+    ),
+    (
+        "gemini-2.5-pro",
+        "vertex_ai/gemini-2.5-pro",
+        "dep-gemini-pro-vertex",
+        "vertex_ai",
+        "https://us-central1-aiplatform.googleapis.com/v1",
+        "config",
+        1.0,
+    ),
+    (
+        "gemini-2.5-flash",
+        "vertex_ai/gemini-2.5-flash",
+        "dep-gemini-flash-vertex",
+        "vertex_ai",
+        "https://us-central1-aiplatform.googleapis.com/v1",
+        "config",
+        0.7,
+    ),
+    (
+        "gemini-2.5-flash",
+        "gemini/gemini-2.5-flash",
+        "dep-gemini-flash-studio",
+        "gemini",
+        "https://generativelanguage.googleapis.com/v1beta",
+        "config",
+        0.3,
+    ),
+    (
+        "text-embedding-3-large",
+        "openai/text-embedding-3-large",
+        "dep-embed-large-openai",
+        "openai",
+        "https://api.openai.com/v1",
+        "config",
+        1.0,
+    ),
+    (
+        "deepseek-r1",
+        "together_ai/deepseek-ai/DeepSeek-R1",
+        "dep-deepseek-r1-together",
+        "together_ai",
+        "https://api.together.xyz/v1",
+        "config",
+        1.0,
+    ),
+    (
+        "mistral-large",
+        "mistral/mistral-large-latest",
+        "0f3c9b2e-7d41-4a8e-b5c6-2e91d0a4f7b3",
+        "mistral",
+        "https://api.mistral.ai/v1",
+        "db",
+        1.0,
+    ),
+    (
+        "llama-3.3-70b",
+        "groq/llama-3.3-70b-versatile",
+        "6a1d44c0-93be-4f57-8c1e-5b0f2d7e9a10",
+        "groq",
+        "https://api.groq.com/openai/v1",
+        "db",
+        1.0,
+    ),
     # The wildcard: the requested name is the group, model_id is the wildcard deployment's.
-    ("anthropic/claude-3-5-haiku-20241022", "anthropic/claude-3-5-haiku-20241022", "dep-anthropic-wildcard", "anthropic", "https://api.anthropic.com/v1/messages", "wildcard", 1.0),
+    (
+        "anthropic/claude-3-5-haiku-20241022",
+        "anthropic/claude-3-5-haiku-20241022",
+        "dep-anthropic-wildcard",
+        "anthropic",
+        "https://api.anthropic.com/v1/messages",
+        "wildcard",
+        1.0,
+    ),
     # Called straight through, configured nowhere: the scan's unresolved rows.
     ("", "ollama/llama3.1:8b", "", "ollama", "http://10.20.0.15:11434", "none", 1.0),
 ]
@@ -114,12 +250,42 @@ GROUPS = {
 }
 
 SPEND_LOG_COLUMNS = [
-    "request_id", "call_type", "api_key", "spend", "total_tokens", "prompt_tokens", "completion_tokens",
-    "startTime", "endTime", "completionStartTime", "model", "model_id", "model_group", "custom_llm_provider",
-    "api_base", "user", "metadata", "cache_hit", "cache_key", "request_tags", "team_id", "end_user",
-    "requester_ip_address", "messages", "response", "proxy_server_request", "session_id", "status",
-    "mcp_namespaced_tool_name", "organization_id", "agent_id", "request_duration_ms", "created_at",
-    "updated_at", "litellm_call_id", "billing_agent_id",
+    "request_id",
+    "call_type",
+    "api_key",
+    "spend",
+    "total_tokens",
+    "prompt_tokens",
+    "completion_tokens",
+    "startTime",
+    "endTime",
+    "completionStartTime",
+    "model",
+    "model_id",
+    "model_group",
+    "custom_llm_provider",
+    "api_base",
+    "user",
+    "metadata",
+    "cache_hit",
+    "cache_key",
+    "request_tags",
+    "team_id",
+    "end_user",
+    "requester_ip_address",
+    "messages",
+    "response",
+    "proxy_server_request",
+    "session_id",
+    "status",
+    "mcp_namespaced_tool_name",
+    "organization_id",
+    "agent_id",
+    "request_duration_ms",
+    "created_at",
+    "updated_at",
+    "litellm_call_id",
+    "billing_agent_id",
 ]
 
 SPEND_LOG_INDEXES = {
@@ -135,13 +301,25 @@ KEYLESS_RATE = 0.002
 BUDGET_KEY_SHARE = 0.10
 
 ERRORS = [
-    ("RateLimitError", "429", "litellm.RateLimitError: {P}Exception - Rate limit reached for requests. Please retry after 20 seconds."),
+    (
+        "RateLimitError",
+        "429",
+        "litellm.RateLimitError: {P}Exception - Rate limit reached for requests. Please retry after 20 seconds.",
+    ),
     ("RateLimitError", "429", "litellm.RateLimitError: {P}Exception - Resource exhausted. Please try again later."),
     ("Timeout", "408", "litellm.Timeout: APITimeoutError - Request timed out. Error_str: Request timed out."),
-    ("ContextWindowExceededError", "400", "litellm.ContextWindowExceededError: {P}Exception - prompt is too long: 212043 tokens > 200000 maximum"),
+    (
+        "ContextWindowExceededError",
+        "400",
+        "litellm.ContextWindowExceededError: {P}Exception - prompt is too long: 212043 tokens > 200000 maximum",
+    ),
     ("APIConnectionError", "500", "litellm.APIConnectionError: {P}Exception - Connection error."),
     ("ServiceUnavailableError", "503", "litellm.ServiceUnavailableError: {P}Exception - Overloaded"),
-    ("BadRequestError", "400", "litellm.BadRequestError: {P}Exception - Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified."),
+    (
+        "BadRequestError",
+        "400",
+        "litellm.BadRequestError: {P}Exception - Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.",
+    ),
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -171,8 +349,149 @@ def to_ms(dt: datetime) -> int:
 # as prompts and completions do (pglz stores them at a bit over half their size).
 # ---------------------------------------------------------------------------------------------
 
-FUNCTION_WORDS = ["the", "of", "and", "to", "a", "in", "is", "that", "for", "it", "as", "with", "was", "on", "be", "by", "this", "are", "or", "from", "at", "an", "not", "have", "which", "you", "but", "we", "can", "they", "all", "will", "one", "has", "been", "their", "if", "more", "when", "there", "so", "what", "about", "into", "than", "then", "them", "these", "its", "our", "out", "use", "only", "other", "also", "how", "each", "may", "should", "would", "could", "must", "new", "first", "any", "some", "such"]
-TECH_WORDS = ["customer", "order", "invoice", "account", "data", "model", "request", "response", "error", "service", "function", "table", "column", "query", "user", "report", "summary", "ticket", "issue", "refund", "shipping", "product", "price", "policy", "contract", "clause", "section", "document", "analysis", "result", "value", "field", "record", "schema", "endpoint", "client", "server", "cache", "latency", "budget", "team", "project", "meeting", "agenda", "email", "draft", "review", "code", "test", "deploy", "release", "feature", "bug", "fix", "update", "config", "key", "token", "metric", "dashboard", "chart", "region", "store", "payment", "subscription", "plan", "trial", "usage", "limit", "quota", "support", "agent"]
+FUNCTION_WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "a",
+    "in",
+    "is",
+    "that",
+    "for",
+    "it",
+    "as",
+    "with",
+    "was",
+    "on",
+    "be",
+    "by",
+    "this",
+    "are",
+    "or",
+    "from",
+    "at",
+    "an",
+    "not",
+    "have",
+    "which",
+    "you",
+    "but",
+    "we",
+    "can",
+    "they",
+    "all",
+    "will",
+    "one",
+    "has",
+    "been",
+    "their",
+    "if",
+    "more",
+    "when",
+    "there",
+    "so",
+    "what",
+    "about",
+    "into",
+    "than",
+    "then",
+    "them",
+    "these",
+    "its",
+    "our",
+    "out",
+    "use",
+    "only",
+    "other",
+    "also",
+    "how",
+    "each",
+    "may",
+    "should",
+    "would",
+    "could",
+    "must",
+    "new",
+    "first",
+    "any",
+    "some",
+    "such",
+]
+TECH_WORDS = [
+    "customer",
+    "order",
+    "invoice",
+    "account",
+    "data",
+    "model",
+    "request",
+    "response",
+    "error",
+    "service",
+    "function",
+    "table",
+    "column",
+    "query",
+    "user",
+    "report",
+    "summary",
+    "ticket",
+    "issue",
+    "refund",
+    "shipping",
+    "product",
+    "price",
+    "policy",
+    "contract",
+    "clause",
+    "section",
+    "document",
+    "analysis",
+    "result",
+    "value",
+    "field",
+    "record",
+    "schema",
+    "endpoint",
+    "client",
+    "server",
+    "cache",
+    "latency",
+    "budget",
+    "team",
+    "project",
+    "meeting",
+    "agenda",
+    "email",
+    "draft",
+    "review",
+    "code",
+    "test",
+    "deploy",
+    "release",
+    "feature",
+    "bug",
+    "fix",
+    "update",
+    "config",
+    "key",
+    "token",
+    "metric",
+    "dashboard",
+    "chart",
+    "region",
+    "store",
+    "payment",
+    "subscription",
+    "plan",
+    "trial",
+    "usage",
+    "limit",
+    "quota",
+    "support",
+    "agent",
+]
 
 
 def build_corpus(rng: random.Random, size: int = 1 << 21) -> tuple[str, list[int]]:
@@ -187,7 +506,7 @@ def build_corpus(rng: random.Random, size: int = 1 << 21) -> tuple[str, list[int
     i = 0
     while length < size:
         n = rng.randint(6, 24)
-        sentence = " ".join(words[i:i + n])
+        sentence = " ".join(words[i : i + n])
         i += n
         if i + 30 >= len(words):
             i = 0
@@ -215,24 +534,66 @@ class Text:
         n = min(n, 60_000)
         start = self.spaces[bisect_right(self.spaces, int(rng.random() * self.limit))] + 1
         end = self.spaces[bisect_right(self.spaces, start + n) - 1]
-        return self.corpus[start:end] if end > start else self.corpus[start:start + 1]
+        return self.corpus[start:end] if end > start else self.corpus[start : start + 1]
 
 
 # ---------------------------------------------------------------------------------------------
 # Keys, budgets, teams, users
 # ---------------------------------------------------------------------------------------------
 
-MODEL_MAP_PARAMS = copy_json([
-    "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "max_tokens", "max_completion_tokens",
-    "modalities", "prediction", "n", "presence_penalty", "seed", "stop", "stream", "stream_options",
-    "temperature", "top_p", "tools", "tool_choice", "function_call", "functions", "max_retries",
-    "extra_headers", "parallel_tool_calls", "response_format", "user", "web_search_options",
-])
+MODEL_MAP_PARAMS = copy_json(
+    [
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "max_tokens",
+        "max_completion_tokens",
+        "modalities",
+        "prediction",
+        "n",
+        "presence_penalty",
+        "seed",
+        "stop",
+        "stream",
+        "stream_options",
+        "temperature",
+        "top_p",
+        "tools",
+        "tool_choice",
+        "function_call",
+        "functions",
+        "max_retries",
+        "extra_headers",
+        "parallel_tool_calls",
+        "response_format",
+        "user",
+        "web_search_options",
+    ]
+)
 
 
 class Key:
-    __slots__ = ("token", "alias", "key_name", "user", "email", "team", "team_alias", "org", "end_users",
-                 "groups", "group_cum", "weight", "budget", "ip", "agent", "session_rate", "tags", "meta_head")
+    __slots__ = (
+        "token",
+        "alias",
+        "key_name",
+        "user",
+        "email",
+        "team",
+        "team_alias",
+        "org",
+        "end_users",
+        "groups",
+        "group_cum",
+        "weight",
+        "budget",
+        "ip",
+        "agent",
+        "session_rate",
+        "tags",
+        "meta_head",
+    )
 
 
 def make_keys(rng: random.Random, n_keys: int, teams: list[tuple[str, str]], users: list[str], seed: str) -> list[Key]:
@@ -265,10 +626,22 @@ def make_keys(rng: random.Random, n_keys: int, teams: list[tuple[str, str]], use
         k.weight = rng.lognormvariate(0.0, 1.6)  # traffic: a few keys carry most of it
         k.budget = None
         k.ip = f"10.{rng.randrange(8, 40)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
-        k.agent = rng.choice(("OpenAI/Python 1.54.3", "OpenAI/Python 1.82.0", "OpenAI/JS 4.73.1", "AsyncOpenAI/Python 1.99.1",
-                              "langchain-openai/0.3.7", "litellm/1.110.2", "anthropic-sdk-python/0.49.0", "curl/8.5.0"))
+        k.agent = rng.choice(
+            (
+                "OpenAI/Python 1.54.3",
+                "OpenAI/Python 1.82.0",
+                "OpenAI/JS 4.73.1",
+                "AsyncOpenAI/Python 1.99.1",
+                "langchain-openai/0.3.7",
+                "litellm/1.110.2",
+                "anthropic-sdk-python/0.49.0",
+                "curl/8.5.0",
+            )
+        )
         k.session_rate = 0.6 if kind in ("agent", "app") else 0.1
-        k.tags = copy_json([f"team:{team_alias}", f"env:{rng.choice(('prod', 'prod', 'staging', 'dev'))}"] if rng.random() < 0.5 else [])
+        k.tags = copy_json(
+            [f"team:{team_alias}", f"env:{rng.choice(('prod', 'prod', 'staging', 'dev'))}"] if rng.random() < 0.5 else []
+        )
         k.meta_head = None
         keys.append(k)
     return keys
@@ -279,8 +652,18 @@ def expected_spend_per_row(group: str) -> float:
     return (pin * tin + pout * tout) * (1 - FAILURE_RATE - CACHE_HIT_RATE)
 
 
-PERIODS = [("1d", 1.0), ("1d", 1.0), ("1d", 1.0), ("daily", 1.0), ("7d", 7.0), ("7d", 7.0), ("30d", 30.0),
-           ("monthly", 30.0), ("1h", 1 / 24), ("12h", 0.5)]
+PERIODS = [
+    ("1d", 1.0),
+    ("1d", 1.0),
+    ("1d", 1.0),
+    ("daily", 1.0),
+    ("7d", 7.0),
+    ("7d", 7.0),
+    ("30d", 30.0),
+    ("monthly", 30.0),
+    ("1h", 1 / 24),
+    ("12h", 0.5),
+]
 
 
 def assign_budgets(rng: random.Random, keys: list[Key], rows: int, days: int) -> None:
@@ -297,7 +680,9 @@ def assign_budgets(rng: random.Random, keys: list[Key], rows: int, days: int) ->
         k = keys[i]
         rows_per_day = rows * k.weight / total_weight / days
         total_share = k.group_cum[-1]
-        shares = {g: (c - (k.group_cum[j - 1] if j else 0.0)) / total_share for j, (g, c) in enumerate(zip(k.groups, k.group_cum))}
+        shares = {
+            g: (c - (k.group_cum[j - 1] if j else 0.0)) / total_share for j, (g, c) in enumerate(zip(k.groups, k.group_cum))
+        }
         budget: dict[str, object] = {}
         candidates = [g for g in k.groups if g]
         n_entries = min(len(candidates), rng.choice((1, 1, 1, 2, 2, 3)))
@@ -337,7 +722,11 @@ def proxy_config_yaml() -> str:
             continue
         lines += [f"  - model_name: {group}", "    litellm_params:", f'      model: "{model}"']
         if provider == "azure":
-            lines += ["      api_base: os.environ/AZURE_API_BASE", "      api_key: os.environ/AZURE_API_KEY", '      api_version: "2024-10-21"']
+            lines += [
+                "      api_base: os.environ/AZURE_API_BASE",
+                "      api_key: os.environ/AZURE_API_KEY",
+                '      api_version: "2024-10-21"',
+            ]
         elif provider == "vertex_ai":
             lines += ["      vertex_project: acme-llm-prod", "      vertex_credentials: os.environ/VERTEX_CREDENTIALS_JSON"]
         elif provider == "bedrock":
@@ -389,14 +778,40 @@ class World:
         self.days = args.days
         self.end = datetime.fromisoformat(args.end)
         self.start = self.end - timedelta(days=args.days)
-        self.teams = [(f"team-{name}", name) for name in (
-            "platform", "data", "search", "support", "growth", "finance", "legal", "mobile", "web", "infra",
-            "risk", "ml", "ops", "sales", "marketing", "research", "security", "billing", "partners", "hr")]
-        self.users = [f"u-{rng.choice('abcdefghijklmnopqrstuvwxyz')}{rng.choice('aeiou')}{rng.choice('bcdfghklmnprst')}{i:03d}" for i in range(400)]
+        self.teams = [
+            (f"team-{name}", name)
+            for name in (
+                "platform",
+                "data",
+                "search",
+                "support",
+                "growth",
+                "finance",
+                "legal",
+                "mobile",
+                "web",
+                "infra",
+                "risk",
+                "ml",
+                "ops",
+                "sales",
+                "marketing",
+                "research",
+                "security",
+                "billing",
+                "partners",
+                "hr",
+            )
+        ]
+        self.users = [
+            f"u-{rng.choice('abcdefghijklmnopqrstuvwxyz')}{rng.choice('aeiou')}{rng.choice('bcdfghklmnprst')}{i:03d}"
+            for i in range(400)
+        ]
         self.keys = make_keys(rng, args.keys, self.teams, self.users, args.seed)
         assign_budgets(rng, self.keys, args.rows, args.days)
-        self.scalar_budgets = assign_scalar_budgets(random.Random(f"{args.seed}:scalar"), [k.token for k in self.keys],
-                                                    [t for t, _ in self.teams], self.users)
+        self.scalar_budgets = assign_scalar_budgets(
+            random.Random(f"{args.seed}:scalar"), [k.token for k in self.keys], [t for t, _ in self.teams], self.users
+        )
         self.key_cum = list(accumulate(k.weight for k in self.keys))
         self.text = Text(rng)
         self.by_group: dict[str, list[tuple]] = {}
@@ -441,7 +856,9 @@ class World:
         if self.text_budget is None:
             self.text_budget = self._calibrate()
         first = chunk * CHUNK_ROWS
-        return self._rows(random.Random(f"{self.seed}:chunk:{chunk}"), first, min(CHUNK_ROWS, self.rows - first), self.text_budget)
+        return self._rows(
+            random.Random(f"{self.seed}:chunk:{chunk}"), first, min(CHUNK_ROWS, self.rows - first), self.text_budget
+        )
 
     def _calibrate(self) -> int:
         """The text budget per row that brings the four jsonb payloads to about --payload-bytes on average."""
@@ -564,18 +981,56 @@ class World:
                 f'"content-type": "application/json", "x-stainless-lang": "python", "x-stainless-retry-count": "0", '
                 f'"x-forwarded-for": "{k.ip}", "content-length": "{len(system_text) + len(user_text) + 180}"}}, '
                 f'"body": {{"model": "{group or model}", '
-                + (f'"input": ["{user_text}"]' if embedding else f'"messages": {messages}, "temperature": 0.2, "max_tokens": 4096, "stream": false')
+                + (
+                    f'"input": ["{user_text}"]'
+                    if embedding
+                    else f'"messages": {messages}, "temperature": 0.2, "max_tokens": 4096, "stream": false'
+                )
                 + f', "user": {json_str(end_user or None)}}}}}'
             )
             payload += len(metadata) + len(messages) + len(response) + len(proxy_request)
-            lines.append("\t".join((
-                request_id, "aembedding" if embedding else "acompletion", api_key, repr(spend), str(prompt + completion),
-                str(prompt), str(completion), ts(start), ts(end), ts(start + min(latency, 40 + latency // 8)),
-                model, row_model_id, model_group, provider, api_base, user or "", metadata,
-                "True" if cache_hit else "False", "" if not cache_hit else hashlib.md5(request_id.encode()).hexdigest(),
-                k.tags, team or NULL, end_user, k.ip, messages, response, proxy_request, session or NULL, status,
-                NULL, k.org or NULL, NULL, str(latency), ts(flush), ts(flush), call_id, NULL,
-            )))
+            lines.append(
+                "\t".join(
+                    (
+                        request_id,
+                        "aembedding" if embedding else "acompletion",
+                        api_key,
+                        repr(spend),
+                        str(prompt + completion),
+                        str(prompt),
+                        str(completion),
+                        ts(start),
+                        ts(end),
+                        ts(start + min(latency, 40 + latency // 8)),
+                        model,
+                        row_model_id,
+                        model_group,
+                        provider,
+                        api_base,
+                        user or "",
+                        metadata,
+                        "True" if cache_hit else "False",
+                        "" if not cache_hit else hashlib.md5(request_id.encode()).hexdigest(),
+                        k.tags,
+                        team or NULL,
+                        end_user,
+                        k.ip,
+                        messages,
+                        response,
+                        proxy_request,
+                        session or NULL,
+                        status,
+                        NULL,
+                        k.org or NULL,
+                        NULL,
+                        str(latency),
+                        ts(flush),
+                        ts(flush),
+                        call_id,
+                        NULL,
+                    )
+                )
+            )
         return lines, payload
 
 
@@ -644,8 +1099,14 @@ def write_reference_tables(conn: psycopg.Connection, world: World) -> None:
                 cur.execute(
                     'INSERT INTO "LiteLLM_ProxyModelTable" (model_id, model_name, litellm_params, model_info, created_at, created_by, '
                     "updated_at, updated_by, blocked) VALUES (%s, %s, %s, %s, %s, 'u-admin', %s, 'u-admin', false)",
-                    (model_id, group, json.dumps({"model": model, "api_key": f"os.environ/{provider.upper()}_API_KEY"}),
-                     json.dumps({"id": model_id, "db_model": True, "mode": "chat"}), created, created),
+                    (
+                        model_id,
+                        group,
+                        json.dumps({"model": model, "api_key": f"os.environ/{provider.upper()}_API_KEY"}),
+                        json.dumps({"id": model_id, "db_model": True, "mode": "chat"}),
+                        created,
+                        created,
+                    ),
                 )
         for k in world.keys:
             cur.execute(
@@ -654,7 +1115,19 @@ def write_reference_tables(conn: psycopg.Connection, world: World) -> None:
                 "organization_id, created_at, created_by, updated_at, updated_by, allowed_routes, policies, access_group_ids, "
                 "router_settings, budget_fallbacks, total_spend) VALUES (%s, %s, %s, false, 0, '{}', '{}', '{}', %s, %s, '{}', '{}', "
                 "'{}', '{}', %s, %s, %s, %s, %s, %s, '{}', '{}', '{}', '{}', '{}', 0)",
-                (k.token, k.key_name, k.alias, k.user, k.team, json.dumps(k.budget or {}), k.org, created, k.user, created, k.user),
+                (
+                    k.token,
+                    k.key_name,
+                    k.alias,
+                    k.user,
+                    k.team,
+                    json.dumps(k.budget or {}),
+                    k.org,
+                    created,
+                    k.user,
+                    created,
+                    k.user,
+                ),
             )
 
 
@@ -663,18 +1136,31 @@ def spend_log_rows(conn: psycopg.Connection) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 2)[2])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 2)[2],
+    )
     parser.add_argument("--db", required=True, help="postgresql://USER@HOST:PORT/DB (created if it does not exist)")
     parser.add_argument("--rows", type=int, required=True, help="spend-log rows to write")
     parser.add_argument("--keys", type=int, default=2000, help="virtual keys (default 2000; 10%% get per-model budgets)")
     parser.add_argument("--days", type=int, default=90, help="days of traffic, ending at --end (default 90)")
-    parser.add_argument("--end", default="2026-11-22T00:00:00", help="end of the traffic, naive UTC (default 2026-11-22T00:00:00)")
+    parser.add_argument(
+        "--end", default="2026-11-22T00:00:00", help="end of the traffic, naive UTC (default 2026-11-22T00:00:00)"
+    )
     parser.add_argument("--seed", default="1", help="random seed (default 1); same arguments, same rows")
-    parser.add_argument("--payload-bytes", type=int, default=6000,
-                        help="average JSON text of metadata+messages+response+proxy_server_request per row (default 6000)")
-    parser.add_argument("--config-out", default=str(HERE / "config.yaml"), help="where to write the proxy config (default benchmarks/config.yaml)")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted load (same arguments) from its last commit")
+    parser.add_argument(
+        "--payload-bytes",
+        type=int,
+        default=6000,
+        help="average JSON text of metadata+messages+response+proxy_server_request per row (default 6000)",
+    )
+    parser.add_argument(
+        "--config-out", default=str(HERE / "config.yaml"), help="where to write the proxy config (default benchmarks/config.yaml)"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue an interrupted load (same arguments) from its last commit"
+    )
     args = parser.parse_args(argv)
     if args.rows < 0 or args.keys < 10 or args.days < 1:
         parser.error("--rows >= 0, --keys >= 10, --days >= 1")
@@ -689,8 +1175,11 @@ def main(argv: list[str] | None = None) -> int:
     with psycopg.connect(url) as conn:
         existing = spend_log_rows(conn)
         if existing and not args.resume:
-            print(f"{args.db}: LiteLLM_SpendLogs already holds {existing:,} rows; drop the database, or pass --resume "
-                  "to continue a load made with the same arguments", file=sys.stderr)
+            print(
+                f"{args.db}: LiteLLM_SpendLogs already holds {existing:,} rows; drop the database, or pass --resume "
+                "to continue a load made with the same arguments",
+                file=sys.stderr,
+            )
             return 2
         if existing % (CHUNK_ROWS * COMMIT_EVERY_CHUNKS) and existing != args.rows:
             print(f"{existing:,} rows is not a whole number of batches: not a load of this generator", file=sys.stderr)
@@ -702,10 +1191,14 @@ def main(argv: list[str] | None = None) -> int:
         conn.commit()
         first_chunk = existing // CHUNK_ROWS
         budget_tokens = {k.token for k in world.keys if k.budget}
-        print(f"{len(world.keys)} keys, {len(budget_tokens)} with per-model budgets; writing rows "
-              f"{existing:,}..{args.rows:,} ({args.days} days to {args.end}), seed {args.seed!r}", file=sys.stderr)
+        print(
+            f"{len(world.keys)} keys, {len(budget_tokens)} with per-model budgets; writing rows "
+            f"{existing:,}..{args.rows:,} ({args.days} days to {args.end}), seed {args.seed!r}",
+            file=sys.stderr,
+        )
         copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            sql.Identifier("LiteLLM_SpendLogs"), sql.SQL(", ").join(map(sql.Identifier, SPEND_LOG_COLUMNS)))
+            sql.Identifier("LiteLLM_SpendLogs"), sql.SQL(", ").join(map(sql.Identifier, SPEND_LOG_COLUMNS))
+        )
         written, payload, t0 = existing, 0, time.monotonic()
         chunk = first_chunk
         while chunk < n_chunks:
@@ -714,7 +1207,7 @@ def main(argv: list[str] | None = None) -> int:
                 for c in range(chunk, batch_end):
                     lines, bytes_ = world.chunk_lines(c)
                     for at in range(0, len(lines), 500):  # ~3 MB a write: memory stays at one chunk
-                        copy.write(("\n".join(lines[at:at + 500]) + "\n").encode())
+                        copy.write(("\n".join(lines[at : at + 500]) + "\n").encode())
                     written += len(lines)
                     del lines
                     payload += bytes_
@@ -722,27 +1215,45 @@ def main(argv: list[str] | None = None) -> int:
             chunk = batch_end
             rate = (written - existing) / max(1e-9, time.monotonic() - t0)
             eta = (args.rows - written) / rate if rate else 0
-            print(f"{written:,}/{args.rows:,} rows, {rate:,.0f} rows/s, avg jsonb text {payload / max(1, written - existing):,.0f} B/row, "
-                  f"eta {eta / 60:.1f} min", file=sys.stderr, flush=True)
+            print(
+                f"{written:,}/{args.rows:,} rows, {rate:,.0f} rows/s, avg jsonb text {payload / max(1, written - existing):,.0f} B/row, "
+                f"eta {eta / 60:.1f} min",
+                file=sys.stderr,
+                flush=True,
+            )
         load_s = time.monotonic() - t0
         conn.autocommit = True
         t1 = time.monotonic()
         for index, columns in SPEND_LOG_INDEXES.items():
-            conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} " + columns).format(
-                sql.Identifier(index), sql.Identifier("LiteLLM_SpendLogs")))
+            conn.execute(
+                sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} " + columns).format(
+                    sql.Identifier(index), sql.Identifier("LiteLLM_SpendLogs")
+                )
+            )
         index_s = time.monotonic() - t1
         t2 = time.monotonic()
         conn.execute("ANALYZE")
         analyze_s = time.monotonic() - t2
         print(f"rollups and scalar spend: {litellm_writes(conn, world.scalar_budgets)}", file=sys.stderr, flush=True)
-        size = conn.execute("SELECT pg_size_pretty(pg_total_relation_size('\"LiteLLM_SpendLogs\"')), "
-                            "pg_size_pretty(pg_relation_size('\"LiteLLM_SpendLogs\"')), pg_size_pretty(pg_database_size(current_database()))").fetchone()
-        budget_rows = conn.execute('SELECT count(*) FROM "LiteLLM_SpendLogs" WHERE api_key = ANY(%s)', (sorted(budget_tokens),)).fetchone()[0] if args.rows <= 1_000_000 else None
-    print(f"done: {args.rows:,} rows in {load_s / 60:.1f} min (+{index_s / 60:.1f} min indexes, {analyze_s:.0f} s ANALYZE, "
-          f"{(time.monotonic() - began) / 60:.1f} min in all); "
-          f"avg jsonb text this run {payload / max(1, args.rows - existing):,.0f} B/row; "
-          f"LiteLLM_SpendLogs {size[0]} (heap {size[1]}), database {size[2]}"
-          + (f"; rows of budgeted keys {budget_rows:,}" if budget_rows is not None else ""), file=sys.stderr)
+        size = conn.execute(
+            "SELECT pg_size_pretty(pg_total_relation_size('\"LiteLLM_SpendLogs\"')), "
+            "pg_size_pretty(pg_relation_size('\"LiteLLM_SpendLogs\"')), pg_size_pretty(pg_database_size(current_database()))"
+        ).fetchone()
+        budget_rows = (
+            conn.execute('SELECT count(*) FROM "LiteLLM_SpendLogs" WHERE api_key = ANY(%s)', (sorted(budget_tokens),)).fetchone()[
+                0
+            ]
+            if args.rows <= 1_000_000
+            else None
+        )
+    print(
+        f"done: {args.rows:,} rows in {load_s / 60:.1f} min (+{index_s / 60:.1f} min indexes, {analyze_s:.0f} s ANALYZE, "
+        f"{(time.monotonic() - began) / 60:.1f} min in all); "
+        f"avg jsonb text this run {payload / max(1, args.rows - existing):,.0f} B/row; "
+        f"LiteLLM_SpendLogs {size[0]} (heap {size[1]}), database {size[2]}"
+        + (f"; rows of budgeted keys {budget_rows:,}" if budget_rows is not None else ""),
+        file=sys.stderr,
+    )
     print(f"config: {args.config_out}", file=sys.stderr)
     return 0
 

@@ -57,14 +57,35 @@ ROLLUP_TABLES = {
 }
 # the conflict target after the entity column, in constraint order (daily_spend_bulk_upsert._KEY_COLUMNS)
 ROLLUP_KEY = ("date", "api_key", "model", "custom_llm_provider", "mcp_namespaced_tool_name", "endpoint")
-ROLLUP_COUNTERS = ("prompt_tokens", "completion_tokens", "spend", "api_requests", "successful_requests", "failed_requests",
-                   "total_response_time_ms", "timed_requests")
+ROLLUP_COUNTERS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "spend",
+    "api_requests",
+    "successful_requests",
+    "failed_requests",
+    "total_response_time_ms",
+    "timed_requests",
+)
 # call_type -> endpoint, the part of proxy/route_llm_request.py ROUTE_ENDPOINT_MAPPING a chat/embedding proxy logs
 # NOT NULL columns this data leaves at zero (tables created from auditor's schema have no server defaults)
-ROLLUP_ZEROS = ("cache_read_input_tokens", "cache_creation_input_tokens", "compression_saved_tokens", "compression_savings_spend",
-                "prompt_caching_savings_spend", "autorouter_savings_spend", "gateway_injected_caching_savings_spend")
-ROUTE_ENDPOINTS = {"acompletion": "/chat/completions", "atext_completion": "/completions", "aembedding": "/embeddings",
-                   "aimage_generation": "/image/generations", "aresponses": "/responses", "arerank": "/rerank"}
+ROLLUP_ZEROS = (
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "compression_saved_tokens",
+    "compression_savings_spend",
+    "prompt_caching_savings_spend",
+    "autorouter_savings_spend",
+    "gateway_injected_caching_savings_spend",
+)
+ROUTE_ENDPOINTS = {
+    "acompletion": "/chat/completions",
+    "atext_completion": "/completions",
+    "aembedding": "/embeddings",
+    "aimage_generation": "/image/generations",
+    "aresponses": "/responses",
+    "arerank": "/rerank",
+}
 
 
 def create_rollup_tables(conn: psycopg.Connection) -> None:
@@ -72,30 +93,45 @@ def create_rollup_tables(conn: psycopg.Connection) -> None:
     columns with the entity column renamed; the team table adds ptu_flat_cost)."""
     for table, entity in ROLLUP_TABLES.items():
         if conn.execute("SELECT to_regclass(%s)", (f'"{table}"',)).fetchone()[0] is None:
-            conn.execute(sql.SQL('CREATE TABLE {} (LIKE "LiteLLM_DailyUserSpend" INCLUDING DEFAULTS)').format(sql.Identifier(table)))
-            conn.execute(sql.SQL("ALTER TABLE {} RENAME COLUMN user_id TO {}").format(sql.Identifier(table), sql.Identifier(entity)))
+            conn.execute(
+                sql.SQL('CREATE TABLE {} (LIKE "LiteLLM_DailyUserSpend" INCLUDING DEFAULTS)').format(sql.Identifier(table))
+            )
+            conn.execute(
+                sql.SQL("ALTER TABLE {} RENAME COLUMN user_id TO {}").format(sql.Identifier(table), sql.Identifier(entity))
+            )
             conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (id)").format(sql.Identifier(table)))
             if entity == "team_id":
-                conn.execute('ALTER TABLE "LiteLLM_DailyTeamSpend" ADD COLUMN ptu_flat_cost double precision NOT NULL DEFAULT 0.0')
+                conn.execute(
+                    'ALTER TABLE "LiteLLM_DailyTeamSpend" ADD COLUMN ptu_flat_cost double precision NOT NULL DEFAULT 0.0'
+                )
 
 
 def rollup_indexes(table: str) -> dict[str, tuple[str, ...]]:
     """A rollup table's indexes as schema.prisma declares them (names as Prisma makes them); the unique one, which
     LiteLLM upserts on, first."""
     entity, short = ROLLUP_TABLES[table], table.removeprefix("LiteLLM_")
-    return {f"LiteLLM_{short}_{entity}_date_api_key_model_custom_ll_key": (entity, *ROLLUP_KEY),
-            f"LiteLLM_{short}_date_idx": ("date",), f"LiteLLM_{short}_{entity}_date_idx": (entity, "date"),
-            f"LiteLLM_{short}_api_key_idx": ("api_key",), f"LiteLLM_{short}_model_idx": ("model",),
-            f"LiteLLM_{short}_mcp_namespaced_tool_name_idx": ("mcp_namespaced_tool_name",),
-            f"LiteLLM_{short}_endpoint_idx": ("endpoint",)}
+    return {
+        f"LiteLLM_{short}_{entity}_date_api_key_model_custom_ll_key": (entity, *ROLLUP_KEY),
+        f"LiteLLM_{short}_date_idx": ("date",),
+        f"LiteLLM_{short}_{entity}_date_idx": (entity, "date"),
+        f"LiteLLM_{short}_api_key_idx": ("api_key",),
+        f"LiteLLM_{short}_model_idx": ("model",),
+        f"LiteLLM_{short}_mcp_namespaced_tool_name_idx": ("mcp_namespaced_tool_name",),
+        f"LiteLLM_{short}_endpoint_idx": ("endpoint",),
+    }
 
 
 def create_rollup_indexes(conn: psycopg.Connection) -> None:
     for table in ROLLUP_TABLES:
         for name, columns in rollup_indexes(table).items():
-            conn.execute(sql.SQL("CREATE {} INDEX IF NOT EXISTS {} ON {} ({})").format(
-                sql.SQL("UNIQUE" if name.endswith("_key") else ""), sql.Identifier(name), sql.Identifier(table),
-                sql.SQL(", ").join(map(sql.Identifier, columns))))
+            conn.execute(
+                sql.SQL("CREATE {} INDEX IF NOT EXISTS {} ON {} ({})").format(
+                    sql.SQL("UNIQUE" if name.endswith("_key") else ""),
+                    sql.Identifier(name),
+                    sql.Identifier(table),
+                    sql.SQL(", ").join(map(sql.Identifier, columns)),
+                )
+            )
 
 
 def drop_rollup_indexes(conn: psycopg.Connection) -> None:
@@ -117,13 +153,15 @@ def add_rollups(conn: psycopg.Connection, since: datetime | None = None, upsert:
     the three share, into a temporary table; each table then gets one INSERT ... ON CONFLICT DO UPDATE that adds,
     so adding a day of new rows later works as LiteLLM's next flush does (`upsert=False`: a plain INSERT into
     empty tables without their indexes, several times faster)."""
-    endpoint = sql.SQL("CASE call_type {} END").format(sql.SQL(" ").join(
-        sql.SQL("WHEN {} THEN {}").format(sql.Literal(t), sql.Literal(e)) for t, e in ROUTE_ENDPOINTS.items()))
+    endpoint = sql.SQL("CASE call_type {} END").format(
+        sql.SQL(" ").join(sql.SQL("WHEN {} THEN {}").format(sql.Literal(t), sql.Literal(e)) for t, e in ROUTE_ENDPOINTS.items())
+    )
     where = sql.SQL('WHERE "startTime" >= {}').format(sql.Literal(since)) if since is not None else sql.SQL("")
     conn.execute("SET LOCAL work_mem = '256MB'")
     conn.execute("SET LOCAL enable_sort = off")  # hash-aggregate: the planner over-estimates the groups and sorts
     conn.execute("DROP TABLE IF EXISTS bench_rollup_cells")
-    conn.execute(sql.SQL("""
+    conn.execute(
+        sql.SQL("""
         CREATE TEMP TABLE bench_rollup_cells ON COMMIT DROP AS
         SELECT to_char("startTime", 'YYYY-MM-DD') AS date, coalesce(api_key, '') AS api_key, coalesce(model, '') AS model,
                coalesce(custom_llm_provider, '') AS custom_llm_provider,
@@ -138,25 +176,38 @@ def add_rollups(conn: psycopg.Connection, since: datetime | None = None, upsert:
                count(request_duration_ms) FILTER (WHERE status IS DISTINCT FROM 'failure' AND request_duration_ms >= 0) AS timed_requests
         FROM "LiteLLM_SpendLogs" {where}
         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
-    """).format(endpoint=endpoint, where=where))
+    """).format(endpoint=endpoint, where=where)
+    )
     written = {}
     for table, entity in ROLLUP_TABLES.items():  # the cells' entity columns carry the tables' names
         key = sql.SQL(", ").join(map(sql.Identifier, (entity, *ROLLUP_KEY)))
         sums = sql.SQL(", ").join(sql.SQL("sum({c})").format(c=sql.Identifier(c)) for c in ROLLUP_COUNTERS)
         counters = sql.SQL(", ").join(map(sql.Identifier, ROLLUP_COUNTERS))
         adds = sql.SQL(", ").join(sql.SQL("{c} = t.{c} + EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in ROLLUP_COUNTERS)
-        cur = conn.execute(sql.SQL("""
+        cur = conn.execute(
+            sql.SQL("""
             INSERT INTO {table} AS t (id, {key}, model_group, {counters}, {zero_columns}, created_at, updated_at)
             SELECT gen_random_uuid()::text, {entity}, {rollup_key}, max(model_group), {sums}, {zeros},
                    now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
             FROM bench_rollup_cells WHERE {entity} IS NOT NULL
             GROUP BY {entity}, {rollup_key}
             {conflict}
-        """).format(conflict=sql.SQL("ON CONFLICT ({key}) DO UPDATE SET {adds}, updated_at = EXCLUDED.updated_at").format(key=key, adds=adds)
-                    if upsert else sql.SQL(""),
-                    table=sql.Identifier(table), key=key, counters=counters, entity=sql.Identifier(entity),
-                    rollup_key=sql.SQL(", ").join(map(sql.Identifier, ROLLUP_KEY)), sums=sums,
-                    zero_columns=sql.SQL(", ").join(map(sql.Identifier, ROLLUP_ZEROS)), zeros=sql.SQL(", ".join(["0"] * len(ROLLUP_ZEROS)))))
+        """).format(
+                conflict=sql.SQL("ON CONFLICT ({key}) DO UPDATE SET {adds}, updated_at = EXCLUDED.updated_at").format(
+                    key=key, adds=adds
+                )
+                if upsert
+                else sql.SQL(""),
+                table=sql.Identifier(table),
+                key=key,
+                counters=counters,
+                entity=sql.Identifier(entity),
+                rollup_key=sql.SQL(", ").join(map(sql.Identifier, ROLLUP_KEY)),
+                sums=sums,
+                zero_columns=sql.SQL(", ").join(map(sql.Identifier, ROLLUP_ZEROS)),
+                zeros=sql.SQL(", ".join(["0"] * len(ROLLUP_ZEROS))),
+            )
+        )
         written[table] = cur.rowcount
     conn.execute("DROP TABLE bench_rollup_cells")
     return written
@@ -192,15 +243,24 @@ def set_scalar_spend(conn: psycopg.Connection, now: datetime) -> None:
                        WHEN '30d' THEN date_trunc('month', {now}) + interval '1 month' END""").format(now=sql.Literal(now))
     for scope, (table, id_column, rollup, entity) in SCALAR_TABLES.items():
         lifetime = sql.SQL(", total_spend = s.lifetime") if scope == "key" else sql.SQL("")
-        conn.execute(sql.SQL("""
+        conn.execute(
+            sql.SQL("""
             UPDATE {table} AS t SET spend = s.period, budget_reset_at = {reset}{lifetime}
             FROM (SELECT e.{id}, coalesce(sum(d.spend) FILTER (WHERE d.date >= coalesce(to_char({start}, 'YYYY-MM-DD'), '')), 0.0) AS period,
                          coalesce(sum(d.spend), 0.0) AS lifetime
                   FROM {table} AS e LEFT JOIN {rollup} AS d ON d.{entity} = e.{id} AND d.api_key <> ''
                   GROUP BY e.{id}) AS s
             WHERE t.{id} = s.{id}
-        """).format(table=sql.Identifier(table), reset=reset, lifetime=lifetime, id=sql.Identifier(id_column), start=start,
-                    rollup=sql.Identifier(rollup), entity=sql.Identifier(entity)))
+        """).format(
+                table=sql.Identifier(table),
+                reset=reset,
+                lifetime=lifetime,
+                id=sql.Identifier(id_column),
+                start=start,
+                rollup=sql.Identifier(rollup),
+                entity=sql.Identifier(entity),
+            )
+        )
 
 
 def set_budget_durations(conn: psycopg.Connection, budgets: ScalarBudgets) -> None:
@@ -209,8 +269,12 @@ def set_budget_durations(conn: psycopg.Connection, budgets: ScalarBudgets) -> No
         durations = [(duration, entity) for (s, entity), (duration, _) in budgets.items() if s == scope]
         conn.execute(sql.SQL("UPDATE {} SET budget_duration = NULL, max_budget = NULL").format(sql.Identifier(table)))
         with conn.cursor() as cur:
-            cur.executemany(sql.SQL("UPDATE {} SET budget_duration = %s WHERE {} = %s").format(
-                sql.Identifier(table), sql.Identifier(id_column)), durations)
+            cur.executemany(
+                sql.SQL("UPDATE {} SET budget_duration = %s WHERE {} = %s").format(
+                    sql.Identifier(table), sql.Identifier(id_column)
+                ),
+                durations,
+            )
 
 
 def set_max_budgets(conn: psycopg.Connection, budgets: ScalarBudgets) -> int:
@@ -221,8 +285,13 @@ def set_max_budgets(conn: psycopg.Connection, budgets: ScalarBudgets) -> int:
     period_days = {"1d": 1.0, "7d": 7.0, "30d": 30.0}
     limits: dict[str, list[tuple[float, str]]] = {scope: [] for scope in SCALAR_TABLES}
     for scope, (table, id_column, rollup, entity) in SCALAR_TABLES.items():
-        lifetime = dict(conn.execute(sql.SQL("SELECT {e}, sum(spend) FROM {r} WHERE api_key <> '' GROUP BY {e}").format(
-            e=sql.Identifier(entity), r=sql.Identifier(rollup))).fetchall())
+        lifetime = dict(
+            conn.execute(
+                sql.SQL("SELECT {e}, sum(spend) FROM {r} WHERE api_key <> '' GROUP BY {e}").format(
+                    e=sql.Identifier(entity), r=sql.Identifier(rollup)
+                )
+            ).fetchall()
+        )
         for (s, entity_id), (duration, headroom) in budgets.items():
             if s != scope:
                 continue
@@ -230,8 +299,10 @@ def set_max_budgets(conn: psycopg.Connection, budgets: ScalarBudgets) -> int:
             typical = spent * period_days[duration] / ledger_days if duration else spent
             limits[scope].append((math.ceil(max(1.0, typical * headroom) * 100) / 100, entity_id))
         with conn.cursor() as cur:
-            cur.executemany(sql.SQL("UPDATE {} SET max_budget = %s WHERE {} = %s").format(
-                sql.Identifier(table), sql.Identifier(id_column)), limits[scope])
+            cur.executemany(
+                sql.SQL("UPDATE {} SET max_budget = %s WHERE {} = %s").format(sql.Identifier(table), sql.Identifier(id_column)),
+                limits[scope],
+            )
     return sum(map(len, limits.values()))
 
 
@@ -256,5 +327,7 @@ def litellm_writes(conn: psycopg.Connection, budgets: ScalarBudgets | None) -> s
         limits = set_max_budgets(conn, budgets) if budgets is not None else 0
         for table in (*ROLLUP_TABLES, *(t for t, *_ in SCALAR_TABLES.values())):
             conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
-    return (", ".join(f"{table} {n:,} rows" for table, n in written.items())
-            + f"; scalar spend as of {now}, {limits} max_budgets; {time.monotonic() - t0:.1f} s")
+    return (
+        ", ".join(f"{table} {n:,} rows" for table, n in written.items())
+        + f"; scalar spend as of {now}, {limits} max_budgets; {time.monotonic() - t0:.1f} s"
+    )

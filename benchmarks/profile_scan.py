@@ -37,13 +37,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", required=True)
     parser.add_argument("--config", default=str(HERE / "config.yaml"))
     parser.add_argument("--now", help="as auditor scan --now (default: max endTime)")
-    parser.add_argument("--cprofile", type=int, default=0, metavar="N", help="print the N top Python functions by cumulative time")
+    parser.add_argument(
+        "--cprofile", type=int, default=0, metavar="N", help="print the N top Python functions by cumulative time"
+    )
     parser.add_argument("--no-explain", action="store_true", help="do not load auto_explain")
     parser.add_argument("--output", help="keep the scan's JSON here (default: a temporary file, deleted)")
-    parser.add_argument("--what-if-raw-charges", action="store_true",
-                        help="experiment: run queries.stream_charges's own statement through psycopg's server-side "
-                             "cursor with namedtuple rows instead of SQLAlchemy's Result/Row (auditor's code otherwise unchanged)")
-    parser.add_argument("--explain-min-ms", type=int, default=200, help="print plans of statements that ran at least this long (default 200)")
+    parser.add_argument(
+        "--what-if-raw-charges",
+        action="store_true",
+        help="experiment: run queries.stream_charges's own statement through psycopg's server-side "
+        "cursor with namedtuple rows instead of SQLAlchemy's Result/Row (auditor's code otherwise unchanged)",
+    )
+    parser.add_argument(
+        "--explain-min-ms", type=int, default=200, help="print plans of statements that ran at least this long (default 200)"
+    )
     args = parser.parse_args(argv)
 
     import inspect
@@ -59,8 +66,14 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_explain:
             with dbapi_connection.cursor() as cur:
                 cur.execute("LOAD 'auto_explain'")
-                for name, value in (("log_min_duration", str(args.explain_min_ms)), ("log_analyze", "on"), ("log_buffers", "on"),
-                                    ("log_timing", "on"), ("log_level", "notice"), ("log_format", "text")):
+                for name, value in (
+                    ("log_min_duration", str(args.explain_min_ms)),
+                    ("log_analyze", "on"),
+                    ("log_buffers", "on"),
+                    ("log_timing", "on"),
+                    ("log_level", "notice"),
+                    ("log_format", "text"),
+                ):
                     cur.execute(f"SET auto_explain.{name} = '{value}'")
             dbapi_connection.commit()
 
@@ -78,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             result = fn(*a, **k)
             add(name, time.perf_counter() - t0, len(result) if hasattr(result, "__len__") else None)
             return result
+
         return timed
 
     def wrap_generator(name, fn):
@@ -96,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 yield row
             add(f"{name}: inside the generator (server, driver, row objects)", inside, rows)
             add(f"{name}: whole loop incl. the consumer (resolve, windows, ledger)", time.perf_counter() - t0)
+
         return timed
 
     if args.what_if_raw_charges:

@@ -104,20 +104,55 @@ def run_scan(db: str, config: str | None, now: str, extra: list[str]) -> dict:
     """auditor scan --format json, its output to a temporary file, summarised."""
     with tempfile.TemporaryDirectory(prefix="auditor-bench-") as tmp:
         out_path = Path(tmp) / "scan.json"
-        measured = run_auditor(["scan", "--db", db, "--format", "json", "--fail-on", "never", "--now", now,
-                                *(["--config", config] if config else []), *extra], out_path)
+        measured = run_auditor(
+            [
+                "scan",
+                "--db",
+                db,
+                "--format",
+                "json",
+                "--fail-on",
+                "never",
+                "--now",
+                now,
+                *(["--config", config] if config else []),
+                *extra,
+            ],
+            out_path,
+        )
         size = out_path.stat().st_size
         with open(out_path, encoding="utf-8") as f:
             result = json.load(f)
-    return dict(measured, output_bytes=size, rows=result["rows"], findings=len(result["findings"]),
-                windows=len(result["spend"]), notes=result.get("notes", []))
+    return dict(
+        measured,
+        output_bytes=size,
+        rows=result["rows"],
+        findings=len(result["findings"]),
+        windows=len(result["spend"]),
+        notes=result.get("notes", []),
+    )
 
 
 def run_report(db: str, config: str | None, now: str, extra: list[str], incremental: bool = False) -> dict:
     """auditor report (all formats) into a temporary directory; its `run` block from latest.json."""
     with tempfile.TemporaryDirectory(prefix="auditor-bench-report-") as out:
-        measured = run_auditor(["report", "--out", out, "--db", db, "--fail-on", "never", "--quiet", "--now", now,
-                                *(["--config", config] if config else []), *(["--incremental"] if incremental else []), *extra])
+        measured = run_auditor(
+            [
+                "report",
+                "--out",
+                out,
+                "--db",
+                db,
+                "--fail-on",
+                "never",
+                "--quiet",
+                "--now",
+                now,
+                *(["--config", config] if config else []),
+                *(["--incremental"] if incremental else []),
+                *extra,
+            ]
+        )
         run = json.loads((Path(out) / "latest.json").read_text(encoding="utf-8")).get("run", {})
     return dict(measured, run=run)
 
@@ -129,18 +164,25 @@ def append_copies(conn: psycopg.Connection, n: int) -> tuple[datetime, datetime]
     columns = sql.SQL(", ").join(map(sql.Identifier, SPEND_LOG_COLUMNS))
     shifted = {"startTime", "endTime", "completionStartTime", "created_at", "updated_at"}
     values = sql.SQL(", ").join(
-        sql.SQL("{} || src.request_id").format(sql.Literal(INCREMENTAL_ID_PREFIX)) if c == "request_id"
-        else sql.SQL("src.{} + shift.by").format(sql.Identifier(c)) if c in shifted
+        sql.SQL("{} || src.request_id").format(sql.Literal(INCREMENTAL_ID_PREFIX))
+        if c == "request_id"
+        else sql.SQL("src.{} + shift.by").format(sql.Identifier(c))
+        if c in shifted
         else sql.SQL("src.{}").format(sql.Identifier(c))
-        for c in SPEND_LOG_COLUMNS)
-    conn.execute(sql.SQL("""
+        for c in SPEND_LOG_COLUMNS
+    )
+    conn.execute(
+        sql.SQL("""
         WITH src AS MATERIALIZED (SELECT * FROM "LiteLLM_SpendLogs" ORDER BY "startTime" DESC LIMIT {n}),
              shift AS (SELECT make_interval(days => floor(extract(epoch FROM max("startTime") - min("startTime")) / 86400)::int + 1) AS by
                        FROM src)
         INSERT INTO "LiteLLM_SpendLogs" ({columns}) SELECT {values} FROM src, shift
-    """).format(n=sql.Literal(n), columns=columns, values=values))
-    return conn.execute('SELECT min("startTime"), max("endTime") FROM "LiteLLM_SpendLogs" WHERE request_id LIKE %s',
-                        (INCREMENTAL_ID_PREFIX + "%",)).fetchone()
+    """).format(n=sql.Literal(n), columns=columns, values=values)
+    )
+    return conn.execute(
+        'SELECT min("startTime"), max("endTime") FROM "LiteLLM_SpendLogs" WHERE request_id LIKE %s',
+        (INCREMENTAL_ID_PREFIX + "%",),
+    ).fetchone()
 
 
 def add_incremental_rows(url: str, n: int) -> tuple[datetime, datetime, float]:
@@ -159,8 +201,9 @@ def remove_incremental_rows(url: str) -> float:
     touched rebuilt from the ledger, scalar spend recomputed at the ledger's newest "endTime". Seconds taken."""
     t0 = time.perf_counter()
     with psycopg.connect(url) as conn, conn.transaction():
-        first = conn.execute('SELECT min("startTime") FROM "LiteLLM_SpendLogs" WHERE request_id LIKE %s',
-                             (INCREMENTAL_ID_PREFIX + "%",)).fetchone()[0]
+        first = conn.execute(
+            'SELECT min("startTime") FROM "LiteLLM_SpendLogs" WHERE request_id LIKE %s', (INCREMENTAL_ID_PREFIX + "%",)
+        ).fetchone()[0]
         if first is None:
             return 0.0
         conn.execute('DELETE FROM "LiteLLM_SpendLogs" WHERE request_id LIKE %s', (INCREMENTAL_ID_PREFIX + "%",))
@@ -176,16 +219,28 @@ def iso_ms(at: datetime) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     parser.add_argument("--db", required=True, help="postgresql://USER@HOST:PORT/DB filled by benchmarks/generate.py")
     parser.add_argument("--config", default=str(HERE / "config.yaml"), help="proxy config (default benchmarks/config.yaml)")
     parser.add_argument("--json", metavar="PATH", help="also write the measurements to PATH as JSON")
-    parser.add_argument("--repeat", type=int, default=1, metavar="N",
-                        help="run the scan N times, each followed by another run of each floor, and also report medians (default 1)")
-    parser.add_argument("--incremental-rows", type=int, default=100_000, metavar="N",
-                        help="spend logs to append before timing report --incremental (default 100000; 0 skips the reports' "
-                             "incremental step)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the scan N times, each followed by another run of each floor, and also report medians (default 1)",
+    )
+    parser.add_argument(
+        "--incremental-rows",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="spend logs to append before timing report --incremental (default 100000; 0 skips the reports' incremental step)",
+    )
     parser.add_argument("--no-report", action="store_true", help="time the floors and the scan only")
     parser.add_argument("scan_args", nargs="*", help="extra arguments for auditor scan and report, after --")
     args = parser.parse_args(argv)
@@ -198,23 +253,34 @@ def main(argv: list[str] | None = None) -> int:
         max_end = conn.execute('SELECT max("endTime") FROM "LiteLLM_SpendLogs"').fetchone()[0]
         info = conn.execute(
             "SELECT reltuples::bigint, pg_relation_size(oid), pg_total_relation_size(oid) FROM pg_class "
-            "WHERE oid = to_regclass('\"LiteLLM_SpendLogs\"')").fetchone()
-        rollups = {t: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()[0]
-                   for t in ("LiteLLM_DailyUserSpend", "LiteLLM_DailyTeamSpend", "LiteLLM_DailyEndUserSpend")
-                   if conn.execute("SELECT to_regclass(%s)", (f'"{t}"',)).fetchone()[0] is not None}
-        settings = dict(conn.execute(
-            "SELECT name, current_setting(name) FROM pg_settings WHERE name IN "
-            "('shared_buffers', 'work_mem', 'max_parallel_workers_per_gather', 'effective_cache_size', 'jit')").fetchall())
+            "WHERE oid = to_regclass('\"LiteLLM_SpendLogs\"')"
+        ).fetchone()
+        rollups = {
+            t: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()[0]
+            for t in ("LiteLLM_DailyUserSpend", "LiteLLM_DailyTeamSpend", "LiteLLM_DailyEndUserSpend")
+            if conn.execute("SELECT to_regclass(%s)", (f'"{t}"',)).fetchone()[0] is not None
+        }
+        settings = dict(
+            conn.execute(
+                "SELECT name, current_setting(name) FROM pg_settings WHERE name IN "
+                "('shared_buffers', 'work_mem', 'max_parallel_workers_per_gather', 'effective_cache_size', 'jit')"
+            ).fetchall()
+        )
         server = conn.execute("SHOW server_version").fetchone()[0]
     if max_end is None:
         print("LiteLLM_SpendLogs is empty: run benchmarks/generate.py first", file=sys.stderr)
         return 2
     now = iso_ms(max_end)
-    print(f"database: {args.db}  (LiteLLM_SpendLogs ~{info[0]:,} rows, heap {info[1] / 2**30:.1f} GiB, "
-          f"with TOAST and indexes {info[2] / 2**30:.1f} GiB; "
-          + (", ".join(f"{t.removeprefix('LiteLLM_')} {n:,}" for t, n in rollups.items()) or "no rollup tables") + ")")
-    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, PostgreSQL {server}, "
-          + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())))
+    print(
+        f"database: {args.db}  (LiteLLM_SpendLogs ~{info[0]:,} rows, heap {info[1] / 2**30:.1f} GiB, "
+        f"with TOAST and indexes {info[2] / 2**30:.1f} GiB; "
+        + (", ".join(f"{t.removeprefix('LiteLLM_')} {n:,}" for t, n in rollups.items()) or "no rollup tables")
+        + ")"
+    )
+    print(
+        f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, PostgreSQL {server}, "
+        + ", ".join(f"{k}={v}" for k, v in sorted(settings.items()))
+    )
     where = subprocess.run([sys.executable, "-c", "import auditor; print(auditor.__file__)"], capture_output=True, text=True)
     print(f"auditor: {' '.join(auditor_command())} (imports {where.stdout.strip() or '?'})")
 
@@ -227,28 +293,36 @@ def main(argv: list[str] | None = None) -> int:
 
     scan = run_scan(args.db, args.config, now, args.scan_args)
     rows = scan["rows"]
-    print(f"scan: {scan['wall_s']:.2f} s wall ({scan['user_s']:.2f} s user, {scan['sys_s']:.2f} s sys in auditor), "
-          f"peak RSS {scan['peak_rss_mb']:.1f} MB")
-    print(f"scan rows: read {rows['read']:,}, attributed {rows['attributed']:,}, unresolved {rows['unresolved']:,}, "
-          f"ignored {rows['ignored']:,} {rows['ignored_by_reason']}; {scan['findings']:,} findings, "
-          f"{scan['windows']:,} windows, {scan['output_bytes'] / 1e6:.1f} MB of JSON")
+    print(
+        f"scan: {scan['wall_s']:.2f} s wall ({scan['user_s']:.2f} s user, {scan['sys_s']:.2f} s sys in auditor), "
+        f"peak RSS {scan['peak_rss_mb']:.1f} MB"
+    )
+    print(
+        f"scan rows: read {rows['read']:,}, attributed {rows['attributed']:,}, unresolved {rows['unresolved']:,}, "
+        f"ignored {rows['ignored']:,} {rows['ignored_by_reason']}; {scan['findings']:,} findings, "
+        f"{scan['windows']:,} windows, {scan['output_bytes'] / 1e6:.1f} MB of JSON"
+    )
     print(f"command: {' '.join(scan['command'])}")
     scans, literals, bests = [scan], [literal], [best]
     for i in range(1, args.repeat):
         literals.append(floor_query(url)[0])
         bests.append(floor_query(url, best_plan=True)[0])
         scans.append(run_scan(args.db, args.config, now, args.scan_args))
-        print(f"repeat {i}: literal floor {literals[-1]:.2f} s, best-plan floor {bests[-1]:.2f} s, "
-              f"scan {scans[-1]['wall_s']:.2f} s, peak RSS {scans[-1]['peak_rss_mb']:.1f} MB")
+        print(
+            f"repeat {i}: literal floor {literals[-1]:.2f} s, best-plan floor {bests[-1]:.2f} s, "
+            f"scan {scans[-1]['wall_s']:.2f} s, peak RSS {scans[-1]['peak_rss_mb']:.1f} MB"
+        )
     scan_s = scan["wall_s"]
     if args.repeat > 1:
         literals.append(floor_query(url)[0])
         bests.append(floor_query(url, best_plan=True)[0])
         literal, best = statistics.median(literals), statistics.median(bests)
         scan_s = statistics.median(s["wall_s"] for s in scans)
-        print(f"medians over {args.repeat} scans and {len(literals)} warm runs of each floor: literal {literal:.2f} s "
-              f"(range {min(literals):.2f}-{max(literals):.2f}), best-plan {best:.2f} s (range {min(bests):.2f}-{max(bests):.2f}), "
-              f"scan {scan_s:.2f} s (range {min(s['wall_s'] for s in scans):.2f}-{max(s['wall_s'] for s in scans):.2f})")
+        print(
+            f"medians over {args.repeat} scans and {len(literals)} warm runs of each floor: literal {literal:.2f} s "
+            f"(range {min(literals):.2f}-{max(literals):.2f}), best-plan {best:.2f} s (range {min(bests):.2f}-{max(bests):.2f}), "
+            f"scan {scan_s:.2f} s (range {min(s['wall_s'] for s in scans):.2f}-{max(s['wall_s'] for s in scans):.2f})"
+        )
         scan = dict(scan, peak_rss_mb=max(s["peak_rss_mb"] for s in scans))
     ratio_literal, ratio_best = scan_s / literal, scan_s / best
     print(f"scan / literal floor = {ratio_literal:.2f}; scan / best-plan floor = {ratio_best:.2f}")
@@ -256,48 +330,76 @@ def main(argv: list[str] | None = None) -> int:
     full = incremental = None
     added: dict = {}
     if len(rollups) < 3 and args.incremental_rows > 0 and not args.no_report:
-        print("this database predates generate.py's rollups: no incremental step (add them with the generate.py "
-              "command that made it, plus --resume)")
+        print(
+            "this database predates generate.py's rollups: no incremental step (add them with the generate.py "
+            "command that made it, plus --resume)"
+        )
         args.incremental_rows = 0
     if not args.no_report:
         run_auditor(["db", "upgrade", "--db", args.db])
         full = run_report(args.db, args.config, now, args.scan_args)
         stored = (full["run"].get("incremental") or {}).get("checkpoint_stored")
-        print(f"report (full): {full['wall_s']:.2f} s wall, peak RSS {full['peak_rss_mb']:.1f} MB "
-              f"({full['wall_s'] / scan_s:.2f}x the scan); checkpoint stored: {stored}")
+        print(
+            f"report (full): {full['wall_s']:.2f} s wall, peak RSS {full['peak_rss_mb']:.1f} MB "
+            f"({full['wall_s'] / scan_s:.2f}x the scan); checkpoint stored: {stored}"
+        )
         if args.incremental_rows > 0:
             try:
                 first, new_max, setup_s = add_incremental_rows(url, args.incremental_rows)
                 added = {"rows": args.incremental_rows, "first_start": iso_ms(first), "now": iso_ms(new_max), "setup_s": setup_s}
-                print(f"appended {args.incremental_rows:,} spend logs from {first:%Y-%m-%d %H:%M} to {new_max:%Y-%m-%d %H:%M}, "
-                      f"rollups and scalar spend updated ({setup_s:.1f} s, not timed)")
+                print(
+                    f"appended {args.incremental_rows:,} spend logs from {first:%Y-%m-%d %H:%M} to {new_max:%Y-%m-%d %H:%M}, "
+                    f"rollups and scalar spend updated ({setup_s:.1f} s, not timed)"
+                )
                 incremental = run_report(args.db, args.config, iso_ms(new_max), args.scan_args, incremental=True)
                 inc = incremental["run"].get("incremental") or {}
-                print(f"report --incremental: {incremental['wall_s']:.2f} s wall, peak RSS {incremental['peak_rss_mb']:.1f} MB; "
-                      f"mode {inc.get('mode')}, read {inc.get('rows_read') or 0:,} spend logs since the cut {inc.get('checkpoint_cut')}, "
-                      f"fallback {inc.get('fallback')}")
+                print(
+                    f"report --incremental: {incremental['wall_s']:.2f} s wall, peak RSS {incremental['peak_rss_mb']:.1f} MB; "
+                    f"mode {inc.get('mode')}, read {inc.get('rows_read') or 0:,} spend logs since the cut {inc.get('checkpoint_cut')}, "
+                    f"fallback {inc.get('fallback')}"
+                )
             finally:
                 print(f"database put back: the appended rows removed ({remove_incremental_rows(url):.1f} s)")
 
     ok_ratio, ok_rss = ratio_best <= TARGET_RATIO, scan["peak_rss_mb"] <= TARGET_RSS_MB
     ok_inc = incremental is None or incremental["wall_s"] <= TARGET_INCREMENTAL_S
-    print(f"targets: scan / best-plan floor {ratio_best:.2f} (<= {TARGET_RATIO:g}: {'met' if ok_ratio else 'MISSED'}); "
-          f"peak RSS {scan['peak_rss_mb']:.0f} MB (<= {TARGET_RSS_MB:g}: {'met' if ok_rss else 'MISSED'})"
-          + (f"; report --incremental {incremental['wall_s']:.2f} s (<= {TARGET_INCREMENTAL_S:g}: {'met' if ok_inc else 'MISSED'})"
-             if incremental else ""))
+    print(
+        f"targets: scan / best-plan floor {ratio_best:.2f} (<= {TARGET_RATIO:g}: {'met' if ok_ratio else 'MISSED'}); "
+        f"peak RSS {scan['peak_rss_mb']:.0f} MB (<= {TARGET_RSS_MB:g}: {'met' if ok_rss else 'MISSED'})"
+        + (
+            f"; report --incremental {incremental['wall_s']:.2f} s (<= {TARGET_INCREMENTAL_S:g}: {'met' if ok_inc else 'MISSED'})"
+            if incremental
+            else ""
+        )
+    )
     if args.json:
+
         def brief(measured: dict | None) -> dict | None:
             return None if measured is None else {k: v for k, v in measured.items() if k != "stderr"}
 
         record = {
             "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "database": args.db, "rows_estimate": info[0], "heap_bytes": info[1], "total_bytes": info[2], "rollup_rows": rollups,
-            "cores": os.cpu_count(), "postgresql": server, "settings": settings,
-            "floor_cold_s": cold, "literal_floor_s": literal, "best_floor_s": best, "floor_groups": groups,
-            "literal_floor_runs_s": literals, "best_floor_runs_s": bests,
-            "scan_runs_s": [s["wall_s"] for s in scans], "scan": brief(scan),
-            "ratio_literal": ratio_literal, "ratio_best": ratio_best,
-            "report_full": brief(full), "incremental_rows": added or None, "report_incremental": brief(incremental),
+            "database": args.db,
+            "rows_estimate": info[0],
+            "heap_bytes": info[1],
+            "total_bytes": info[2],
+            "rollup_rows": rollups,
+            "cores": os.cpu_count(),
+            "postgresql": server,
+            "settings": settings,
+            "floor_cold_s": cold,
+            "literal_floor_s": literal,
+            "best_floor_s": best,
+            "floor_groups": groups,
+            "literal_floor_runs_s": literals,
+            "best_floor_runs_s": bests,
+            "scan_runs_s": [s["wall_s"] for s in scans],
+            "scan": brief(scan),
+            "ratio_literal": ratio_literal,
+            "ratio_best": ratio_best,
+            "report_full": brief(full),
+            "incremental_rows": added or None,
+            "report_incremental": brief(incremental),
             "targets_met": ok_ratio and ok_rss and ok_inc,
         }
         Path(args.json).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")

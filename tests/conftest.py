@@ -33,7 +33,9 @@ def import_litellm(module: str = "litellm"):
 
     if IN_CI:
         return importlib.import_module(module)
-    return pytest.importorskip(module, reason="differential tests need the 'differential' extra: pip install -e '.[differential]'")
+    return pytest.importorskip(
+        module, reason="differential tests need the 'differential' extra: pip install -e '.[differential]'"
+    )
 
 
 @pytest.fixture(autouse=True)

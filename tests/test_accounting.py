@@ -30,7 +30,9 @@ NOW = "2026-03-05T00:00:00Z"
 # Names whose resolution is known without asking the resolver (CONFIG serves gpt-4o and claude-opus, alias gpt4):
 PLACED_MODELS = ["azure/prod-gpt4o", "vertex_ai/claude-opus-4-6@default", "gpt-4o", "claude-opus", "gpt4", "GPT-4o"]
 # "zz-" + letters and digits: no "/", "@", "." or version suffix, so no normalisation can reach a group.
-UNPLACED_MODELS = st.sampled_from(["", None, "unknown-model"]) | st.text("abcdefxyz0123456789-", max_size=8).map(lambda s: "zz-" + s)
+UNPLACED_MODELS = st.sampled_from(["", None, "unknown-model"]) | st.text("abcdefxyz0123456789-", max_size=8).map(
+    lambda s: "zz-" + s
+)
 NAME_TEXT = st.text(max_size=10).filter(lambda s: "\x00" not in s)  # PostgreSQL text cannot hold NUL
 
 
@@ -44,31 +46,57 @@ def junk_rows(draw, allow_nan: bool):
         # weighted towards what makes repeat polls: one key polling one job
         call_type = draw(st.sampled_from(["acompletion", "aembedding", "", "pass_through_endpoint", *POLLS, *POLLS]))
         job = draw(st.sampled_from([None, "", "batch_1", "batch_1", "batch_1", "batch_2", "video_1"]))
-        spends = (st.floats(min_value=-1e300, max_value=1e300) | st.floats(min_value=-100, max_value=100)
-                  | st.sampled_from([0.0, 0.4, -0.0, math.inf, -math.inf, None, SPEND_BOUND, -SPEND_BOUND, 999999999999999.9]))
+        spends = (
+            st.floats(min_value=-1e300, max_value=1e300)
+            | st.floats(min_value=-100, max_value=100)
+            | st.sampled_from([0.0, 0.4, -0.0, math.inf, -math.inf, None, SPEND_BOUND, -SPEND_BOUND, 999999999999999.9])
+        )
         if allow_nan:
             spends |= st.just(math.nan)
-        rows.append({
-            # zero-padded: the same order under PostgreSQL's collation as in Python
-            "request_id": draw(st.sampled_from([f"r-{index:02d}", f"batch_1_batch_cost_{index:02d}", f"video_1_video_cost_{index:02d}"])),
-            "call_type": call_type,
-            "api_key": draw(st.sampled_from([A, A, A, B, "c" * 64, "", None])),
-            "spend": draw(spends),
-            "startTime": start,
-            "endTime": end,
-            "model": draw(st.sampled_from(PLACED_MODELS) | UNPLACED_MODELS),
-            "model_group": draw(st.sampled_from(["", None, "gpt-4o", "claude-opus", "gpt4", "gpt-5"]) | NAME_TEXT),
-            "model_id": draw(st.sampled_from(["", None, "dep-gpt4o", "dep-opus", "no-such-id"])),
-            "status": draw(st.sampled_from(["success", "success", "success", "failure", None, "", "FAILURE", "error"])),
-            "metadata": draw(st.sampled_from([{}, {"status": "failure"}, {"status": "success"}, [], "failure", None,
-                                              {"status": 1}, {"status": None}, {"error_information": {"status": "failure"}}])),
-            "cache_hit": draw(st.sampled_from(["True", "False", "true", "None", "", None, "1"])),
-            "session_id": job,
-            "total_tokens": 0, "prompt_tokens": 0, "completion_tokens": 0, "created_at": end, "updated_at": end,
-        })
+        rows.append(
+            {
+                # zero-padded: the same order under PostgreSQL's collation as in Python
+                "request_id": draw(
+                    st.sampled_from([f"r-{index:02d}", f"batch_1_batch_cost_{index:02d}", f"video_1_video_cost_{index:02d}"])
+                ),
+                "call_type": call_type,
+                "api_key": draw(st.sampled_from([A, A, A, B, "c" * 64, "", None])),
+                "spend": draw(spends),
+                "startTime": start,
+                "endTime": end,
+                "model": draw(st.sampled_from(PLACED_MODELS) | UNPLACED_MODELS),
+                "model_group": draw(st.sampled_from(["", None, "gpt-4o", "claude-opus", "gpt4", "gpt-5"]) | NAME_TEXT),
+                "model_id": draw(st.sampled_from(["", None, "dep-gpt4o", "dep-opus", "no-such-id"])),
+                "status": draw(st.sampled_from(["success", "success", "success", "failure", None, "", "FAILURE", "error"])),
+                "metadata": draw(
+                    st.sampled_from(
+                        [
+                            {},
+                            {"status": "failure"},
+                            {"status": "success"},
+                            [],
+                            "failure",
+                            None,
+                            {"status": 1},
+                            {"status": None},
+                            {"error_information": {"status": "failure"}},
+                        ]
+                    )
+                ),
+                "cache_hit": draw(st.sampled_from(["True", "False", "true", "None", "", None, "1"])),
+                "session_id": job,
+                "total_tokens": 0,
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "created_at": end,
+                "updated_at": end,
+            }
+        )
     # Some rows become paid polls of one job by one key: the repeats only a poll of the same job can make.
     for index in draw(st.lists(st.integers(0, count - 1), max_size=4, unique=True)):
-        rows[index].update(call_type=draw(st.sampled_from(POLLS)), api_key=A, session_id="batch_1", spend=draw(st.sampled_from([0.4, 2.0, 0.0])))
+        rows[index].update(
+            call_type=draw(st.sampled_from(POLLS)), api_key=A, session_id="batch_1", spend=draw(st.sampled_from([0.4, 2.0, 0.0]))
+        )
     return rows
 
 
@@ -84,10 +112,19 @@ def expected_rows(rows: list[dict], dialect: str) -> dict:
     charged = []
     for row in scoped:
         meta = row["metadata"]
-        failed = row["status"] == "failure" or (row["status"] is None and isinstance(meta, dict) and meta.get("status") == "failure")
+        failed = row["status"] == "failure" or (
+            row["status"] is None and isinstance(meta, dict) and meta.get("status") == "failure"
+        )
         # a failure or a keyless row is that whatever its spend; only a row LiteLLM would charge is asked for an amount
-        reason = ("failure" if failed else "empty api_key" if not row["api_key"]
-                  else "spend not a finite amount" if not_an_amount(row["spend"], dialect) else None)
+        reason = (
+            "failure"
+            if failed
+            else "empty api_key"
+            if not row["api_key"]
+            else "spend not a finite amount"
+            if not_an_amount(row["spend"], dialect)
+            else None
+        )
         if reason:
             ignored[reason] = ignored.get(reason, 0) + 1
         else:
@@ -97,8 +134,9 @@ def expected_rows(rows: list[dict], dialect: str) -> dict:
     # without the _batch_cost/_video_cost suffix.
     seen: set[tuple[str, str]] = set()
     repeats: list[dict] = []
-    for row in sorted((r for r in charged if r["call_type"] in POLLS and paid(r["spend"])),
-                      key=lambda r: (r["endTime"], r["request_id"])):
+    for row in sorted(
+        (r for r in charged if r["call_type"] in POLLS and paid(r["spend"])), key=lambda r: (r["endTime"], r["request_id"])
+    ):
         job = row["session_id"] or row["request_id"].replace("_batch_cost", "").replace("_video_cost", "")
         if (row["api_key"], job) in seen:
             repeats.append(row)
@@ -136,8 +174,10 @@ def check(url: str, rows: list[dict], config: str, dialect: str) -> None:
         for row in rows:
             kept.setdefault(row["request_id"], row)
         rows = list(kept.values())
-    keys = [key_row(A, "alpha", {"gpt-4o": {"budget_limit": 1, "time_period": "1d"}, "*": {"budget_limit": 5, "time_period": "1h"}}),
-            key_row(B, "beta", {})]
+    keys = [
+        key_row(A, "alpha", {"gpt-4o": {"budget_limit": 1, "time_period": "1d"}, "*": {"budget_limit": 5, "time_period": "1h"}}),
+        key_row(B, "beta", {}),
+    ]
     build(url, keys, [as_inserted(r) for r in rows], nullable=("model", "api_key", "spend"))
     result = scan(url, config, NOW, "--since", SINCE.isoformat() + "Z")
     assert result.exit_code == 0, result.output

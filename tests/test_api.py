@@ -21,8 +21,16 @@ from auditor.exitcodes import ExitCode
 REPO = Path(__file__).resolve().parent.parent
 NOW = "2026-11-22T00:00:00Z"  # the instant README's example judges the sample at
 # Where the database, config and Redis would otherwise come from: unset, so both sides read the embedded sample.
-RESOLVED_FROM = ("AUDITOR_DATABASE_URL", "DATABASE_URL", "CONFIG_FILE_PATH", "LITELLM_CONFIG_PATH", "REDIS_URL",
-                 "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD")
+RESOLVED_FROM = (
+    "AUDITOR_DATABASE_URL",
+    "DATABASE_URL",
+    "CONFIG_FILE_PATH",
+    "LITELLM_CONFIG_PATH",
+    "REDIS_URL",
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "REDIS_PASSWORD",
+)
 
 
 @pytest.fixture
@@ -51,8 +59,9 @@ def cli_json(*args: str) -> dict:
 
 def test_the_readme_example_runs_and_agrees_with_the_cli(no_deployment, tmp_path):
     code = readme_example() + "\nimport sys\nprint(sorted({'typer', 'rich'} & set(sys.modules)))\n"
-    ran = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=no_deployment, capture_output=True,
-                         text=True, timeout=300)
+    ran = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=no_deployment, capture_output=True, text=True, timeout=300
+    )
     assert ran.returncode == 0, ran.stderr
 
     scan = cli_json("scan", "--now", NOW, "--fail-on", "never")
@@ -60,8 +69,11 @@ def test_the_readme_example_runs_and_agrees_with_the_cli(no_deployment, tmp_path
     severities = [f["severity"] for f in scan["findings"]]
     worst = next(s for s in ("error", "warning", "info") if s in severities)
     expected = [f"{worst} {len(scan['findings'])}"]
-    expected += [f"{f['kind']} {f['entity_alias']} {f['budget_model']} {f['spend_after_limit']}"
-                 for f in scan["findings"] if f["severity"] == "error"]
+    expected += [
+        f"{f['kind']} {f['entity_alias']} {f['budget_model']} {f['spend_after_limit']}"
+        for f in scan["findings"]
+        if f["severity"] == "error"
+    ]
     expected += [f"{len(teams['lines'])} team lines", "scan can run", "[]"]
     said = ran.stdout.splitlines()
     reported = CliRunner().invoke(app, ["report", "--out", str(tmp_path / "cli"), "--now", NOW, "--fail-on", "never"])
@@ -143,7 +155,9 @@ def test_explain_from_python_is_the_explain_command(no_deployment):
     for entry in story.entries:
         assert f"  {entry.name}: " in text and f", {len(entry.windows)} windows" in text
     team = auditor.explain(team="team-data", since="30d", now=NOW, warn=lambda text: None)
-    text = CliRunner().invoke(app, ["explain", "--team", "team-data", "--since", "30d", "--now", NOW], env={"COLUMNS": "400"}).stdout
+    text = (
+        CliRunner().invoke(app, ["explain", "--team", "team-data", "--since", "30d", "--now", NOW], env={"COLUMNS": "400"}).stdout
+    )
     assert team.budgets.scope == "team" and text.startswith(f"team {team.budgets.alias or team.budgets.entity_id} (")
     with pytest.raises(InputError, match="name one entity"):
         auditor.explain("research-agent", team="team-data", warn=lambda text: None)

@@ -48,7 +48,9 @@ from auditor.repair import prepare as preparing
 from auditor.sample import load_sample
 
 REPO = Path(__file__).resolve().parent.parent
-REDIS_URL = os.environ.get("AUDITOR_TEST_REDIS_BACKFILL", "redis://127.0.0.1:6379/12")  # our own db: conftest's redis_client flushes 13
+REDIS_URL = os.environ.get(
+    "AUDITOR_TEST_REDIS_BACKFILL", "redis://127.0.0.1:6379/12"
+)  # our own db: conftest's redis_client flushes 13
 SAMPLE_CONFIG = str(REPO / "sample_data" / "config.yaml")
 SAMPLE_NOW = "2026-11-22T00:00:00Z"
 SAMPLE_SNAPSHOT = datetime(2026, 11, 22, tzinfo=UTC)
@@ -143,27 +145,56 @@ class Focused:
         self.w0 = (utc_now() - timedelta(hours=3)).replace(microsecond=0)
         self.end = self.w0 + timedelta(days=1)
         self.engine = create_engine(url)
-        rows = [self.charge(self.w0, 1.0), self.charge(self.w0 + timedelta(hours=1), 2.0), self.charge(self.w0 + timedelta(hours=2), 0.5)]
+        rows = [
+            self.charge(self.w0, 1.0),
+            self.charge(self.w0 + timedelta(hours=1), 2.0),
+            self.charge(self.w0 + timedelta(hours=2), 0.5),
+        ]
         with self.engine.begin() as conn:
             metadata.create_all(conn)
-            conn.execute(verification_token.insert(), [{
-                "token": A, "key_alias": "alpha", "spend": self.ledger, "total_spend": self.ledger,
-                "model_max_budget": {ENTRY: {"budget_limit": 100.0, "time_period": "1d"}},
-            }])
+            conn.execute(
+                verification_token.insert(),
+                [
+                    {
+                        "token": A,
+                        "key_alias": "alpha",
+                        "spend": self.ledger,
+                        "total_spend": self.ledger,
+                        "model_max_budget": {ENTRY: {"budget_limit": 100.0, "time_period": "1d"}},
+                    }
+                ],
+            )
             conn.execute(spend_logs.insert(), rows)
-            conn.execute(budget_window_spend.insert(), [{
-                "entity_type": "model_max_budget", "entity_id": SPEND_KEY, "window_duration": "1d",
-                "window_start": self.w0, "spend": 1.25, "updated_at": self.w0,
-            }])
+            conn.execute(
+                budget_window_spend.insert(),
+                [
+                    {
+                        "entity_type": "model_max_budget",
+                        "entity_id": SPEND_KEY,
+                        "window_duration": "1d",
+                        "window_start": self.w0,
+                        "spend": 1.25,
+                        "updated_at": self.w0,
+                    }
+                ],
+            )
         if client is not None:
             client.set(SPEND_KEY, "7.0", pxat=int(epoch(self.end) * 1000))
             client.set(START_KEY, repr(epoch(self.w0)), pxat=int(epoch(self.end) * 1000))
 
     def charge(self, end: datetime, spend: float) -> dict:
         return {
-            "request_id": f"req-{uuid.uuid4().hex[:12]}", "call_type": "acompletion", "api_key": A, "spend": spend,
-            "startTime": end - timedelta(seconds=1), "endTime": end, "model": "azure/prod-gpt4o", "model_group": ENTRY,
-            "model_id": "dep-gpt4o", "status": "success", "metadata": {},
+            "request_id": f"req-{uuid.uuid4().hex[:12]}",
+            "call_type": "acompletion",
+            "api_key": A,
+            "spend": spend,
+            "startTime": end - timedelta(seconds=1),
+            "endTime": end,
+            "model": "azure/prod-gpt4o",
+            "model_group": ENTRY,
+            "model_id": "dep-gpt4o",
+            "status": "success",
+            "metadata": {},
         }
 
     def proxy_charges(self, spend: float) -> None:
@@ -175,8 +206,11 @@ class Focused:
 
     def row(self) -> tuple[datetime, float] | None:
         with self.engine.connect() as conn:
-            found = conn.execute(select(budget_window_spend.c.window_start, budget_window_spend.c.spend)
-                                 .where(budget_window_spend.c.entity_id == SPEND_KEY)).first()
+            found = conn.execute(
+                select(budget_window_spend.c.window_start, budget_window_spend.c.spend).where(
+                    budget_window_spend.c.entity_id == SPEND_KEY
+                )
+            ).first()
         return None if found is None else (found[0], found[1])
 
     def args(self, *extra: str) -> list[str]:
@@ -199,7 +233,8 @@ def counter_findings(record: dict, entity: str | None = None, sources=("redis", 
     return sorted(
         (f["kind"], f["counter_source"], f["counter_key"], round(f["cached_spend"] or 0.0, 9))
         for f in record["findings"]
-        if f["kind"] in ("counter_drift", "miskeyed_counter") and f["counter_source"] in sources
+        if f["kind"] in ("counter_drift", "miskeyed_counter")
+        and f["counter_source"] in sources
         and (entity is None or f["entity_id"] == entity)
     )
 
@@ -216,10 +251,12 @@ def test_round_trip_scan_apply_scan_undo_scan(focused):
     scan = ["scan", *focused.args("--format", "json", "--fail-on", "error")]
     before = invoke(*scan, code=1)
     drift = counter_findings(as_json(before), A)
-    assert drift == sorted([
-        ("counter_drift", "budget_window_spend", SPEND_KEY, 1.25),
-        ("counter_drift", "redis", SPEND_KEY, 7.0),
-    ])
+    assert drift == sorted(
+        [
+            ("counter_drift", "budget_window_spend", SPEND_KEY, 1.25),
+            ("counter_drift", "redis", SPEND_KEY, 7.0),
+        ]
+    )
 
     applied = as_json(invoke("backfill", *focused.args("--apply", "--yes", *NO_WAIT, "--format", "json"), code=0))
     run_id = applied["run_id"]
@@ -238,14 +275,20 @@ def test_round_trip_scan_apply_scan_undo_scan(focused):
     again = invoke("backfill", *focused.args("--apply", "--yes", *NO_WAIT), code=0)  # idempotent, and says so
     assert "nothing to repair: nothing written, no run journaled" in again.stdout
     history = as_json(invoke("backfill", "history", "--db", focused.url, "--format", "json", code=0))
-    assert [(r["run_id"], r["kind"], r["status"], r["changes"]) for r in history] == [(run_id, "backfill", "completed", {"applied": 2})]
+    assert [(r["run_id"], r["kind"], r["status"], r["changes"]) for r in history] == [
+        (run_id, "backfill", "completed", {"applied": 2})
+    ]
 
-    undone = as_json(invoke("backfill", "undo", run_id, "--db", focused.url, "--redis", REDIS_URL, "--yes", "--format", "json", code=0))
+    undone = as_json(
+        invoke("backfill", "undo", run_id, "--db", focused.url, "--redis", REDIS_URL, "--yes", "--format", "json", code=0)
+    )
     assert undone["counts"] == {"restored": 2} and undone["parent_run_id"] == run_id
     assert counter_findings(as_json(invoke(*scan, code=1)), A) == drift  # the same drift as at first
     assert focused.redis.get(SPEND_KEY) == "7.0" and focused.row() == (focused.w0, 1.25)
 
-    twice = as_json(invoke("backfill", "undo", run_id[:8], "--db", focused.url, "--redis", REDIS_URL, "--yes", "--format", "json", code=0))
+    twice = as_json(
+        invoke("backfill", "undo", run_id[:8], "--db", focused.url, "--redis", REDIS_URL, "--yes", "--format", "json", code=0)
+    )
     assert twice["counts"] == {"unchanged": 2}
 
 
@@ -268,7 +311,9 @@ def test_the_library_plans_and_applies_as_the_cli_does(focused):
         auditor.plan_backfill(None, writable=True)
 
     example = readme_examples()[1].replace("postgresql://auditor_writer@db.internal/litellm", focused.url)
-    example = example.replace('redis="redis://cache:6379/0"', f"redis={REDIS_URL!r}, config={focused.config!r}, flush_lag=0, increment_lag=0")
+    example = example.replace(
+        'redis="redis://cache:6379/0"', f"redis={REDIS_URL!r}, config={focused.config!r}, flush_lag=0, increment_lag=0"
+    )
     said = io.StringIO()
     with contextlib.redirect_stdout(said):
         exec("import auditor\n" + example, {})
@@ -276,7 +321,9 @@ def test_the_library_plans_and_applies_as_the_cli_does(focused):
     assert count == "2 writes planned" and run.endswith(" {'applied': 2}")
     assert focused.redis.get(SPEND_KEY) == repr(3.5) and focused.row() == (focused.w0, 3.5)
     history = as_json(invoke("backfill", "history", "--db", focused.url, "--format", "json", code=0))
-    assert [(r["run_id"], r["options"]["flush_lag"], r["options"]["targets"]) for r in history] == [(run.split()[0], 0, ["counters"])]
+    assert [(r["run_id"], r["options"]["flush_lag"], r["options"]["targets"]) for r in history] == [
+        (run.split()[0], 0, ["counters"])
+    ]
 
 
 def test_the_library_lists_and_undoes_runs_as_the_cli_does(focused):
@@ -300,7 +347,9 @@ def test_the_library_lists_and_undoes_runs_as_the_cli_does(focused):
     undone = auditor.undo_backfill(planned)
     assert undone.counts() == {"restored": 2} and undone.parent_run_id == run_id
     assert focused.redis.get(SPEND_KEY) == "7.0" and focused.row() == (focused.w0, 1.25)
-    cli_undo = as_json(invoke("backfill", "undo", run_id, "--db", focused.url, "--redis", REDIS_URL, "--yes", "--format", "json", code=0))
+    cli_undo = as_json(
+        invoke("backfill", "undo", run_id, "--db", focused.url, "--redis", REDIS_URL, "--yes", "--format", "json", code=0)
+    )
     again = auditor.undo_backfill(run_id, db=focused.url, redis=REDIS_URL)
     assert same(json.loads(json.dumps(again.as_record()))) == same(cli_undo) and again.counts() == {"unchanged": 2}
     cli_history = as_json(invoke("backfill", "history", "--db", focused.url, "--limit", "2", "--format", "json", code=0))
@@ -357,9 +406,17 @@ def _prepared(data: Focused, targets=("counters",)):
 
     target = DatabaseTarget(parse_database_url(data.url), "--db")
     with connect(target) as conn:
-        prepared = preparing.prepare(conn, inspect_database(conn), load_config(data.config),
-                                ScanOptions(now=utc_now(), settle=timedelta(0)), data.redis, litellm_version=None,
-                                targets=list(targets), remove_miskeyed=False, wall_now=utc_now())
+        prepared = preparing.prepare(
+            conn,
+            inspect_database(conn),
+            load_config(data.config),
+            ScanOptions(now=utc_now(), settle=timedelta(0)),
+            data.redis,
+            litellm_version=None,
+            targets=list(targets),
+            remove_miskeyed=False,
+            wall_now=utc_now(),
+        )
     engine = engine_for(target, BACKFILL)
     env = writing.WriteEnv(engine=engine, redis=data.redis, ledger=prepared.ledger, masked_db=target.masked, clock=utc_now)
     return prepared, env
@@ -419,7 +476,9 @@ def test_a_flush_blocked_by_the_row_lock_lands_on_top(focused):
 
     def proxy_flush():
         with create_engine(focused.url).begin() as conn:
-            conn.execute(text('UPDATE "LiteLLM_BudgetWindowSpend" SET spend = spend + 0.75 WHERE entity_id = :k'), {"k": SPEND_KEY})
+            conn.execute(
+                text('UPDATE "LiteLLM_BudgetWindowSpend" SET spend = spend + 0.75 WHERE entity_id = :k'), {"k": SPEND_KEY}
+            )
         flushed.set()
 
     writer = threading.Thread(target=proxy_flush)
@@ -446,8 +505,13 @@ def test_a_flush_blocked_by_the_row_lock_lands_on_top(focused):
 
 def _spawn(data: Focused, pause: float) -> subprocess.Popen:
     env = {**os.environ, core_pause_env(): str(pause), "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-c", SCRIPT, "backfill", *data.args("--apply", "--yes", *NO_WAIT)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, "backfill", *data.args("--apply", "--yes", *NO_WAIT)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def core_pause_env() -> str:
@@ -487,10 +551,13 @@ def test_connection_lost_mid_run_rolls_back_with_one_line_and_exit_3(focused):
     _wait_for(proc, "paused after budget_window_spend")
     database = make_url(focused.url).database
     with create_engine(focused.url).connect() as conn:
-        killed = conn.execute(text(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = :db AND application_name = 'auditor backfill' AND pid <> pg_backend_pid()"
-        ), {"db": database}).scalar()
+        killed = conn.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = :db AND application_name = 'auditor backfill' AND pid <> pg_backend_pid()"
+            ),
+            {"db": database},
+        ).scalar()
     assert killed == 1
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 3
@@ -557,9 +624,16 @@ def test_sqlite_journal_tables_are_prefixed_and_the_round_trip_works(sqlite_url,
     try:
         invoke("db", "upgrade", "--db", sqlite_url, code=0)
         with data.engine.connect() as conn:
-            names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'auditor%'"))}
-        assert names == {"auditor_runs", "auditor_backfill_changes", "auditor_report_findings", "auditor_report_checkpoints",
-                         "auditor_alembic_version"}
+            names = {
+                r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'auditor%'"))
+            }
+        assert names == {
+            "auditor_runs",
+            "auditor_backfill_changes",
+            "auditor_report_findings",
+            "auditor_report_checkpoints",
+            "auditor_alembic_version",
+        }
         applied = as_json(invoke("backfill", *data.args("--apply", "--yes", *NO_WAIT, "--format", "json"), code=0))
         assert [w["target"] for w in applied["writes"]] == ["budget_window_spend"] and data.row()[1] == 3.5
         invoke("backfill", "undo", applied["run_id"], "--db", sqlite_url, "--yes", code=0)
@@ -593,7 +667,18 @@ def sample(pg_url, r12):
     return pg_url
 
 
-SAMPLE_KEYS = ("--key", "opus-tester", "--key", "premium-user", "--key", "research-agent", "--key", "legacy-batch", "--key", "typo-key")
+SAMPLE_KEYS = (
+    "--key",
+    "opus-tester",
+    "--key",
+    "premium-user",
+    "--key",
+    "research-agent",
+    "--key",
+    "legacy-batch",
+    "--key",
+    "typo-key",
+)
 
 
 def test_sample_round_trip_at_a_fixed_now(sample, r12):
@@ -631,7 +716,9 @@ def test_sample_round_trip_at_a_fixed_now(sample, r12):
     invoke("backfill", "undo", applied["run_id"], "--db", sample, "--redis", REDIS_URL, "--yes", code=0)
     third = as_json(invoke(*scan, code=0))
     assert counter_findings(third) == drift  # the same drift as at first
-    assert [f["cached_spend"] for f in third["findings"] if f["counter_source"] == "model_spend"] == [f["cached_spend"] for f in legacy]
+    assert [f["cached_spend"] for f in third["findings"] if f["counter_source"] == "model_spend"] == [
+        f["cached_spend"] for f in legacy
+    ]
 
 
 def _model_spend(url: str, alias: str) -> dict:
@@ -645,9 +732,22 @@ def _model_spend(url: str, alias: str) -> dict:
 
 def _finding(**overrides) -> Finding:
     start = datetime(2026, 11, 27, 4, 0, 0)
-    values = dict(kind=COUNTER_DRIFT, severity=ERROR, message="", scope="key", entity_id=A, entity_alias="alpha",
-                  budget_model=ENTRY, time_period="1d", window_start=start, window_end=start + timedelta(days=1),
-                  logged_spend=3.5, cached_spend=0.0, counter_source="redis", counter_key=SPEND_KEY)
+    values = dict(
+        kind=COUNTER_DRIFT,
+        severity=ERROR,
+        message="",
+        scope="key",
+        entity_id=A,
+        entity_alias="alpha",
+        budget_model=ENTRY,
+        time_period="1d",
+        window_start=start,
+        window_end=start + timedelta(days=1),
+        logged_spend=3.5,
+        cached_spend=0.0,
+        counter_source="redis",
+        counter_key=SPEND_KEY,
+    )
     values.update(overrides)
     return Finding(**values)
 
@@ -660,7 +760,9 @@ def test_alias_layout_writes_the_alias_counter_and_one_start_key_per_entity():
     layout = layouts.layout_for("1.90", None)
     assert (layout.name, layout.reads_budget_window_spend) == (layouts.ALIAS_LAYOUT, False)
     result = _result(_finding(), _finding(counter_source="budget_window_spend", cached_spend=1.0))
-    planned = planning.plan(result, planning.Snapshot(), planning.PlanOptions(wall_now=datetime(2026, 11, 27, 7, 0), layout=layout))
+    planned = planning.plan(
+        result, planning.Snapshot(), planning.PlanOptions(wall_now=datetime(2026, 11, 27, 7, 0), layout=layout)
+    )
     sets = sorted((w.target, w.keys) for w in planned.actionable)
     assert sets == [("redis", (f"virtual_key_budget_start_time:{A}",)), ("redis", (SPEND_KEY,))]
     assert "1.109+" in planned.skipped[0].why  # 1.90 does not read LiteLLM_BudgetWindowSpend
@@ -669,7 +771,9 @@ def test_alias_layout_writes_the_alias_counter_and_one_start_key_per_entity():
 def test_entry_layout_writes_spend_and_start_key_with_the_window_end_as_expiry():
     layout = layouts.layout_for("1.110", None)
     start = datetime(2026, 11, 27, 4, 0, 0)
-    planned = planning.plan(_result(_finding()), planning.Snapshot(), planning.PlanOptions(wall_now=datetime(2026, 11, 27, 7, 0), layout=layout))
+    planned = planning.plan(
+        _result(_finding()), planning.Snapshot(), planning.PlanOptions(wall_now=datetime(2026, 11, 27, 7, 0), layout=layout)
+    )
     (write,) = planned.actionable
     assert write.keys == (SPEND_KEY, CounterKey("virtual_key_spend", A, ENTRY, "1d").start_key)
     end_ms = int(epoch(start + timedelta(days=1)) * 1000)
@@ -696,8 +800,10 @@ def test_versions_without_shared_counters_are_refused():
 
 
 def test_batches_keep_an_entity_in_one_transaction():
-    writes = [(i, planning.PlannedWrite(target="spend", action="set", key=str(i), why="", scope="key", entity_id=entity))
-              for i, entity in enumerate(["a", "b", "a", "c", "b"])]
+    writes = [
+        (i, planning.PlannedWrite(target="spend", action="set", key=str(i), why="", scope="key", entity_id=entity))
+        for i, entity in enumerate(["a", "b", "a", "c", "b"])
+    ]
     assert [[seq for seq, _ in batch] for batch in writing._batches(writes, 2)] == [[0, 2, 1, 4], [3]]
     assert [[seq for seq, _ in batch] for batch in writing._batches(writes, 0)] == [[0, 1, 2, 3, 4]]
 

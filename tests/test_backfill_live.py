@@ -106,9 +106,19 @@ class Proxy:
 
 
 def row(token: str, end: datetime, spend: float) -> dict:
-    return {"request_id": f"req-{uuid.uuid4().hex}", "call_type": "acompletion", "api_key": token, "spend": spend,
-            "startTime": end - timedelta(seconds=1), "endTime": end, "model": "azure/prod-gpt4o", "model_group": ENTRY,
-            "model_id": "dep-gpt4o", "status": "success", "metadata": {}}
+    return {
+        "request_id": f"req-{uuid.uuid4().hex}",
+        "call_type": "acompletion",
+        "api_key": token,
+        "spend": spend,
+        "startTime": end - timedelta(seconds=1),
+        "endTime": end,
+        "model": "azure/prod-gpt4o",
+        "model_group": ENTRY,
+        "model_id": "dep-gpt4o",
+        "status": "success",
+        "metadata": {},
+    }
 
 
 @pytest.fixture
@@ -132,12 +142,22 @@ def busy(pg_url, tmp_path):
     engine = create_engine(pg_url)
     with engine.begin() as conn:
         metadata.create_all(conn)
-        conn.execute(verification_token.insert(), [{
-            "token": token, "key_alias": f"k{i}", "spend": 0.0,
-            "model_max_budget": {ENTRY: {"budget_limit": 1e9, "time_period": "1d"}},
-        } for i, token in enumerate(tokens)])
-        conn.execute(spend_logs.insert(), [row(token, starts[token] + timedelta(minutes=5 * n), 0.25 * (n + 1))
-                                           for token in tokens for n in (0, 1)])  # the first charge opened the window
+        conn.execute(
+            verification_token.insert(),
+            [
+                {
+                    "token": token,
+                    "key_alias": f"k{i}",
+                    "spend": 0.0,
+                    "model_max_budget": {ENTRY: {"budget_limit": 1e9, "time_period": "1d"}},
+                }
+                for i, token in enumerate(tokens)
+            ],
+        )
+        conn.execute(
+            spend_logs.insert(),
+            [row(token, starts[token] + timedelta(minutes=5 * n), 0.25 * (n + 1)) for token in tokens for n in (0, 1)],
+        )  # the first charge opened the window
     pipe = client.pipeline()
     for token in tokens:  # every counter off the ledger (0.75): a lost flush here, an inflated one there
         end_ms = int(epoch(starts[token] + timedelta(days=1)) * 1000)
@@ -169,8 +189,23 @@ def window_ledgers(url: str, starts: dict[str, datetime]) -> dict[str, float]:
 
 def test_a_busy_proxy_loses_no_increment_to_backfill(busy):
     url, client, config_path, tokens, starts = busy
-    args = ["backfill", "--db", url, "--config", config_path, "--redis", REDIS_URL, "--apply", "--yes", "--format", "json",
-            "--flush-lag", str(FLUSH_EVERY + 3), "--increment-lag", "0.5"]
+    args = [
+        "backfill",
+        "--db",
+        url,
+        "--config",
+        config_path,
+        "--redis",
+        REDIS_URL,
+        "--apply",
+        "--yes",
+        "--format",
+        "json",
+        "--flush-lag",
+        str(FLUSH_EVERY + 3),
+        "--increment-lag",
+        "0.5",
+    ]
     proxy = Proxy(url, client, tokens)
     for attempt in range(3):
         with proxy:
@@ -202,10 +237,18 @@ def _polls(data: Focused, job: str, spend: float, count: int) -> None:
     """A finished batch's polls: each reports the whole job's cost; LiteLLM charges the first only."""
     base = utc_now() - timedelta(minutes=30)
     with data.engine.begin() as conn:
-        conn.execute(spend_logs.insert(), [{
-            **data.charge(base + timedelta(minutes=n), spend), "call_type": "aretrieve_batch",
-            "request_id": f"{job}_batch_cost" if n == 0 else f"poll-{uuid.uuid4().hex[:8]}", "session_id": job,
-        } for n in range(count)])
+        conn.execute(
+            spend_logs.insert(),
+            [
+                {
+                    **data.charge(base + timedelta(minutes=n), spend),
+                    "call_type": "aretrieve_batch",
+                    "request_id": f"{job}_batch_cost" if n == 0 else f"poll-{uuid.uuid4().hex[:8]}",
+                    "session_id": job,
+                }
+                for n in range(count)
+            ],
+        )
 
 
 def test_the_re_sum_drops_repeat_job_polls_as_the_scan_does(pg_url, config):
@@ -218,14 +261,20 @@ def test_the_re_sum_drops_repeat_job_polls_as_the_scan_does(pg_url, config):
         invoke("db", "upgrade", "--db", pg_url, code=0)
         _polls(data, "batch_abc", 2.0, 3)  # charged once: the ledger is 3.50 + 2.00, not 3.50 + 6.00
         scanned = as_json(invoke("scan", *data.args("--format", "json", "--settle", "0", "--fail-on", "never"), code=0))
-        logged = {f["counter_source"]: f["logged_spend"] for f in scanned["findings"] if f["kind"] == "counter_drift" and f["counter_source"] in ("redis", "budget_window_spend")}
+        logged = {
+            f["counter_source"]: f["logged_spend"]
+            for f in scanned["findings"]
+            if f["kind"] == "counter_drift" and f["counter_source"] in ("redis", "budget_window_spend")
+        }
         assert logged == {"redis": pytest.approx(5.5), "budget_window_spend": pytest.approx(5.5)}
         # The proxy flushed to the row after the plan read it: the row is re-summed under its lock.
         from test_backfill import _prepared
 
         prepared, env = _prepared(data)
         with data.engine.begin() as conn:
-            conn.execute(text('UPDATE "LiteLLM_BudgetWindowSpend" SET spend = spend + 0.5 WHERE entity_id = :k'), {"k": SPEND_KEY})
+            conn.execute(
+                text('UPDATE "LiteLLM_BudgetWindowSpend" SET spend = spend + 0.5 WHERE entity_id = :k'), {"k": SPEND_KEY}
+            )
         try:
             report = writing.apply(prepared.plan, env, {})
         finally:
@@ -250,15 +299,31 @@ def test_a_poll_of_a_job_paid_before_the_window_is_a_repeat(pg_url, config):
     data = Focused(pg_url, None, config)
     try:
         with data.engine.begin() as conn:  # first paid a day and a half ago, polled again inside the window
-            conn.execute(spend_logs.insert(), [
-                {**data.charge(data.w0 - timedelta(hours=36), 4.0), "call_type": "aretrieve_batch", "session_id": "old_job"},
-                {**data.charge(data.w0 + timedelta(minutes=30), 4.0), "call_type": "aretrieve_batch", "session_id": "old_job"},
-            ])
+            conn.execute(
+                spend_logs.insert(),
+                [
+                    {**data.charge(data.w0 - timedelta(hours=36), 4.0), "call_type": "aretrieve_batch", "session_id": "old_job"},
+                    {
+                        **data.charge(data.w0 + timedelta(minutes=30), 4.0),
+                        "call_type": "aretrieve_batch",
+                        "session_id": "old_job",
+                    },
+                ],
+            )
         target = DatabaseTarget(parse_database_url(pg_url), "--db")
         with connect(target) as conn:
             caps = inspect_database(conn)
-            prepared = preparing.prepare(conn, caps, load_config(config), ScanOptions(now=utc_now(), settle=timedelta(0)), None,
-                                    litellm_version=None, targets=["counters"], remove_miskeyed=False, wall_now=utc_now())
+            prepared = preparing.prepare(
+                conn,
+                caps,
+                load_config(config),
+                ScanOptions(now=utc_now(), settle=timedelta(0)),
+                None,
+                litellm_version=None,
+                targets=["counters"],
+                remove_miskeyed=False,
+                wall_now=utc_now(),
+            )
             ledger = prepared.ledger.window_spend(conn, "key", A, ENTRY, data.w0)
         assert ledger == pytest.approx(3.5, abs=1e-9)
     finally:
@@ -283,12 +348,23 @@ def test_a_row_that_ended_just_before_the_read_is_in_the_ledger_though_stored_af
             conn.execute(spend_logs.insert(), [data.charge(ended, 0.03)])
             stored = conn.execute(text('SELECT max("endTime") FROM "LiteLLM_SpendLogs"')).scalar_one()
         assert stored > read_at  # the premise: the row now reads as ended after the instant the counter was read
-        reading = live.Reading(values=("3.53",), at_us=int((read_at - live.EPOCH) / timedelta(microseconds=1)), clock=0.0, quiet=True)
+        reading = live.Reading(
+            values=("3.53",), at_us=int((read_at - live.EPOCH) / timedelta(microseconds=1)), clock=0.0, quiet=True
+        )
         assert live.instant(reading.at_us) == read_at
         target = DatabaseTarget(parse_database_url(pg_url), "--db")
         with connect(target) as conn:
-            prepared = preparing.prepare(conn, inspect_database(conn), load_config(config), ScanOptions(now=utc_now(), settle=timedelta(0)),
-                                    None, litellm_version=None, targets=["counters"], remove_miskeyed=False, wall_now=utc_now())
+            prepared = preparing.prepare(
+                conn,
+                inspect_database(conn),
+                load_config(config),
+                ScanOptions(now=utc_now(), settle=timedelta(0)),
+                None,
+                litellm_version=None,
+                targets=["counters"],
+                remove_miskeyed=False,
+                wall_now=utc_now(),
+            )
             at_read = prepared.ledger.window_spend(conn, "key", A, ENTRY, data.w0, live.instant(reading.at_us))
             at_cut = prepared.ledger.window_spend(conn, "key", A, ENTRY, data.w0, live.ledger_cut(reading))
         assert at_read == pytest.approx(3.5, abs=1e-9)  # the bug: $0.03 short of what the counter holds
@@ -317,8 +393,13 @@ def focused_live(pg_url, config):
 
 def _spawn(data: Focused, at: str) -> subprocess.Popen:
     env = {**os.environ, core_pause_env(): "30", "AUDITOR_TEST_PAUSE_AT": at, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-c", SCRIPT, "backfill", *data.args("--apply", "--yes", *NO_WAIT)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, "backfill", *data.args("--apply", "--yes", *NO_WAIT)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -334,7 +415,9 @@ def test_a_signal_mid_transaction_rolls_the_batch_back_and_marks_the_run_interru
     assert "Traceback" not in stderr
     assert f"run {run_id} interrupted by {signal.Signals(signum).name} after 0 of 2 changes" in stderr
     assert f"auditor backfill undo {run_id}" in stderr
-    assert data.row() == (data.w0, 1.25) and data.redis.get(SPEND_KEY) == "7.0"  # the row's batch rolled back; Redis never reached
+    assert (
+        data.row() == (data.w0, 1.25) and data.redis.get(SPEND_KEY) == "7.0"
+    )  # the row's batch rolled back; Redis never reached
     history = as_json(invoke("backfill", "history", "--db", data.url, "--format", "json", code=0))
     assert [(r["run_id"], r["status"], r["changes"]) for r in history] == [(run_id, "interrupted", {})]
 

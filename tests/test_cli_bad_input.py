@@ -19,11 +19,14 @@ def one_line(result, code: int) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize(("url", "secret"), [
-    ("postgresql://bob:p@ss@db.internal:5432/litellm", ("p@ss", "ss@db")),
-    ("postgresql://bob:a@b:c@db.internal:5432/litellm", ("a@b", "b:c", "c@db")),
-    ("postgres://bob:x/y@z@db.internal/litellm", ("x/y", "y@z", "z@db")),
-])
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("postgresql://bob:p@ss@db.internal:5432/litellm", ("p@ss", "ss@db")),
+        ("postgresql://bob:a@b:c@db.internal:5432/litellm", ("a@b", "b:c", "c@db")),
+        ("postgres://bob:x/y@z@db.internal/litellm", ("x/y", "y@z", "z@db")),
+    ],
+)
 @pytest.mark.parametrize("command", [["scan"], ["report", "--out", "never"], ["backfill"], ["doctor"]])
 def test_a_password_with_a_raw_at_or_colon_says_how_to_encode_it_and_prints_none_of_it(url, secret, command, tmp_path):
     line = one_line(runner.invoke(app, [*command, "--db", url]), 2)
@@ -38,10 +41,18 @@ def test_a_colon_in_a_password_that_parses_is_accepted():
     assert parse_database_url("postgresql://bob:pa:ss@db.internal:5432/litellm").password == "pa:ss"
 
 
-@pytest.mark.parametrize(("option", "value"), [
-    ("--tolerance", "nan"), ("--tolerance", "-1"), ("--tolerance", "inf"), ("--settle", "inf"), ("--settle", "nan"),
-    ("--settle", "1e12"), ("--window-slack", "nan"),
-])
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--tolerance", "nan"),
+        ("--tolerance", "-1"),
+        ("--tolerance", "inf"),
+        ("--settle", "inf"),
+        ("--settle", "nan"),
+        ("--settle", "1e12"),
+        ("--window-slack", "nan"),
+    ],
+)
 @pytest.mark.parametrize("command", [["scan"], ["backfill"], ["report", "--out", "never"]])
 def test_amounts_that_are_not_finite_or_negative_are_usage_errors(option, value, command):
     line = one_line(runner.invoke(app, [*command, option, value]), 2)
@@ -54,10 +65,16 @@ def test_backfill_lags_must_be_finite(option):
     assert line.startswith(f"auditor: {option} 'nan'") or line.startswith(f"auditor: {option} nan")
 
 
-@pytest.mark.parametrize(("option", "value"), [
-    ("--since", "99999999999d"), ("--since", "9999999999999w"), ("--now", "0001-01-01T00:00:00+01:00"),
-    ("--until", "9999-12-31T23:59:59-05:00"), ("--now", "0001-01-01"),
-])
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--since", "99999999999d"),
+        ("--since", "9999999999999w"),
+        ("--now", "0001-01-01T00:00:00+01:00"),
+        ("--until", "9999-12-31T23:59:59-05:00"),
+        ("--now", "0001-01-01"),
+    ],
+)
 @pytest.mark.parametrize("command", [["scan"], ["report", "--out", "never"]])
 def test_instants_that_overflow_a_datetime_are_usage_errors(option, value, command):
     line = one_line(runner.invoke(app, [*command, option, value]), 2)

@@ -67,10 +67,22 @@ def test_doctor_on_an_unreachable_database_prints_one_line_and_exits_3():
 def test_a_bad_database_url_is_a_usage_error():
     result = runner.invoke(app, ["scan", "--db", "mysql://root:pw@localhost/x"])
     assert result.exit_code == 2
-    assert result.output.strip().splitlines() == ["auditor: unsupported database 'mysql': auditor reads PostgreSQL (LiteLLM's database) or SQLite"]
+    assert result.output.strip().splitlines() == [
+        "auditor: unsupported database 'mysql': auditor reads PostgreSQL (LiteLLM's database) or SQLite"
+    ]
 
 
-@pytest.mark.parametrize("command", [["--help"], ["doctor", "--help"], ["scan", "--help"], ["sample", "load", "--help"], ["resolve", "--help"], ["explain", "--help"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["--help"],
+        ["doctor", "--help"],
+        ["scan", "--help"],
+        ["sample", "load", "--help"],
+        ["resolve", "--help"],
+        ["explain", "--help"],
+    ],
+)
 def test_every_help_shows_a_ready_to_paste_example(command):
     result = runner.invoke(app, command)
     assert result.exit_code == 0
@@ -85,17 +97,19 @@ def test_the_scan_table_says_why_money_leaked_and_what_to_run_next():
     result = runner.invoke(app, ["scan", "--now", "2026-11-22T00:00:00Z", "--fail-on", "never"], env={"COLUMNS": "220"})
     assert result.exit_code == 0, result.output
     out = result.stdout
-    research = out[out.index("key: research-agent"):]
+    research = out[out.index("key: research-agent") :]
     assert "no counter where" in research.split("next:")[0]  # the why column folds at the table's width
     assert "next: auditor explain research-agent · auditor backfill --key research-agent" in research
-    bi = out[out.index("key: bi-dashboards"):]
+    bi = out[out.index("key: bi-dashboards") :]
     assert "lagging spend:" in bi.split("next:")[0]
     assert "next: auditor explain bi-dashboards\n" in bi
     assert "next: auditor explain --end-user 'ACME Corp'" in out
     assert "entities over budget (" in out and "leaking" in out
 
 
-@pytest.mark.parametrize("command", [["--help"], ["scan", "--help"], ["explain", "--help"], ["backfill", "--help"], ["report", "--help"]])
+@pytest.mark.parametrize(
+    "command", [["--help"], ["scan", "--help"], ["explain", "--help"], ["backfill", "--help"], ["report", "--help"]]
+)
 def test_help_examples_are_never_rewrapped_so_they_paste_as_one_line(command):
     result = runner.invoke(app, command, env={"COLUMNS": "60"})
     assert result.exit_code == 0

@@ -151,8 +151,16 @@ def test_repeated_model_id_warns(tmp_path):
 
 def test_includes_are_merged_like_the_proxy(tmp_path):
     (tmp_path / "sub").mkdir()
-    write(tmp_path, "model_list:\n  - {model_name: b, litellm_params: {model: openai/b}}\ninclude: [nested.yaml]\n", "sub/models.yaml")
-    write(tmp_path, "model_list:\n  - {model_name: c, litellm_params: {model: openai/c}}\nlitellm_settings: {timezone: UTC}\n", "sub/nested.yaml")
+    write(
+        tmp_path,
+        "model_list:\n  - {model_name: b, litellm_params: {model: openai/b}}\ninclude: [nested.yaml]\n",
+        "sub/models.yaml",
+    )
+    write(
+        tmp_path,
+        "model_list:\n  - {model_name: c, litellm_params: {model: openai/c}}\nlitellm_settings: {timezone: UTC}\n",
+        "sub/nested.yaml",
+    )
     root = write(
         tmp_path,
         "include: [sub/models.yaml, sub/models.yaml]\nmodel_list:\n  - {model_name: a, litellm_params: {model: openai/a}}\n",

@@ -107,7 +107,11 @@ def case_findings(record: dict) -> list[tuple]:
     for f in record["findings"]:
         if f["counter_source"] in SCALAR_SOURCES or (f["kind"] == "over_budget" and f["budget_model"] is None):
             continue
-        name = f["budget_model"] if f["kind"] in ("over_budget", "invalid_budget", "unenforceable_budget", "counter_drift") else f["model"]
+        name = (
+            f["budget_model"]
+            if f["kind"] in ("over_budget", "invalid_budget", "unenforceable_budget", "counter_drift")
+            else f["model"]
+        )
         found.append((f["kind"], f["severity"], name, f["message"]))
     return sorted(found, key=lambda f: (f[0], f[2] or "", f[3]))
 
@@ -145,7 +149,6 @@ def config_file(tmp_path) -> str:
     return str(path)
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Building a LiteLLM database
 
@@ -156,11 +159,23 @@ def spend_log_row(request_id: str, *, end: str = "09:00", start: str | None = No
     Every NOT NULL column is given, so the row also fits the altered tables some cases build."""
     end_at = at(end)
     row = {
-        "request_id": request_id, "call_type": "acompletion", "api_key": A, "spend": 0.10,
-        "total_tokens": 0, "prompt_tokens": 0, "completion_tokens": 0,
-        "startTime": at(start) if start else end_at - timedelta(seconds=1), "endTime": end_at,
-        "model": "azure/prod-gpt4o", "model_group": "gpt-4o", "model_id": "dep-gpt4o", "status": "success",
-        "metadata": {}, "cache_hit": "False", "created_at": end_at, "updated_at": end_at,
+        "request_id": request_id,
+        "call_type": "acompletion",
+        "api_key": A,
+        "spend": 0.10,
+        "total_tokens": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "startTime": at(start) if start else end_at - timedelta(seconds=1),
+        "endTime": end_at,
+        "model": "azure/prod-gpt4o",
+        "model_group": "gpt-4o",
+        "model_id": "dep-gpt4o",
+        "status": "success",
+        "metadata": {},
+        "cache_hit": "False",
+        "created_at": end_at,
+        "updated_at": end_at,
     }
     row.update(columns)
     if row.pop("metadata_sql_null", False):
@@ -190,8 +205,12 @@ def build(url: str, keys: list[dict], rows: list[dict], *, nullable: tuple[str, 
             table.create(conn)
             if partitioned and conn.dialect.name == "postgresql":
                 for name, low, high in (("p20260301", "2026-03-01", "2026-03-02"), ("p20260302", "2026-03-02", "2026-03-03")):
-                    conn.execute(text(f'CREATE TABLE "LiteLLM_SpendLogs_{name}" PARTITION OF "LiteLLM_SpendLogs" '
-                                      f"FOR VALUES FROM ('{low}') TO ('{high}')"))
+                    conn.execute(
+                        text(
+                            f'CREATE TABLE "LiteLLM_SpendLogs_{name}" PARTITION OF "LiteLLM_SpendLogs" '
+                            f"FOR VALUES FROM ('{low}') TO ('{high}')"
+                        )
+                    )
                 conn.execute(text('CREATE TABLE "LiteLLM_SpendLogs_default" PARTITION OF "LiteLLM_SpendLogs" DEFAULT'))
             if keys:
                 conn.execute(verification_token.insert(), keys)
@@ -220,8 +239,10 @@ def _budget_case(case: dict, sqlite_url: str, config_file: str, stored: object) 
     if "stored_raw" in case:  # text no JSON encoder writes: into the column as is
         engine = create_engine(sqlite_url)
         with engine.begin() as conn:
-            conn.execute(verification_token.update().values(model_max_budget=text(":raw")),
-                         {"raw": case["stored_raw"].replace("DIGITS", "9" * 4999)})
+            conn.execute(
+                verification_token.update().values(model_max_budget=text(":raw")),
+                {"raw": case["stored_raw"].replace("DIGITS", "9" * 4999)},
+            )
         engine.dispose()
     record = scan_record(sqlite_url, config_file, "2026-03-04T00:00:00Z")
     assert record["rows"]["attributed"] == 2
@@ -253,7 +274,11 @@ def case_rows(case: dict) -> list[dict]:
         spec = dict(spec)
         if "key" in spec:
             spec["api_key"] = KEYS[spec.pop("key")]
-        rows.append(spend_log_row(spec.pop("request_id", f"r-{index}"), end=spec.pop("end", "09:00"), start=spec.pop("start", None), **spec))
+        rows.append(
+            spend_log_row(
+                spec.pop("request_id", f"r-{index}"), end=spec.pop("end", "09:00"), start=spec.pop("start", None), **spec
+            )
+        )
     return rows
 
 
@@ -304,8 +329,11 @@ def config_path_for(case: dict, folder: Path) -> Path:
     elif "config_repeat" in case:
         spec = case["config_repeat"]
         times = spec.get("times", 1)
-        path.write_text(spec["text"].format(digits="9" * spec.get("digits", 0), open=spec.get("open", "") * times,
-                                            close=spec.get("close", "") * times))
+        path.write_text(
+            spec["text"].format(
+                digits="9" * spec.get("digits", 0), open=spec.get("open", "") * times, close=spec.get("close", "") * times
+            )
+        )
     else:
         path.write_text(case["config"], encoding="utf-8")
     for name, body in case.get("files", {}).items():
@@ -356,15 +384,22 @@ def redis_value(client, name: bytes | str, value: object) -> None:
 
 
 def counter_findings(record: dict) -> list[tuple]:
-    found = [(f["kind"], f["severity"], f["budget_model"], f["message"]) for f in record["findings"]
-             if f["kind"] in COUNTER_KINDS and f["counter_source"] == "redis"]
+    found = [
+        (f["kind"], f["severity"], f["budget_model"], f["message"])
+        for f in record["findings"]
+        if f["kind"] in COUNTER_KINDS and f["counter_source"] == "redis"
+    ]
     return sorted(found, key=lambda f: (f[0], f[2] or "", f[3]))
 
 
 @pytest.mark.redis
 @pytest.mark.parametrize("case", load("redis"))
 def test_redis(case, sqlite_url, config_file, redis_client):
-    build(sqlite_url, [key_row(A, "alpha", case.get("budget", ALPHA_BUDGET))], case_rows({"rows": case.get("rows", TWO_SMALL_CHARGES)}))
+    build(
+        sqlite_url,
+        [key_row(A, "alpha", case.get("budget", ALPHA_BUDGET))],
+        case_rows({"rows": case.get("rows", TWO_SMALL_CHARGES)}),
+    )
     for name, value in case.get("redis", {}).items():
         redis_value(redis_client, name.replace("{A}", A), value)
     for name, value in case.get("redis_raw_keys", {}).items():

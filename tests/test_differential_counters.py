@@ -53,8 +53,16 @@ SCOPES = {
 PLAIN_IDS = ("a" * 64, "alice", "u-1", "team-a", "eu-42", "svc_bot", "x")
 COLON_IDS = ("tenant:42", "ops:svc", "arn:aws:iam::123456789012:user/bob", "a:b:c")
 BUDGET_MODELS = (
-    "gpt-4o", "claude-opus-4-6", "claude-*", "*", "general", "anthropic/*", "openai/gpt-4o",
-    "anthropic.claude-3-5-sonnet-20240620-v1:0", "us.anthropic.claude-opus-4-8-v1:0:18k", "vertex_ai/claude-opus-4-6@default",
+    "gpt-4o",
+    "claude-opus-4-6",
+    "claude-*",
+    "*",
+    "general",
+    "anthropic/*",
+    "openai/gpt-4o",
+    "anthropic.claude-3-5-sonnet-20240620-v1:0",
+    "us.anthropic.claude-opus-4-8-v1:0:18k",
+    "vertex_ai/claude-opus-4-6@default",
 )
 DURATIONS = ("1d", "30d", "12h", "1mo", "daily", "90m", "7d")
 
@@ -77,8 +85,10 @@ def test_counter_key_names_match_litellm(ids):
         theirs_id, ours_id = _entity(scope, rng, ids)
         model, duration = rng.choice(BUDGET_MODELS), rng.choice(DURATIONS)
         kind = SCOPES[scope]
-        theirs = (limiter.model_budget_spend_cache_key(kind, theirs_id, model, duration),
-                  limiter.model_budget_start_time_cache_key(kind, theirs_id, model, duration))
+        theirs = (
+            limiter.model_budget_spend_cache_key(kind, theirs_id, model, duration),
+            limiter.model_budget_start_time_cache_key(kind, theirs_id, model, duration),
+        )
         ours_key = CounterKey(PREFIX_OF_SCOPE[scope], ours_id, model, duration)
         ours = (spend_key(scope, ours_id, model, duration), ours_key.start_key)
         if ours != theirs:
@@ -97,7 +107,11 @@ def _roundtrip(ids: tuple[str, ...], scopes: tuple[str, ...]) -> list[str]:
         # as the scan reads a counter: split it if it can be, then match it whole against the keys of the entries
         parsed = parse_counter_key(key)
         exact, parsed = parsed is not None, parsed or loose_counter_key(key)
-        kept = rekey([Counter("redis", parsed, 1.0, "1.0", None, exact)], expected_keys([(scope, theirs_id, model, duration)])) if parsed else []
+        kept = (
+            rekey([Counter("redis", parsed, 1.0, "1.0", None, exact)], expected_keys([(scope, theirs_id, model, duration)]))
+            if parsed
+            else []
+        )
         got = (kept[0].key.scope, kept[0].key.entity_id, kept[0].key.budget_model, kept[0].key.duration) if kept else None
         if got != (scope, theirs_id, model, duration):
             found.append(f"{key!r}: auditor reads {got}")
@@ -122,10 +136,28 @@ def test_counter_keys_with_colons_in_the_entity_id_parse_back():
 
 # --- the key entry that replaces a team entry ------------------------------------------------------------
 
-TEAM_MODELS = ("gpt-4o", "openai/gpt-4o", "claude-opus-4-6", "vertex_ai/claude-opus-4-6@default",
-               "bedrock/converse/us.anthropic.claude-opus-4-8", "anthropic/claude-haiku-4-5", "gpt-4o-mini")
-ENTRY_NAMES = ("gpt-4o", "claude-opus-4-6", "claude-opus-4-6@default", "claude-*", "*", "gpt-4o*",
-               "anthropic.claude-opus-4-8", "claude-opus-4-8", "claude-haiku-4-5", "openai/gpt-4o", "general")
+TEAM_MODELS = (
+    "gpt-4o",
+    "openai/gpt-4o",
+    "claude-opus-4-6",
+    "vertex_ai/claude-opus-4-6@default",
+    "bedrock/converse/us.anthropic.claude-opus-4-8",
+    "anthropic/claude-haiku-4-5",
+    "gpt-4o-mini",
+)
+ENTRY_NAMES = (
+    "gpt-4o",
+    "claude-opus-4-6",
+    "claude-opus-4-6@default",
+    "claude-*",
+    "*",
+    "gpt-4o*",
+    "anthropic.claude-opus-4-8",
+    "claude-opus-4-8",
+    "claude-haiku-4-5",
+    "openai/gpt-4o",
+    "general",
+)
 ENTRY_VALUES = (
     {"max_budget": 1.0, "budget_duration": "1d"},
     {"budget_limit": 0, "time_period": "12h"},
@@ -185,9 +217,16 @@ NOT_DIVIDING = {
 
 
 # Just before the 2026 DST changes (naive UTC), spring and autumn.
-DST_INSTANTS = (datetime(2026, 3, 8, 6, 30), datetime(2026, 11, 1, 5, 30), datetime(2026, 3, 29, 0, 30),
-                datetime(2026, 10, 25, 0, 30), datetime(2026, 3, 8, 4, 50), datetime(2026, 10, 24, 21, 50),
-                datetime(2026, 9, 6, 3, 30), datetime(2026, 3, 28, 21, 30))  # and Santiago's, Beirut's at midnight
+DST_INSTANTS = (
+    datetime(2026, 3, 8, 6, 30),
+    datetime(2026, 11, 1, 5, 30),
+    datetime(2026, 3, 29, 0, 30),
+    datetime(2026, 10, 25, 0, 30),
+    datetime(2026, 3, 8, 4, 50),
+    datetime(2026, 10, 24, 21, 50),
+    datetime(2026, 9, 6, 3, 30),
+    datetime(2026, 3, 28, 21, 30),
+)  # and Santiago's, Beirut's at midnight
 
 
 def _instants(rng: random.Random, dst: bool) -> list[datetime]:
@@ -222,8 +261,7 @@ def test_scalar_periods_follow_the_reset_schedule(duration):
     assert not found, "\n".join(found[:10])
 
 
-@pytest.mark.parametrize(
-    "duration", list(NOT_DIVIDING))
+@pytest.mark.parametrize("duration", list(NOT_DIVIDING))
 def test_scalar_periods_that_do_not_divide_a_day_or_an_hour_follow_the_reset_schedule(duration):
     found = _schedule_mismatches(duration)
     assert not found, "\n".join(found[:10])

@@ -78,9 +78,48 @@ def _numeric_text(rng: random.Random, integer_like: bool) -> str:
     roll = rng.random()
     if roll < 0.15:
         return rng.choice(
-            ["NaN", "nan", "-nan", "+NAN", "inf", "-inf", "+Infinity", "INFINITY", "infinit", "in_f", "n_an",
-             "1,000", "$5", "5$", "0x10", "0b1", "1e", "e1", ".", "-.", "", " ", "1d", "١٢", "１", "1.0.0", "--1",
-             "0-4", "+0-4", "-0-4", "0__9", "0-01", "0-0", "0_", "0_.0", "1_0.0", "1.0_0", "+_1", "1._5", "in_f"]
+            [
+                "NaN",
+                "nan",
+                "-nan",
+                "+NAN",
+                "inf",
+                "-inf",
+                "+Infinity",
+                "INFINITY",
+                "infinit",
+                "in_f",
+                "n_an",
+                "1,000",
+                "$5",
+                "5$",
+                "0x10",
+                "0b1",
+                "1e",
+                "e1",
+                ".",
+                "-.",
+                "",
+                " ",
+                "1d",
+                "١٢",
+                "１",
+                "1.0.0",
+                "--1",
+                "0-4",
+                "+0-4",
+                "-0-4",
+                "0__9",
+                "0-01",
+                "0-0",
+                "0_",
+                "0_.0",
+                "1_0.0",
+                "1.0_0",
+                "+_1",
+                "1._5",
+                "in_f",
+            ]
         )
     sign = rng.choice(["", "", "", "-", "+"])
     whole = _number(rng, odd=False)
@@ -107,8 +146,29 @@ def random_amount(rng: random.Random) -> object:
         return _numeric_text(rng, integer_like=False)
     if roll < 0.85:
         return rng.choice(
-            [0, 1, -1, 3, 0.5, -0.0, 1e308, 1e-320, math.nan, math.inf, -math.inf, 10**400, 2**63, True, False,
-             None, [1], {"a": 1}, b"1.5", b"x", "1.00"]
+            [
+                0,
+                1,
+                -1,
+                3,
+                0.5,
+                -0.0,
+                1e308,
+                1e-320,
+                math.nan,
+                math.inf,
+                -math.inf,
+                10**400,
+                2**63,
+                True,
+                False,
+                None,
+                [1],
+                {"a": 1},
+                b"1.5",
+                b"x",
+                "1.00",
+            ]
         )
     return rng.uniform(-5, 50)
 
@@ -118,8 +178,29 @@ def random_int_limit(rng: random.Random) -> object:
     if roll < 0.5:
         return _numeric_text(rng, integer_like=True)
     return rng.choice(
-        [0, 7, -3, 10**30, 1.0, 1.5, -0.0, 9.2e18, 2.0**63, -(2.0**63), 1e20, math.nan, math.inf, True, None,
-         "10", "1.0", "10.00", b"5", [1], {}]
+        [
+            0,
+            7,
+            -3,
+            10**30,
+            1.0,
+            1.5,
+            -0.0,
+            9.2e18,
+            2.0**63,
+            -(2.0**63),
+            1e20,
+            math.nan,
+            math.inf,
+            True,
+            None,
+            "10",
+            "1.0",
+            "10.00",
+            b"5",
+            [1],
+            {},
+        ]
     )
 
 
@@ -184,8 +265,26 @@ def _starts(rng: random.Random) -> list[datetime]:
 def test_end_of_window_matches_budget_window_seconds() -> None:
     rng = random.Random(SEED + 1)
     durations = [
-        "1s", "90s", "1m", "15m", "1h", "24h", "1d", "7d", "30d", "1w", "2w", "0d", "0mo", "1min", "7days", "1month",
-        "hourly", "daily", "weekly", "monthly",
+        "1s",
+        "90s",
+        "1m",
+        "15m",
+        "1h",
+        "24h",
+        "1d",
+        "7d",
+        "30d",
+        "1w",
+        "2w",
+        "0d",
+        "0mo",
+        "1min",
+        "7days",
+        "1month",
+        "hourly",
+        "daily",
+        "weekly",
+        "monthly",
         *(f"{months}mo" for months in (1, 2, 3, 5, 6, 11, 12, 13, 18, 24, 48, 120)),
     ]
     found: list[str] = []

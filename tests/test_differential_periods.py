@@ -21,8 +21,33 @@ from auditor.litellm.periods import next_reset, period_start  # noqa: E402
 pytestmark = pytest.mark.differential
 
 ZONES = ("UTC", "Europe/Berlin", "America/New_York", "America/Santiago", "Asia/Beirut", "Asia/Kolkata", "Australia/Lord_Howe")
-DURATIONS = ("1d", "7d", "30d", "1mo", "2d", "3w", "24h", "48h", "36h", "5h", "1h", "25h", "1000h", "90m", "45m", "15m",
-             "61m", "90s", "7s", "daily", "weekly", "monthly", "hourly", "1month", "bogus")
+DURATIONS = (
+    "1d",
+    "7d",
+    "30d",
+    "1mo",
+    "2d",
+    "3w",
+    "24h",
+    "48h",
+    "36h",
+    "5h",
+    "1h",
+    "25h",
+    "1000h",
+    "90m",
+    "45m",
+    "15m",
+    "61m",
+    "90s",
+    "7s",
+    "daily",
+    "weekly",
+    "monthly",
+    "hourly",
+    "1month",
+    "bogus",
+)
 
 
 @pytest.mark.parametrize("zone", ZONES)
@@ -30,8 +55,9 @@ def test_next_reset_is_litellms_at_any_moment(zone):
     rng = random.Random(zone)
     for duration in DURATIONS:
         for _ in range(120):
-            moment = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(365 * 86400),
-                                                                            microseconds=rng.randrange(10**6))
+            moment = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(
+                seconds=rng.randrange(365 * 86400), microseconds=rng.randrange(10**6)
+            )
             want = get_next_standardized_reset_time(duration, moment, zone).astimezone(UTC)
             assert next_reset(duration, moment.astimezone(ZoneInfo(zone))).astimezone(UTC) == want, (duration, moment)
 

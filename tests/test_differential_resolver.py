@@ -102,7 +102,13 @@ def _globs_for(name: str, rng: random.Random) -> list[str]:
     cut = rng.randint(0, len(name))
     other = rng.randint(0, len(name))
     low, high = sorted((cut, other))
-    return [name[:cut] + "*", "*" + name[cut:], name[:low] + "*" + name[high:], "*" + name[low:high] + "*", rng.choice(FIXED_GLOBS)]
+    return [
+        name[:cut] + "*",
+        "*" + name[cut:],
+        name[:low] + "*" + name[high:],
+        "*" + name[low:high] + "*",
+        rng.choice(FIXED_GLOBS),
+    ]
 
 
 def _case(rng: random.Random, pool: list[str]) -> tuple[str, dict[str, object], frozenset[str]]:

@@ -136,7 +136,7 @@ def select_only_role(pg_sample, pg_server):
         conn.execute(text(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"'))
     yield str(make_url(pg_sample).set(username=role).render_as_string(hide_password=False))
     with engine.connect() as conn:
-        conn.execute(text(f'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = \'{role}\''))
+        conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"))
         conn.execute(text(f'DROP OWNED BY "{role}"'))
     engine.dispose()
     with pg_server.connect() as conn:

@@ -28,8 +28,10 @@ def _drop(url: str, table: str, column: str) -> None:
     engine.dispose()
 
 
-@pytest.mark.parametrize(("table", "column"), [("LiteLLM_SpendLogs", "end_user"), ("LiteLLM_VerificationToken", "key_alias"),
-                                               ("LiteLLM_SpendLogs", "call_type")])
+@pytest.mark.parametrize(
+    ("table", "column"),
+    [("LiteLLM_SpendLogs", "end_user"), ("LiteLLM_VerificationToken", "key_alias"), ("LiteLLM_SpendLogs", "call_type")],
+)
 def test_a_column_the_scan_selects_missing_means_scan_cannot_run_and_it_cannot(sample_pg, table, column):
     _drop(sample_pg, table, column)
     doctor = runner.invoke(app, ["doctor", "--db", sample_pg], env={"COLUMNS": "400"})

@@ -42,12 +42,32 @@ def deploy(data: dict, url: str, tmp_path) -> str:
     """The fixture as LiteLLM's database holds it: keys (scalar spend = their ledger, as the spend writer keeps it),
     the end user's budget, the spend rows. Returns the config path."""
     rows = [{**r, "startTime": when(r["startTime"]), "endTime": when(r["endTime"]), "metadata": {}} for r in data["spend_logs"]]
-    keys = [{"token": k["token"], "key_alias": k["key_alias"], "model_max_budget": k["model_max_budget"],
-             "spend": math.fsum(r["spend"] for r in rows if r["api_key"] == k["token"])} for k in data["keys"]]
-    budgets = [{"budget_id": f"budget-{u['user_id']}", "model_max_budget": u["model_max_budget"], "created_by": "test",
-                "updated_by": "test"} for u in data["end_users"]]
-    end_users = [{"user_id": u["user_id"], "budget_id": f"budget-{u['user_id']}",
-                  "spend": math.fsum(r["spend"] for r in rows if r["end_user"] == u["user_id"])} for u in data["end_users"]]
+    keys = [
+        {
+            "token": k["token"],
+            "key_alias": k["key_alias"],
+            "model_max_budget": k["model_max_budget"],
+            "spend": math.fsum(r["spend"] for r in rows if r["api_key"] == k["token"]),
+        }
+        for k in data["keys"]
+    ]
+    budgets = [
+        {
+            "budget_id": f"budget-{u['user_id']}",
+            "model_max_budget": u["model_max_budget"],
+            "created_by": "test",
+            "updated_by": "test",
+        }
+        for u in data["end_users"]
+    ]
+    end_users = [
+        {
+            "user_id": u["user_id"],
+            "budget_id": f"budget-{u['user_id']}",
+            "spend": math.fsum(r["spend"] for r in rows if r["end_user"] == u["user_id"]),
+        }
+        for u in data["end_users"]
+    ]
     engine = create_engine(url)
     with engine.begin() as conn:
         metadata.create_all(conn)
@@ -74,8 +94,10 @@ def as_released(conn, version) -> None:
 
 
 def scan(url: str, config: str, data: dict, *extra: str) -> dict:
-    result = runner.invoke(app, ["scan", "--db", url, "--config", config, "--now", data["now"] + "Z", "--format", "json",
-                                 "--fail-on", "never", *extra])
+    result = runner.invoke(
+        app,
+        ["scan", "--db", url, "--config", config, "--now", data["now"] + "Z", "--format", "json", "--fail-on", "never", *extra],
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     jsonschema.validate(record, SCHEMA)
@@ -83,9 +105,11 @@ def scan(url: str, config: str, data: dict, *extra: str) -> dict:
 
 
 def counters(record: dict) -> list[dict]:
-    return [f for f in record["findings"] if f["kind"] in ("counter_drift", "miskeyed_counter")
-            and f["counter_source"] in ("redis", "budget_window_spend")]
-
+    return [
+        f
+        for f in record["findings"]
+        if f["kind"] in ("counter_drift", "miskeyed_counter") and f["counter_source"] in ("redis", "budget_window_spend")
+    ]
 
 
 @pytest.mark.redis
@@ -119,11 +143,18 @@ def test_the_1_83_7_leak_is_found_and_its_counters_are_not_looked_for(any_url, t
     invalid = [(f["entity_id"], f["budget_model"]) for f in record["findings"] if f["kind"] == "invalid_budget"]
     assert invalid == [(keys["zero"], "gpt-4o")]  # a 0 cap is no limit before 1.99
     leaked = {(f["scope"], f["entity_id"], f["budget_model"]) for f in errors}
-    assert leaked == {("key", keys["research"], "gpt-4o"), ("key", keys["research"], "gpt-4o-mini"),
-                      ("key", keys["mixed"], "gpt-4o"), ("key", keys["mixed"], "gpt-4o-mini"),
-                      ("end_user", "cust-1", "gpt-4o-mini")}
-    assert not any(f["entity_id"] in (keys["wild"], keys["zero"]) for f in record["findings"] if f["kind"] == "over_budget"
-                   and f["severity"] == "error")  # its wildcard route was enforced; a 0 cap is unlimited before 1.99
+    assert leaked == {
+        ("key", keys["research"], "gpt-4o"),
+        ("key", keys["research"], "gpt-4o-mini"),
+        ("key", keys["mixed"], "gpt-4o"),
+        ("key", keys["mixed"], "gpt-4o-mini"),
+        ("end_user", "cust-1", "gpt-4o-mini"),
+    }
+    assert not any(
+        f["entity_id"] in (keys["wild"], keys["zero"])
+        for f in record["findings"]
+        if f["kind"] == "over_budget" and f["severity"] == "error"
+    )  # its wildcard route was enforced; a 0 cap is unlimited before 1.99
     assert counters(record) == []
     assert any("worker's memory" in note for note in record["notes"])
     research = [f for f in errors if f["entity_id"] == keys["research"] and f["budget_model"] == "gpt-4o"]
@@ -155,10 +186,29 @@ def test_backfill_on_1_90_7_writes_the_counter_that_era_reads(sqlite_url, tmp_pa
         redis_client.set(name, value, px=int((when(cell["expires_at"]) - now).total_seconds() * 1000))
     record = scan(sqlite_url, config, data, "--redis", REDIS_URL)
     (drift,) = counters(record)
-    assert (drift["counter_key"], drift["severity"], drift["budget_model"], drift["cached_spend"]) == (lagging, "warning", "gpt-4o", 0.01)
+    assert (drift["counter_key"], drift["severity"], drift["budget_model"], drift["cached_spend"]) == (
+        lagging,
+        "warning",
+        "gpt-4o",
+        0.01,
+    )
     assert drift["logged_spend"] == pytest.approx(float(data["redis"][lagging]["value"]))
-    result = runner.invoke(app, ["backfill", "--db", sqlite_url, "--config", config, "--redis", REDIS_URL, "--now", data["now"] + "Z",
-                                 "--format", "json"])
+    result = runner.invoke(
+        app,
+        [
+            "backfill",
+            "--db",
+            sqlite_url,
+            "--config",
+            config,
+            "--redis",
+            REDIS_URL,
+            "--now",
+            data["now"] + "Z",
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code in (0, 1), result.output
     plan = json.loads(result.stdout)
     assert (plan["layout"]["name"], plan["layout"]["era"]) == ("alias", "1.84-1.98")
@@ -197,22 +247,50 @@ def test_a_wildcard_routes_counter_is_the_one_1_90_reads(sqlite_url, tmp_path, r
     from test_scan_focused import A, at, build, charge, epoch, iso
 
     route = dict(model="anthropic/claude-3-haiku", model_group="anthropic/claude-3-haiku", model_id="dep-anthropic")
-    build(sqlite_url, [{"token": A, "key_alias": "alpha", "model_max_budget": {"claude-3-haiku": {"budget_limit": 10, "time_period": "1d"}}}],
-          [charge(at(1), 1.0, **route), charge(at(2), 2.0, **route)])
+    build(
+        sqlite_url,
+        [{"token": A, "key_alias": "alpha", "model_max_budget": {"claude-3-haiku": {"budget_limit": 10, "time_period": "1d"}}}],
+        [charge(at(1), 1.0, **route), charge(at(2), 2.0, **route)],
+    )
     config = tmp_path / "config.yaml"
-    config.write_text("model_list:\n  - model_name: anthropic/*\n    litellm_params:\n      model: anthropic/*\n    model_info:\n      id: dep-anthropic\n")
+    config.write_text(
+        "model_list:\n  - model_name: anthropic/*\n    litellm_params:\n      model: anthropic/*\n    model_info:\n      id: dep-anthropic\n"
+    )
     redis_client.set(f"virtual_key_spend:{A}:anthropic/claude-3-haiku:1d", cached, ex=86400)
     redis_client.set(f"virtual_key_budget_start_time:{A}", repr(epoch(at(1))), ex=86400)
-    result = runner.invoke(app, ["scan", "--db", sqlite_url, "--config", str(config), "--redis", REDIS_URL, "--now", iso(at(3)),
-                                 "--format", "json", "--fail-on", "never", "--litellm-version", "1.90.7"])
+    result = runner.invoke(
+        app,
+        [
+            "scan",
+            "--db",
+            sqlite_url,
+            "--config",
+            str(config),
+            "--redis",
+            REDIS_URL,
+            "--now",
+            iso(at(3)),
+            "--format",
+            "json",
+            "--fail-on",
+            "never",
+            "--litellm-version",
+            "1.90.7",
+        ],
+    )
     assert result.exit_code == 0, result.output
     found = counters(json.loads(result.stdout))
     if not drift:
         assert found == []
     else:
         (finding,) = found
-        assert (finding["kind"], finding["severity"], finding["budget_model"], finding["cached_spend"], finding["logged_spend"]) == (
-            "counter_drift", "warning", "claude-3-haiku", 2.0, 3.0)
+        assert (
+            finding["kind"],
+            finding["severity"],
+            finding["budget_model"],
+            finding["cached_spend"],
+            finding["logged_spend"],
+        ) == ("counter_drift", "warning", "claude-3-haiku", 2.0, 3.0)
         assert (finding["window_start"], finding["window_end"]) == (iso(at(1)), iso(at(1, days=1)))
 
 
@@ -224,8 +302,28 @@ def test_report_judges_by_the_era_and_keeps_no_checkpoint_of_shared_windows(sqli
     scanned = scan(sqlite_url, config, data, "--litellm-version", "1.83.7")
     for n in (1, 2):
         out = tmp_path / f"r{n}"
-        result = runner.invoke(app, ["report", "--db", sqlite_url, "--config", config, "--out", str(out), "--now", data["now"] + "Z",
-                                     "--quiet", "--fail-on", "never", "--formats", "json", "--incremental", "--litellm-version", "1.83.7"])
+        result = runner.invoke(
+            app,
+            [
+                "report",
+                "--db",
+                sqlite_url,
+                "--config",
+                config,
+                "--out",
+                str(out),
+                "--now",
+                data["now"] + "Z",
+                "--quiet",
+                "--fail-on",
+                "never",
+                "--formats",
+                "json",
+                "--incremental",
+                "--litellm-version",
+                "1.83.7",
+            ],
+        )
         assert result.exit_code == 0, result.output
         record = json.loads((out / "latest.json").read_text())
         assert record["source"]["era"]["era"] == "1.82-1.83.7"
@@ -240,16 +338,39 @@ def test_a_1_99_redis_copy_that_drifted_is_a_warning(sqlite_url, redis_client, t
     """1.99 and 1.100 key counters by entry but still read each worker's memory first; Redis is a copy."""
     from test_scan_focused import A, at, build, charge, epoch, iso
 
-    build(sqlite_url, [{"token": A, "key_alias": "alpha", "model_max_budget": {"gpt-4o": {"budget_limit": 10, "time_period": "1d"}}}],
-          [charge(at(1), 1.0), charge(at(2), 2.0)])
+    build(
+        sqlite_url,
+        [{"token": A, "key_alias": "alpha", "model_max_budget": {"gpt-4o": {"budget_limit": 10, "time_period": "1d"}}}],
+        [charge(at(1), 1.0), charge(at(2), 2.0)],
+    )
     config = tmp_path / "config.yaml"
-    config.write_text("model_list:\n  - model_name: gpt-4o\n    litellm_params:\n      model: azure/prod-gpt4o\n    model_info:\n      id: dep-gpt4o\n")
+    config.write_text(
+        "model_list:\n  - model_name: gpt-4o\n    litellm_params:\n      model: azure/prod-gpt4o\n    model_info:\n      id: dep-gpt4o\n"
+    )
     redis_client.set(f"virtual_key_spend:{A}:gpt-4o:1d", "1.0", ex=86400)
     redis_client.set(f"virtual_key_budget_start_time:{A}:gpt-4o:1d", repr(epoch(at(1))), ex=86400)
     severities = {}
     for version in ("1.99.0", "1.110.2"):
-        result = runner.invoke(app, ["scan", "--db", sqlite_url, "--config", str(config), "--redis", REDIS_URL, "--now", iso(at(3)),
-                                     "--format", "json", "--fail-on", "never", "--litellm-version", version])
+        result = runner.invoke(
+            app,
+            [
+                "scan",
+                "--db",
+                sqlite_url,
+                "--config",
+                str(config),
+                "--redis",
+                REDIS_URL,
+                "--now",
+                iso(at(3)),
+                "--format",
+                "json",
+                "--fail-on",
+                "never",
+                "--litellm-version",
+                version,
+            ],
+        )
         assert result.exit_code == 0, result.output
         (drift,) = counters(json.loads(result.stdout))
         assert (drift["cached_spend"], drift["logged_spend"]) == (1.0, 3.0)

@@ -60,28 +60,37 @@ def test_eras_cover_every_release_once_in_order():
         assert before.until == after.first, (before.name, after.name)
 
 
-@pytest.mark.parametrize(("release", "era", "written", "read", "starts", "storage", "strict"), [
-    # release read in its wheel -> what its limiter does
-    ("1.80.17", "<=1.80", DEPLOYMENT, REQUESTED, PER_ENTITY, MEMORY, True),
-    ("1.81.0", "1.81", DEPLOYMENT, REQUESTED, PER_ENTITY, MEMORY, True),
-    ("1.82.0", "1.82-1.83.7", DEPLOYMENT, REQUESTED, PER_ENTITY, MEMORY, True),
-    ("1.83.7", "1.82-1.83.7", DEPLOYMENT, REQUESTED, PER_ENTITY, MEMORY, True),
-    ("1.83.8", "1.83.8-1.83.14", REQUESTED, REQUESTED, PER_ENTITY, MEMORY, True),  # model_group, same schema as 1.83.7
-    ("1.83.14", "1.83.8-1.83.14", REQUESTED, REQUESTED, PER_ENTITY, MEMORY, True),
-    ("1.84.0", "1.84-1.98", REQUESTED, REQUESTED, PER_ENTITY, MEMORY_FIRST, True),  # enable_redis_auth_cache appears
-    ("1.90.7", "1.84-1.98", REQUESTED, REQUESTED, PER_ENTITY, MEMORY_FIRST, True),
-    ("1.98.1", "1.84-1.98", REQUESTED, REQUESTED, PER_ENTITY, MEMORY_FIRST, True),
-    ("1.99.0", "1.99-1.100", ENTRY, ENTRY, PER_ENTRY, MEMORY_FIRST, False),  # PR #37736: entry keys, >=, 0 blocks
-    ("1.100.5", "1.99-1.100", ENTRY, ENTRY, PER_ENTRY, MEMORY_FIRST, False),  # still user_api_key_cache
-    ("1.101.0", "1.101-1.108", ENTRY, ENTRY, PER_ENTRY, REDIS_FIRST, False),  # spend_counter_cache, Redis read first
-    ("1.108.0", "1.101-1.108", ENTRY, ENTRY, PER_ENTRY, REDIS_FIRST, False),
-    ("1.109.0", "1.109+", ENTRY, ENTRY, PER_ENTRY, REDIS_FIRST, False),  # model_budget_shared_windows.py appears
-    ("1.110.2", "1.109+", ENTRY, ENTRY, PER_ENTRY, REDIS_FIRST, False),
-])
+@pytest.mark.parametrize(
+    ("release", "era", "written", "read", "starts", "storage", "strict"),
+    [
+        # release read in its wheel -> what its limiter does
+        ("1.80.17", "<=1.80", DEPLOYMENT, REQUESTED, PER_ENTITY, MEMORY, True),
+        ("1.81.0", "1.81", DEPLOYMENT, REQUESTED, PER_ENTITY, MEMORY, True),
+        ("1.82.0", "1.82-1.83.7", DEPLOYMENT, REQUESTED, PER_ENTITY, MEMORY, True),
+        ("1.83.7", "1.82-1.83.7", DEPLOYMENT, REQUESTED, PER_ENTITY, MEMORY, True),
+        ("1.83.8", "1.83.8-1.83.14", REQUESTED, REQUESTED, PER_ENTITY, MEMORY, True),  # model_group, same schema as 1.83.7
+        ("1.83.14", "1.83.8-1.83.14", REQUESTED, REQUESTED, PER_ENTITY, MEMORY, True),
+        ("1.84.0", "1.84-1.98", REQUESTED, REQUESTED, PER_ENTITY, MEMORY_FIRST, True),  # enable_redis_auth_cache appears
+        ("1.90.7", "1.84-1.98", REQUESTED, REQUESTED, PER_ENTITY, MEMORY_FIRST, True),
+        ("1.98.1", "1.84-1.98", REQUESTED, REQUESTED, PER_ENTITY, MEMORY_FIRST, True),
+        ("1.99.0", "1.99-1.100", ENTRY, ENTRY, PER_ENTRY, MEMORY_FIRST, False),  # PR #37736: entry keys, >=, 0 blocks
+        ("1.100.5", "1.99-1.100", ENTRY, ENTRY, PER_ENTRY, MEMORY_FIRST, False),  # still user_api_key_cache
+        ("1.101.0", "1.101-1.108", ENTRY, ENTRY, PER_ENTRY, REDIS_FIRST, False),  # spend_counter_cache, Redis read first
+        ("1.108.0", "1.101-1.108", ENTRY, ENTRY, PER_ENTRY, REDIS_FIRST, False),
+        ("1.109.0", "1.109+", ENTRY, ENTRY, PER_ENTRY, REDIS_FIRST, False),  # model_budget_shared_windows.py appears
+        ("1.110.2", "1.109+", ENTRY, ENTRY, PER_ENTRY, REDIS_FIRST, False),
+    ],
+)
 def test_each_release_falls_in_the_era_its_source_shows(release, era, written, read, starts, storage, strict):
     found = era_of(parse_version(release))
     assert (found.name, found.written, found.read, found.start_keys, found.storage, found.strict) == (
-        era, written, read, starts, storage, strict)
+        era,
+        written,
+        read,
+        starts,
+        storage,
+        strict,
+    )
 
 
 def test_only_1_109_shares_windows_through_the_table_and_only_1_81_and_earlier_hard_code_1d():
@@ -101,14 +110,22 @@ def test_scopes_grow_with_the_release():
 def test_the_comparison_of_each_era():
     old, new = era_named("1.84-1.98"), era_named("1.109+")
     # before 1.99: spend > cap, and 0 means unlimited
-    assert (old.blocks(0.05, 0.05), old.blocks(0.0500001, 0.05), old.blocks(5.0, 0), old.enforced(0)) == (False, True, False, False)
+    assert (old.blocks(0.05, 0.05), old.blocks(0.0500001, 0.05), old.blocks(5.0, 0), old.enforced(0)) == (
+        False,
+        True,
+        False,
+        False,
+    )
     # 1.99+: spend >= cap, 0 blocks even with nothing spent, a negative or null cap enforces nothing
     assert (new.blocks(0.05, 0.05), new.blocks(0.0, 0), new.blocks(9.0, -1), new.blocks(9.0, None)) == (True, True, False, False)
     assert not old.blocks(1.0, float("nan")) and not new.blocks(1.0, float("nan"))
 
 
 def test_the_counter_names_each_era_reads():
-    assert era_named("1.84-1.98").read_names("anthropic/claude-3-haiku", "claude-3-haiku") == ("anthropic/claude-3-haiku", "claude-3-haiku")
+    assert era_named("1.84-1.98").read_names("anthropic/claude-3-haiku", "claude-3-haiku") == (
+        "anthropic/claude-3-haiku",
+        "claude-3-haiku",
+    )
     assert era_named("1.84-1.98").read_names("gpt-4o", "gpt-4o") == ("gpt-4o",)
     # 1.99+: the entry, plus the requested-model counter an upgrade carried over (key and end-user scopes)
     assert era_named("1.109+").read_names("openai/gpt-4o", "gpt-4o") == ("gpt-4o", "openai/gpt-4o")
@@ -116,15 +133,22 @@ def test_the_counter_names_each_era_reads():
 
 
 def test_layouts_in_words():
-    assert era_named("1.83.8-1.83.14").layout().startswith(
-        "counters keyed by requested model, one start key per key (shared by all its models), in worker memory: "
-        "Redis holds none; only the ledger can be audited")
+    assert (
+        era_named("1.83.8-1.83.14")
+        .layout()
+        .startswith(
+            "counters keyed by requested model, one start key per key (shared by all its models), in worker memory: "
+            "Redis holds none; only the ledger can be audited"
+        )
+    )
     assert "enable_redis_auth_cache" in era_named("1.84-1.98").layout()
     assert "LiteLLM_BudgetWindowSpend" in era_named("1.109+").layout()
     assert "read under the requested model" in era_named("1.82-1.83.7").layout()
 
 
-@pytest.mark.parametrize(("text", "version"), [("1.83.7", (1, 83, 7)), ("v1.90", (1, 90, 0)), (" 1.110 ", (1, 110, 0)), ("2", (2, 0, 0))])
+@pytest.mark.parametrize(
+    ("text", "version"), [("1.83.7", (1, 83, 7)), ("v1.90", (1, 90, 0)), (" 1.110 ", (1, 110, 0)), ("2", (2, 0, 0))]
+)
 def test_versions_parse(text, version):
     assert parse_version(text) == version
 
@@ -235,9 +259,21 @@ def test_backfill_writes_no_counter_for_a_detected_memory_era():
     caps = Capabilities("sqlite", "sqlite", {"LiteLLM_SpendLogs": frozenset({"status"})}, {})
     layout = layouts.layout_for(None, caps)
     assert (layout.name, layout.era) == (layouts.MEMORY_LAYOUT, "1.83.8-1.83.14")
-    drift = Finding(kind=COUNTER_DRIFT, severity="error", scope="key", entity_id=H, budget_model="gpt-4o", time_period="1d",
-                    window_start=datetime(2026, 3, 2), window_end=datetime(2026, 3, 3), logged_spend=2.0, cached_spend=1.0,
-                    counter_source="redis", counter_key=f"virtual_key_spend:{H}:gpt-4o:1d", message="")
+    drift = Finding(
+        kind=COUNTER_DRIFT,
+        severity="error",
+        scope="key",
+        entity_id=H,
+        budget_model="gpt-4o",
+        time_period="1d",
+        window_start=datetime(2026, 3, 2),
+        window_end=datetime(2026, 3, 3),
+        logged_spend=2.0,
+        cached_spend=1.0,
+        counter_source="redis",
+        counter_key=f"virtual_key_spend:{H}:gpt-4o:1d",
+        message="",
+    )
     result = ScanResult(as_of=datetime(2026, 3, 2, 12), source={}, rows=RowCounts(), spend=[], findings=[drift])
     planned = planning.plan(result, planning.Snapshot(), planning.PlanOptions(wall_now=datetime(2026, 3, 2, 12), layout=layout))
     assert planned.actionable == [] and "worker memory" in planned.skipped[0].why
@@ -250,8 +286,17 @@ def small_db(tmp_path):
     metadata.create_all(engine)
     rollup_metadata.create_all(engine)  # LiteLLM_DailyTeamSpend and LiteLLM_DailyEndUserSpend: not among auditor's tables
     with engine.begin() as conn:
-        conn.execute(insert(spend_logs).values(request_id="r1", call_type="acompletion", api_key=H, spend=0.1,
-                                               startTime=datetime(2026, 3, 2, 8), endTime=datetime(2026, 3, 2, 8, 0, 1), model="gpt-4o"))
+        conn.execute(
+            insert(spend_logs).values(
+                request_id="r1",
+                call_type="acompletion",
+                api_key=H,
+                spend=0.1,
+                startTime=datetime(2026, 3, 2, 8),
+                endTime=datetime(2026, 3, 2, 8, 0, 1),
+                model="gpt-4o",
+            )
+        )
     engine.dispose()
     return url
 
@@ -276,11 +321,15 @@ def test_a_bad_version_is_one_line_and_exit_2(small_db):
     for command in (["doctor"], ["scan"], ["backfill"]):
         result = runner.invoke(app, [*command, "--db", small_db, "--litellm-version", "latest"])
         assert result.exit_code == 2, (command, result.output)
-        assert result.output.strip().splitlines() == ["auditor: --litellm-version 'latest' is not a version: use MAJOR.MINOR.PATCH such as 1.83.7"]
+        assert result.output.strip().splitlines() == [
+            "auditor: --litellm-version 'latest' is not a version: use MAJOR.MINOR.PATCH such as 1.83.7"
+        ]
 
 
 def test_the_scan_says_which_era_it_assumed_and_why(small_db):
-    result = runner.invoke(app, ["scan", "--db", small_db, "--format", "json", "--litellm-version", "1.83.7", "--fail-on", "never"])
+    result = runner.invoke(
+        app, ["scan", "--db", small_db, "--format", "json", "--litellm-version", "1.83.7", "--fail-on", "never"]
+    )
     assert result.exit_code == 0, result.output
     era = json.loads(result.output)["source"]["era"]
     assert (era["era"], era["origin"], era["version"], era["certain"]) == ("1.82-1.83.7", "--litellm-version", "1.83.7", True)
@@ -294,9 +343,25 @@ def test_backfill_names_a_1_84_to_1_98_counter_as_the_scan_found_it():
     from auditor.audit.findings import COUNTER_DRIFT, Finding, RowCounts, ScanResult
 
     key = f"virtual_key_spend:{H}:anthropic/claude-3-haiku:1d"
-    drift = Finding(kind=COUNTER_DRIFT, severity="warning", scope="key", entity_id=H, budget_model="claude-3-haiku", time_period="1d",
-                    window_start=datetime(2026, 3, 2, 4), window_end=datetime(2026, 3, 3, 4), logged_spend=2.0, cached_spend=0.0,
-                    counter_source="redis", counter_key=key, message="")
+    drift = Finding(
+        kind=COUNTER_DRIFT,
+        severity="warning",
+        scope="key",
+        entity_id=H,
+        budget_model="claude-3-haiku",
+        time_period="1d",
+        window_start=datetime(2026, 3, 2, 4),
+        window_end=datetime(2026, 3, 3, 4),
+        logged_spend=2.0,
+        cached_spend=0.0,
+        counter_source="redis",
+        counter_key=key,
+        message="",
+    )
     result = ScanResult(as_of=datetime(2026, 3, 2, 12), source={}, rows=RowCounts(), spend=[], findings=[drift])
-    planned = planning.plan(result, planning.Snapshot(), planning.PlanOptions(wall_now=datetime(2026, 3, 2, 12), layout=layouts.layout_for("1.90.7", None)))
+    planned = planning.plan(
+        result,
+        planning.Snapshot(),
+        planning.PlanOptions(wall_now=datetime(2026, 3, 2, 12), layout=layouts.layout_for("1.90.7", None)),
+    )
     assert sorted(w.keys for w in planned.actionable) == [(f"virtual_key_budget_start_time:{H}",), (key,)]

@@ -73,8 +73,9 @@ def _spawn(args: list[str]) -> subprocess.Popen:
     """The real CLI (python -m auditor, as the console script runs it), paused mid-stream by the test hook for 5 s:
     the test kills the backend within that pause (it needs well under a second), then the scan reads on."""
     env = {**os.environ, MID_SCAN_HOOK_ENV: "5"}
-    return subprocess.Popen([sys.executable, "-m", "auditor", *args], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "auditor", *args], cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
 
 def _wait_for_pause(proc: subprocess.Popen) -> None:
@@ -97,10 +98,13 @@ def _terminate(url: str) -> int:
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
-            return conn.execute(text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = :db AND application_name = 'auditor' AND pid <> pg_backend_pid()"
-            ), {"db": database}).scalar()
+            return conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = :db AND application_name = 'auditor' AND pid <> pg_backend_pid()"
+                ),
+                {"db": database},
+            ).scalar()
     finally:
         engine.dispose()
 
@@ -125,8 +129,9 @@ def test_a_connection_killed_mid_report_writes_no_file_and_records_the_run_faile
     for fmt in ("json", "md", "html"):  # the previous night's report must survive untouched
         (out / f"latest.{fmt}").write_text(f"previous {fmt}\n")
     history_db = f"sqlite:///{tmp_path / 'history.sqlite'}"
-    proc = _spawn(["report", "--db", pg_sample, "--config", SAMPLE_CONFIG, "--now", NOW, "--out", str(out),
-                   "--history-db", history_db])
+    proc = _spawn(
+        ["report", "--db", pg_sample, "--config", SAMPLE_CONFIG, "--now", NOW, "--out", str(out), "--history-db", history_db]
+    )
     _wait_for_pause(proc)
     assert _terminate(pg_sample) == 1
     stdout, stderr = proc.communicate(timeout=60)
@@ -240,7 +245,10 @@ def faulty_redis(redis_at):
         if kind == "unreachable":
             port = _closed_port()
             url = f"redis://127.0.0.1:{port}/0{query}"
-            return url, f"auditor: cannot reach Redis at {url} (--redis): Error 111 connecting to 127.0.0.1:{port}. Connection refused."
+            return (
+                url,
+                f"auditor: cannot reach Redis at {url} (--redis): Error 111 connecting to 127.0.0.1:{port}. Connection refused.",
+            )
         if kind == "silent":
             server = SilentServer()
             made.append(server)
@@ -279,9 +287,7 @@ def test_redis_optional_scans_without_redis_and_says_so(kind, faulty_redis, sqli
     degraded = invoke(*base, "--redis", url, "--redis-optional")
     assert degraded.exit_code == 0, degraded.stderr
     problem = line.removeprefix("auditor: ")
-    assert degraded.stderr.splitlines() == [
-        f"auditor: warning: {problem}; scanning without Redis counters (--redis-optional)"
-    ]
+    assert degraded.stderr.splitlines() == [f"auditor: warning: {problem}; scanning without Redis counters (--redis-optional)"]
     record, reference = json.loads(degraded.stdout), json.loads(without.stdout)
     assert record["notes"][0] == (
         f"DEGRADED (--redis-optional): Redis counters were not read ({problem}); no Redis counter was compared, "
@@ -294,13 +300,39 @@ def test_redis_optional_scans_without_redis_and_says_so(kind, faulty_redis, sqli
 
 def test_a_degraded_scan_says_so_in_the_table_and_every_report_file(faulty_redis, sqlite_sample, tmp_path):
     url, _ = faulty_redis("unreachable")
-    table = invoke("scan", "--db", sqlite_sample, "--config", SAMPLE_CONFIG, "--now", NOW, "--redis", url, "--redis-optional",
-                   env={"COLUMNS": "400"})
+    table = invoke(
+        "scan",
+        "--db",
+        sqlite_sample,
+        "--config",
+        SAMPLE_CONFIG,
+        "--now",
+        NOW,
+        "--redis",
+        url,
+        "--redis-optional",
+        env={"COLUMNS": "400"},
+    )
     assert table.exit_code == 1  # the sample's findings, as without Redis
     assert "note: DEGRADED (--redis-optional): Redis counters were not read (cannot reach Redis at" in table.stdout
     out = tmp_path / "r"
-    report = invoke("report", "--db", sqlite_sample, "--config", SAMPLE_CONFIG, "--now", NOW, "--out", str(out),
-                    "--redis", url, "--redis-optional", "--history-db", f"sqlite:///{tmp_path / 'h.sqlite'}", "--quiet")
+    report = invoke(
+        "report",
+        "--db",
+        sqlite_sample,
+        "--config",
+        SAMPLE_CONFIG,
+        "--now",
+        NOW,
+        "--out",
+        str(out),
+        "--redis",
+        url,
+        "--redis-optional",
+        "--history-db",
+        f"sqlite:///{tmp_path / 'h.sqlite'}",
+        "--quiet",
+    )
     assert report.exit_code == 1, report.stderr
     assert len(report.stderr.splitlines()) == 1 and report.stderr.startswith("auditor: warning: cannot reach Redis at ")
     assert json.loads((out / "latest.json").read_text())["notes"][0].startswith("DEGRADED (--redis-optional): ")
@@ -312,8 +344,12 @@ def test_a_redis_that_answers_is_read_through_the_proxy(redis_at, sqlite_sample)
     """The stalling proxy's control: with nothing to stall at, the scan reads the sample's counters through it."""
     host, port, db = redis_at
     real = f"redis://{host}:{port}/{db}"
-    assert invoke("sample", "load", "--db", f"sqlite:///{Path(sqlite_sample[10:]).parent / 'other.sqlite'}",
-                  "--redis", real).exit_code == 0
+    assert (
+        invoke(
+            "sample", "load", "--db", f"sqlite:///{Path(sqlite_sample[10:]).parent / 'other.sqlite'}", "--redis", real
+        ).exit_code
+        == 0
+    )
     proxy = StallingProxy(host, port, b"NEVER-SENT")
     try:
         base = ["scan", "--db", sqlite_sample, "--config", SAMPLE_CONFIG, "--now", NOW, "--format", "json", "--fail-on", "never"]
@@ -336,13 +372,18 @@ def test_a_redis_that_answers_is_read_through_the_proxy(redis_at, sqlite_sample)
 def test_a_statement_timeout_is_one_line_naming_the_option(command, pg_sample, tmp_path):
     # Another session holds an exclusive lock on the spend logs: the first read of them waits past 0.5 s.
     out = tmp_path / "r"
-    extra = {"scan": ["--format", "json"], "report": ["--out", str(out), "--history-db", f"sqlite:///{tmp_path / 'h.sqlite'}"],
-             "backfill": ["--format", "json"]}[command]
+    extra = {
+        "scan": ["--format", "json"],
+        "report": ["--out", str(out), "--history-db", f"sqlite:///{tmp_path / 'h.sqlite'}"],
+        "backfill": ["--format", "json"],
+    }[command]
     engine = create_engine(pg_sample.replace("postgresql://", "postgresql+psycopg://", 1))
     try:
         with engine.connect() as holder:
             holder.execute(text('LOCK TABLE "LiteLLM_SpendLogs" IN ACCESS EXCLUSIVE MODE'))
-            result = invoke(command, "--db", pg_sample, "--config", SAMPLE_CONFIG, "--now", NOW, "--statement-timeout", "0.5", *extra)
+            result = invoke(
+                command, "--db", pg_sample, "--config", SAMPLE_CONFIG, "--now", NOW, "--statement-timeout", "0.5", *extra
+            )
             holder.rollback()
     finally:
         engine.dispose()
@@ -367,8 +408,9 @@ def tmpfs(tmp_path):
     def mount(kib: int) -> Path:
         where = tmp_path / f"tmpfs{len(mounted)}"
         where.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k,mode=0700", "tmpfs", str(where)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={kib}k,mode=0700", "tmpfs", str(where)], capture_output=True, text=True
+        )
         if done.returncode != 0:
             message = f"cannot mount a tmpfs (needs root and CAP_SYS_ADMIN): {done.stderr.strip()}"
             if IN_CI:
@@ -417,8 +459,9 @@ def test_scan_output_to_a_full_disk_keeps_the_old_file_and_no_temp(sqlite_sample
         assert full.strerror == "No space left on device"
     finally:
         os.close(fd)
-    result = invoke("scan", "--db", sqlite_sample, "--config", SAMPLE_CONFIG, "--now", NOW, "--format", "json",
-                    "--output", str(target))
+    result = invoke(
+        "scan", "--db", sqlite_sample, "--config", SAMPLE_CONFIG, "--now", NOW, "--format", "json", "--output", str(target)
+    )
     assert result.exit_code == 3
     assert result.stdout == ""
     assert result.stderr.splitlines() == [f"auditor: cannot write {target}: No space left on device"]
@@ -429,8 +472,9 @@ def test_scan_output_to_a_full_disk_keeps_the_old_file_and_no_temp(sqlite_sample
 def test_scan_output_to_dev_full_is_written_in_place_and_fails_cleanly(sqlite_sample):
     """A device is written in place (renaming over it as root would replace it): /dev/full is a real ENOSPC."""
     before = os.stat("/dev/full")
-    result = invoke("scan", "--db", sqlite_sample, "--config", SAMPLE_CONFIG, "--now", NOW, "--format", "json",
-                    "--output", "/dev/full")
+    result = invoke(
+        "scan", "--db", sqlite_sample, "--config", SAMPLE_CONFIG, "--now", NOW, "--format", "json", "--output", "/dev/full"
+    )
     assert result.exit_code == 3
     assert result.stderr.splitlines() == ["auditor: cannot write /dev/full: No space left on device"]
     after = os.stat("/dev/full")
@@ -444,8 +488,9 @@ def test_scan_output_that_cannot_be_written_is_exit_3_one_line(where, sqlite_sam
     blocker = tmp_path / "blocker"
     blocker.write_text("a file\n")
     target, reason = (blocker / "scan.json", "Not a directory") if where == "below a file" else (tmp_path, "Is a directory")
-    result = invoke("scan", "--db", sqlite_sample, "--config", SAMPLE_CONFIG, "--now", NOW, "--format", "json",
-                    "--output", str(target))
+    result = invoke(
+        "scan", "--db", sqlite_sample, "--config", SAMPLE_CONFIG, "--now", NOW, "--format", "json", "--output", str(target)
+    )
     assert result.exit_code == 3
     assert result.stdout == ""
     assert result.stderr.splitlines() == [f"auditor: cannot write {target}: {reason}"]

@@ -47,14 +47,57 @@ def one_line(message: str) -> None:
 
 NOW = datetime(2026, 3, 15, 12, 0, 0)
 
-TRICKY_TEXT = st.sampled_from([
-    "", " ", "1d", " daily ", "MONTHLY", "1mo", "99999mo", "9" * 5000 + "d", "1y", "30", "1.5d", "0d", "١d",
-    "NaN", "-Infinity", "inf", "1e309", "1_000", "_1", "1__0", " 1_0 ", "$5", "1,000", "0x10", "1e-400",
-    "*", "**", "a*b*", "claude-*", "gpt-4o", "azure/prod-gpt4o", "bedrock/converse/us.anthropic.claude-v1:0",
-    "arn:aws:bedrock:us-east-1:1:inference-profile/us.anthropic.claude-3-5-sonnet-20240620-v1:0",
-    "os.environ/AZURE_MODEL", "v2:gcm:abc", "\x00", "\ud7ff", "\u2028", "'; DROP TABLE x; --", "<b>x</b>",
-    "self", "budget_limit", "time_period", "max_budget", "budget_duration", "tpm_limit", "rpm_limit",
-])
+TRICKY_TEXT = st.sampled_from(
+    [
+        "",
+        " ",
+        "1d",
+        " daily ",
+        "MONTHLY",
+        "1mo",
+        "99999mo",
+        "9" * 5000 + "d",
+        "1y",
+        "30",
+        "1.5d",
+        "0d",
+        "١d",
+        "NaN",
+        "-Infinity",
+        "inf",
+        "1e309",
+        "1_000",
+        "_1",
+        "1__0",
+        " 1_0 ",
+        "$5",
+        "1,000",
+        "0x10",
+        "1e-400",
+        "*",
+        "**",
+        "a*b*",
+        "claude-*",
+        "gpt-4o",
+        "azure/prod-gpt4o",
+        "bedrock/converse/us.anthropic.claude-v1:0",
+        "arn:aws:bedrock:us-east-1:1:inference-profile/us.anthropic.claude-3-5-sonnet-20240620-v1:0",
+        "os.environ/AZURE_MODEL",
+        "v2:gcm:abc",
+        "\x00",
+        "\ud7ff",
+        "\u2028",
+        "'; DROP TABLE x; --",
+        "<b>x</b>",
+        "self",
+        "budget_limit",
+        "time_period",
+        "max_budget",
+        "budget_duration",
+        "tpm_limit",
+        "rpm_limit",
+    ]
+)
 TEXT = st.text(max_size=24) | TRICKY_TEXT
 NUMBERS = (
     st.integers()
@@ -69,14 +112,18 @@ JSON_LIKE = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(TEXT, children, max_size=4),
     max_leaves=16,
 )
-BUDGET_FIELD = st.sampled_from(["max_budget", "budget_limit", "budget_duration", "time_period", "tpm_limit", "rpm_limit", "self", "x"])
+BUDGET_FIELD = st.sampled_from(
+    ["max_budget", "budget_limit", "budget_duration", "time_period", "tpm_limit", "rpm_limit", "self", "x"]
+)
 ENTRY = st.dictionaries(BUDGET_FIELD, JSON_LIKE, max_size=5) | JSON_LIKE
 MODEL_MAX_BUDGET = st.dictionaries(TEXT, ENTRY, max_size=5) | JSON_LIKE
 # Python values no JSON decoder returns, but a caller's dict could hold: bytes, tuples, non-str keys.
 ODD_PYTHON = st.recursive(
     SCALARS | st.binary(max_size=8) | st.datetimes(),
-    lambda children: st.tuples(children, children)
-    | st.dictionaries(st.integers() | st.none() | st.booleans() | TEXT | st.binary(max_size=4), children, max_size=3),
+    lambda children: (
+        st.tuples(children, children)
+        | st.dictionaries(st.integers() | st.none() | st.booleans() | TEXT | st.binary(max_size=4), children, max_size=3)
+    ),
     max_leaves=8,
 )
 MOMENTS = st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59))
@@ -118,8 +165,12 @@ def test_budget_parser_never_raises(raw, now):
     check_budget(raw, now)
 
 
-@given(st.dictionaries(TEXT | st.integers(), st.dictionaries(BUDGET_FIELD | st.integers(), ODD_PYTHON, max_size=4) | ODD_PYTHON, max_size=4)
-       | ODD_PYTHON)
+@given(
+    st.dictionaries(
+        TEXT | st.integers(), st.dictionaries(BUDGET_FIELD | st.integers(), ODD_PYTHON, max_size=4) | ODD_PYTHON, max_size=4
+    )
+    | ODD_PYTHON
+)
 @example({"gpt-4o": {"budget_limit": b"1", "time_period": b"1d"}})
 @example({"gpt-4o": {"budget_limit": b"\xff", "time_period": "1d"}})
 @example({"gpt-4o": {"budget_limit": 1, "time_period": b"\xff"}})
@@ -176,10 +227,25 @@ def test_duration_grammar_shaped_text(raw, now):
 # ---------------------------------------------------------------------------------------------
 # The resolver, over catalogues built from generated configs and LiteLLM_ProxyModelTable rows
 
-NAMES = st.sampled_from([
-    "gpt-4o", "claude-opus", "anthropic/*", "*", "openai/*", "team-x-internal", "opus", "a", "b",
-    "vertex_ai/claude-opus-4-6@default", "bedrock/converse/us.anthropic.claude-opus-4-v1:0", "azure/prod-gpt4o",
-]) | TEXT
+NAMES = (
+    st.sampled_from(
+        [
+            "gpt-4o",
+            "claude-opus",
+            "anthropic/*",
+            "*",
+            "openai/*",
+            "team-x-internal",
+            "opus",
+            "a",
+            "b",
+            "vertex_ai/claude-opus-4-6@default",
+            "bedrock/converse/us.anthropic.claude-opus-4-v1:0",
+            "azure/prod-gpt4o",
+        ]
+    )
+    | TEXT
+)
 
 
 @st.composite
@@ -187,40 +253,79 @@ def deployments(draw):
     """A model_list entry as a hand-edited config may hold it: mostly well formed, any field may be junk."""
     entry = {
         "model_name": draw(NAMES | JSON_LIKE),
-        "litellm_params": draw(st.fixed_dictionaries({"model": NAMES | JSON_LIKE}, optional={
-            "api_key": st.just("os.environ/KEY") | TEXT, "organization": st.lists(TEXT, max_size=2) | TEXT,
-            "extra": JSON_LIKE,
-        }) | JSON_LIKE),
-        "model_info": draw(st.fixed_dictionaries({}, optional={
-            "id": TEXT | NUMBERS | st.none(), "access_groups": st.lists(NAMES, max_size=3) | JSON_LIKE,
-            "team_public_model_name": NAMES | JSON_LIKE, "base_model": NAMES | JSON_LIKE,
-        }) | JSON_LIKE),
+        "litellm_params": draw(
+            st.fixed_dictionaries(
+                {"model": NAMES | JSON_LIKE},
+                optional={
+                    "api_key": st.just("os.environ/KEY") | TEXT,
+                    "organization": st.lists(TEXT, max_size=2) | TEXT,
+                    "extra": JSON_LIKE,
+                },
+            )
+            | JSON_LIKE
+        ),
+        "model_info": draw(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "id": TEXT | NUMBERS | st.none(),
+                    "access_groups": st.lists(NAMES, max_size=3) | JSON_LIKE,
+                    "team_public_model_name": NAMES | JSON_LIKE,
+                    "base_model": NAMES | JSON_LIKE,
+                },
+            )
+            | JSON_LIKE
+        ),
     }
     return draw(st.just(entry) | JSON_LIKE)
 
 
-CONFIGS = st.fixed_dictionaries({}, optional={
-    "model_list": st.lists(deployments(), max_size=5) | JSON_LIKE,
-    "router_settings": st.fixed_dictionaries({}, optional={
-        "model_group_alias": st.dictionaries(NAMES, NAMES | st.fixed_dictionaries({"model": NAMES | JSON_LIKE, "hidden": JSON_LIKE}),
-                                             max_size=4) | JSON_LIKE,
-    }) | JSON_LIKE,
-    "general_settings": JSON_LIKE,
-    "litellm_settings": JSON_LIKE,
-}) | st.none()
+CONFIGS = (
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "model_list": st.lists(deployments(), max_size=5) | JSON_LIKE,
+            "router_settings": st.fixed_dictionaries(
+                {},
+                optional={
+                    "model_group_alias": st.dictionaries(
+                        NAMES, NAMES | st.fixed_dictionaries({"model": NAMES | JSON_LIKE, "hidden": JSON_LIKE}), max_size=4
+                    )
+                    | JSON_LIKE,
+                },
+            )
+            | JSON_LIKE,
+            "general_settings": JSON_LIKE,
+            "litellm_settings": JSON_LIKE,
+        },
+    )
+    | st.none()
+)
 TABLE_ROWS = st.lists(
-    st.fixed_dictionaries({}, optional={
-        "model_name": NAMES | JSON_LIKE, "model_id": TEXT | st.none(),
-        "litellm_params": st.fixed_dictionaries({"model": NAMES | st.just("v2:gcm:" + "A" * 60)}) | JSON_LIKE | TEXT,
-        "model_info": st.fixed_dictionaries({}, optional={"id": TEXT, "access_groups": st.lists(NAMES, max_size=2)}) | JSON_LIKE | TEXT,
-    }) | JSON_LIKE,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "model_name": NAMES | JSON_LIKE,
+            "model_id": TEXT | st.none(),
+            "litellm_params": st.fixed_dictionaries({"model": NAMES | st.just("v2:gcm:" + "A" * 60)}) | JSON_LIKE | TEXT,
+            "model_info": st.fixed_dictionaries({}, optional={"id": TEXT, "access_groups": st.lists(NAMES, max_size=2)})
+            | JSON_LIKE
+            | TEXT,
+        },
+    )
+    | JSON_LIKE,
     max_size=3,
 )
 OPTIONAL_TEXT = st.none() | st.just("") | NAMES
 
 
-@given(CONFIGS, TABLE_ROWS, st.dictionaries(NAMES, NAMES, max_size=3),
-       st.lists(st.tuples(OPTIONAL_TEXT, OPTIONAL_TEXT, OPTIONAL_TEXT), min_size=1, max_size=6), MODEL_MAX_BUDGET)
+@given(
+    CONFIGS,
+    TABLE_ROWS,
+    st.dictionaries(NAMES, NAMES, max_size=3),
+    st.lists(st.tuples(OPTIONAL_TEXT, OPTIONAL_TEXT, OPTIONAL_TEXT), min_size=1, max_size=6),
+    MODEL_MAX_BUDGET,
+)
 @fuzz_settings(0.5, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 def test_resolver_never_raises(config, table_rows, key_aliases, triples, model_max_budget):
     catalogue = build_catalogue(config, table_rows, key_aliases)
@@ -267,13 +372,52 @@ def yaml_text(value: object) -> str:
     return yaml.safe_dump(value, allow_unicode=True, default_flow_style=None, sort_keys=False)
 
 
-YAML_SNIPPETS = st.sampled_from([
-    "model_list:", "  - model_name: gpt-4o", "    litellm_params:", "      model: azure/prod-gpt4o", "    model_info: {id: x}",
-    "router_settings:", "  model_group_alias: {a: b, b: a}", "include: [other.yaml]", "include: other.yaml", "&a [*a]",
-    "x: &anchor {k: *anchor}", "- a", "{", "[", "]", "}", ":", "? key", "!!python/object:os.system", "!!binary aGVsbG8=",
-    "!!timestamp 2026-13-45", "!!timestamp soon", "!!bool maybe", "!!int +", "!!float _", "2026-02-30", "!!int 0x", "1e400", "!!float nan", "%YAML 1.1", "---", "...", "\t", "'",
-    '"\\x"', "*undefined", "<<: *a", "x: " + "9" * 5000, "!!set {a, b}", "!!omap [a: 1]", "!!str", "- &b [*b]",
-])
+YAML_SNIPPETS = st.sampled_from(
+    [
+        "model_list:",
+        "  - model_name: gpt-4o",
+        "    litellm_params:",
+        "      model: azure/prod-gpt4o",
+        "    model_info: {id: x}",
+        "router_settings:",
+        "  model_group_alias: {a: b, b: a}",
+        "include: [other.yaml]",
+        "include: other.yaml",
+        "&a [*a]",
+        "x: &anchor {k: *anchor}",
+        "- a",
+        "{",
+        "[",
+        "]",
+        "}",
+        ":",
+        "? key",
+        "!!python/object:os.system",
+        "!!binary aGVsbG8=",
+        "!!timestamp 2026-13-45",
+        "!!timestamp soon",
+        "!!bool maybe",
+        "!!int +",
+        "!!float _",
+        "2026-02-30",
+        "!!int 0x",
+        "1e400",
+        "!!float nan",
+        "%YAML 1.1",
+        "---",
+        "...",
+        "\t",
+        "'",
+        '"\\x"',
+        "*undefined",
+        "<<: *a",
+        "x: " + "9" * 5000,
+        "!!set {a, b}",
+        "!!omap [a: 1]",
+        "!!str",
+        "- &b [*b]",
+    ]
+)
 
 
 @st.composite
@@ -310,8 +454,10 @@ def config_texts(draw):
 @example('model_list:\n  - model_name: "\\ud800"\n    litellm_params: {model: x}\n')
 @example('model_list: []\n"\\udcff": 1\n')
 @example("model_list: [{model_name: [a], litellm_params: {model: x}}]\n")
-@example("model_list:\n  - {model_name: a, litellm_params: {model: x}, model_info: {id: [1]}}\n"
-         "  - {model_name: b, litellm_params: {model: y}, model_info: {id: [1]}}\n")
+@example(
+    "model_list:\n  - {model_name: a, litellm_params: {model: x}, model_info: {id: [1]}}\n"
+    "  - {model_name: b, litellm_params: {model: y}, model_info: {id: [1]}}\n"
+)
 @fuzz_settings(0.5, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 def test_config_loader_only_raises_config_errors(tmp_path, text):
     path = tmp_path / "config.yaml"
@@ -348,9 +494,22 @@ def test_config_loader_on_bytes(tmp_path, raw):
 # Counter keys and values as Redis or LiteLLM_BudgetWindowSpend hold them
 
 
-@given(st.text(max_size=60) | st.builds(lambda p, rest: f"{p}:{rest}", st.sampled_from([
-    "virtual_key_spend", "team_member_model_spend", "user_model_spend", "end_user_model_spend", "team_model_spend",
-]), st.text(alphabet="ab:0123456789*-", max_size=30)))
+@given(
+    st.text(max_size=60)
+    | st.builds(
+        lambda p, rest: f"{p}:{rest}",
+        st.sampled_from(
+            [
+                "virtual_key_spend",
+                "team_member_model_spend",
+                "user_model_spend",
+                "end_user_model_spend",
+                "team_model_spend",
+            ]
+        ),
+        st.text(alphabet="ab:0123456789*-", max_size=30),
+    )
+)
 @example("team_member_model_spend:99999999999999999999:u:t:m:1d")
 @example("team_member_model_spend:" + "9" * 5000 + ":u:t:m:1d")
 @example("team_member_model_spend:\u00b2:ab:t:m:1d")

@@ -46,8 +46,10 @@ SCAN_SCHEMA = json.loads((REPO / "auditor" / "scan.schema.json").read_text())
 SAMPLE_CONFIG = str(REPO / "sample_data" / "config.yaml")
 REDIS_URL = os.environ.get("AUDITOR_TEST_REDIS", "redis://127.0.0.1:6379/13")  # the db the redis_client fixture flushes
 
-CONFIG = ("model_list:\n  - model_name: gpt-4o\n    litellm_params:\n      model: azure/prod-gpt4o\n"
-          "    model_info:\n      id: dep-gpt4o\n")
+CONFIG = (
+    "model_list:\n  - model_name: gpt-4o\n    litellm_params:\n      model: azure/prod-gpt4o\n"
+    "    model_info:\n      id: dep-gpt4o\n"
+)
 A, B, C = "a" * 64, "b" * 64, "c" * 64  # key hashes: tidy ($1 a day on gpt-4o), batchy ($5 a day), plain (no budget)
 
 runner = CliRunner()
@@ -105,7 +107,22 @@ def assert_same_result(got: dict, want: dict) -> None:
 
 
 def report(url: str, config: str, out: Path, now: str, *extra: str) -> dict:
-    invoke("report", "--db", url, "--config", config, "--out", str(out), "--now", now, "--quiet", "--fail-on", "never", *extra, code=0)
+    invoke(
+        "report",
+        "--db",
+        url,
+        "--config",
+        config,
+        "--out",
+        str(out),
+        "--now",
+        now,
+        "--quiet",
+        "--fail-on",
+        "never",
+        *extra,
+        code=0,
+    )
     record = json.loads((out / "latest.json").read_text())
     jsonschema.validate(record, REPORT_SCHEMA)
     jsonschema.validate(scan_part(record), SCAN_SCHEMA)
@@ -113,7 +130,9 @@ def report(url: str, config: str, out: Path, now: str, *extra: str) -> dict:
 
 
 def full_scan(url: str, config: str, now: str, *extra: str) -> dict:
-    result = invoke("scan", "--db", url, "--config", config, "--now", now, "--format", "json", "--fail-on", "never", *extra, code=0)
+    result = invoke(
+        "scan", "--db", url, "--config", config, "--now", now, "--format", "json", "--fail-on", "never", *extra, code=0
+    )
     return json.loads(result.stdout)
 
 
@@ -136,17 +155,24 @@ def charge_streams(draw: st.DrawFn) -> list[Charge]:
 
 
 @settings(max_examples=400, deadline=None)
-@given(charge_streams(), st.sampled_from(["10s", "1h", "1d", "7d", "1mo", "daily"]),
-       st.sampled_from([None, -1.0, 0.0, 0.5, 1.0, 3.0]), st.data())
+@given(
+    charge_streams(),
+    st.sampled_from(["10s", "1h", "1d", "7d", "1mo", "daily"]),
+    st.sampled_from([None, -1.0, 0.0, 0.5, 1.0, 3.0]),
+    st.data(),
+)
 def test_a_tracker_resumed_from_its_state_at_any_split_gives_the_windows_of_one_pass(charges, period, limit, data):
     duration = parse_duration(period)
     split = data.draw(st.integers(0, len(charges)))
     first = WindowTracker(duration, limit)
     found = [w for w in map(first.add, charges[:split]) if w is not None]
     # through the checkpoint's own encoding, as a report stores it
-    stored = checkpoint.State(datetime(2026, 1, 1), None, None, None,
-                              entities={("key", "k"): checkpoint.EntityState({"e": first.state()})})
-    second = WindowTracker.resume(duration, limit, checkpoint.decode(checkpoint.encode(stored)).entities[("key", "k")].trackers["e"])
+    stored = checkpoint.State(
+        datetime(2026, 1, 1), None, None, None, entities={("key", "k"): checkpoint.EntityState({"e": first.state()})}
+    )
+    second = WindowTracker.resume(
+        duration, limit, checkpoint.decode(checkpoint.encode(stored)).entities[("key", "k")].trackers["e"]
+    )
     found += [w for w in map(second.add, charges[split:]) if w is not None]
     last = second.close()
     found += [last] if last is not None else []
@@ -157,8 +183,12 @@ def test_a_state_read_back_after_a_split_still_refuses_unsorted_charges():
     tracker = WindowTracker(parse_duration("1h"), 1.0)
     tracker.add(Charge(datetime(2026, 1, 1, 10), datetime(2026, 1, 1, 10), 2.0))
     resumed = WindowTracker.resume(parse_duration("1h"), 1.0, tracker.state())
-    assert resumed.state() == TrackerState(Window(datetime(2026, 1, 1, 10), datetime(2026, 1, 1, 11), 2.0, 1, 0, 0.0),
-                                           datetime(2026, 1, 1, 10), False, ((datetime(2026, 1, 1, 10), True),))
+    assert resumed.state() == TrackerState(
+        Window(datetime(2026, 1, 1, 10), datetime(2026, 1, 1, 11), 2.0, 1, 0, 0.0),
+        datetime(2026, 1, 1, 10),
+        False,
+        ((datetime(2026, 1, 1, 10), True),),
+    )
     with pytest.raises(Exception, match="sorted by end_time"):
         resumed.add(Charge(datetime(2026, 1, 1, 9), datetime(2026, 1, 1, 9), 1.0))
 
@@ -167,17 +197,35 @@ def test_a_checkpoint_survives_its_encoding_exactly():
     t = datetime(2026, 11, 22, 21, 49, 58, 123000)
     window = Window(t, t + timedelta(days=1), 0.1 + 0.2, 3, 1, 1e-17)
     state = checkpoint.State(
-        cut=t, watermark=t + timedelta(hours=1), oldest=datetime(2026, 11, 1), table_oldest=None,
-        groups=[SpendGroup(A, "azure/prod-gpt4o", "gpt-4o", "dep-gpt4o", "charged", 1 / 3, 7), SpendGroup("", "m", "", "", "empty api_key", 0.5, 1)],
+        cut=t,
+        watermark=t + timedelta(hours=1),
+        oldest=datetime(2026, 11, 1),
+        table_oldest=None,
+        groups=[
+            SpendGroup(A, "azure/prod-gpt4o", "gpt-4o", "dep-gpt4o", "charged", 1 / 3, 7),
+            SpendGroup("", "m", "", "", "empty api_key", 0.5, 1),
+        ],
         jobs={(B, "batch-1")},
         stream_jobs={"key": {(B, "batch-1")}, "team": set()},
-        entities={("team_member", "5:alice:team-1"): checkpoint.EntityState(
-            {"gpt-4o": TrackerState(window, t, True, ((t, True), (t + timedelta(seconds=1), False))), "idle": TrackerState(None, None, False)},
-            {"gpt-4o": [window]}, {"gpt-4o": {"gpt-4o", "gpt-4o-mini"}})},
+        entities={
+            ("team_member", "5:alice:team-1"): checkpoint.EntityState(
+                {
+                    "gpt-4o": TrackerState(window, t, True, ((t, True), (t + timedelta(seconds=1), False))),
+                    "idle": TrackerState(None, None, False),
+                },
+                {"gpt-4o": [window]},
+                {"gpt-4o": {"gpt-4o", "gpt-4o-mini"}},
+            )
+        },
         counters={("redis", f"virtual_key_spend:{A}:gpt-4o:1d", t): 0.30000000000000004},
         periods={("team_member", ("alice", "team-1"), datetime(1, 1, 1)): (12.5, 3), ("key", A, t): (float("nan"), 0)},
-        rollups={"LiteLLM_DailyUserSpend": {"2026-11-20": checkpoint.RollupDay("abc", {("2026-11-20", A, "m", ""): DayTotals(1.5, 2, 2, 0),
-                                                                                         ("2026-11-20", B, "m", "p"): None})}},
+        rollups={
+            "LiteLLM_DailyUserSpend": {
+                "2026-11-20": checkpoint.RollupDay(
+                    "abc", {("2026-11-20", A, "m", ""): DayTotals(1.5, 2, 2, 0), ("2026-11-20", B, "m", "p"): None}
+                )
+            }
+        },
     )
     back = checkpoint.decode(checkpoint.encode(state))
     nan = back.periods.pop(("key", A, t))
@@ -188,26 +236,52 @@ def test_a_checkpoint_survives_its_encoding_exactly():
 
 def test_merged_groups_add_and_take_away_and_drop_what_is_left_empty():
     g = lambda outcome, spend, n: SpendGroup(A, "m", "g", "i", outcome, spend, n)  # noqa: E731
-    merged = checkpoint.merge_groups([g("charged", 1.5, 3), g("failure", 0.5, 1)], [g("charged", 0.25, 1)], [g("failure", 0.5, 1)])
+    merged = checkpoint.merge_groups(
+        [g("charged", 1.5, 3), g("failure", 0.5, 1)], [g("charged", 0.25, 1)], [g("failure", 0.5, 1)]
+    )
     assert merged == [g("charged", 1.75, 4)]
 
 
-FINGERPRINT = {"format": 1, "auditor": "0.1.0", "since": None, "until": None, "keys": None, "window_slack": 1.0, "settle": 120.0,
-               "tolerance": 0.0001, "retention": None, "budgets": "b1", "catalogue": "c1", "schema": "s1"}
+FINGERPRINT = {
+    "format": 1,
+    "auditor": "0.1.0",
+    "since": None,
+    "until": None,
+    "keys": None,
+    "window_slack": 1.0,
+    "settle": 120.0,
+    "tolerance": 0.0001,
+    "retention": None,
+    "budgets": "b1",
+    "catalogue": "c1",
+    "schema": "s1",
+}
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({}, None),
-    ({"since": "2026-11-02T00:00:00"}, "--since changed since the checkpoint (none -> 2026-11-02T00:00:00; an age like 30d moves with every run)"),
-    ({"keys": [A]}, "--key changed since the checkpoint"),
-    ({"settle": 60.0}, "--settle changed since the checkpoint (120.0 s -> 60.0 s)"),
-    ({"budgets": "b2"}, "budgets changed since the checkpoint (a model_max_budget was edited, or an entity added or removed)"),
-    ({"catalogue": "c2", "budgets": "b2"}, "budgets changed since the checkpoint (a model_max_budget was edited, or an entity added or removed)"),
-    ({"catalogue": "c2"}, "the LiteLLM config or model table changed since the checkpoint"),
-    ({"schema": "s2"}, "LiteLLM's tables changed since the checkpoint (an upgrade?)"),
-    ({"format": 2}, "the checkpoint was stored in format 1; this auditor reads format 2"),
-    ({"auditor": "0.2.0"}, "the checkpoint was written by auditor 0.1.0; this is auditor 0.2.0"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({}, None),
+        (
+            {"since": "2026-11-02T00:00:00"},
+            "--since changed since the checkpoint (none -> 2026-11-02T00:00:00; an age like 30d moves with every run)",
+        ),
+        ({"keys": [A]}, "--key changed since the checkpoint"),
+        ({"settle": 60.0}, "--settle changed since the checkpoint (120.0 s -> 60.0 s)"),
+        (
+            {"budgets": "b2"},
+            "budgets changed since the checkpoint (a model_max_budget was edited, or an entity added or removed)",
+        ),
+        (
+            {"catalogue": "c2", "budgets": "b2"},
+            "budgets changed since the checkpoint (a model_max_budget was edited, or an entity added or removed)",
+        ),
+        ({"catalogue": "c2"}, "the LiteLLM config or model table changed since the checkpoint"),
+        ({"schema": "s2"}, "LiteLLM's tables changed since the checkpoint (an upgrade?)"),
+        ({"format": 2}, "the checkpoint was stored in format 1; this auditor reads format 2"),
+        ({"auditor": "0.2.0"}, "the checkpoint was written by auditor 0.1.0; this is auditor 0.2.0"),
+    ],
+)
 def test_why_a_checkpoint_is_not_reused_is_the_first_thing_that_changed(change, message):
     assert checkpoint.why_not(FINGERPRINT, {**FINGERPRINT, **change}) == message
 
@@ -229,31 +303,60 @@ class Ledger:
         self.engine = create_engine(url)
         with self.engine.begin() as conn:
             metadata.create_all(conn)
-            conn.execute(verification_token.insert(), [
-                {"token": A, "key_alias": "tidy", "model_max_budget": {"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}}},
-                {"token": B, "key_alias": "batchy", "model_max_budget": {"gpt-4o": {"max_budget": 5.0, "budget_duration": "1d"}}},
-                {"token": C, "key_alias": "plain", "model_max_budget": {}},
-            ])
+            conn.execute(
+                verification_token.insert(),
+                [
+                    {"token": A, "key_alias": "tidy", "model_max_budget": {"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}}},
+                    {
+                        "token": B,
+                        "key_alias": "batchy",
+                        "model_max_budget": {"gpt-4o": {"max_budget": 5.0, "budget_duration": "1d"}},
+                    },
+                    {"token": C, "key_alias": "plain", "model_max_budget": {}},
+                ],
+            )
 
     def row(self, key: str, end: datetime, spend: float, *, job: str | None = None, status: str = "success") -> dict:
         self.n += 1
-        return {"request_id": f"req-{self.n:04d}", "call_type": "aretrieve_batch" if job else "acompletion", "api_key": key,
-                "spend": spend, "startTime": end - timedelta(seconds=2), "endTime": end, "model": "azure/prod-gpt4o",
-                "model_group": "gpt-4o", "model_id": "dep-gpt4o", "status": status, "session_id": job, "metadata": {}}
+        return {
+            "request_id": f"req-{self.n:04d}",
+            "call_type": "aretrieve_batch" if job else "acompletion",
+            "api_key": key,
+            "spend": spend,
+            "startTime": end - timedelta(seconds=2),
+            "endTime": end,
+            "model": "azure/prod-gpt4o",
+            "model_group": "gpt-4o",
+            "model_id": "dep-gpt4o",
+            "status": status,
+            "session_id": job,
+            "metadata": {},
+        }
 
     def add(self, rows: list[dict], counters: dict[str, tuple[datetime, float]] = {}) -> None:  # noqa: B006
         with self.engine.begin() as conn:
             if rows:
                 conn.execute(spend_logs.insert(), rows)
-            conn.execute(text(
-                'UPDATE "LiteLLM_VerificationToken" AS k SET spend = s.total, total_spend = s.total FROM ('
-                '  SELECT token, COALESCE((SELECT SUM(spend) FROM "LiteLLM_SpendLogs" l WHERE l.api_key = t.token'
-                "    AND l.status <> 'failure'), 0) AS total FROM \"LiteLLM_VerificationToken\" t) AS s WHERE k.token = s.token"))
+            conn.execute(
+                text(
+                    'UPDATE "LiteLLM_VerificationToken" AS k SET spend = s.total, total_spend = s.total FROM ('
+                    '  SELECT token, COALESCE((SELECT SUM(spend) FROM "LiteLLM_SpendLogs" l WHERE l.api_key = t.token'
+                    "    AND l.status <> 'failure'), 0) AS total FROM \"LiteLLM_VerificationToken\" t) AS s WHERE k.token = s.token"
+                )
+            )
             for key, (start, spend) in counters.items():
                 entity = f"virtual_key_spend:{key}:gpt-4o:1d"
                 conn.execute(delete(budget_window_spend).where(budget_window_spend.c.entity_id == entity))
-                conn.execute(budget_window_spend.insert().values(entity_type="model_max_budget", entity_id=entity, window_duration="1d",
-                                                                 window_start=start, spend=spend, updated_at=start))
+                conn.execute(
+                    budget_window_spend.insert().values(
+                        entity_type="model_max_budget",
+                        entity_id=entity,
+                        window_duration="1d",
+                        window_start=start,
+                        spend=spend,
+                        updated_at=start,
+                    )
+                )
 
     def count(self, where) -> int:
         with self.engine.connect() as conn:
@@ -290,60 +393,97 @@ def test_the_nightly_sequence_on_postgresql_equals_a_full_scan(pg_url, config, t
         r = ledger.row
         # tidy: 4 x $0.50 on the 20th from 09:00 (the 3rd and 4th admitted past the $1 limit: F_A20); $0.50 on the 22nd.
         # batchy: batch-1 paid $2 on the 21st, its two later polls are repeats. plain's row sets the watermark.
-        ledger.add([r(A, day(20, h), 0.5) for h in (9, 10, 11, 12)] + [r(A, day(22, 9), 0.3), r(A, day(22, 21), 0.2)]
-                   + [r(B, day(21, 10), 2.0, job="batch-1"), r(B, day(21, 11), 2.0, job="batch-1"), r(B, day(22, 10), 2.0, job="batch-1")]
-                   + [r(C, day(22, 22, 50), 0.1)],
-                   {A: (day(22, 9), 0.5)})
+        ledger.add(
+            [r(A, day(20, h), 0.5) for h in (9, 10, 11, 12)]
+            + [r(A, day(22, 9), 0.3), r(A, day(22, 21), 0.2)]
+            + [
+                r(B, day(21, 10), 2.0, job="batch-1"),
+                r(B, day(21, 11), 2.0, job="batch-1"),
+                r(B, day(22, 10), 2.0, job="batch-1"),
+            ]
+            + [r(C, day(22, 22, 50), 0.1)],
+            {A: (day(22, 9), 0.5)},
+        )
         first = report(pg_url, config, tmp_path / "r1", "2026-11-23T00:00:00Z")
         inc = first["run"]["incremental"]
         cut1 = day(22, 21, 49) + timedelta(seconds=58)  # plain's start (22:50 - 2 s), less the 1 h lookback
         assert (inc["mode"], inc["requested"], inc["watermark"], inc["cut"], inc["rows_read"], inc["checkpoint_stored"]) == (
-            "full", False, iso(day(22, 22, 49) + timedelta(seconds=58)), iso(cut1), 10, True)
+            "full",
+            False,
+            iso(day(22, 22, 49) + timedelta(seconds=58)),
+            iso(cut1),
+            10,
+            True,
+        )
         assert changes(first) == ([F_A20], [], [])
 
         # Night 2: a late row of tidy's (started 21:59:58, after the cut, before the watermark); tidy's counter moves to a
         # window of the 23rd holding $0.90 while the ledger has $0.40 (D_A23); batchy crosses $5 (F_B23), batch-1 is
         # polled again (a repeat across the checkpoint) and batch-2 paid once.
-        ledger.add([r(A, day(22, 22), 0.2), r(A, day(23, 10), 0.4)]
-                   + [r(B, day(23, h), 3.0) for h in (8, 9, 10)] + [r(B, day(23, 12), 2.0, job="batch-1"), r(B, day(23, 13), 1.0, job="batch-2")]
-                   + [r(C, day(23, 22, 50), 0.1)],
-                   {A: (day(23, 10), 0.9), B: (day(23, 8), 10.0)})
+        ledger.add(
+            [r(A, day(22, 22), 0.2), r(A, day(23, 10), 0.4)]
+            + [r(B, day(23, h), 3.0) for h in (8, 9, 10)]
+            + [r(B, day(23, 12), 2.0, job="batch-1"), r(B, day(23, 13), 1.0, job="batch-2")]
+            + [r(C, day(23, 22, 50), 0.1)],
+            {A: (day(23, 10), 0.9), B: (day(23, 8), 10.0)},
+        )
         second = report(pg_url, config, tmp_path / "r2", "2026-11-24T00:00:00Z", "--incremental")
         inc = second["run"]["incremental"]
         cut2 = day(23, 21, 49) + timedelta(seconds=58)
         assert (inc["mode"], inc["checkpoint_run"], inc["checkpoint_cut"], inc["cut"], inc["fallback"]) == (
-            "incremental", first["run"]["id"], iso(cut1), iso(cut2), None)
+            "incremental",
+            first["run"]["id"],
+            iso(cut1),
+            iso(cut2),
+            None,
+        )
         assert inc["rows_read"] == ledger.count(spend_logs.c.endTime >= cut1) == 9
         assert changes(second) == ([F_B23, D_A23], [F_A20], [])
         assert_same_result(second, full_scan(pg_url, config, "2026-11-24T00:00:00Z"))
         over_b = next(f for f in second["findings"] if f["entity_id"] == B)
-        assert (over_b["logged_spend"], over_b["requests"], over_b["requests_after_limit"], over_b["spend_after_limit"]) == (10.0, 4, 2, 4.0)
+        assert (over_b["logged_spend"], over_b["requests"], over_b["requests_after_limit"], over_b["spend_after_limit"]) == (
+            10.0,
+            4,
+            2,
+            4.0,
+        )
 
         # Night 3: late rows again: tidy's $0.50 that its counter already held (D_A23 resolved), a repeat poll of batch-2;
         # tidy crosses $1 on the 24th (F_A24) in a window no counter covers (M_A24); a failure and a key-less row.
-        ledger.add([r(A, day(23, 22, 20), 0.5), r(B, day(23, 22, 30), 1.0, job="batch-2")]
-                   + [r(A, day(24, h), 0.5) for h in (11, 12, 13)]
-                   + [r(C, day(24, 20), 0.7, status="failure"), r("", day(24, 21), 0.3), r(C, day(24, 22, 50), 0.1)])
+        ledger.add(
+            [r(A, day(23, 22, 20), 0.5), r(B, day(23, 22, 30), 1.0, job="batch-2")]
+            + [r(A, day(24, h), 0.5) for h in (11, 12, 13)]
+            + [r(C, day(24, 20), 0.7, status="failure"), r("", day(24, 21), 0.3), r(C, day(24, 22, 50), 0.1)]
+        )
         third = report(pg_url, config, tmp_path / "r3", "2026-11-25T00:00:00Z", "--incremental")
         inc = third["run"]["incremental"]
         assert (inc["mode"], inc["checkpoint_run"], inc["checkpoint_cut"]) == ("incremental", second["run"]["id"], iso(cut2))
         assert inc["rows_read"] == ledger.count(spend_logs.c.endTime >= cut2) == 9
         assert changes(third) == ([M_A24, F_A24], [F_B23, F_A20], [D_A23])
         assert third["changes"]["finding_ids"] == [F_B23, M_A24, F_A20, F_A24]
-        assert third["rows"] == {"read": 26, "attributed": 20, "unresolved": 0, "ignored": 6,
-                                 "ignored_by_reason": {"empty api_key": 1, "failure": 1, "repeat job poll": 4}}
+        assert third["rows"] == {
+            "read": 26,
+            "attributed": 20,
+            "unresolved": 0,
+            "ignored": 6,
+            "ignored_by_reason": {"empty api_key": 1, "failure": 1, "repeat job poll": 4},
+        }
 
         # the same data, scanned whole: as a scan, and as a full report into another history
         assert_same_result(third, full_scan(pg_url, config, "2026-11-25T00:00:00Z"))
-        full = report(pg_url, config, tmp_path / "r4", "2026-11-25T00:00:00Z", "--history-db", f"sqlite:///{tmp_path / 'h.sqlite'}")
+        full = report(
+            pg_url, config, tmp_path / "r4", "2026-11-25T00:00:00Z", "--history-db", f"sqlite:///{tmp_path / 'h.sqlite'}"
+        )
         assert full["run"]["incremental"]["mode"] == "full" and full["run"]["incremental"]["rows_read"] == 26
         assert_same_result(third, full)
         with ledger.engine.connect() as conn:  # one checkpoint kept, the newest run's
             kept = conn.execute(text("SELECT run_id, cut FROM auditor.report_checkpoints")).all()
         assert kept == [(third["run"]["id"], day(24, 21, 49) + timedelta(seconds=58))]
         md = (tmp_path / "r3" / "latest.md").read_text()
-        assert (f"Incremental: read the 9 spend logs that ended since 2026-11-23 21:49 UTC, the cut of run {second['run']['id'][:8]}'s "
-                "checkpoint; this run's checkpoint is cut at 2026-11-24 21:49 UTC.") in md
+        assert (
+            f"Incremental: read the 9 spend logs that ended since 2026-11-23 21:49 UTC, the cut of run {second['run']['id'][:8]}'s "
+            "checkpoint; this run's checkpoint is cut at 2026-11-24 21:49 UTC."
+        ) in md
         listed = json.loads(invoke("history", "--db", pg_url, "--format", "json", code=0).stdout)
         assert [r["mode"] for r in listed] == ["incremental", "incremental", "full"]
     finally:
@@ -366,8 +506,12 @@ def append_day(url: str, source_day: str, days: int, tag: str) -> int:
     try:
         with engine.begin() as conn:
             start = datetime.fromisoformat(source_day)
-            rows = [dict(r._mapping) for r in conn.execute(
-                select(spend_logs).where(spend_logs.c.startTime >= start, spend_logs.c.startTime < start + timedelta(days=1)))]
+            rows = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(spend_logs).where(spend_logs.c.startTime >= start, spend_logs.c.startTime < start + timedelta(days=1))
+                )
+            ]
             for row in rows:
                 row["request_id"] = f"{tag}-{row['request_id']}"
                 row["startTime"] += timedelta(days=days)
@@ -424,8 +568,13 @@ def test_the_sample_with_days_appended_equals_a_full_scan_on_postgresql(pg_url, 
     scopes = {f["scope"] for f in want["findings"]}
     kinds = {(f["kind"], f["counter_source"]) for f in want["findings"]}
     assert scopes >= {"key", "team", "user", "end_user", "team_member"}  # what the comparison covered
-    assert {("rollup_drift", "daily_user_spend"), ("counter_drift", "redis"), ("counter_drift", "budget_window_spend"),
-            ("counter_drift", "spend"), ("over_budget", None)} <= kinds
+    assert {
+        ("rollup_drift", "daily_user_spend"),
+        ("counter_drift", "redis"),
+        ("counter_drift", "budget_window_spend"),
+        ("counter_drift", "spend"),
+        ("over_budget", None),
+    } <= kinds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,8 +592,22 @@ def small(sqlite_url):
 
 def incremental(url: str, config: str, out: Path, now: str, *extra: str):
     """report --incremental without --quiet: its stderr says why it ran full."""
-    result = invoke("report", "--db", url, "--config", config, "--out", str(out), "--now", now, "--fail-on", "never",
-                    "--incremental", *extra, code=0)
+    result = invoke(
+        "report",
+        "--db",
+        url,
+        "--config",
+        config,
+        "--out",
+        str(out),
+        "--now",
+        now,
+        "--fail-on",
+        "never",
+        "--incremental",
+        *extra,
+        code=0,
+    )
     return json.loads((out / "latest.json").read_text())["run"]["incremental"], result.stderr
 
 
@@ -455,29 +618,62 @@ def test_the_first_incremental_run_reads_everything_and_says_so(small, config, t
     assert stderr == f"auditor: full scan instead of incremental: {why}\n"
     inc, stderr = incremental(small.url, config, tmp_path / "r2", "2026-11-23T00:00:00Z")
     assert (inc["mode"], inc["fallback"], inc["rows_read"], stderr) == ("incremental", None, 1, "")
-    quiet = invoke("report", "--db", small.url, "--config", config, "--out", str(tmp_path / "r3"), "--now", "2026-11-23T00:00:00Z",
-                   "--incremental", "--quiet", "--history-db", f"sqlite:///{tmp_path / 'other.sqlite'}", code=1)
+    quiet = invoke(
+        "report",
+        "--db",
+        small.url,
+        "--config",
+        config,
+        "--out",
+        str(tmp_path / "r3"),
+        "--now",
+        "2026-11-23T00:00:00Z",
+        "--incremental",
+        "--quiet",
+        "--history-db",
+        f"sqlite:///{tmp_path / 'other.sqlite'}",
+        code=1,
+    )
     assert quiet.stderr == ""  # --quiet: the reason is in the JSON only
 
 
 def _edit_budget(ledger: Ledger, config: str) -> None:
     with ledger.engine.begin() as conn:
-        conn.execute(update(verification_token).where(verification_token.c.token == A).values(
-            model_max_budget={"gpt-4o": {"budget_limit": 2.0, "time_period": "1d"}}))
+        conn.execute(
+            update(verification_token)
+            .where(verification_token.c.token == A)
+            .values(model_max_budget={"gpt-4o": {"budget_limit": 2.0, "time_period": "1d"}})
+        )
 
 
 def _edit_config(ledger: Ledger, config: str) -> None:
     Path(config).write_text(CONFIG + "  - model_name: gpt-4o-mini\n    litellm_params:\n      model: openai/gpt-4o-mini\n")
 
 
-@pytest.mark.parametrize(("edit", "first_args", "args", "why"), [
-    (_edit_budget, (), (), "budgets changed since the checkpoint (a model_max_budget was edited, or an entity added or removed)"),
-    (_edit_config, (), (), "the LiteLLM config or model table changed since the checkpoint"),
-    (None, ("--since", "2026-11-01"), ("--since", "2026-11-02"),
-     "--since changed since the checkpoint (2026-11-01T00:00:00 -> 2026-11-02T00:00:00; an age like 30d moves with every run)"),
-    (None, ("--since", "30d"), ("--since", "30d"),
-     "--since changed since the checkpoint (2026-10-24T00:00:00 -> 2026-10-25T00:00:00; an age like 30d moves with every run)"),
-])
+@pytest.mark.parametrize(
+    ("edit", "first_args", "args", "why"),
+    [
+        (
+            _edit_budget,
+            (),
+            (),
+            "budgets changed since the checkpoint (a model_max_budget was edited, or an entity added or removed)",
+        ),
+        (_edit_config, (), (), "the LiteLLM config or model table changed since the checkpoint"),
+        (
+            None,
+            ("--since", "2026-11-01"),
+            ("--since", "2026-11-02"),
+            "--since changed since the checkpoint (2026-11-01T00:00:00 -> 2026-11-02T00:00:00; an age like 30d moves with every run)",
+        ),
+        (
+            None,
+            ("--since", "30d"),
+            ("--since", "30d"),
+            "--since changed since the checkpoint (2026-10-24T00:00:00 -> 2026-10-25T00:00:00; an age like 30d moves with every run)",
+        ),
+    ],
+)
 def test_a_changed_budget_config_or_since_runs_full_and_says_why(small, config, tmp_path, edit, first_args, args, why):
     report(small.url, config, tmp_path / "r1", "2026-11-23T00:00:00Z", *first_args)
     if edit is not None:
@@ -493,18 +689,24 @@ def test_deleted_rows_and_unknown_counters_run_full(small, config, tmp_path):
     report(small.url, config, tmp_path / "r1", "2026-11-23T00:00:00Z")
     small.add([], {A: (day(20, 9), 2.0)})  # a counter starting long before the cut, which the checkpoint never saw
     inc, _ = incremental(small.url, config, tmp_path / "r2", "2026-11-23T00:00:00Z")
-    assert inc["fallback"] == (f"budget_window_spend counter {COUNTER_A} (window from 2026-11-20 09:00:00) starts before the "
-                               "checkpoint's cut, and the checkpoint does not know it")
+    assert inc["fallback"] == (
+        f"budget_window_spend counter {COUNTER_A} (window from 2026-11-20 09:00:00) starts before the "
+        "checkpoint's cut, and the checkpoint does not know it"
+    )
     with small.engine.begin() as conn:
         conn.execute(delete(spend_logs).where(spend_logs.c.endTime < day(20, 10)))
     inc, _ = incremental(small.url, config, tmp_path / "r3", "2026-11-23T00:00:00Z")
-    assert inc["fallback"] == ("the oldest spend log in scope moved from 2026-11-20 08:59:58 to 2026-11-20 09:59:58 since the "
-                               "checkpoint (rows deleted, e.g. by spend-log retention, or written before it)")
+    assert inc["fallback"] == (
+        "the oldest spend log in scope moved from 2026-11-20 08:59:58 to 2026-11-20 09:59:58 since the "
+        "checkpoint (rows deleted, e.g. by spend-log retention, or written before it)"
+    )
     with small.engine.begin() as conn:
         conn.execute(delete(spend_logs).where(spend_logs.c.api_key == C))
     inc, _ = incremental(small.url, config, tmp_path / "r4", "2026-11-23T00:00:00Z")
-    assert inc["fallback"] == ("the newest spend log (2026-11-20 11:59:58) is older than the checkpoint's watermark "
-                               "(2026-11-22 22:49:58): rows were deleted")
+    assert inc["fallback"] == (
+        "the newest spend log (2026-11-20 11:59:58) is older than the checkpoint's watermark "
+        "(2026-11-22 22:49:58): rows were deleted"
+    )
     inc, _ = incremental(small.url, config, tmp_path / "r5", "2026-11-20T11:00:00Z")
     assert inc["fallback"] == "--now minus --settle (2026-11-20 10:58:00) is before the checkpoint's cut (2026-11-20 10:59:58)"
 
@@ -530,8 +732,11 @@ def test_raw_api_keys_are_never_stored_in_a_checkpoint(sqlite_url, config, tmp_p
     try:
         ledger.add([{**ledger.row(A, day(20, 9), 0.5), "api_key": raw}])
         inc, stderr = incremental(sqlite_url, config, tmp_path / "r", "2026-11-23T00:00:00Z")
-        assert (inc["checkpoint_stored"], inc["not_stored"]) == (False, "the ledger holds raw API keys (sk-…), which auditor never "
-                                                                 "stores: no checkpoint kept, so the next incremental run reads everything")
+        assert (inc["checkpoint_stored"], inc["not_stored"]) == (
+            False,
+            "the ledger holds raw API keys (sk-…), which auditor never "
+            "stores: no checkpoint kept, so the next incremental run reads everything",
+        )
         assert inc["not_stored"] in stderr
         with ledger.engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM auditor_report_checkpoints")).scalar() == 0
@@ -545,8 +750,12 @@ def test_a_rollup_day_that_changed_is_read_again(tmp_path):
     first = report(url, SAMPLE_CONFIG, tmp_path / "r1", "2026-11-22T00:00:00Z")
     engine = create_engine(url)
     with engine.begin() as conn:  # one rollup row of the 10th now holds a dollar more
-        target = conn.execute(select(daily_user_spend.c.id).where(daily_user_spend.c.date == "2026-11-10").order_by(daily_user_spend.c.id)).first()
-        conn.execute(update(daily_user_spend).where(daily_user_spend.c.id == target.id).values(spend=daily_user_spend.c.spend + 1.0))
+        target = conn.execute(
+            select(daily_user_spend.c.id).where(daily_user_spend.c.date == "2026-11-10").order_by(daily_user_spend.c.id)
+        ).first()
+        conn.execute(
+            update(daily_user_spend).where(daily_user_spend.c.id == target.id).values(spend=daily_user_spend.c.spend + 1.0)
+        )
     engine.dispose()
     second = report(url, SAMPLE_CONFIG, tmp_path / "r2", "2026-11-22T00:00:00Z", "--incremental")
     assert second["run"]["incremental"]["mode"] == "incremental"
@@ -567,8 +776,10 @@ def test_postgresql_history_without_migration_0003_asks_for_db_upgrade(pg_url, c
         result = invoke("report", "--db", pg_url, "--config", config, "--out", str(tmp_path / "r"), "--incremental", "--quiet")
         masked = make_url(pg_url).set(drivername="postgresql+psycopg").render_as_string(hide_password=True)
         assert (result.exit_code, result.stdout) == (2, "")
-        assert result.stderr.splitlines() == [f"auditor: auditor's tables for run history are at revision 0002, need 0003 in {masked}: "
-                                              "run `auditor db upgrade --db URL` once, or give --history-db"]
+        assert result.stderr.splitlines() == [
+            f"auditor: auditor's tables for run history are at revision 0002, need 0003 in {masked}: "
+            "run `auditor db upgrade --db URL` once, or give --history-db"
+        ]
         invoke("db", "upgrade", "--db", pg_url, code=0)
         report(pg_url, config, tmp_path / "r2", "2026-11-23T00:00:00Z", "--incremental")
     finally:
@@ -590,16 +801,33 @@ def test_the_sample_incremental_report_renders_in_chromium_with_its_summary(tmp_
     append_day(url, "2026-11-20", 2, "n2")
     record = report(url, SAMPLE_CONFIG, tmp_path / "r2", "2026-11-23T00:00:00Z", "--incremental")
     page = tmp_path / "r2" / "latest.html"
-    run = subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                          f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.resolve().as_uri()],
-                         capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)}, stdin=subprocess.DEVNULL)
+    run = subprocess.run(
+        [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--dump-dom",
+            page.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HOME": str(tmp_path)},
+        stdin=subprocess.DEVNULL,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     dom = " ".join(run.stdout.split())
     leaked = f"${record['totals']['money_leaked']:,.2f}"
     assert f'<div class="label">Leaked past budgets</div> <div class="value">{leaked}</div>' in dom
     inc = record["run"]["incremental"]
-    assert (f'<dd id="scan-line">incremental: read the {inc["rows_read"]} spend logs that ended since '
-            f'{inc["checkpoint_cut"][:16].replace("T", " ")} UTC') in dom
+    assert (
+        f'<dd id="scan-line">incremental: read the {inc["rows_read"]} spend logs that ended since '
+        f"{inc['checkpoint_cut'][:16].replace('T', ' ')} UTC"
+    ) in dom
 
 
 # ---------------------------------------------------------------------------------------------
@@ -621,14 +849,24 @@ def random_ledger(seed: int) -> list[dict]:
         end = datetime(2026, 11, 20) + timedelta(seconds=rng.randint(0, 4 * 86400))
         took = timedelta(seconds=rng.choice([1, 5, 60, 900, 3600, 7200]))
         job = rng.choice(jobs) if rng.random() < 0.15 else None
-        rows.append({
-            "request_id": f"r{seed}-{n:04d}", "call_type": "aretrieve_batch" if job else "acompletion",
-            "api_key": "" if rng.random() < 0.03 else key, "spend": rng.choice([0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 1 / 3]),
-            "startTime": end - took, "endTime": end, "model": "azure/prod-gpt4o",
-            "model_group": "gpt-4o" if rng.random() < 0.95 else "mystery", "model_id": "dep-gpt4o",
-            "status": "failure" if rng.random() < 0.05 else "success", "session_id": job, "team_id": team, "user": user,
-            "metadata": {},
-        })
+        rows.append(
+            {
+                "request_id": f"r{seed}-{n:04d}",
+                "call_type": "aretrieve_batch" if job else "acompletion",
+                "api_key": "" if rng.random() < 0.03 else key,
+                "spend": rng.choice([0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 1 / 3]),
+                "startTime": end - took,
+                "endTime": end,
+                "model": "azure/prod-gpt4o",
+                "model_group": "gpt-4o" if rng.random() < 0.95 else "mystery",
+                "model_id": "dep-gpt4o",
+                "status": "failure" if rng.random() < 0.05 else "success",
+                "session_id": job,
+                "team_id": team,
+                "user": user,
+                "metadata": {},
+            }
+        )
     return rows
 
 
@@ -639,10 +877,22 @@ def daily_rollups(rows: list[dict], seed: int) -> list[dict]:
             bucket = totals.setdefault((r["startTime"].date().isoformat(), r["api_key"]), [0.0, 0, 0])
             bucket[0] += r["spend"]
             bucket[1 if r["status"] == "success" else 2] += 1
-    return [{"id": f"{day}-{key}", "user_id": "u1", "date": day, "api_key": key, "model": "azure/prod-gpt4o", "custom_llm_provider": None,
-             "spend": spend + (0.5 if n == seed else 0.0), "api_requests": ok + failed, "successful_requests": ok, "failed_requests": failed,
-             "updated_at": datetime(2026, 11, 25)}
-            for n, ((day, key), (spend, ok, failed)) in enumerate(sorted(totals.items()))]
+    return [
+        {
+            "id": f"{day}-{key}",
+            "user_id": "u1",
+            "date": day,
+            "api_key": key,
+            "model": "azure/prod-gpt4o",
+            "custom_llm_provider": None,
+            "spend": spend + (0.5 if n == seed else 0.0),
+            "api_requests": ok + failed,
+            "successful_requests": ok,
+            "failed_requests": failed,
+            "updated_at": datetime(2026, 11, 25),
+        }
+        for n, ((day, key), (spend, ok, failed)) in enumerate(sorted(totals.items()))
+    ]
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -653,16 +903,45 @@ def test_random_ledgers_written_in_batches_give_the_same_result_incrementally(se
     engine = create_engine(sqlite_url)
     with engine.begin() as conn:
         metadata.create_all(conn)
-        conn.execute(verification_token.insert(), [
-            {"token": A, "key_alias": "a", "team_id": "t1", "model_max_budget": {"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}}},
-            {"token": B, "key_alias": "b", "team_id": "t1", "model_max_budget": {"gpt-4o": {"budget_limit": 0.5, "time_period": "6h"}}},
-            {"token": C, "key_alias": "c", "team_id": "t2", "model_max_budget": {}},
-        ])
-        conn.execute(team_table.insert(), [
-            {"team_id": "t1", "team_alias": "one", "model_max_budget": {"gpt-4o": {"max_budget": 3.0, "budget_duration": "1d"}}, "spend": 0.0},
-            {"team_id": "t2", "team_alias": "two", "model_max_budget": {"gpt-4o": {"max_budget": 2.0, "budget_duration": "1d"}}, "spend": 0.0}])
-        conn.execute(user_table.insert(), [
-            {"user_id": "u1", "model_max_budget": {"gpt-4o": {"max_budget": 1.5, "budget_duration": "12h"}}, "spend": 0.0}])
+        conn.execute(
+            verification_token.insert(),
+            [
+                {
+                    "token": A,
+                    "key_alias": "a",
+                    "team_id": "t1",
+                    "model_max_budget": {"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}},
+                },
+                {
+                    "token": B,
+                    "key_alias": "b",
+                    "team_id": "t1",
+                    "model_max_budget": {"gpt-4o": {"budget_limit": 0.5, "time_period": "6h"}},
+                },
+                {"token": C, "key_alias": "c", "team_id": "t2", "model_max_budget": {}},
+            ],
+        )
+        conn.execute(
+            team_table.insert(),
+            [
+                {
+                    "team_id": "t1",
+                    "team_alias": "one",
+                    "model_max_budget": {"gpt-4o": {"max_budget": 3.0, "budget_duration": "1d"}},
+                    "spend": 0.0,
+                },
+                {
+                    "team_id": "t2",
+                    "team_alias": "two",
+                    "model_max_budget": {"gpt-4o": {"max_budget": 2.0, "budget_duration": "1d"}},
+                    "spend": 0.0,
+                },
+            ],
+        )
+        conn.execute(
+            user_table.insert(),
+            [{"user_id": "u1", "model_max_budget": {"gpt-4o": {"max_budget": 1.5, "budget_duration": "12h"}}, "spend": 0.0}],
+        )
     # Written in batches by "endTime": each batch ends after the previous run's cut, and holds rows that started
     # before that run's watermark (the late rows the lookback is for).
     bounds = [datetime(2026, 11, 21, 6), datetime(2026, 11, 22, 13), datetime(2026, 11, 23, 2), datetime(2026, 11, 25)]

@@ -33,7 +33,6 @@ def test_json_or_text_decodes_what_python_reads_and_hands_back_the_text_of_the_r
     assert json_or_text(b"{not json") == "{not json"  # a hand-edited SQLite JSON column
 
 
-
 @pytest.fixture
 def config_file(tmp_path) -> str:
     path = tmp_path / "proxy_config.yaml"
@@ -46,12 +45,17 @@ def test_a_budget_holding_a_5000_digit_integer_is_reported_and_the_other_keys_au
     traceback. Key beta ($1 a day, $1.20 spent in two requests) is audited as usual: one warning, the crossing one."""
     dialect, url = dialect_url
     keys = [key_row(A, "alpha", {}), key_row(B, "beta", {"gpt-4o": {"budget_limit": 1, "time_period": "1d"}})]
-    rows = [spend_log_row(f"r-{n}", end=end, api_key=key, spend=0.6) for n, (key, end) in enumerate([(A, "09:00"), (B, "09:00"), (B, "10:00")])]
+    rows = [
+        spend_log_row(f"r-{n}", end=end, api_key=key, spend=0.6)
+        for n, (key, end) in enumerate([(A, "09:00"), (B, "09:00"), (B, "10:00")])
+    ]
     build(url, keys, rows)
     stored = "CAST(:raw AS jsonb)" if dialect == "postgresql" else ":raw"
     with connect(database_from(url), read_only=False) as conn:
-        conn.execute(text(f'UPDATE "LiteLLM_VerificationToken" SET model_max_budget = {stored} WHERE token = :token'),
-                     {"raw": STORED, "token": A})
+        conn.execute(
+            text(f'UPDATE "LiteLLM_VerificationToken" SET model_max_budget = {stored} WHERE token = :token'),
+            {"raw": STORED, "token": A},
+        )
     result = scan(url, config_file, "2026-03-04T00:00:00Z")
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
@@ -59,10 +63,19 @@ def test_a_budget_holding_a_5000_digit_integer_is_reported_and_the_other_keys_au
     # jsonb keeps its own text: shorter keys first. The message shows the text as a JSON string, cut at 60 characters.
     kept = STORED if dialect == "sqlite" else '{"gpt-4o": {"time_period": "1d", "budget_limit": %s}}' % HUGE
     invalid = [(f["severity"], f["entity_alias"], f["message"]) for f in record["findings"] if f["kind"] == "invalid_budget"]
-    assert invalid == [("error", "alpha", f"budget entry '' enforces nothing: the value holds an integer of more than 4300 digits "
-                                          f"({json.dumps(kept)[:57]}...), which Python cannot read; LiteLLM fails on the whole value")]
-    budget_findings = [(f["kind"], f["severity"], f["entity_alias"], f["budget_model"], f["logged_spend"])
-                       for f in record["findings"] if f["kind"] == "over_budget"]
+    assert invalid == [
+        (
+            "error",
+            "alpha",
+            f"budget entry '' enforces nothing: the value holds an integer of more than 4300 digits "
+            f"({json.dumps(kept)[:57]}...), which Python cannot read; LiteLLM fails on the whole value",
+        )
+    ]
+    budget_findings = [
+        (f["kind"], f["severity"], f["entity_alias"], f["budget_model"], f["logged_spend"])
+        for f in record["findings"]
+        if f["kind"] == "over_budget"
+    ]
     assert budget_findings == [("over_budget", "warning", "beta", "gpt-4o", 1.2)]
     assert record["rows"] == {"read": 3, "attributed": 3, "unresolved": 0, "ignored": 0, "ignored_by_reason": {}}
 
@@ -89,8 +102,10 @@ def junk_spend_rows(dialect: str) -> list[dict]:
     amount; a failure whose spend is Infinity (a failure still), and a $2 failure."""
     spends = [0.5, 0.25, math.inf, -1e308, 1e308, 1e308, 1e15] + ([math.nan] if dialect == "postgresql" else [])
     rows = [spend_log_row(f"r-{n:02d}", end=f"{9 + n:02d}:00", spend=spend, user="u1") for n, spend in enumerate(spends)]
-    rows += [spend_log_row("f-01", end="20:00", spend=math.inf, status="failure", user="u1"),
-             spend_log_row("f-02", end="21:00", spend=2.0, status="failure", user="u1")]
+    rows += [
+        spend_log_row("f-01", end="20:00", spend=math.inf, status="failure", user="u1"),
+        spend_log_row("f-02", end="21:00", spend=2.0, status="failure", user="u1"),
+    ]
     return rows
 
 
@@ -120,8 +135,13 @@ def test_a_scan_of_junk_spends_is_strict_json_with_every_row_accounted_for(diale
     assert result.exit_code == 0, result.output
     record = strict_json(result.stdout)
     junk = len(rows) - 4
-    assert record["rows"] == {"read": len(rows), "attributed": 2, "unresolved": 0, "ignored": junk + 2,
-                              "ignored_by_reason": {"failure": 2, "spend not a finite amount": junk}}
+    assert record["rows"] == {
+        "read": len(rows),
+        "attributed": 2,
+        "unresolved": 0,
+        "ignored": junk + 2,
+        "ignored_by_reason": {"failure": 2, "spend not a finite amount": junk},
+    }
     assert [(s["scope"], s["budget_model"], s["window_start"], s["logged_spend"], s["requests"]) for s in record["spend"]] == [
         ("key", "gpt-4o", "2026-03-02T09:00:00.000Z", 0.75, 2),
         ("user", None, None, 0.75, 2),  # u1's spend, which no entry of a user budget governs

@@ -72,8 +72,17 @@ def database(backend: str, tmp_path: Path, request) -> str:
 
 
 def scan(run: litellm_sim.SimRun, db_url: str, with_redis: bool) -> dict:
-    args = ["scan", "--db", db_url, "--config", str(run.config_path), "--format", "json",
-            "--now", run.now.isoformat(timespec="milliseconds") + "Z"]
+    args = [
+        "scan",
+        "--db",
+        db_url,
+        "--config",
+        str(run.config_path),
+        "--format",
+        "json",
+        "--now",
+        run.now.isoformat(timespec="milliseconds") + "Z",
+    ]
     if with_redis:
         args += ["--redis", SIM_REDIS]
     result = runner.invoke(app, args)
@@ -83,13 +92,27 @@ def scan(run: litellm_sim.SimRun, db_url: str, with_redis: bool) -> dict:
 
 def false_findings(report: dict) -> list[dict]:
     """What a clean deployment must never show: drift, miskeyed counters, an over_budget error (money leaked)."""
-    return [f for f in report["findings"]
-            if f["kind"] in FALSE_KINDS or (f["kind"] == "over_budget" and f["severity"] == "error")]
+    return [
+        f for f in report["findings"] if f["kind"] in FALSE_KINDS or (f["kind"] == "over_budget" and f["severity"] == "error")
+    ]
 
 
 def describe(findings: list[dict]) -> str:
-    keep = ("kind", "severity", "scope", "entity_alias", "entity_id", "budget_model", "model_group", "model",
-            "counter_source", "logged_spend", "cached_spend", "requests_after_limit", "window_start")
+    keep = (
+        "kind",
+        "severity",
+        "scope",
+        "entity_alias",
+        "entity_id",
+        "budget_model",
+        "model_group",
+        "model",
+        "counter_source",
+        "logged_spend",
+        "cached_spend",
+        "requests_after_limit",
+        "window_start",
+    )
     return "\n".join(str({k: f[k] for k in keep if f.get(k) is not None}) for f in findings[:12])
 
 

@@ -48,7 +48,9 @@ def test_sql_rounds_each_spend_as_python_does_and_sums_it_exactly(any_url):
             assert rows == {n: to_nanos(v) for n, v in enumerate(values)}
             summed = conn.execute(select(*summed_nanos(table.c.spend))).one()
             assert from_parts(*summed) == sum(map(to_nanos, values))
-            assert from_parts(*conn.execute(select(*summed_nanos(table.c.spend)).where(func.abs(table.c.spend) > 1e20)).one()) == 0
+            assert (
+                from_parts(*conn.execute(select(*summed_nanos(table.c.spend)).where(func.abs(table.c.spend) > 1e20)).one()) == 0
+            )
     finally:
         engine.dispose()
 

@@ -38,8 +38,16 @@ STEM = "auditor-report-20261122T000000Z"
 ALL_FILES = {f"{STEM}.json", f"{STEM}.md", f"{STEM}.html", "latest.json", "latest.md", "latest.html"}
 IN_CI = bool(os.environ.get("CI"))
 # conftest's isolation, for the module-scoped run below (function-scoped fixtures cannot reach it)
-UNSET = ("AUDITOR_DATABASE_URL", "DATABASE_URL", "REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD",
-         "CONFIG_FILE_PATH", "LITELLM_CONFIG_PATH")
+UNSET = (
+    "AUDITOR_DATABASE_URL",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "REDIS_PASSWORD",
+    "CONFIG_FILE_PATH",
+    "LITELLM_CONFIG_PATH",
+)
 XSS_ALIASES = ("<script>alert(1)</script>", '"><img src=x onerror=alert(1)>')
 XSS_MODEL = "<svg onload=alert(1)>"
 
@@ -92,9 +100,11 @@ def expected(scanned: dict) -> dict:
 def summary(scanned: dict, html: Path) -> str:
     e = expected(scanned)
     entities, leaking = scanned["totals"]["entities_over_budget"], scanned["totals"]["entities_leaking"]
-    return (f"auditor: {e['counts']}: {e['leaked']} leaked past budgets, "
-            f"{entities} entities over budget ({e['keys']} keys), {leaking} leaking, "
-            f"{e['drifting']} counters drifting, {e['unresolved']} unresolved spend ({e['unresolved_rows']:,} rows); report {html}")
+    return (
+        f"auditor: {e['counts']}: {e['leaked']} leaked past budgets, "
+        f"{entities} entities over budget ({e['keys']} keys), {leaking} leaking, "
+        f"{e['drifting']} counters drifting, {e['unresolved']} unresolved spend ({e['unresolved_rows']:,} rows); report {html}"
+    )
 
 
 def research_agent() -> dict:
@@ -104,9 +114,17 @@ def research_agent() -> dict:
     (entry,) = key["entries"]
     over = entry["over_budget_windows"]
     leaking = [w for w in over if w["severity"] == "error"]
-    return {"token": key["token"], "entry": entry["entry"], "limit": entry["limit"], "duration": entry["duration"],
-            "windows": entry["windows"], "over": len(over), "leaking": len(leaking),
-            "leaked": math.fsum(w["spend_after_limit"]["raw"] for w in leaking), "reference": reference}
+    return {
+        "token": key["token"],
+        "entry": entry["entry"],
+        "limit": entry["limit"],
+        "duration": entry["duration"],
+        "windows": entry["windows"],
+        "over": len(over),
+        "leaking": len(leaking),
+        "leaked": math.fsum(w["spend_after_limit"]["raw"] for w in leaking),
+        "reference": reference,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -169,9 +187,7 @@ def test_the_json_is_the_scan_contract_with_the_run_in_front(sample_run):
     assert sum(by.values()) == len(charged)
     assert by[("unresolved", None)] == rows["unresolved"]
     # rows without model_group but with a known deployment id are placed by model_id
-    assert by[("resolved", "model_id")] == sum(
-        1 for r in charged if not r.get("model_group") and r.get("model_id")
-    )
+    assert by[("resolved", "model_id")] == sum(1 for r in charged if not r.get("model_group") and r.get("model_id"))
     assert sorted(m["model"] for m in cov["unplaced_models"]) == ["llama3.1:8b", "ollama/llama3.1:8b"]
     assert sum(m["rows"] for m in cov["unplaced_models"]) == rows["unresolved"]
 
@@ -211,13 +227,28 @@ def build_clean(url: str) -> str:
     """One key capped at $10 a day on gpt-4o, four $0.50 requests, its scalar spend as LiteLLM keeps it."""
     t0 = datetime(2026, 11, 20, 9)
     rows = [
-        {"request_id": f"req-{i}", "call_type": "acompletion", "api_key": "a" * 64, "spend": 0.5,
-         "startTime": t0 + timedelta(hours=i, seconds=-2), "endTime": t0 + timedelta(hours=i), "model": "azure/prod-gpt4o",
-         "model_group": "gpt-4o", "model_id": "dep-gpt4o", "status": "success", "metadata": {}}
+        {
+            "request_id": f"req-{i}",
+            "call_type": "acompletion",
+            "api_key": "a" * 64,
+            "spend": 0.5,
+            "startTime": t0 + timedelta(hours=i, seconds=-2),
+            "endTime": t0 + timedelta(hours=i),
+            "model": "azure/prod-gpt4o",
+            "model_group": "gpt-4o",
+            "model_id": "dep-gpt4o",
+            "status": "success",
+            "metadata": {},
+        }
         for i in range(4)
     ]
-    key = {"token": "a" * 64, "key_alias": "tidy", "model_max_budget": {"gpt-4o": {"budget_limit": 10.0, "time_period": "1d"}},
-           "spend": 2.0, "total_spend": 2.0}
+    key = {
+        "token": "a" * 64,
+        "key_alias": "tidy",
+        "model_max_budget": {"gpt-4o": {"budget_limit": 10.0, "time_period": "1d"}},
+        "spend": 2.0,
+        "total_spend": 2.0,
+    }
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
@@ -232,15 +263,30 @@ def build_clean(url: str) -> str:
 @pytest.fixture
 def clean_config(tmp_path) -> str:
     path = tmp_path / "config.yaml"
-    path.write_text("model_list:\n  - model_name: gpt-4o\n    litellm_params:\n      model: azure/prod-gpt4o\n"
-                    "    model_info:\n      id: dep-gpt4o\n")
+    path.write_text(
+        "model_list:\n  - model_name: gpt-4o\n    litellm_params:\n      model: azure/prod-gpt4o\n"
+        "    model_info:\n      id: dep-gpt4o\n"
+    )
     return str(path)
 
 
 def test_quiet_on_a_clean_database_prints_nothing_at_all(sqlite_url, clean_config, tmp_path):
     out = tmp_path / "reports"
-    result = invoke("--db", build_clean(sqlite_url), "--config", clean_config, "--out", str(out), "--now", NOW,
-                    "--quiet", "--fail-on", "warning", "--formats", "html,json")
+    result = invoke(
+        "--db",
+        build_clean(sqlite_url),
+        "--config",
+        clean_config,
+        "--out",
+        str(out),
+        "--now",
+        NOW,
+        "--quiet",
+        "--fail-on",
+        "warning",
+        "--formats",
+        "html,json",
+    )
     assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")  # cron sends no mail
     assert files_in(out) == {f"{STEM}.json", f"{STEM}.html", "latest.json", "latest.html"}
     record = load(out)
@@ -353,14 +399,53 @@ def test_report_on_postgresql_matches_the_embedded_sample(pg_url, tmp_path, samp
 
 def test_coverage_per_resolver_rule_when_the_scan_records_resolutions():
     """The shape proposed for ScanResult.resolutions: one dict per distinct charged (model, model_group, model_id)."""
-    scan = {"rows": {"attributed": 9, "unresolved": 3}, "findings": [
-        {"kind": "unresolved_model", "model": "llama3", "model_group": None, "requests": 3, "logged_spend": 0.0},
-    ]}
+    scan = {
+        "rows": {"attributed": 9, "unresolved": 3},
+        "findings": [
+            {"kind": "unresolved_model", "model": "llama3", "model_group": None, "requests": 3, "logged_spend": 0.0},
+        ],
+    }
     resolutions = [
-        {"model": "azure/x", "model_group": "gpt-4o", "model_id": "d1", "status": "resolved", "group": "gpt-4o", "rule": "model_group", "rows": 5, "spend": 2.5},
-        {"model": "azure/x", "model_group": None, "model_id": "d1", "status": "resolved", "group": "gpt-4o", "rule": "model_id", "rows": 3, "spend": 1.0},
-        {"model": "x", "model_group": None, "model_id": None, "status": "resolved", "group": "gpt-4o", "rule": "model_group", "rows": 1, "spend": 0.5},
-        {"model": "llama3", "model_group": None, "model_id": None, "status": "unresolved", "group": None, "rule": "unresolved", "rows": 3, "spend": 0.0},
+        {
+            "model": "azure/x",
+            "model_group": "gpt-4o",
+            "model_id": "d1",
+            "status": "resolved",
+            "group": "gpt-4o",
+            "rule": "model_group",
+            "rows": 5,
+            "spend": 2.5,
+        },
+        {
+            "model": "azure/x",
+            "model_group": None,
+            "model_id": "d1",
+            "status": "resolved",
+            "group": "gpt-4o",
+            "rule": "model_id",
+            "rows": 3,
+            "spend": 1.0,
+        },
+        {
+            "model": "x",
+            "model_group": None,
+            "model_id": None,
+            "status": "resolved",
+            "group": "gpt-4o",
+            "rule": "model_group",
+            "rows": 1,
+            "spend": 0.5,
+        },
+        {
+            "model": "llama3",
+            "model_group": None,
+            "model_id": None,
+            "status": "unresolved",
+            "group": None,
+            "rule": "unresolved",
+            "rows": 3,
+            "spend": 0.0,
+        },
     ]
     assert coverage(scan, resolutions) == {
         "basis": "resolutions",
@@ -439,10 +524,12 @@ class Page(HTMLParser):
         """Attributes that could make a browser fetch or run something: none may exist."""
         risky = {"src", "href", "xlink:href", "srcset", "action", "formaction", "poster", "data", "background", "ping"}
         return [
-            (tag, name, value) for tag, name, value in self.attributes
+            (tag, name, value)
+            for tag, name, value in self.attributes
             if name.startswith("on")
             or (name in risky and not value.startswith("#"))
-            or re.search(r"(?i)\b(?:https?|ftp|javascript):", value) and name not in ("content", "aria-label")
+            or re.search(r"(?i)\b(?:https?|ftp|javascript):", value)
+            and name not in ("content", "aria-label")
         ]
 
 
@@ -460,13 +547,24 @@ def chromium(page: Path, tmp_path: Path, *mode: str) -> tuple[subprocess.Complet
     the page itself started (chromium's own background traffic is told apart by its isolation key)."""
     netlog = tmp_path / f"netlog-{len(list(tmp_path.glob('netlog-*')))}.json"
     command = [
-        chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}", f"--log-net-log={netlog}",
-        "--host-resolver-rules=MAP * ~NOTFOUND", *mode, page.resolve().as_uri(),
+        chromium_binary(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        f"--log-net-log={netlog}",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        *mode,
+        page.resolve().as_uri(),
     ]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "HOME": str(tmp_path)}, stdin=subprocess.DEVNULL)
+    run = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)}, stdin=subprocess.DEVNULL
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     return run, page_requests(netlog)
 
@@ -492,8 +590,10 @@ def page_requests(netlog: Path) -> list[dict]:
 def test_the_network_check_catches_a_page_that_fetches(tmp_path):
     """The negative control: the netlog check sees an image and a style sheet a page asks for."""
     leaky = tmp_path / "leaky.html"
-    leaky.write_text('<!DOCTYPE html><title>x</title><img src="http://203.0.113.7/x.png">'
-                     '<link rel="stylesheet" href="https://example.invalid/a.css"><p>hi</p>')
+    leaky.write_text(
+        '<!DOCTYPE html><title>x</title><img src="http://203.0.113.7/x.png">'
+        '<link rel="stylesheet" href="https://example.invalid/a.css"><p>hi</p>'
+    )
     _, requests = chromium(leaky, tmp_path, "--dump-dom")
     assert {r["url"] for r in requests} == {"http://203.0.113.7/x.png", "https://example.invalid/a.css"}
     assert Page.parse(leaky.read_text()).external_references() != []
@@ -507,7 +607,9 @@ def test_the_report_renders_in_chromium_with_its_figures_and_no_request(sample_r
     assert "script" not in dom.tags and "img" not in dom.tags
     e = expected(scanned)
     assert dom.text("fig-money-leaked").startswith(f"Leaked past budgets {e['leaked']} admitted after a limit was reached")
-    assert dom.text("fig-keys-over-budget").startswith(f"Keys over budget {e['keys']} {e['keys_leaking']} with enforcement failing")
+    assert dom.text("fig-keys-over-budget").startswith(
+        f"Keys over budget {e['keys']} {e['keys_leaking']} with enforcement failing"
+    )
     assert dom.text("fig-counters-drifting").startswith(f"Counters drifting {e['drifting']} disagree with the ledger")
     assert dom.text("fig-unresolved-spend") == (
         f"Unresolved spend {e['unresolved']} {e['unresolved_rows']:,} of {e['charged_rows']:,} charged rows not placed in a model group"
@@ -517,10 +619,15 @@ def test_the_report_renders_in_chromium_with_its_figures_and_no_request(sample_r
     first = dom.text("entity-1")
     assert first.startswith(f"key research-agent {ra['token'][:16]}… ")
     assert f"${ra['leaked']:,.4f} leaked in {ra['leaking']} windows" in first
-    assert (f"{ra['entry']}: ${ra['limit']:,.2f} per {ra['duration']} · {ra['windows']} windows, {ra['over']} over budget "
-            f"({ra['leaking']} leaking ${ra['leaked']:,.2f})") in first
+    assert (
+        f"{ra['entry']}: ${ra['limit']:,.2f} per {ra['duration']} · {ra['windows']} windows, {ra['over']} over budget "
+        f"({ra['leaking']} leaking ${ra['leaked']:,.2f})"
+    ) in first
     charts = [value for tag, name, value in dom.attributes if tag == "svg" and name == "aria-label"]
-    assert f"{ra['entry']}: {ra['windows']} windows of {ra['duration']}, {ra['over']} above the ${ra['limit']:,.4f} budget line" in charts
+    assert (
+        f"{ra['entry']}: {ra['windows']} windows of {ra['duration']}, {ra['over']} above the ${ra['limit']:,.4f} budget line"
+        in charts
+    )
 
 
 def test_the_report_screenshot(sample_run, tmp_path):
@@ -613,6 +720,6 @@ def test_where_the_money_went_is_the_spend_table_in_json_markdown_and_html(sampl
     assert "| total | research-agent \\(c53fc536…\\) | claude-opus-4-6 |" in markdown
 
     page = (out / f"{STEM}.html").read_text()
-    section = page[page.index('<h2 id="money">'):page.index("<h2>Resolver coverage")]
+    section = page[page.index('<h2 id="money">') : page.index("<h2>Resolver coverage")]
     assert section.count('<rect class="mg0"') == len(days) + 1  # a segment per day of the biggest group, and its swatch
     assert "research-agent (c53fc536…)" in section and "claude-opus-4-6" in section

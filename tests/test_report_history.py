@@ -33,8 +33,10 @@ from auditor.reports import history
 NOW = "2026-11-23T00:00:00Z"
 STEM = "auditor-report-20261123T000000Z"
 KEY = "a" * 64
-CONFIG = ("model_list:\n  - model_name: gpt-4o\n    litellm_params:\n      model: azure/prod-gpt4o\n"
-          "    model_info:\n      id: dep-gpt4o\n")
+CONFIG = (
+    "model_list:\n  - model_name: gpt-4o\n    litellm_params:\n      model: azure/prod-gpt4o\n"
+    "    model_info:\n      id: dep-gpt4o\n"
+)
 SCRIPT = (
     "import typer\n"
     "from auditor.cli.report import report_command\n"
@@ -71,9 +73,22 @@ F21 = expected_id("over_budget", "key", KEY, "gpt-4o", "2026-11-21T09:00:00.000Z
 def day(n: int, count: int = 4) -> list[dict]:
     """`count` $0.50 requests an hour apart from 09:00 on 2026-11-<n>: over the $1 daily budget from the 3rd."""
     t0 = datetime(2026, 11, n, 9)
-    return [{"request_id": f"req-{n}-{i}", "call_type": "acompletion", "api_key": KEY, "spend": 0.5,
-             "startTime": t0 + timedelta(hours=i, seconds=-2), "endTime": t0 + timedelta(hours=i), "model": "azure/prod-gpt4o",
-             "model_group": "gpt-4o", "model_id": "dep-gpt4o", "status": "success", "metadata": {}} for i in range(count)]
+    return [
+        {
+            "request_id": f"req-{n}-{i}",
+            "call_type": "acompletion",
+            "api_key": KEY,
+            "spend": 0.5,
+            "startTime": t0 + timedelta(hours=i, seconds=-2),
+            "endTime": t0 + timedelta(hours=i),
+            "model": "azure/prod-gpt4o",
+            "model_group": "gpt-4o",
+            "model_id": "dep-gpt4o",
+            "status": "success",
+            "metadata": {},
+        }
+        for i in range(count)
+    ]
 
 
 class Ledger:
@@ -84,9 +99,18 @@ class Ledger:
         self.engine = create_engine(url)
         with self.engine.begin() as conn:
             metadata.create_all(conn)
-            conn.execute(verification_token.insert(), [{
-                "token": KEY, "key_alias": "tidy", "spend": 0.0, "total_spend": 0.0,
-                "model_max_budget": {"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}}}])
+            conn.execute(
+                verification_token.insert(),
+                [
+                    {
+                        "token": KEY,
+                        "key_alias": "tidy",
+                        "spend": 0.0,
+                        "total_spend": 0.0,
+                        "model_max_budget": {"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}},
+                    }
+                ],
+            )
 
     def add(self, rows: list[dict]) -> None:
         with self.engine.begin() as conn:
@@ -128,8 +152,17 @@ def changes(record: dict) -> tuple:
 
 
 def test_a_finding_keeps_its_id_while_its_amounts_change():
-    base = {"kind": "over_budget", "severity": "warning", "scope": "key", "entity_id": KEY, "budget_model": "gpt-4o",
-            "window_start": "2026-11-20T09:00:00.000Z", "model_group": "gpt-4o", "logged_spend": 1.2, "message": "a"}
+    base = {
+        "kind": "over_budget",
+        "severity": "warning",
+        "scope": "key",
+        "entity_id": KEY,
+        "budget_model": "gpt-4o",
+        "window_start": "2026-11-20T09:00:00.000Z",
+        "model_group": "gpt-4o",
+        "logged_spend": 1.2,
+        "message": "a",
+    }
     grown = {**base, "severity": "error", "logged_spend": 9.0, "message": "b", "entity_alias": "renamed"}
     assert history.finding_id(base) == history.finding_id(grown) == F20 == "7892b0fe45966fb3"
     other_window = {**base, "window_start": "2026-11-21T09:00:00.000Z"}
@@ -165,25 +198,46 @@ def test_new_still_open_and_resolved_across_runs_on_sqlite(sqlite_url, config, t
 
         ledger.add(day(21))
         second = report(sqlite_url, config, tmp_path / "r2")
-        assert changes(second) == (first["run"]["id"], [F21], [F20], [], {"new": 1, "still_open": 1, "resolved": 0, "new_errors": 1})
+        assert changes(second) == (
+            first["run"]["id"],
+            [F21],
+            [F20],
+            [],
+            {"new": 1, "still_open": 1, "resolved": 0, "new_errors": 1},
+        )
         assert second["changes"]["previous_as_of"] == "2026-11-23T00:00:00.000Z"
 
         ledger.drop_day(21)
         third = report(sqlite_url, config, tmp_path / "r3")
-        assert changes(third) == (second["run"]["id"], [], [F20], [F21], {"new": 0, "still_open": 1, "resolved": 1, "new_errors": 0})
+        assert changes(third) == (
+            second["run"]["id"],
+            [],
+            [F20],
+            [F21],
+            {"new": 0, "still_open": 1, "resolved": 1, "new_errors": 0},
+        )
         (gone,) = third["changes"]["resolved_findings"]
-        assert (gone["id"], gone["kind"], gone["entity_alias"], gone["window_start"]) == (F21, "over_budget", "tidy", "2026-11-21T09:00:00.000Z")
+        assert (gone["id"], gone["kind"], gone["entity_alias"], gone["window_start"]) == (
+            F21,
+            "over_budget",
+            "tidy",
+            "2026-11-21T09:00:00.000Z",
+        )
 
         md = (tmp_path / "r3" / f"{STEM}.md").read_text()
-        assert (f"Since run `{second['run']['id']}` (as of 2026-11-23T00:00:00.000Z): **0 new** (0 errors), 1 still open, 1 resolved.\n"
-                f"\nResolved:\n\n- `{F21}` error over budget key tidy gpt-4o window 2026-11-21 09:00\n") in md
+        assert (
+            f"Since run `{second['run']['id']}` (as of 2026-11-23T00:00:00.000Z): **0 new** (0 errors), 1 still open, 1 resolved.\n"
+            f"\nResolved:\n\n- `{F21}` error over budget key tidy gpt-4o window 2026-11-21 09:00\n"
+        ) in md
         page = (tmp_path / "r3" / f"{STEM}.html").read_text()
         assert '<h2 id="changes">Since the previous run</h2>' in page and f'<td class="mono nowrap">{F21}</td>' in page
         md2 = (tmp_path / "r2" / f"{STEM}.md").read_text()
         assert f"\nNew:\n\n- `{F21}` error over budget key tidy gpt-4o window 2026-11-21 09:00\n" in md2
 
         listed = json.loads(invoke("history", "--db", sqlite_url, "--format", "json", code=0).stdout)
-        assert [(r["run_id"], r["status"], r["findings"], r["new"], r["still_open"], r["resolved"], r["previous_run"]) for r in listed] == [
+        assert [
+            (r["run_id"], r["status"], r["findings"], r["new"], r["still_open"], r["resolved"], r["previous_run"]) for r in listed
+        ] == [
             (third["run"]["id"], "completed", 1, 0, 1, 1, second["run"]["id"]),
             (second["run"]["id"], "completed", 2, 1, 1, 0, first["run"]["id"]),
             (first["run"]["id"], "completed", 1, 1, 0, 0, None),
@@ -193,15 +247,27 @@ def test_new_still_open_and_resolved_across_runs_on_sqlite(sqlite_url, config, t
         assert "first recorded run" in table and f"since {second['run']['id'][:8]}" in table
         assert table.count("│ full ") == 3
         with ledger.engine.connect() as conn:  # auditor's tables beside LiteLLM's, prefixed
-            names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'auditor%'"))}
-            stored = conn.execute(text("SELECT run_id, finding_id, kind, severity FROM auditor_report_findings ORDER BY run_id, finding_id")).all()
-        assert names == {"auditor_runs", "auditor_backfill_changes", "auditor_report_findings", "auditor_report_checkpoints",
-                         "auditor_alembic_version"}
-        assert sorted(stored) == sorted([
-            (first["run"]["id"], F20, "over_budget", "error"),
-            (second["run"]["id"], F20, "over_budget", "error"), (second["run"]["id"], F21, "over_budget", "error"),
-            (third["run"]["id"], F20, "over_budget", "error"),
-        ])
+            names = {
+                r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'auditor%'"))
+            }
+            stored = conn.execute(
+                text("SELECT run_id, finding_id, kind, severity FROM auditor_report_findings ORDER BY run_id, finding_id")
+            ).all()
+        assert names == {
+            "auditor_runs",
+            "auditor_backfill_changes",
+            "auditor_report_findings",
+            "auditor_report_checkpoints",
+            "auditor_alembic_version",
+        }
+        assert sorted(stored) == sorted(
+            [
+                (first["run"]["id"], F20, "over_budget", "error"),
+                (second["run"]["id"], F20, "over_budget", "error"),
+                (second["run"]["id"], F21, "over_budget", "error"),
+                (third["run"]["id"], F20, "over_budget", "error"),
+            ]
+        )
     finally:
         ledger.close()
 
@@ -211,8 +277,20 @@ def test_a_run_that_fails_is_recorded_failed_and_is_not_the_previous_run(sqlite_
     try:
         ledger.add(day(20))
         first = report(sqlite_url, config, tmp_path / "r1")
-        failed = invoke("report", "--db", sqlite_url, "--config", config, "--out", str(tmp_path / "r2"), "--now", NOW,
-                        "--timezone", "Mars/Olympus_Mons", "--quiet")
+        failed = invoke(
+            "report",
+            "--db",
+            sqlite_url,
+            "--config",
+            config,
+            "--out",
+            str(tmp_path / "r2"),
+            "--now",
+            NOW,
+            "--timezone",
+            "Mars/Olympus_Mons",
+            "--quiet",
+        )
         assert failed.exit_code == 2 and len(failed.stderr.strip().splitlines()) == 1
         third = report(sqlite_url, config, tmp_path / "r3")
         assert changes(third)[:2] == (first["run"]["id"], [])
@@ -242,7 +320,13 @@ def test_postgresql_history_needs_db_upgrade_then_works(pg_url, config, tmp_path
         first = report(pg_url, config, tmp_path / "r1")
         ledger.add(day(21))
         second = report(pg_url, config, tmp_path / "r2")
-        assert changes(second) == (first["run"]["id"], [F21], [F20], [], {"new": 1, "still_open": 1, "resolved": 0, "new_errors": 1})
+        assert changes(second) == (
+            first["run"]["id"],
+            [F21],
+            [F20],
+            [],
+            {"new": 1, "still_open": 1, "resolved": 0, "new_errors": 1},
+        )
         with ledger.engine.connect() as conn:
             rows = conn.execute(text("SELECT kind, status FROM auditor.runs ORDER BY started_at")).all()
             assert rows == [("report", "completed"), ("report", "completed")]
@@ -297,15 +381,18 @@ def test_a_select_only_report_database_keeps_its_history_elsewhere(pg_url, pg_le
 
 def _start_paused(args: list[str], seconds: float) -> subprocess.Popen:
     env = {**os.environ, "AUDITOR_TEST_PAUSE_AFTER_LOCK": str(seconds)}
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, "report", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, "report", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     line = proc.stderr.readline()  # blocks until the first process holds the lock and has recorded itself
     assert line == "auditor: test hook: paused after taking the run lock\n", line
     return proc
 
 
 def _second(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", SCRIPT, "report", *args], capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", SCRIPT, "report", *args], capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 @pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
@@ -393,18 +480,28 @@ def test_the_webhook_posts_only_when_new_errors_appear(sqlite_url, config, tmp_p
         ledger.add(day(20))
         first = report(sqlite_url, config, tmp_path / "r1", "--webhook", hook.url)
         html = tmp_path / "r1" / f"{STEM}.html"
-        assert hook.bodies == [{"type": "application/json", "json": {"text": (
-            "auditor: 1 new error finding (first recorded run); 1 error open, $1.00 leaked past budgets\n"
-            "• error over budget key tidy gpt-4o window 2026-11-20 09:00\n"
-            f"report: {html}")}}]
+        assert hook.bodies == [
+            {
+                "type": "application/json",
+                "json": {
+                    "text": (
+                        "auditor: 1 new error finding (first recorded run); 1 error open, $1.00 leaked past budgets\n"
+                        "• error over budget key tidy gpt-4o window 2026-11-20 09:00\n"
+                        f"report: {html}"
+                    )
+                },
+            }
+        ]
         report(sqlite_url, config, tmp_path / "r2", "--webhook", hook.url)  # nothing new: no POST
         assert len(hook.bodies) == 1
         ledger.add(day(21))
         third = report(sqlite_url, config, tmp_path / "r3", "--webhook", hook.url)
         assert third["totals"]["money_leaked"] == 2.5  # the scan's figure, as the text says it
         assert hook.bodies[1]["json"]["text"].splitlines()[:2] == [
-            (f"auditor: 1 new error finding since run {json.loads((tmp_path / 'r2' / 'latest.json').read_text())['run']['id'][:8]}; "
-             "2 errors open, $2.50 leaked past budgets"),
+            (
+                f"auditor: 1 new error finding since run {json.loads((tmp_path / 'r2' / 'latest.json').read_text())['run']['id'][:8]}; "
+                "2 errors open, $2.50 leaked past budgets"
+            ),
             "• error over budget key tidy gpt-4o window 2026-11-21 09:00",
         ]
         assert first["changes"]["counts"]["new_errors"] == 1
@@ -413,12 +510,21 @@ def test_the_webhook_posts_only_when_new_errors_appear(sqlite_url, config, tmp_p
 
 
 def test_the_webhook_text_makes_aliases_inert_for_slack():
-    finding = {"severity": "error", "kind": "over_budget", "scope": "key", "entity_alias": "<!channel> & <https://x|y>\x1b[31m",
-               "budget_model": "gpt-4o", "window_start": "2026-11-20T09:00:00.000Z"}
+    finding = {
+        "severity": "error",
+        "kind": "over_budget",
+        "scope": "key",
+        "entity_alias": "<!channel> & <https://x|y>\x1b[31m",
+        "budget_model": "gpt-4o",
+        "window_start": "2026-11-20T09:00:00.000Z",
+    }
     record = {"findings": [finding], "totals": {"findings_by_severity": {"error": 1}, "money_leaked": 1.0}}
     changes = {"finding_ids": ["f1"], "new": ["f1"], "previous_run": None}
     text = history.webhook_text(record, changes, "/r/report.html")
-    assert text.splitlines()[1] == "• error over budget key &lt;!channel&gt; &amp; &lt;https://x|y&gt;[31m gpt-4o window 2026-11-20 09:00"
+    assert (
+        text.splitlines()[1]
+        == "• error over budget key &lt;!channel&gt; &amp; &lt;https://x|y&gt;[31m gpt-4o window 2026-11-20 09:00"
+    )
 
 
 def test_a_webhook_that_fails_once_is_retried(sqlite_url, config, tmp_path, server_factory):
@@ -426,8 +532,20 @@ def test_a_webhook_that_fails_once_is_retried(sqlite_url, config, tmp_path, serv
     ledger = Ledger(sqlite_url)
     try:
         ledger.add(day(20))
-        result = invoke("report", "--db", sqlite_url, "--config", config, "--out", str(tmp_path), "--now", NOW, "--quiet",
-                        "--webhook", hook.url)
+        result = invoke(
+            "report",
+            "--db",
+            sqlite_url,
+            "--config",
+            config,
+            "--out",
+            str(tmp_path),
+            "--now",
+            NOW,
+            "--quiet",
+            "--webhook",
+            hook.url,
+        )
         assert result.exit_code == 1 and result.stderr == ""
         assert len(hook.bodies) == 2 and hook.bodies[0] == hook.bodies[1]
     finally:
@@ -439,14 +557,29 @@ def test_a_webhook_that_keeps_failing_is_one_line_and_keeps_the_reports(sqlite_u
     ledger = Ledger(sqlite_url)
     try:
         ledger.add(day(20))
-        result = invoke("report", "--db", sqlite_url, "--config", config, "--out", str(tmp_path / "r"), "--now", NOW, "--quiet",
-                        "--webhook", hook.url)
+        result = invoke(
+            "report",
+            "--db",
+            sqlite_url,
+            "--config",
+            config,
+            "--out",
+            str(tmp_path / "r"),
+            "--now",
+            NOW,
+            "--quiet",
+            "--webhook",
+            hook.url,
+        )
         assert result.exit_code == 1  # as without --webhook
         host = f"http://127.0.0.1:{hook.httpd.server_port}"
-        assert result.stderr.splitlines() == [f"auditor: webhook POST to {host} failed after 2 attempts: HTTP 500; the reports are written"]
+        assert result.stderr.splitlines() == [
+            f"auditor: webhook POST to {host} failed after 2 attempts: HTTP 500; the reports are written"
+        ]
         assert "SECRET" not in result.stderr and len(hook.bodies) == 2
         assert {p.name for p in (tmp_path / "r").iterdir()} == {f"{STEM}.{f}" for f in ("json", "md", "html")} | {
-            f"latest.{f}" for f in ("json", "md", "html")}
+            f"latest.{f}" for f in ("json", "md", "html")
+        }
         listed = json.loads(invoke("history", "--db", sqlite_url, "--format", "json", code=0).stdout)
         assert [r["status"] for r in listed] == ["completed"]
     finally:

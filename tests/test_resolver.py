@@ -316,7 +316,10 @@ def test_bedrock_base_model_keeps_version_suffix():
 
 def test_exact_candidates_win_in_candidate_order():
     name = "bedrock/converse/us.anthropic.claude-opus-4-6-v1"
-    entries = {"claude-opus-4-6-v1": usable("claude-opus-4-6-v1"), "anthropic.claude-opus-4-6-v1": usable("anthropic.claude-opus-4-6-v1")}
+    entries = {
+        "claude-opus-4-6-v1": usable("claude-opus-4-6-v1"),
+        "anthropic.claude-opus-4-6-v1": usable("anthropic.claude-opus-4-6-v1"),
+    }
     assert governing_entry(name, entries, frozenset()).name == "anthropic.claude-opus-4-6-v1"
 
 
@@ -428,9 +431,7 @@ NAME = st.text(alphabet=string.ascii_lowercase + string.digits + "-._", min_size
 @given(st.lists(st.tuples(NAME, NAME), min_size=1, max_size=6, unique_by=lambda pair: pair[0]), st.data())
 @settings(max_examples=150, deadline=None)
 def test_a_groups_own_name_resolves_to_the_group(pairs, data):
-    model_list = [
-        {"model_name": f"g-{group}", "litellm_params": {"model": f"openai/m-{model}"}} for group, model in pairs
-    ]
+    model_list = [{"model_name": f"g-{group}", "litellm_params": {"model": f"openai/m-{model}"}} for group, model in pairs]
     catalogue = build_catalogue({"model_list": model_list}, [])
     group = f"g-{data.draw(st.sampled_from(pairs))[0]}"
     for row in ((None, group, None), (group, None, None), ("anything", group, "any-id")):

@@ -228,9 +228,13 @@ def test_a_key_entry_replaces_the_team_entry_of_its_name(sample_db):
     [entry] = [e for e in team["entries"] if e["entry"] == "gemini-2.5-pro"]
     [aside] = entry["set_aside_for_keys"]
     assert aside["key_alias"] == "etl-gemini" and aside["rows"] == 243
-    team_windows = [s for s in record["spend"] if (s["scope"], s["entity_id"], s["budget_model"]) == ("team", "team-data", "gemini-2.5-pro")]
+    team_windows = [
+        s for s in record["spend"] if (s["scope"], s["entity_id"], s["budget_model"]) == ("team", "team-data", "gemini-2.5-pro")
+    ]
     assert sum(w["requests"] for w in team_windows) == entry["governed_rows"] == 540
-    etl_windows = [s for s in record["spend"] if (s["scope"], s["entity_id"]) == ("key", TOKEN["etl-gemini"]) and s["budget_model"]]
+    etl_windows = [
+        s for s in record["spend"] if (s["scope"], s["entity_id"]) == ("key", TOKEN["etl-gemini"]) and s["budget_model"]
+    ]
     assert sum(w["requests"] for w in etl_windows) == aside["rows"]
     assert math.fsum(w["logged_spend"] for w in etl_windows) == pytest.approx(aside["spend"]["raw"], abs=1e-9)
     [over] = [f for f in per_model(record, "over_budget") if f["scope"] == "team"]
@@ -239,8 +243,12 @@ def test_a_key_entry_replaces_the_team_entry_of_its_name(sample_db):
 
 def test_money_leaked_is_the_sum_of_expected_spend_after_limit(sample_db):
     record = scan_json(sample_db)
-    leaked = math.fsum([*(w["spend_after_limit"]["raw"] for _, _, w in EXPECTED_WINDOWS.values()),
-                        *(x["spend_after_limit"]["raw"] for x in EXPECTED["scalar"] if x["kind"] == "over_budget")])
+    leaked = math.fsum(
+        [
+            *(w["spend_after_limit"]["raw"] for _, _, w in EXPECTED_WINDOWS.values()),
+            *(x["spend_after_limit"]["raw"] for x in EXPECTED["scalar"] if x["kind"] == "over_budget"),
+        ]
+    )
     assert record["totals"]["money_leaked"] == pytest.approx(leaked, abs=1e-6)  # the total is rounded to 6 decimals
     # keys research-agent, analytics, opus-tester, via-budget-table, daily-key (support-bot only ever overshoots),
     # bi-dashboards (its max_budget, enforced from a spend column stuck at $0); team-data, u-carol, customer-acme,
@@ -259,7 +267,11 @@ def test_invalid_and_unenforceable_entries(sample_db):
 def assert_counter_findings(record: dict, read_from: str) -> dict[str, list[dict]]:
     """The per-model counter findings, exactly those the reference expects, value for value; returned by counter key."""
     expected = expected_counter_findings(read_from)
-    got = {(f["kind"], f["counter_source"], f["counter_key"], f["window_start"]): f for f in record["findings"] if f["counter_source"] in PER_MODEL}
+    got = {
+        (f["kind"], f["counter_source"], f["counter_key"], f["window_start"]): f
+        for f in record["findings"]
+        if f["counter_source"] in PER_MODEL
+    }
     assert sorted(got) == sorted(expected)
     for ident, c in expected.items():
         f, where = got[ident], f"{ident[1]} {ident[2]} ({c['status']})"
@@ -301,7 +313,12 @@ def test_budget_window_spend_counters(sample_db):
     # u-erin's team-member window (entity `6:u-erin:team-platform`) lacks its last flush: closed, so a warning
     key = "team_member_model_spend:6:u-erin:team-platform:claude-sonnet-4-5:1d"
     [erin] = by_key[key]
-    assert (erin["kind"], erin["scope"], erin["entity_id"], erin["severity"]) == ("counter_drift", "team_member", "6:u-erin:team-platform", "warning")
+    assert (erin["kind"], erin["scope"], erin["entity_id"], erin["severity"]) == (
+        "counter_drift",
+        "team_member",
+        "6:u-erin:team-platform",
+        "warning",
+    )
     assert erin["cached_spend"] < erin["logged_spend"]
 
     # premium-user's shared window matches the ledger: nothing to say about it from this table
@@ -323,7 +340,10 @@ def test_scalar_spend_total_spend_and_whole_entity_budgets(sample_db):
         for f in record["findings"]
         if f["counter_source"] in ("spend", "total_spend") or (f["kind"] == "over_budget" and f["budget_model"] is None)
     }
-    expected = {(x["scope"], x["entity_id"], x["column"] if x["kind"] == "counter_drift" else "over_budget"): x for x in EXPECTED["scalar"]}
+    expected = {
+        (x["scope"], x["entity_id"], x["column"] if x["kind"] == "counter_drift" else "over_budget"): x
+        for x in EXPECTED["scalar"]
+    }
     assert sorted(got) == sorted(expected)
     assert {ident[2] for ident in expected} == {"spend", "total_spend", "over_budget"}
     for ident, x in expected.items():
@@ -350,11 +370,21 @@ def test_model_spend_and_daily_rollups(sample_db):
     assert sorted(legacy) == sorted(", ".join(x["names"]) for x in EXPECTED["model_spend"])
     for x in EXPECTED["model_spend"]:
         f = legacy[", ".join(x["names"])]
-        assert (f["entity_id"], f["entity_alias"], f["model_group"], f["severity"]) == (x["token"], x["key_alias"], x["group"], "info")
+        assert (f["entity_id"], f["entity_alias"], f["model_group"], f["severity"]) == (
+            x["token"],
+            x["key_alias"],
+            x["group"],
+            "info",
+        )
         assert close(f["cached_spend"], x["cached"]) and close(f["logged_spend"], x["ledger"])
     [d] = EXPECTED["rollups"]["discrepancies"]
     [f] = [f for f in record["findings"] if f["counter_source"] == "daily_user_spend"]
-    assert (f["kind"], f["entity_id"], f["model"], f["window_start"]) == ("rollup_drift", d["api_key"], d["model"], z(d["date"] + "T00:00:00.000"))
+    assert (f["kind"], f["entity_id"], f["model"], f["window_start"]) == (
+        "rollup_drift",
+        d["api_key"],
+        d["model"],
+        z(d["date"] + "T00:00:00.000"),
+    )
     assert close(f["cached_spend"], d["rollup_spend"]) and close(f["logged_spend"], d["ledger_spend"])
     assert (f["cached_requests"], f["requests"]) == (d["rollup_requests"], d["ledger_requests"])
 
@@ -444,8 +474,10 @@ def test_redis_counters(sample_db, sample_redis):
 
     # matching counters: keys (entry-keyed, `daily`), u-carol's user window, u-alice's team-member window
     for key, store in (
-        (counter_key("analytics", "claude-sonnet-4-5", "7d"), "redis"), (counter_key("daily-key", "gpt-4o", "daily"), "redis"),
-        (counter_key("etl-gemini", "gemini-2.5-pro", "7d"), "redis"), ("user_model_spend:u-carol:claude-sonnet-4-5:1d", "redis"),
+        (counter_key("analytics", "claude-sonnet-4-5", "7d"), "redis"),
+        (counter_key("daily-key", "gpt-4o", "daily"), "redis"),
+        (counter_key("etl-gemini", "gemini-2.5-pro", "7d"), "redis"),
+        ("user_model_spend:u-carol:claude-sonnet-4-5:1d", "redis"),
         ("team_member_model_spend:7:u-alice:team-platform:claude-sonnet-4-5:1d", "redis"),
     ):
         assert COUNTERS[(key, store)]["status"] == "ok"

@@ -88,7 +88,10 @@ def test_a_renamed_column_in_the_ddl_is_caught(pg_url):
 
 @pytest.mark.postgres
 def test_a_changed_type_is_caught(pg_url):
-    changed = DDL.read_text().replace("    spend double precision DEFAULT 0.0 NOT NULL,\n    total_tokens", "    spend numeric DEFAULT 0.0 NOT NULL,\n    total_tokens")
+    changed = DDL.read_text().replace(
+        "    spend double precision DEFAULT 0.0 NOT NULL,\n    total_tokens",
+        "    spend numeric DEFAULT 0.0 NOT NULL,\n    total_tokens",
+    )
     apply_ddl(pg_url, changed)
     assert schema_drift(pg_url) == [
         "LiteLLM_SpendLogs.spend: ours ('double precision', 'float8'), LiteLLM ('numeric', 'numeric')"
@@ -114,10 +117,17 @@ def test_the_same_definitions_work_on_sqlite(sqlite_url):
     engine = create_engine(sqlite_url)
     metadata.create_all(engine)
     with engine.begin() as conn:
-        conn.execute(insert(verification_token).values(token="abc", models=["gpt-4o"], model_max_budget={"gpt-4o": {"budget_limit": 1, "time_period": "1d"}}))
+        conn.execute(
+            insert(verification_token).values(
+                token="abc", models=["gpt-4o"], model_max_budget={"gpt-4o": {"budget_limit": 1, "time_period": "1d"}}
+            )
+        )
         conn.execute(
             insert(spend_logs).values(
-                request_id="r1", call_type="acompletion", startTime=datetime(2026, 11, 1, 12, 0, 0, 123000), endTime=datetime(2026, 11, 1, 12, 0, 1)
+                request_id="r1",
+                call_type="acompletion",
+                startTime=datetime(2026, 11, 1, 12, 0, 0, 123000),
+                endTime=datetime(2026, 11, 1, 12, 0, 1),
             )
         )
         token = conn.execute(select(verification_token)).one()

@@ -204,8 +204,16 @@ def test_no_password_or_token_reaches_any_output_file_row_or_log(pg_url, make_ro
     down = as_role(pg_url.replace(":5432/", f":{closed_port()}/"), role, PG_PASSWORD)
     missing = make_url(db).set(database=f"no_such_db_{uuid.uuid4().hex[:6]}").render_as_string(hide_password=False)
     for bad in (down, missing):
-        for command in (["scan"], ["doctor"], ["report", "--out", str(out / "never")], ["backfill"], ["backfill", "history"],
-                        ["history"], ["explain", "research-agent"], ["db", "upgrade"]):
+        for command in (
+            ["scan"],
+            ["doctor"],
+            ["report", "--out", str(out / "never")],
+            ["backfill"],
+            ["backfill", "history"],
+            ["history"],
+            ["explain", "research-agent"],
+            ["db", "upgrade"],
+        ):
             result = s.run(*command, "--db", bad, code=3)
             assert len(result.stderr.splitlines()) == 1
     wrong = f"redis://{user}:x{REDIS_PASSWORD}x@{address}/{redis_db}"
@@ -253,19 +261,52 @@ T0 = datetime(2026, 3, 2, 9, 0)
 def _raw_key_database(url: str) -> None:
     """An early-2024 key whose token column holds the API key itself, over its $1/day gpt-4o budget with requests
     admitted after the limit, and a LiteLLM_BudgetWindowSpend counter for it that drifts."""
-    rows = [{"request_id": f"req-{n}", "call_type": "acompletion", "api_key": RAW_KEY, "spend": 0.6,
-             "startTime": T0 + timedelta(hours=n, seconds=-1), "endTime": T0 + timedelta(hours=n), "model": "azure/prod-gpt4o",
-             "model_group": "gpt-4o", "model_id": "dep-gpt4o", "status": "success", "metadata": {}} for n in range(3)]
+    rows = [
+        {
+            "request_id": f"req-{n}",
+            "call_type": "acompletion",
+            "api_key": RAW_KEY,
+            "spend": 0.6,
+            "startTime": T0 + timedelta(hours=n, seconds=-1),
+            "endTime": T0 + timedelta(hours=n),
+            "model": "azure/prod-gpt4o",
+            "model_group": "gpt-4o",
+            "model_id": "dep-gpt4o",
+            "status": "success",
+            "metadata": {},
+        }
+        for n in range(3)
+    ]
     engine = create_engine(url)
     with engine.begin() as conn:
         metadata.create_all(conn)
-        conn.execute(verification_token.insert(), [{
-            "token": RAW_KEY, "key_alias": None, "spend": 1.8, "total_spend": 1.8, "model_spend": {"gpt-4o": 5.0},
-            "model_max_budget": {"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}}}])
+        conn.execute(
+            verification_token.insert(),
+            [
+                {
+                    "token": RAW_KEY,
+                    "key_alias": None,
+                    "spend": 1.8,
+                    "total_spend": 1.8,
+                    "model_spend": {"gpt-4o": 5.0},
+                    "model_max_budget": {"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}},
+                }
+            ],
+        )
         conn.execute(spend_logs.insert(), rows)
-        conn.execute(budget_window_spend.insert(), [{
-            "entity_type": "model_max_budget", "entity_id": f"virtual_key_spend:{RAW_KEY}:gpt-4o:1d", "window_duration": "1d",
-            "window_start": T0, "spend": 0.5, "updated_at": T0}])
+        conn.execute(
+            budget_window_spend.insert(),
+            [
+                {
+                    "entity_type": "model_max_budget",
+                    "entity_id": f"virtual_key_spend:{RAW_KEY}:gpt-4o:1d",
+                    "window_duration": "1d",
+                    "window_start": T0,
+                    "spend": 0.5,
+                    "updated_at": T0,
+                }
+            ],
+        )
     engine.dispose()
 
 
@@ -278,7 +319,17 @@ def test_a_raw_api_key_in_the_token_column_is_never_printed(sqlite_url, config, 
     outputs = {}
     for fmt in ("table", "json", "csv", "markdown"):
         outputs[fmt] = s.run("scan", *common, "--now", now, "--format", fmt, env={"COLUMNS": "300"}, code=1).stdout
-    s.run("report", *common, "--now", now, "--out", str(tmp_path / "r"), "--history-db", f"sqlite:///{tmp_path / 'h.sqlite'}", code=1)
+    s.run(
+        "report",
+        *common,
+        "--now",
+        now,
+        "--out",
+        str(tmp_path / "r"),
+        "--history-db",
+        f"sqlite:///{tmp_path / 'h.sqlite'}",
+        code=1,
+    )
     s.run("explain", RAW_KEY, *common, "--now", now, code=0)
     s.run("resolve", "gpt-4o", "--key", RAW_KEY, *common, code=0)
     s.run("db", "upgrade", "--db", sqlite_url, code=0)
@@ -291,7 +342,7 @@ def test_a_raw_api_key_in_the_token_column_is_never_printed(sqlite_url, config, 
     s.add("history", (tmp_path / "h.sqlite").read_bytes().decode("utf-8", "replace"))
 
     secret = RAW_KEY[3:]
-    windows = {secret[i:i + 8] for i in range(len(secret) - 7)}
+    windows = {secret[i : i + 8] for i in range(len(secret) - 7)}
     assert s.leaks(RAW_KEY, *windows) == []
     record = json.loads(outputs["json"])
     assert {f["entity_id"] for f in record["findings"] if f["scope"] == "key"} == {hashed}
@@ -345,7 +396,9 @@ def test_a_select_only_role_runs_scan_and_report(pg_sample, make_role, tmp_path)
     assert {**theirs, "source": None} == {**ours, "source": None} and theirs["findings"]
     out = tmp_path / "r"
     invoke("report", "--db", reader, "--config", SAMPLE_CONFIG, "--now", NOW, "--out", str(out), "--quiet", code=1)
-    assert {p.name for p in out.iterdir()} == {f"{STEM}.{f}" for f in ("json", "md", "html")} | {f"latest.{f}" for f in ("json", "md", "html")}
+    assert {p.name for p in out.iterdir()} == {f"{STEM}.{f}" for f in ("json", "md", "html")} | {
+        f"latest.{f}" for f in ("json", "md", "html")
+    }
     runs = json.loads(invoke("history", "--db", reader, "--format", "json", code=0).stdout)
     assert [(r["status"], r["findings"]) for r in runs] == [("completed", len(ours["findings"]))]
     engine = create_engine(make_url(reader).set(drivername="postgresql+psycopg"))
@@ -363,19 +416,51 @@ def _open_window_database(url: str) -> None:
     """A key capping gpt-4o at $100/day, its window opened 3 h ago by the wall clock, $3.50 in the ledger and
     $1.25 in LiteLLM_BudgetWindowSpend: backfill plans one row update."""
     start = (utc_now() - timedelta(hours=3)).replace(microsecond=0)
-    rows = [{"request_id": f"req-{n}", "call_type": "acompletion", "api_key": "a" * 64, "spend": spend,
-             "startTime": start + timedelta(hours=n, seconds=-1), "endTime": start + timedelta(hours=n), "model": "azure/prod-gpt4o",
-             "model_group": "gpt-4o", "model_id": "dep-gpt4o", "status": "success", "metadata": {}}
-            for n, spend in enumerate((1.0, 2.0, 0.5))]
+    rows = [
+        {
+            "request_id": f"req-{n}",
+            "call_type": "acompletion",
+            "api_key": "a" * 64,
+            "spend": spend,
+            "startTime": start + timedelta(hours=n, seconds=-1),
+            "endTime": start + timedelta(hours=n),
+            "model": "azure/prod-gpt4o",
+            "model_group": "gpt-4o",
+            "model_id": "dep-gpt4o",
+            "status": "success",
+            "metadata": {},
+        }
+        for n, spend in enumerate((1.0, 2.0, 0.5))
+    ]
     engine = create_engine(make_url(url).set(drivername="postgresql+psycopg"))
     with engine.begin() as conn:
         metadata.create_all(conn)
-        conn.execute(verification_token.insert(), [{"token": "a" * 64, "key_alias": "alpha", "spend": 3.5, "total_spend": 3.5,
-                                                    "model_max_budget": {"gpt-4o": {"budget_limit": 100.0, "time_period": "1d"}}}])
+        conn.execute(
+            verification_token.insert(),
+            [
+                {
+                    "token": "a" * 64,
+                    "key_alias": "alpha",
+                    "spend": 3.5,
+                    "total_spend": 3.5,
+                    "model_max_budget": {"gpt-4o": {"budget_limit": 100.0, "time_period": "1d"}},
+                }
+            ],
+        )
         conn.execute(spend_logs.insert(), rows)
-        conn.execute(budget_window_spend.insert(), [{
-            "entity_type": "model_max_budget", "entity_id": f"virtual_key_spend:{'a' * 64}:gpt-4o:1d", "window_duration": "1d",
-            "window_start": start, "spend": 1.25, "updated_at": start}])
+        conn.execute(
+            budget_window_spend.insert(),
+            [
+                {
+                    "entity_type": "model_max_budget",
+                    "entity_id": f"virtual_key_spend:{'a' * 64}:gpt-4o:1d",
+                    "window_duration": "1d",
+                    "window_start": start,
+                    "spend": 1.25,
+                    "updated_at": start,
+                }
+            ],
+        )
     engine.dispose()
 
 
@@ -401,18 +486,26 @@ def test_a_role_missing_a_grant_fails_with_one_line_naming_the_privilege(pg_samp
 def test_a_writer_without_the_update_grant_is_refused_and_nothing_changes(pg_url, make_role, config):
     _open_window_database(pg_url)
     invoke("db", "upgrade", "--db", pg_url, code=0)
-    writer = make_role(*READER_GRANTS, "GRANT USAGE ON SCHEMA auditor TO {role}",  # docs/backfill.md's grants but UPDATE
-                       "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA auditor TO {role}",
-                       "GRANT USAGE ON ALL SEQUENCES IN SCHEMA auditor TO {role}")
+    writer = make_role(
+        *READER_GRANTS,
+        "GRANT USAGE ON SCHEMA auditor TO {role}",  # docs/backfill.md's grants but UPDATE
+        "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA auditor TO {role}",
+        "GRANT USAGE ON ALL SEQUENCES IN SCHEMA auditor TO {role}",
+    )
     url = as_role(pg_url, writer)
     result = invoke("backfill", "--db", url, "--config", config, "--apply", "--yes", "--format", "json", code=3)
     assert result.stdout == ""
     started, line = result.stderr.splitlines()  # the run id as the run starts, then the one-line error
     assert re.fullmatch(r"auditor: run [0-9a-f-]{36} started \(backfill, 1 changes\).*", started), started
     assert re.fullmatch(
-        re.escape(f"auditor: database error on {masked(url)} during run ") + r"[0-9a-f-]{36}" + re.escape(
+        re.escape(f"auditor: database error on {masked(url)} during run ")
+        + r"[0-9a-f-]{36}"
+        + re.escape(
             ": permission denied for table LiteLLM_BudgetWindowSpend: the role needs UPDATE on it (docs/security.md lists "
-            "every grant); its open transaction was rolled back"), line), line
+            "every grant); its open transaction was rolled back"
+        ),
+        line,
+    ), line
     engine = admin(pg_url)
     with engine.connect() as conn:
         assert conn.execute(select(budget_window_spend.c.spend)).scalar_one() == 1.25
@@ -425,7 +518,7 @@ def test_a_writer_without_the_update_grant_is_refused_and_nothing_changes(pg_url
 
 
 PAYLOADS = {  # stored as key aliases; what a terminal must show of each (controls gone, markup as typed)
-    "sql": ("x'; DROP TABLE \"LiteLLM_SpendLogs\"; --", "x'; DROP TABLE \"LiteLLM_SpendLogs\"; --"),
+    "sql": ('x\'; DROP TABLE "LiteLLM_SpendLogs"; --', 'x\'; DROP TABLE "LiteLLM_SpendLogs"; --'),
     "html": ("<script>alert(1)</script>", "<script>alert(1)</script>"),
     "rich": ("[bold red]x[/]", "[bold red]x[/]"),
     "markdown": ("| --- | [c](javascript:alert(1))", "| --- | [c](javascript:alert(1))"),
@@ -439,9 +532,18 @@ PAYLOADS = {  # stored as key aliases; what a terminal must show of each (contro
     "newline": ("line1\nauditor: no findings", "line1 auditor: no findings"),
 }
 CSV_CELL = {  # what the CSV's entity_alias cell holds: formulas quoted (OWASP), controls gone
-    "sql": PAYLOADS["sql"][0], "html": PAYLOADS["html"][0], "rich": PAYLOADS["rich"][0], "markdown": PAYLOADS["markdown"][0],
-    "ansi": "[31mred[0m", "osc8": "]8;;http://evil.exampleclick]8;;", "formula": "'" + PAYLOADS["formula"][0],
-    "plus": "'+1", "minus": "'-1", "at": "'@SUM(A1:A2)", "bidi": "abcdcba", "newline": "line1 auditor: no findings",
+    "sql": PAYLOADS["sql"][0],
+    "html": PAYLOADS["html"][0],
+    "rich": PAYLOADS["rich"][0],
+    "markdown": PAYLOADS["markdown"][0],
+    "ansi": "[31mred[0m",
+    "osc8": "]8;;http://evil.exampleclick]8;;",
+    "formula": "'" + PAYLOADS["formula"][0],
+    "plus": "'+1",
+    "minus": "'-1",
+    "at": "'@SUM(A1:A2)",
+    "bidi": "abcdcba",
+    "newline": "line1 auditor: no findings",
 }
 TEAM_ALIAS = "<img src=x onerror=alert(1)>\x1b[2J[/]"
 EVIL_MODEL = "evil\x1b[31m<b>|model](javascript:x)"
@@ -456,30 +558,83 @@ def _hostile_database(url: str) -> None:
     its own budget; requests for a model name holding escapes (unresolved)."""
     keys, rows = [], []
     for n, (alias, _) in enumerate(PAYLOADS.values()):
-        keys.append({"token": _token(n), "key_alias": alias, "spend": 1.2, "total_spend": 1.2,
-                     "model_max_budget": {"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}}})
+        keys.append(
+            {
+                "token": _token(n),
+                "key_alias": alias,
+                "spend": 1.2,
+                "total_spend": 1.2,
+                "model_max_budget": {"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}},
+            }
+        )
         for h in (1, 2):
-            rows.append({"request_id": f"req-{n}-{h}", "call_type": "acompletion", "api_key": _token(n), "spend": 0.6,
-                         "startTime": T0 + timedelta(hours=h, seconds=-1), "endTime": T0 + timedelta(hours=h),
-                         "model": "azure/prod-gpt4o", "model_group": "gpt-4o", "model_id": "dep-gpt4o", "status": "success",
-                         "metadata": {}, "team_id": None})
+            rows.append(
+                {
+                    "request_id": f"req-{n}-{h}",
+                    "call_type": "acompletion",
+                    "api_key": _token(n),
+                    "spend": 0.6,
+                    "startTime": T0 + timedelta(hours=h, seconds=-1),
+                    "endTime": T0 + timedelta(hours=h),
+                    "model": "azure/prod-gpt4o",
+                    "model_group": "gpt-4o",
+                    "model_id": "dep-gpt4o",
+                    "status": "success",
+                    "metadata": {},
+                    "team_id": None,
+                }
+            )
     # the team's spend comes from a key of its own without per-model entries (a key entry named after the
     # model would replace the team's for the key's requests)
     keys.append({"token": _token(99), "key_alias": "team-key", "spend": 1.2, "total_spend": 1.2, "model_max_budget": {}})
     for h in (1, 2):
-        rows.append({"request_id": f"req-team-{h}", "call_type": "acompletion", "api_key": _token(99), "spend": 0.6,
-                     "startTime": T0 + timedelta(hours=h, seconds=-1), "endTime": T0 + timedelta(hours=h),
-                     "model": "azure/prod-gpt4o", "model_group": "gpt-4o", "model_id": "dep-gpt4o", "status": "success",
-                     "metadata": {}, "team_id": "team-evil"})
-    rows.append({"request_id": "req-evil-model", "call_type": "acompletion", "api_key": _token(1), "spend": 0.01,
-                 "startTime": T0 + timedelta(hours=5, seconds=-1), "endTime": T0 + timedelta(hours=5), "model": EVIL_MODEL,
-                 "model_group": "", "model_id": "", "status": "success", "metadata": {}, "team_id": None})
+        rows.append(
+            {
+                "request_id": f"req-team-{h}",
+                "call_type": "acompletion",
+                "api_key": _token(99),
+                "spend": 0.6,
+                "startTime": T0 + timedelta(hours=h, seconds=-1),
+                "endTime": T0 + timedelta(hours=h),
+                "model": "azure/prod-gpt4o",
+                "model_group": "gpt-4o",
+                "model_id": "dep-gpt4o",
+                "status": "success",
+                "metadata": {},
+                "team_id": "team-evil",
+            }
+        )
+    rows.append(
+        {
+            "request_id": "req-evil-model",
+            "call_type": "acompletion",
+            "api_key": _token(1),
+            "spend": 0.01,
+            "startTime": T0 + timedelta(hours=5, seconds=-1),
+            "endTime": T0 + timedelta(hours=5),
+            "model": EVIL_MODEL,
+            "model_group": "",
+            "model_id": "",
+            "status": "success",
+            "metadata": {},
+            "team_id": None,
+        }
+    )
     engine = create_engine(make_url(url).set(drivername="postgresql+psycopg") if url.startswith("postgres") else url)
     with engine.begin() as conn:
         metadata.create_all(conn)
         conn.execute(verification_token.insert(), keys)
-        conn.execute(team_table.insert(), [{"team_id": "team-evil", "team_alias": TEAM_ALIAS, "spend": 1.2,
-                                            "model_max_budget": {"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}}}])
+        conn.execute(
+            team_table.insert(),
+            [
+                {
+                    "team_id": "team-evil",
+                    "team_alias": TEAM_ALIAS,
+                    "spend": 1.2,
+                    "model_max_budget": {"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}},
+                }
+            ],
+        )
         conn.execute(spend_logs.insert(), rows)
     engine.dispose()
 
@@ -542,8 +697,9 @@ def test_sql_in_names_is_data_never_sql(hostile, config):
     before = _row_count(hostile)
     sql_alias = PAYLOADS["sql"][0]
     now = (T0 + timedelta(days=1, hours=12)).isoformat() + "Z"
-    selected = json.loads(invoke("scan", "--db", hostile, "--config", config, "--now", now, "--format", "json",
-                                 "--key", sql_alias, code=0).stdout)
+    selected = json.loads(
+        invoke("scan", "--db", hostile, "--config", config, "--now", now, "--format", "json", "--key", sql_alias, code=0).stdout
+    )
     assert {f["entity_id"] for f in selected["findings"] if f["scope"] == "key"} == {_token(0)}
     story = invoke("explain", sql_alias, "--db", hostile, "--config", config, "--now", now, env={"COLUMNS": "300"}, code=0)
     assert story.stdout.startswith(f"key {sql_alias} ({_token(0)[:16]}…)")
@@ -570,8 +726,11 @@ def test_all_sql_is_parameterised():
             if name not in ("text", "exec_driver_sql", "execute", "literal_column", "execution_options"):
                 continue
             first = node.args[0]
-            if isinstance(first, ast.JoinedStr) or (isinstance(first, ast.BinOp) and isinstance(first.op, (ast.Add, ast.Mod))) or (
-                    isinstance(first, ast.Call) and isinstance(first.func, ast.Attribute) and first.func.attr == "format"):
+            if (
+                isinstance(first, ast.JoinedStr)
+                or (isinstance(first, ast.BinOp) and isinstance(first.op, (ast.Add, ast.Mod)))
+                or (isinstance(first, ast.Call) and isinstance(first.func, ast.Attribute) and first.func.attr == "format")
+            ):
                 built.add((str(path.relative_to(REPO)), ast.get_source_segment(source, first)))
     assert built == set(REVIEWED_SQL)
 
@@ -592,18 +751,62 @@ def test_every_file_auditor_creates_is_owner_only(tmp_path, config):
         journal = tmp_path / "journal.sqlite"
         invoke("db", "upgrade", "--db", f"sqlite:///{journal}", code=0)
         out, history = tmp_path / "reports", tmp_path / "history.sqlite"
-        invoke("report", "--db", f"sqlite:///{db}", "--config", SAMPLE_CONFIG, "--now", NOW, "--out", str(out),
-               "--history-db", f"sqlite:///{history}", "--quiet", code=1)
+        invoke(
+            "report",
+            "--db",
+            f"sqlite:///{db}",
+            "--config",
+            SAMPLE_CONFIG,
+            "--now",
+            NOW,
+            "--out",
+            str(out),
+            "--history-db",
+            f"sqlite:///{history}",
+            "--quiet",
+            code=1,
+        )
         output = tmp_path / "scan.csv"
-        invoke("scan", "--db", f"sqlite:///{db}", "--config", SAMPLE_CONFIG, "--now", NOW, "--format", "csv",
-               "--output", str(output), "--fail-on", "never", code=0)
+        invoke(
+            "scan",
+            "--db",
+            f"sqlite:///{db}",
+            "--config",
+            SAMPLE_CONFIG,
+            "--now",
+            NOW,
+            "--format",
+            "csv",
+            "--output",
+            str(output),
+            "--fail-on",
+            "never",
+            code=0,
+        )
         cache = tmp_path / "cache"
-        invoke("report", "--now", NOW, "--out", str(tmp_path / "sample-reports"), "--quiet", env={"XDG_CACHE_HOME": str(cache)}, code=1)
+        invoke(
+            "report",
+            "--now",
+            NOW,
+            "--out",
+            str(tmp_path / "sample-reports"),
+            "--quiet",
+            env={"XDG_CACHE_HOME": str(cache)},
+            code=1,
+        )
         assert os.umask(0o022) == 0o022  # put back after each command: the test process is as it was
     finally:
         os.umask(previous)
-    files = [db, journal, history, Path(f"{history}.lock"), output, *out.iterdir(), *(tmp_path / "sample-reports").iterdir(),
-             *(p for p in cache.rglob("*") if p.is_file())]
+    files = [
+        db,
+        journal,
+        history,
+        Path(f"{history}.lock"),
+        output,
+        *out.iterdir(),
+        *(tmp_path / "sample-reports").iterdir(),
+        *(p for p in cache.rglob("*") if p.is_file()),
+    ]
     assert len([p for p in files if p.name.startswith(("auditor-report-", "latest."))]) == 12
     assert {p.name for p in cache.rglob("*") if p.is_file()} >= {"report-history.sqlite", "report-history.sqlite.lock"}
     assert {str(p): oct(_mode(p)) for p in files if _mode(p) != 0o600} == {}
@@ -615,8 +818,17 @@ def test_a_lone_surrogate_in_a_budget_name_prints_as_a_question_mark(sqlite_url,
     engine = create_engine(sqlite_url)
     with engine.begin() as conn:
         metadata.create_all(conn)
-        conn.execute(verification_token.insert(), [{"token": _token(1), "key_alias": "odd", "spend": 0.0,
-                                                     "model_max_budget": {"x\ud800y": {"budget_limit": 1.0, "time_period": "1d"}}}])
+        conn.execute(
+            verification_token.insert(),
+            [
+                {
+                    "token": _token(1),
+                    "key_alias": "odd",
+                    "spend": 0.0,
+                    "model_max_budget": {"x\ud800y": {"budget_limit": 1.0, "time_period": "1d"}},
+                }
+            ],
+        )
     engine.dispose()
     common = ["--db", sqlite_url, "--config", config, "--now", "2026-11-22T00:00:00Z", "--fail-on", "never"]
     for fmt in ("table", "csv", "markdown"):
@@ -640,7 +852,18 @@ def test_verbose_sql_logs_hold_no_raw_key(sqlite_url, config):
 @pytest.mark.postgres
 def test_verbose_sql_logs_hold_no_password(pg_sample, make_role):
     role = make_role(*READER_GRANTS, password=PG_PASSWORD)
-    result = invoke("-vv", "scan", "--db", as_role(pg_sample, role, PG_PASSWORD), "--config", SAMPLE_CONFIG, "--now", NOW,
-                    "--format", "json", code=1)
+    result = invoke(
+        "-vv",
+        "scan",
+        "--db",
+        as_role(pg_sample, role, PG_PASSWORD),
+        "--config",
+        SAMPLE_CONFIG,
+        "--now",
+        NOW,
+        "--format",
+        "json",
+        code=1,
+    )
     assert " DEBUG auditor.sql: " in result.stderr and "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ" in result.stderr
     assert PG_PASSWORD not in result.stderr + result.stdout

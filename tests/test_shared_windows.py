@@ -43,8 +43,10 @@ def play(data: dict):
     replays = {entity: SharedStartReplay(lookback=None) for entity in budgets}
     attempts = [("ok", r, r["model_group"] or r["model"], r["end_user"] or None) for r in data["spend_logs"]]
     attempts += [("blocked", b, b["model"], b["end_user"]) for b in data["blocked"]]
-    events = sorted([(when(row["startTime"]), 0, i) for i, (_, row, _, _) in enumerate(attempts)]
-                    + [(when(row["endTime"]), 1, i) for i, (kind, row, _, _) in enumerate(attempts) if kind == "ok"])
+    events = sorted(
+        [(when(row["startTime"]), 0, i) for i, (_, row, _, _) in enumerate(attempts)]
+        + [(when(row["endTime"]), 1, i) for i, (kind, row, _, _) in enumerate(attempts) if kind == "ok"]
+    )
     blocked = {}
     for moment, kind, index in events:
         _, row, requested, end_user = attempts[index]
@@ -80,11 +82,18 @@ def test_the_replay_ends_with_the_counters_and_start_keys_litellm_held(version):
     data = load(version)
     _, replays, _ = play(data)
     now = when(data["now"])
-    held = {name: (cell["value"], when(cell["expires_at"])) for name, cell in data["memory"].items() if when(cell["expires_at"]) >= now}
+    held = {
+        name: (cell["value"], when(cell["expires_at"]))
+        for name, cell in data["memory"].items()
+        if when(cell["expires_at"]) >= now
+    }
     ours = {}
     for (scope, entity), replay in replays.items():
-        spend_prefix, start_prefix = (("virtual_key_spend", "virtual_key_budget_start_time") if scope == "key"
-                                      else ("end_user_model_spend", "end_user_budget_start_time"))
+        spend_prefix, start_prefix = (
+            ("virtual_key_spend", "virtual_key_budget_start_time")
+            if scope == "key"
+            else ("end_user_model_spend", "end_user_budget_start_time")
+        )
         if (start := replay.start_key(now)) is not None:
             ours[f"{start_prefix}:{entity}"] = start
         for name, duration in replay.counters:
@@ -135,8 +144,11 @@ def test_the_1_83_7_leak_is_found_where_it_happened():
     """1.83.7 charged openai/gpt-4o and checked gpt-4o: every routed key ran past its caps unblocked. Its wildcard
     route, logged as requested, was enforced: no leak there."""
     found = audited("1.83.7")
-    leaked = {(scope, entity[:6], entry): sum(w.requests_after_limit for w in ws)
-              for (scope, entity), entries in found.items() for entry, ws in entries.items()}
+    leaked = {
+        (scope, entity[:6], entry): sum(w.requests_after_limit for w in ws)
+        for (scope, entity), entries in found.items()
+        for entry, ws in entries.items()
+    }
     assert leaked[("key", KEY["research"][:6], "gpt-4o")] > 10 and leaked[("key", KEY["mixed"][:6], "gpt-4o-mini")] > 0
     assert leaked[("end_user", "cust-1", "gpt-4o-mini")] > 10
     assert leaked[("key", KEY["wild"][:6], "anthropic/claude-3-haiku-20240307")] == 0

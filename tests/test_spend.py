@@ -42,17 +42,46 @@ T0 = datetime(2026, 3, 2, 12)  # a Monday, noon UTC
 _n = iter(range(10_000))
 
 
-def row(spend: float, *, key: str = A, at: datetime = T0, model: str = "azure/prod-gpt4o", group: str = "gpt-4o",
-        model_id: str = "dep-gpt4o", status: str = "success", team: str | None = "team-x", user: str = "u1",
-        tags: object = (), call_type: str = "acompletion", cache_hit: str = "False", prompt: int = 10,
-        completion: int = 5, request_id: str | None = None, session: str | None = None) -> dict:
+def row(
+    spend: float,
+    *,
+    key: str = A,
+    at: datetime = T0,
+    model: str = "azure/prod-gpt4o",
+    group: str = "gpt-4o",
+    model_id: str = "dep-gpt4o",
+    status: str = "success",
+    team: str | None = "team-x",
+    user: str = "u1",
+    tags: object = (),
+    call_type: str = "acompletion",
+    cache_hit: str = "False",
+    prompt: int = 10,
+    completion: int = 5,
+    request_id: str | None = None,
+    session: str | None = None,
+) -> dict:
     return {
-        "request_id": request_id or f"r{next(_n):05d}", "call_type": call_type, "api_key": key, "spend": spend,
-        "startTime": at, "endTime": at + timedelta(seconds=1), "model": model, "model_group": group,
-        "model_id": model_id, "status": status, "team_id": team, "user": user, "end_user": None,
-        "request_tags": list(tags) if isinstance(tags, (list, tuple)) else tags, "cache_hit": cache_hit,
-        "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-        "metadata": {}, "session_id": session,
+        "request_id": request_id or f"r{next(_n):05d}",
+        "call_type": call_type,
+        "api_key": key,
+        "spend": spend,
+        "startTime": at,
+        "endTime": at + timedelta(seconds=1),
+        "model": model,
+        "model_group": group,
+        "model_id": model_id,
+        "status": status,
+        "team_id": team,
+        "user": user,
+        "end_user": None,
+        "request_tags": list(tags) if isinstance(tags, (list, tuple)) else tags,
+        "cache_hit": cache_hit,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "metadata": {},
+        "session_id": session,
     }
 
 
@@ -61,18 +90,29 @@ OPUS_BEDROCK = dict(model="bedrock/us.anthropic.claude-opus-4-6-v1:0", group="",
 
 ROWS = [
     # key A (alias "alpha"), team-x
-    row(1.25, tags=["prod", "chat"]),                                  # gpt-4o
+    row(1.25, tags=["prod", "chat"]),  # gpt-4o
     row(0.75, tags=["prod"], cache_hit="True", prompt=0, completion=0),  # gpt-4o, a cache hit
-    row(0.5, model="azure/prod-gpt4o", group="gpt4", tags=None),        # gpt-4o through the router alias gpt4
-    row(2.0, **OPUS_VERTEX),                                            # claude-opus-4-6, Vertex deployment
-    row(3.0, **OPUS_BEDROCK, prompt=100, completion=50),                # claude-opus-4-6, Bedrock deployment
-    row(9.0, status="failure", **OPUS_VERTEX),                          # a failure: a column, never spend
-    row(0.125, model="mystery-model", group="", model_id=""),           # the resolver cannot place it
+    row(0.5, model="azure/prod-gpt4o", group="gpt4", tags=None),  # gpt-4o through the router alias gpt4
+    row(2.0, **OPUS_VERTEX),  # claude-opus-4-6, Vertex deployment
+    row(3.0, **OPUS_BEDROCK, prompt=100, completion=50),  # claude-opus-4-6, Bedrock deployment
+    row(9.0, status="failure", **OPUS_VERTEX),  # a failure: a column, never spend
+    row(0.125, model="mystery-model", group="", model_id=""),  # the resolver cannot place it
     # key B, no team
-    row(4.0, key=B, team=None, user="u2", tags=["batch"]),              # gpt-4o
+    row(4.0, key=B, team=None, user="u2", tags=["batch"]),  # gpt-4o
     # one batch job polled three times after it finished: charged once (the first poll), repeats ignored
-    *(row(6.0, key=B, team=None, user="u2", call_type="aretrieve_batch", at=T0 + timedelta(minutes=m),
-          session="batch-1", tags=["batch"]) for m in (1, 2, 3)),
+    *(
+        row(
+            6.0,
+            key=B,
+            team=None,
+            user="u2",
+            call_type="aretrieve_batch",
+            at=T0 + timedelta(minutes=m),
+            session="batch-1",
+            tags=["batch"],
+        )
+        for m in (1, 2, 3)
+    ),
     # no key: LiteLLM never charges it
     row(7.0, key="", team=None),
 ]
@@ -88,10 +128,13 @@ def build(url: str, rows: list[dict] = ROWS) -> str:
     try:
         with engine.begin() as conn:
             metadata.create_all(conn)
-            conn.execute(verification_token.insert(), [
-                {"token": A, "key_alias": "alpha", "model_max_budget": {}, "team_id": "team-x"},
-                {"token": B, "key_alias": None, "model_max_budget": {}, "team_id": None},
-            ])
+            conn.execute(
+                verification_token.insert(),
+                [
+                    {"token": A, "key_alias": "alpha", "model_max_budget": {}, "team_id": "team-x"},
+                    {"token": B, "key_alias": None, "model_max_budget": {}, "team_id": None},
+                ],
+            )
             conn.execute(team_table.insert(), [{"team_id": "team-x", "team_alias": "Team X", "models": []}])
             conn.execute(spend_logs.insert(), rows)
     finally:
@@ -104,7 +147,6 @@ def config(tmp_path) -> str:
     path = tmp_path / "config.yaml"
     path.write_text(CONFIG)
     return str(path)
-
 
 
 @pytest.fixture
@@ -144,11 +186,21 @@ def test_per_key_totals_equal_the_ledgers_attributed_sum(ledger, config):
     (successful, keyed, not a repeat poll, placed by the resolver), summed by the database itself."""
     engine = create_engine(ledger)
     with engine.connect() as conn:
-        ids = [r[0] for r in conn.execute(text(
-            'SELECT request_id FROM "LiteLLM_SpendLogs" WHERE call_type = \'aretrieve_batch\' ORDER BY "endTime"'))]
-        summed = dict(conn.execute(text(
-            'SELECT api_key, SUM(spend) FROM "LiteLLM_SpendLogs" WHERE status = \'success\' AND api_key <> \'\' '
-            "AND model <> 'mystery-model' AND request_id NOT IN (:r2, :r3) GROUP BY api_key"), {"r2": ids[1], "r3": ids[2]}).all())
+        ids = [
+            r[0]
+            for r in conn.execute(
+                text('SELECT request_id FROM "LiteLLM_SpendLogs" WHERE call_type = \'aretrieve_batch\' ORDER BY "endTime"')
+            )
+        ]
+        summed = dict(
+            conn.execute(
+                text(
+                    "SELECT api_key, SUM(spend) FROM \"LiteLLM_SpendLogs\" WHERE status = 'success' AND api_key <> '' "
+                    "AND model <> 'mystery-model' AND request_id NOT IN (:r2, :r3) GROUP BY api_key"
+                ),
+                {"r2": ids[1], "r3": ids[2]},
+            ).all()
+        )
     engine.dispose()
     got: dict[str, float] = {}
     for ln in spend(ledger, config)["lines"]:
@@ -182,20 +234,26 @@ def test_calendar_days_in_the_zone_across_a_dst_change(any_url, config):
     """Europe/Berlin moves from +1 to +2 at 2026-03-29 01:00 UTC. 23:30 UTC on the 28th is 00:30 on the 29th
     in Berlin (+1); 22:30 UTC on the 29th is 00:30 on the 30th (+2); 21:30 UTC on the 29th is 23:30 on the 29th."""
     backend = any_url.split(":")[0]
-    url = build(any_url, [
-        row(1.0, at=datetime(2026, 3, 28, 23, 30)),
-        row(2.0, at=datetime(2026, 3, 29, 21, 30)),
-        row(4.0, at=datetime(2026, 3, 29, 22, 30)),
-    ])
+    url = build(
+        any_url,
+        [
+            row(1.0, at=datetime(2026, 3, 28, 23, 30)),
+            row(2.0, at=datetime(2026, 3, 29, 21, 30)),
+            row(4.0, at=datetime(2026, 3, 29, 22, 30)),
+        ],
+    )
     berlin = spend(url, config, "--period", "day", "--timezone", "Europe/Berlin")
     assert lines(berlin) == [("2026-03-29", A, "gpt-4o", 3.0, 2), ("2026-03-30", A, "gpt-4o", 4.0, 1)], backend
     utc = spend(url, config, "--period", "day")
     assert lines(utc) == [("2026-03-28", A, "gpt-4o", 1.0, 1), ("2026-03-29", A, "gpt-4o", 6.0, 2)], backend
     # weeks start on Monday (the 23rd; in Berlin the 30th opens the next week), months on the 1st
     assert lines(spend(url, config, "--period", "week", "--timezone", "Europe/Berlin")) == [
-        ("2026-03-23", A, "gpt-4o", 3.0, 2), ("2026-03-30", A, "gpt-4o", 4.0, 1)], backend
+        ("2026-03-23", A, "gpt-4o", 3.0, 2),
+        ("2026-03-30", A, "gpt-4o", 4.0, 1),
+    ], backend
     assert lines(spend(url, config, "--period", "month", "--timezone", "Pacific/Kiritimati")) == [  # +14: all on the 29th-30th
-        ("2026-03-01", A, "gpt-4o", 7.0, 3)], backend
+        ("2026-03-01", A, "gpt-4o", 7.0, 3)
+    ], backend
 
 
 def test_top_model_filter_and_formats(ledger, config):
@@ -209,11 +267,17 @@ def test_top_model_filter_and_formats(ledger, config):
     assert result.exit_code == 0, result.output
     parsed = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [(r["entity_id"], r["model_group"], float(r["spend"]), r["aliases"]) for r in parsed] == [
-        (B, "gpt-4o", 10.0, ""), (A, "claude-opus-4-6", 5.0, ""), (A, "gpt-4o", 2.5, "gpt4"), (A, "", 0.125, "")]
+        (B, "gpt-4o", 10.0, ""),
+        (A, "claude-opus-4-6", 5.0, ""),
+        (A, "gpt-4o", 2.5, "gpt4"),
+        (A, "", 0.125, ""),
+    ]
 
     result = runner.invoke(app, ["spend", "--db", ledger, "--config", config, "--format", "markdown"])
     assert result.exit_code == 0, result.output
-    assert r"| total | alpha \(aaaaaaaa…\) | gpt-4o \(via alias gpt4\) | $2.5000 | 14.2% | 3 |" in result.stdout  # Markdown-escaped
+    assert (
+        r"| total | alpha \(aaaaaaaa…\) | gpt-4o \(via alias gpt4\) | $2.5000 | 14.2% | 3 |" in result.stdout
+    )  # Markdown-escaped
 
     result = runner.invoke(app, ["spend", "--db", ledger, "--config", config])  # the table
     assert result.exit_code == 0, result.output
@@ -221,8 +285,12 @@ def test_top_model_filter_and_formats(ledger, config):
 
 
 def test_bad_input_is_one_line_and_exit_2(ledger, config):
-    for args, says in ((["--by", "org"], "--by"), (["--period", "year"], "--period"), (["--top", "0"], "--top"),
-                       (["--timezone", "Mars/Olympus"], "unknown timezone")):
+    for args, says in (
+        (["--by", "org"], "--by"),
+        (["--period", "year"], "--period"),
+        (["--top", "0"], "--top"),
+        (["--timezone", "Mars/Olympus"], "unknown timezone"),
+    ):
         result = runner.invoke(app, ["spend", "--db", ledger, "--config", config, *args])
         assert result.exit_code == 2, (args, result.output)
         assert says in result.output
@@ -244,8 +312,23 @@ SCAN_SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "auditor" / "
 
 
 def scan_spend(url: str, config: str, *extra: str) -> list[dict]:
-    result = runner.invoke(app, ["scan", "--db", url, "--config", config, "--now", "2026-04-01T00:00:00Z", "--format", "json",
-                                 "--fail-on", "never", *extra])
+    result = runner.invoke(
+        app,
+        [
+            "scan",
+            "--db",
+            url,
+            "--config",
+            config,
+            "--now",
+            "2026-04-01T00:00:00Z",
+            "--format",
+            "json",
+            "--fail-on",
+            "never",
+            *extra,
+        ],
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     jsonschema.validate(record, SCAN_SCHEMA)
@@ -258,11 +341,16 @@ def test_scan_spend_has_a_line_for_every_entity_and_group_with_null_budget_where
     everything else no entry governs: a line per (scope, entity, group) with its total."""
     engine = create_engine(ledger)
     with engine.begin() as conn:
-        conn.execute(verification_token.update().where(verification_token.c.token == A).values(
-            model_max_budget={"gpt-4o": {"budget_limit": 100.0, "time_period": "1d"}}))
+        conn.execute(
+            verification_token.update()
+            .where(verification_token.c.token == A)
+            .values(model_max_budget={"gpt-4o": {"budget_limit": 100.0, "time_period": "1d"}})
+        )
     engine.dispose()
-    got = [(s["scope"], s["entity_id"], s["model_group"], s["budget_model"], round(s["logged_spend"], 9), s["requests"])
-           for s in scan_spend(ledger, config)]
+    got = [
+        (s["scope"], s["entity_id"], s["model_group"], s["budget_model"], round(s["logged_spend"], 9), s["requests"])
+        for s in scan_spend(ledger, config)
+    ]
     member = lambda user: f"{len(user)}:{user}:team-x"  # noqa: E731 - LiteLLM's team member id
     assert got == [
         ("key", A, "gpt-4o", "gpt-4o", 2.0, 2),  # the window
@@ -279,7 +367,10 @@ def test_scan_spend_has_a_line_for_every_entity_and_group_with_null_budget_where
     ]
     # --key audits that key alone; --model keeps one group
     assert [(s["entity_id"], s["model_group"], s["budget_model"]) for s in scan_spend(ledger, config, "--key", "alpha")] == [
-        (A, "gpt-4o", "gpt-4o"), (A, "claude-opus-4-6", None), (A, "gpt-4o", None)]
+        (A, "gpt-4o", "gpt-4o"),
+        (A, "claude-opus-4-6", None),
+        (A, "gpt-4o", None),
+    ]
     assert {s["model_group"] for s in scan_spend(ledger, config, "--model", "claude-opus-4-6")} == {"claude-opus-4-6"}
 
 
@@ -293,8 +384,10 @@ def test_on_the_sample_scan_spend_and_auditor_spend_agree_for_every_scope(any_ur
     with connect(DatabaseTarget(parse_database_url(any_url), "test"), read_only=False) as conn:
         load_sample(conn)
     config = str(sample_config_path())
-    result = runner.invoke(app, ["scan", "--db", any_url, "--config", config, "--now", "2026-11-22T00:00:00Z", "--format", "json",
-                                 "--fail-on", "never"])
+    result = runner.invoke(
+        app,
+        ["scan", "--db", any_url, "--config", config, "--now", "2026-11-22T00:00:00Z", "--format", "json", "--fail-on", "never"],
+    )
     record = json.loads(result.stdout)
     jsonschema.validate(record, SCAN_SCHEMA)
     assert sum(s["requests"] for s in record["spend"] if s["scope"] == "key") == record["rows"]["attributed"] == 5626
@@ -305,7 +398,9 @@ def test_on_the_sample_scan_spend_and_auditor_spend_agree_for_every_scope(any_ur
         entities[(s["scope"], s["entity_id"])] += s["logged_spend"]
     # premium-user's entry `premium` (an access group) charges two groups: each window has a line per group
     premium = [(s["model_group"], s["window_start"]) for s in record["spend"] if s["budget_model"] == "premium"]
-    assert {group for group, _ in premium} == {"claude-opus-4-6", "claude-sonnet-4-5"} and len(premium) > len(set(w for _, w in premium))
+    assert {group for group, _ in premium} == {"claude-opus-4-6", "claude-sonnet-4-5"} and len(premium) > len(
+        set(w for _, w in premium)
+    )
     assert not [s for s in record["spend"] if s["model_group"] is None]
     for scope in ("key", "team", "user", "end_user", "team_member"):
         lines_ = [ln for ln in spend(any_url, config, "--by", scope)["lines"] if ln["model_group"] and ln["entity_id"]]
@@ -323,4 +418,7 @@ def test_request_tags_that_are_not_a_list_count_as_no_tags(any_url, config):
     failing the statement (jsonb_array_elements_text raises on a non-array). Two tags on one row: counted under each."""
     url = build(any_url, [row(1.0, tags={"team": "x"}), row(2.0, tags="oops"), row(4.0, tags=7), row(8.0, tags=["ok", "ok2"])])
     assert lines(spend(url, config, "--by", "tag")) == [
-        (None, "ok", "gpt-4o", 8.0, 1), (None, "ok2", "gpt-4o", 8.0, 1), (None, None, "gpt-4o", 7.0, 3)]
+        (None, "ok", "gpt-4o", 8.0, 1),
+        (None, "ok2", "gpt-4o", 8.0, 1),
+        (None, None, "gpt-4o", 7.0, 3),
+    ]

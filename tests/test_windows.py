@@ -120,10 +120,20 @@ def test_a_long_request_is_judged_against_the_window_open_when_it_started() -> N
     ]
     w1, w2 = run(charges, "1h", 5.0)
     assert (w1.start, w1.end, w1.spend, w1.requests, w1.requests_after_limit, w1.spend_after_limit) == (
-        at(0, 10), at(1, 10), 6.0, 2, 1, 1.0,
+        at(0, 10),
+        at(1, 10),
+        6.0,
+        2,
+        1,
+        1.0,
     )
     assert (w2.start, w2.end, w2.spend, w2.requests, w2.requests_after_limit, w2.spend_after_limit) == (
-        at(1, 30), at(2, 30), 10.5, 5, 1, 2.0,
+        at(1, 30),
+        at(2, 30),
+        10.5,
+        5,
+        1,
+        2.0,
     )
 
 

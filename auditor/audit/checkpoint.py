@@ -69,11 +69,15 @@ class EntityState:
     groups: dict[str, set[str]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, trackers: Mapping[str, WindowTracker], closed: Mapping[str, list[Window]], seen: Mapping[str, set[str]]) -> EntityState:
+    def of(
+        cls, trackers: Mapping[str, WindowTracker], closed: Mapping[str, list[Window]], seen: Mapping[str, set[str]]
+    ) -> EntityState:
         """A copy, so the scan may go on appending to its own lists."""
-        return cls({name: t.state() for name, t in trackers.items()},
-                   {name: list(ws) for name, ws in closed.items() if ws},
-                   {name: set(gs) for name, gs in seen.items() if gs})
+        return cls(
+            {name: t.state() for name, t in trackers.items()},
+            {name: list(ws) for name, ws in closed.items() if ws},
+            {name: set(gs) for name, gs in seen.items() if gs},
+        )
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,9 @@ class State:
     stream_jobs: dict[str, set[tuple[str, str]]] = field(default_factory=dict)  # scope -> jobs its stream paid
     entities: dict[tuple[str, str], EntityState] = field(default_factory=dict)  # (scope, entity id) ->
     counters: dict[CounterId, float] = field(default_factory=dict)
-    periods: dict[tuple[str, object, datetime], tuple[float, int]] = field(default_factory=dict)  # (scope, entity, period start) ->
+    periods: dict[tuple[str, object, datetime], tuple[float, int]] = field(
+        default_factory=dict
+    )  # (scope, entity, period start) ->
     rollups: dict[str, dict[str, RollupDay]] = field(default_factory=dict)  # table -> day -> RollupDay
 
 
@@ -105,7 +111,9 @@ class State:
 # Merging
 
 
-def merge_groups(base: Iterable[SpendGroup], plus: Iterable[SpendGroup] = (), minus: Iterable[SpendGroup] = ()) -> list[SpendGroup]:
+def merge_groups(
+    base: Iterable[SpendGroup], plus: Iterable[SpendGroup] = (), minus: Iterable[SpendGroup] = ()
+) -> list[SpendGroup]:
     """Grouped ledger totals added and taken away per (key, model triple, outcome); groups left with no row go.
     Spend is added in whole nano-dollars (auditor.money), as the query sums it: merged, it is what one query gives."""
     totals: dict[tuple, list] = {}
@@ -158,14 +166,20 @@ def fingerprint(options, selected: tuple[str, ...] | None, caps, catalogue, hold
         "tolerance": options.tolerance,
         "retention": options.retention,
         "era": options.era,
-        "budgets": _digest(sorted(
-            json.dumps([h.scope, h.entity_id, json_value(h.model_max_budget)], sort_keys=True, default=str) for h in holders
-        )),
-        "catalogue": _digest([
-            [list(astuple(d)) for d in catalogue.deployments],
-            sorted(catalogue.group_aliases.items()), sorted(catalogue.hidden_aliases), sorted(catalogue.key_aliases.items()),
-            catalogue.has_config,
-        ]),
+        "budgets": _digest(
+            sorted(
+                json.dumps([h.scope, h.entity_id, json_value(h.model_max_budget)], sort_keys=True, default=str) for h in holders
+            )
+        ),
+        "catalogue": _digest(
+            [
+                [list(astuple(d)) for d in catalogue.deployments],
+                sorted(catalogue.group_aliases.items()),
+                sorted(catalogue.hidden_aliases),
+                sorted(catalogue.key_aliases.items()),
+                catalogue.has_config,
+            ]
+        ),
         "schema": _digest([caps.dialect, sorted([table, sorted(columns)] for table, columns in caps.columns.items())]),
     }
 
@@ -206,7 +220,9 @@ def _digest(value: object) -> str:
 
 def encode(state: State) -> bytes:
     doc = {
-        "cut": _iso(state.cut), "watermark": _iso(state.watermark), "oldest": _iso(state.oldest),
+        "cut": _iso(state.cut),
+        "watermark": _iso(state.watermark),
+        "oldest": _iso(state.oldest),
         "table_oldest": _iso(state.table_oldest),
         "groups": [[g.api_key, g.model, g.model_group, g.model_id, g.outcome, g.spend, g.requests] for g in state.groups],
         "cells": [list(c) for c in state.cells],
@@ -214,11 +230,15 @@ def encode(state: State) -> bytes:
         "stream_jobs": {scope: sorted(map(list, jobs)) for scope, jobs in state.stream_jobs.items()},
         "entities": [[scope, entity, _entity_doc(e)] for (scope, entity), e in state.entities.items()],
         "counters": [[source, key, _iso(start), value] for (source, key, start), value in state.counters.items()],
-        "periods": [[scope, list(e) if isinstance(e, tuple) else e, _iso(start), spend, rows]
-                    for (scope, e, start), (spend, rows) in state.periods.items()],
+        "periods": [
+            [scope, list(e) if isinstance(e, tuple) else e, _iso(start), spend, rows]
+            for (scope, e, start), (spend, rows) in state.periods.items()
+        ],
         "rollups": {
-            table: {day: [r.digest, [[*k, None if t is None else list(astuple(t))] for k, t in r.differing.items()]]
-                    for day, r in days.items()}
+            table: {
+                day: [r.digest, [[*k, None if t is None else list(astuple(t))] for k, t in r.differing.items()]]
+                for day, r in days.items()
+            }
             for table, days in state.rollups.items()
         },
     }
@@ -228,7 +248,9 @@ def encode(state: State) -> bytes:
 def decode(blob: bytes) -> State:
     doc = json.loads(zlib.decompress(blob).decode("utf-8"))
     return State(
-        cut=_time(doc["cut"]), watermark=_time(doc["watermark"]), oldest=_time(doc["oldest"]),
+        cut=_time(doc["cut"]),
+        watermark=_time(doc["watermark"]),
+        oldest=_time(doc["oldest"]),
         table_oldest=_time(doc["table_oldest"]),
         groups=[SpendGroup(*g) for g in doc["groups"]],
         cells=[tuple(c) for c in doc["cells"]],
@@ -236,10 +258,15 @@ def decode(blob: bytes) -> State:
         stream_jobs={scope: {tuple(j) for j in jobs} for scope, jobs in doc["stream_jobs"].items()},
         entities={(scope, entity): _entity(e) for scope, entity, e in doc["entities"]},
         counters={(source, key, _time(start)): value for source, key, start, value in doc["counters"]},
-        periods={(scope, tuple(e) if isinstance(e, list) else e, _time(start)): (spend, rows) for scope, e, start, spend, rows in doc["periods"]},
+        periods={
+            (scope, tuple(e) if isinstance(e, list) else e, _time(start)): (spend, rows)
+            for scope, e, start, spend, rows in doc["periods"]
+        },
         rollups={
-            table: {day: RollupDay(digest, {tuple(k[:4]): None if k[4] is None else DayTotals(*k[4]) for k in differing})
-                    for day, (digest, differing) in days.items()}
+            table: {
+                day: RollupDay(digest, {tuple(k[:4]): None if k[4] is None else DayTotals(*k[4]) for k in differing})
+                for day, (digest, differing) in days.items()
+            }
             for table, days in doc["rollups"].items()
         },
     )
@@ -258,8 +285,10 @@ def _entity_doc(e: EntityState) -> dict:
 
 def _entity(doc: dict) -> EntityState:
     return EntityState(
-        {name: TrackerState(_window(w) if w else None, _time(last), floor, tuple((_time(at), v) for at, v in changes))
-         for name, (w, last, floor, changes) in doc["trackers"].items()},
+        {
+            name: TrackerState(_window(w) if w else None, _time(last), floor, tuple((_time(at), v) for at, v in changes))
+            for name, (w, last, floor, changes) in doc["trackers"].items()
+        },
         {name: [_window(w) for w in ws] for name, ws in doc["closed"].items()},
         {name: set(gs) for name, gs in doc["groups"].items()},
     )

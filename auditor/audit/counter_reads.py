@@ -33,9 +33,16 @@ def read_source(counters: list[Counter]) -> str | None:
     return "redis" if "redis" in sources else "budget_window_spend" if "budget_window_spend" in sources else None
 
 
-def counters_in_scope(conn: Connection, caps: Capabilities, budgets: Mapping, key_rows: list[budget_holders.KeyRow],
-                      selected: tuple[str, ...] | None, entity, redis_counters: Callable[[], list[Counter]] | None,
-                      era: Era | None) -> tuple[list[Counter], str | None, list[str]]:
+def counters_in_scope(
+    conn: Connection,
+    caps: Capabilities,
+    budgets: Mapping,
+    key_rows: list[budget_holders.KeyRow],
+    selected: tuple[str, ...] | None,
+    entity,
+    redis_counters: Callable[[], list[Counter]] | None,
+    era: Era | None,
+) -> tuple[list[Counter], str | None, list[str]]:
     """The counters this scan compares, keyed as the budgets in scope expect them; where enforcement reads (judged
     from every counter: auditing one key does not move it); and notes on what is left out and why."""
     notes: list[str] = []
@@ -43,17 +50,25 @@ def counters_in_scope(conn: Connection, caps: Capabilities, budgets: Mapping, ke
     if redis_counters is not None:
         counters += redis_counters()
     if era is not None and not era.counters_auditable:  # counters found anyway are compared; none is missing
-        notes.append(f"LiteLLM {era.name} keeps per-model counters in each worker's memory: Redis holds none of them, so a "
-                     "counter is never missing there and the ledger is what is audited")
-    counters = rekey(counters, expected_keys(
-        (b.scope, b.entity_id, name, entry.duration.raw) for b in budgets.values() for name, entry in b.entries.items()))
+        notes.append(
+            f"LiteLLM {era.name} keeps per-model counters in each worker's memory: Redis holds none of them, so a "
+            "counter is never missing there and the ledger is what is audited"
+        )
+    counters = rekey(
+        counters,
+        expected_keys(
+            (b.scope, b.entity_id, name, entry.duration.raw) for b in budgets.values() for name, entry in b.entries.items()
+        ),
+    )
     source = read_source(counters)
     deleted = {row.token for row in key_rows if row.deleted}
     left = [c for c in counters if c.key.scope == "key" and c.key.entity_id in deleted]
     if left:  # a deleted key's last window: nothing removes the row (no TTL), nothing reads it again
         counters = [c for c in counters if not (c.key.scope == "key" and c.key.entity_id in deleted)]
-        notes.append(f"{len(left)} counter{'s' if len(left) != 1 else ''} of deleted keys not compared: the last windows of keys "
-                     "LiteLLM no longer serves (it never removes them, and never reads them again)")
+        notes.append(
+            f"{len(left)} counter{'s' if len(left) != 1 else ''} of deleted keys not compared: the last windows of keys "
+            "LiteLLM no longer serves (it never removes them, and never reads them again)"
+        )
     if selected is not None:
         counters = [c for c in counters if c.key.scope == "key" and c.key.entity_id in selected]
     if entity is not None:

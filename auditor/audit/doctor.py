@@ -125,23 +125,34 @@ def redis_checks(report: DoctorReport, target) -> list[str] | None:
         try:
             keys = list(scan_keys(client))
         except (RedisError, OSError) as err:  # answered PING, then failed or stopped answering
-            report.add("Redis", FAIL, f"{target.masked} ({target.origin}) answered PING but not SCAN: {redis_error_text(target, err)}",
-                       "check the server, or its ACL allows SCAN and MGET")
+            report.add(
+                "Redis",
+                FAIL,
+                f"{target.masked} ({target.origin}) answered PING but not SCAN: {redis_error_text(target, err)}",
+                "check the server, or its ACL allows SCAN and MGET",
+            )
             return None
     report.add("Redis", OK, f"{target.masked} ({target.origin}): {len(keys):,} LiteLLM per-model counter keys")
     return keys
 
 
-def era_checks(report: DoctorReport, conn: Connection, caps: Capabilities, redis_keys: list[str] | None,
-               litellm_version: str | None) -> None:
+def era_checks(
+    report: DoctorReport, conn: Connection, caps: Capabilities, redis_keys: list[str] | None, litellm_version: str | None
+) -> None:
     """The LiteLLM era a scan will assume (auditor.litellm.eras), its counter layout in words, and the evidence."""
     from auditor.ledger.capabilities import detect_deployment_era
 
     found = detect_deployment_era(conn, caps, litellm_version, redis_keys=redis_keys or ())
     sure = found.certain and not found.disputed
-    report.add("LiteLLM era", OK if sure else WARN, f"{found.era.name} ({found.origin}: {found.version})",
-               None if sure else "pass --litellm-version X.Y.Z (the proxy's release) to scan, report and backfill"
-               + (": the one given disagrees with the database" if found.disputed else ""))
+    report.add(
+        "LiteLLM era",
+        OK if sure else WARN,
+        f"{found.era.name} ({found.origin}: {found.version})",
+        None
+        if sure
+        else "pass --litellm-version X.Y.Z (the proxy's release) to scan, report and backfill"
+        + (": the one given disagrees with the database" if found.disputed else ""),
+    )
     report.add("counter layout", INFO, found.era.layout())
     if found.era.note:
         report.add("counter layout", INFO, found.era.note)
@@ -182,17 +193,27 @@ def scan_columns(caps: Capabilities) -> dict[str, set[str]]:
 
 
 def scan_column_checks(report: DoctorReport, caps: Capabilities) -> None:
-    """"scan can run" only if every column the scan will select exists."""
+    """ "scan can run" only if every column the scan will select exists."""
     try:
         used = scan_columns(caps)
     except AuditorError as error:  # pragma: no cover - the sample is shipped with the package
         report.add("scan columns", WARN, f"could not derive the columns the scan reads: {error}")
         return
-    missing = sorted(f'{table}."{column}"' for table, columns in used.items() if table in caps.columns
-                     for column in columns - caps.columns[table])
+    missing = sorted(
+        f'{table}."{column}"'
+        for table, columns in used.items()
+        if table in caps.columns
+        for column in columns - caps.columns[table]
+    )
     if missing:
-        report.add("scan columns", FAIL, f"the scan selects columns this database lacks: {', '.join(missing)}",
-                   "point --db at a LiteLLM database whose schema is complete (LiteLLM's prisma migrations), or report the "
-                   "LiteLLM version so auditor learns to read it")
+        report.add(
+            "scan columns",
+            FAIL,
+            f"the scan selects columns this database lacks: {', '.join(missing)}",
+            "point --db at a LiteLLM database whose schema is complete (LiteLLM's prisma migrations), or report the "
+            "LiteLLM version so auditor learns to read it",
+        )
     else:
-        report.add("scan columns", OK, f"every column the scan selects is present ({sum(map(len, used.values()))} in {len(used)} tables)")
+        report.add(
+            "scan columns", OK, f"every column the scan selects is present ({sum(map(len, used.values()))} in {len(used)} tables)"
+        )

@@ -82,7 +82,9 @@ def governed_charges(eb: EntityBudgets, charges, resolutions: Resolver, catalogu
             yield charge, place[0], place[1]
 
 
-def place_charge(eb: EntityBudgets, charge, resolutions: Resolver, catalogue: Catalogue, keys_entries) -> tuple[str, BudgetEntry] | None:
+def place_charge(
+    eb: EntityBudgets, charge, resolutions: Resolver, catalogue: Catalogue, keys_entries
+) -> tuple[str, BudgetEntry] | None:
     """The model group of one charge and the entry that governs it for this entity; None when either is missing."""
     resolution = resolutions(charge.model, charge.model_group, charge.model_id)
     if resolution.status != "resolved":
@@ -126,8 +128,9 @@ def scope_entities(api_key: str, team: str, user: str, end_user: str) -> Iterato
             yield scope, entity_id
 
 
-def budgets_in_scope(holders: list[budget_holders.Holder], selected: tuple[str, ...] | None, entity,
-                     era: Era | None) -> tuple[list[budget_holders.Holder], dict[tuple[str, str], EntityBudgets], list[str]]:
+def budgets_in_scope(
+    holders: list[budget_holders.Holder], selected: tuple[str, ...] | None, entity, era: Era | None
+) -> tuple[list[budget_holders.Holder], dict[tuple[str, str], EntityBudgets], list[str]]:
     """The holders a scan audits (--key: those keys alone, since other scopes would see only part of their spend;
     explain: one entity) and their budgets, limited to the scopes the era's limiter had, with notes on what that
     left out."""

@@ -69,8 +69,15 @@ def find_holder(holders: list[budget_holders.Holder], scope: str, wanted: str) -
     return exact[0]
 
 
-def explain(conn: Connection, caps: Capabilities, catalogue: Catalogue, options: ScanOptions, key_rows, holder: budget_holders.Holder,
-            redis_counters=None) -> Story:
+def explain(
+    conn: Connection,
+    caps: Capabilities,
+    catalogue: Catalogue,
+    options: ScanOptions,
+    key_rows,
+    holder: budget_holders.Holder,
+    redis_counters=None,
+) -> Story:
     scoped = replace(options, entity=(holder.scope, holder.entity_id))
     result = run_scan(conn, caps, catalogue, scoped, redis_counters=redis_counters, key_rows=key_rows)
     budgets = entity_budgets(holder)
@@ -80,7 +87,8 @@ def explain(conn: Connection, caps: Capabilities, catalogue: Catalogue, options:
     for spend in result.spend:
         if spend.budget_model in stories:
             stories[spend.budget_model].windows.append(
-                WindowStory(spend.window_start, spend.window_end, spend.logged_spend, spend.requests))
+                WindowStory(spend.window_start, spend.window_end, spend.logged_spend, spend.requests)
+            )
     other = []
     for finding in result.findings:
         if finding.kind == "over_budget" and finding.budget_model in stories:
@@ -88,7 +96,11 @@ def explain(conn: Connection, caps: Capabilities, catalogue: Catalogue, options:
                 if window.start == finding.window_start:
                     window.requests_after_limit = finding.requests_after_limit or 0
                     window.spend_after_limit = finding.spend_after_limit or 0.0
-        elif finding.kind == "counter_drift" and finding.counter_source in ("redis", "budget_window_spend") and finding.budget_model in stories:
+        elif (
+            finding.kind == "counter_drift"
+            and finding.counter_source in ("redis", "budget_window_spend")
+            and finding.budget_model in stories
+        ):
             stories[finding.budget_model].counters.append(finding)
         elif (finding.scope, finding.entity_id) == (budgets.scope, budgets.entity_id):
             other.append(finding)
@@ -100,8 +112,10 @@ def _name_requests(conn, caps, catalogue, options, budgets: EntityBudgets, stori
     """Replay the entity's charges to name, per over-budget window, the crossing request and examples of leaks."""
     over = {
         (name, window.start): window
-        for name, story in stories.items() if isinstance(story.entry, BudgetEntry) and story.entry.enforced
-        for window in story.windows if window.spend > story.entry.limit
+        for name, story in stories.items()
+        if isinstance(story.entry, BudgetEntry) and story.entry.enforced
+        for window in story.windows
+        if window.spend > story.entry.limit
     }
     if not over:
         return

@@ -51,8 +51,16 @@ class Finding:
 
     @property
     def sort_key(self) -> tuple[object, ...]:
-        return (-SEVERITY_RANK[self.severity], self.scope or "", self.entity_alias or self.entity_id or "", self.kind,
-                self.budget_model or "", self.window_start or datetime.min, self.counter_key or "", self.model or "")
+        return (
+            -SEVERITY_RANK[self.severity],
+            self.scope or "",
+            self.entity_alias or self.entity_id or "",
+            self.kind,
+            self.budget_model or "",
+            self.window_start or datetime.min,
+            self.counter_key or "",
+            self.model or "",
+        )
 
 
 @dataclass(frozen=True)
@@ -124,8 +132,11 @@ def totals(findings: list[Finding]) -> dict[str, Any]:
     over = [f for f in findings if f.kind == OVER_BUDGET]
     return {
         # past a working limit, and past one the limiter never applied (alias traffic an enforced entry should have gated)
-        "money_leaked": round(sum(f.spend_after_limit or 0.0 for f in over)
-                              + sum(f.logged_spend or 0.0 for f in findings if f.kind == ALIAS_BYPASS and f.severity == ERROR), 6),
+        "money_leaked": round(
+            sum(f.spend_after_limit or 0.0 for f in over)
+            + sum(f.logged_spend or 0.0 for f in findings if f.kind == ALIAS_BYPASS and f.severity == ERROR),
+            6,
+        ),
         "money_over_budget": round(sum((f.logged_spend or 0.0) - (f.budget_limit or 0.0) for f in over), 6),
         "entities_over_budget": len({(f.scope, f.entity_id) for f in over}),
         "entities_leaking": len({(f.scope, f.entity_id) for f in over if f.severity == ERROR}),
@@ -141,8 +152,9 @@ def over_budget_phrase(record: dict[str, Any]) -> str:
     entities = record["totals"]["entities_over_budget"]
     keys = len({f["entity_id"] for f in over if f["scope"] == "key"})
     leaking = record["totals"]["entities_leaking"]
-    return (f"{entities} entit{'ies' if entities != 1 else 'y'} over budget ({keys} key{'s' if keys != 1 else ''}), "
-            f"{leaking} leaking")
+    return (
+        f"{entities} entit{'ies' if entities != 1 else 'y'} over budget ({keys} key{'s' if keys != 1 else ''}), {leaking} leaking"
+    )
 
 
 def iso(value: datetime | None) -> str | None:

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from auditor.audit.scan import ScanOptions
 
 
-def plan(conn, caps, catalogue, options: ScanOptions, where, selected, holders, budgets, counters, increment: checkpoint.Increment):
+def plan(
+    conn, caps, catalogue, options: ScanOptions, where, selected, holders, budgets, counters, increment: checkpoint.Increment
+):
     """Where this run cuts its checkpoint, and the previous checkpoint's state if it may resume from it (else None,
     and `increment.fallback` says why when an incremental run was asked for)."""
     increment.fingerprint = checkpoint.fingerprint(options, selected, caps, catalogue, holders)
@@ -55,8 +57,10 @@ def _stale(state: checkpoint.State, oldest, newest, table_oldest, settled, optio
     """Why the ledger or the counters moved in a way the checkpoint cannot absorb; None when they did not."""
     when = lambda t: "none" if t is None else f"{t:%Y-%m-%d %H:%M:%S}"  # noqa: E731
     if oldest != state.oldest:
-        return (f"the oldest spend log in scope moved from {when(state.oldest)} to {when(oldest)} since the checkpoint "
-                "(rows deleted, e.g. by spend-log retention, or written before it)")
+        return (
+            f"the oldest spend log in scope moved from {when(state.oldest)} to {when(oldest)} since the checkpoint "
+            "(rows deleted, e.g. by spend-log retention, or written before it)"
+        )
     if options.since is None and not options.retention and table_oldest != state.table_oldest:
         return f"the oldest spend log moved from {when(state.table_oldest)} to {when(table_oldest)} since the checkpoint (rows deleted)"
     if state.watermark is not None and (newest is None or newest < state.watermark):
@@ -66,12 +70,18 @@ def _stale(state: checkpoint.State, oldest, newest, table_oldest, settled, optio
     for counter in counters:  # a counter whose window reaches before the cut needs the ledger's sum there
         eb = budgets.get((counter.key.scope, counter.key.entity_id))
         entry = eb.entries.get(counter.key.budget_model) if eb is not None else None
-        if (entry is None or entry.duration.raw != counter.key.duration or counter.window_start is None
-                or counter.window_start - options.window_slack >= state.cut):
+        if (
+            entry is None
+            or entry.duration.raw != counter.key.duration
+            or counter.window_start is None
+            or counter.window_start - options.window_slack >= state.cut
+        ):
             continue
         if checkpoint.counter_id(counter) not in state.counters:
-            return (f"{counter.source} counter {counter.key.key} (window from {when(counter.window_start)}) starts before the "
-                    "checkpoint's cut, and the checkpoint does not know it")
+            return (
+                f"{counter.source} counter {counter.key.key} (window from {when(counter.window_start)}) starts before the "
+                "checkpoint's cut, and the checkpoint does not know it"
+            )
     return None
 
 
@@ -82,8 +92,17 @@ def paid_before(first_paid: queries.PaidJobs, cut: datetime) -> set[tuple[str, s
     return {job for job, first in first_paid.items() if first is None or first[0] < cut or first[1] < bound}
 
 
-def new_state(conn, caps, where: queries.SpendFilter, groups: list[queries.SpendGroup], cells: list | None, cut: datetime,
-              bounds: tuple, resume: checkpoint.State | None, first_paid: queries.PaidJobs) -> checkpoint.State:
+def new_state(
+    conn,
+    caps,
+    where: queries.SpendFilter,
+    groups: list[queries.SpendGroup],
+    cells: list | None,
+    cut: datetime,
+    bounds: tuple,
+    resume: checkpoint.State | None,
+    first_paid: queries.PaidJobs,
+) -> checkpoint.State:
     """The checkpoint this run cuts, before the window pass fills in its entities: the ledger's groups (and, when the
     scan collects them, its charged cells at entity grain) up to the cut (the old totals when nothing ended between
     the cuts), and the paid jobs a read from the cut will not see again. The rows after the cut are read once more,
@@ -103,9 +122,19 @@ def new_state(conn, caps, where: queries.SpendFilter, groups: list[queries.Spend
 def keep(increment: checkpoint.Increment, state: checkpoint.State | None, read_groups, groups, key_rows, counters) -> None:
     """Hands the run's checkpoint to the report, unless the ledger holds raw API keys, which auditor never stores."""
     increment.rows_read = sum(g.requests for g in read_groups)
-    if state is not None and any(map(is_raw_key, chain((g.api_key for g in groups), (r.token for r in key_rows),
-                                                      (c.key.entity_id for c in counters if c.key.scope == "key")))):
-        increment.not_stored = ("the ledger holds raw API keys (sk-…), which auditor never stores: no checkpoint kept, "
-                                "so the next incremental run reads everything")
+    if state is not None and any(
+        map(
+            is_raw_key,
+            chain(
+                (g.api_key for g in groups),
+                (r.token for r in key_rows),
+                (c.key.entity_id for c in counters if c.key.scope == "key"),
+            ),
+        )
+    ):
+        increment.not_stored = (
+            "the ledger holds raw API keys (sk-…), which auditor never stores: no checkpoint kept, "
+            "so the next incremental run reads everything"
+        )
         state = None
     increment.state = state

@@ -36,19 +36,31 @@ def resolution_records(groups: list[queries.SpendGroup], resolutions: Resolver) 
     records = []
     for (model, model_group, model_id), (rows, spend) in sorted(totals.items()):
         resolution = resolutions(model, model_group, model_id)
-        records.append({
-            "model": model or None, "model_group": model_group or None, "model_id": model_id or None,
-            "status": resolution.status, "group": resolution.group, "rule": resolution.rule,
-            "decided_by": resolution.decided_by, "candidates": list(resolution.candidates), "rows": rows, "spend": spend,
-        })
+        records.append(
+            {
+                "model": model or None,
+                "model_group": model_group or None,
+                "model_id": model_id or None,
+                "status": resolution.status,
+                "group": resolution.group,
+                "rule": resolution.rule,
+                "decided_by": resolution.decided_by,
+                "candidates": list(resolution.candidates),
+                "rows": rows,
+                "spend": spend,
+            }
+        )
     return records
 
 
 def alias_bypasses(catalogue: Catalogue, budgets, keys_entries, by_entity) -> list:
     """Traffic through a proxy-level alias that no entry governs while an entry governs its target: LiteLLM's
     limiter gates and charges the alias name, so that traffic is neither blocked nor counted (alias_bypass)."""
-    aliases = {alias: catalogue.internal_names.get(target, target)
-               for alias in catalogue.group_aliases if (target := catalogue.alias_target(alias)) is not None}
+    aliases = {
+        alias: catalogue.internal_names.get(target, target)
+        for alias in catalogue.group_aliases
+        if (target := catalogue.alias_target(alias)) is not None
+    }
     if not aliases:
         return []
     totals: dict[tuple, list] = defaultdict(lambda: [0.0, 0])
@@ -85,8 +97,11 @@ def ungoverned_spend(groups, by_entity, budgets, keys_entries, resolutions, cata
     entity grain (`by_entity`, of the whole range); none when the scan audits chosen keys alone."""
     from auditor.audit.spend import ungoverned
 
-    totals = [("key", g.api_key, g.api_key, g.model, g.model_group, g.model_id, g.spend, g.requests)
-              for g in groups if g.outcome == queries.CHARGED]
+    totals = [
+        ("key", g.api_key, g.api_key, g.model, g.model_group, g.model_id, g.spend, g.requests)
+        for g in groups
+        if g.outcome == queries.CHARGED
+    ]
     if selected is None and (options.entity is None or options.entity[0] != "key"):
         for api_key, team, user, end_user, model, model_group, model_id, spend, requests in by_entity:
             for scope, entity_id in scope_entities(api_key, team, user, end_user):

@@ -75,22 +75,30 @@ def run_scan(
 
     era = era_named(options.era) if options.era else None
     holders, budgets, era_notes = budgets_in_scope(
-        budget_holders.holders(conn, caps, key_rows, options.default_end_user_budget), selected, options.entity, era)
+        budget_holders.holders(conn, caps, key_rows, options.default_end_user_budget), selected, options.entity, era
+    )
     shared = era is not None and era.start_keys == PER_ENTITY  # before 1.99: one start key per key, replayed
     keys_entries = {b.entity_id: b.entries for b in budgets.values() if b.scope == "key"}
     counters, read_source, counter_notes = counter_reads.counters_in_scope(
-        conn, caps, budgets, key_rows, selected, options.entity, redis_counters, era)
+        conn, caps, budgets, key_rows, selected, options.entity, redis_counters, era
+    )
     era_notes += counter_notes
     counters_by_entity = counter_reads.by_entity(counters)
-    log.info("budgets: %d keys read, %d entities with per-model budgets; %d counters to compare", len(key_rows),
-             len(budgets), len(counters))
+    log.info(
+        "budgets: %d keys read, %d entities with per-model budgets; %d counters to compare",
+        len(key_rows),
+        len(budgets),
+        len(counters),
+    )
 
     resume, cut, bounds = None, None, (None, None, None)
     if increment is not None and shared:
         why = f"LiteLLM {era.name} shares one window start per key: its windows are rebuilt from the whole ledger every run"
         increment.fallback, increment.not_stored = (why if increment.requested else None), why
     elif increment is not None:
-        resume, cut, bounds = incremental.plan(conn, caps, catalogue, options, where, selected, holders, budgets, counters, increment)
+        resume, cut, bounds = incremental.plan(
+            conn, caps, catalogue, options, where, selected, holders, budgets, counters, increment
+        )
     read = where if resume is None else replace(where, ended_from=resume.cut)
     first_paid: queries.PaidJobs | None = {} if cut is not None else None
 
@@ -103,34 +111,56 @@ def run_scan(
     if resume is not None and by_entity is not None:
         by_entity = checkpoint.merge_cells(resume.cells, by_entity)
     rows = ledger_pass.row_counts(groups, resolutions)
-    log.info("ledger: %d spend rows read in %d groups (%d charged and resolved, %d unresolved, %d not charged)",
-             sum(g.requests for g in read_groups), len(read_groups), rows.attributed, rows.unresolved,
-             sum(rows.ignored_by_reason.values()))
+    log.info(
+        "ledger: %d spend rows read in %d groups (%d charged and resolved, %d unresolved, %d not charged)",
+        sum(g.requests for g in read_groups),
+        len(read_groups),
+        rows.attributed,
+        rows.unresolved,
+        sum(rows.ignored_by_reason.values()),
+    )
 
     ledger = reconcile.CounterLedger(counters, options)
     if resume is not None:
         for counter in ledger.values:
             ledger.values[counter] = resume.counters.get(checkpoint.counter_id(counter), 0.0)
-    state = incremental.new_state(conn, caps, where, groups, by_entity, cut, bounds, resume, first_paid) if cut is not None else None
+    state = (
+        incremental.new_state(conn, caps, where, groups, by_entity, cut, bounds, resume, first_paid) if cut is not None else None
+    )
     if shared:
         windows, groups_by_entry, replays = shared_windows.era_windows(
-            era, budgets, lambda scope, ids: queries.stream_charges(conn, caps, read, scope, ids), progress)
+            era, budgets, lambda scope, ids: queries.stream_charges(conn, caps, read, scope, ids), progress
+        )
     else:
-        windows, groups_by_entry = window_pass(conn, caps, catalogue, resolutions, budgets, keys_entries, read, ledger, progress,
-                                               resume, state, options.window_slack)
+        windows, groups_by_entry = window_pass(
+            conn, caps, catalogue, resolutions, budgets, keys_entries, read, ledger, progress, resume, state, options.window_slack
+        )
     log.info("windows: %d budget windows rebuilt", sum(map(len, windows.values())))
     findings_scalar, scalar_notes = scalar_pass(conn, caps, holders, options, resume, state, redis_values)
 
     logged_groups = ledger_pass.logged_groups(groups, resolutions)
-    findings = reconcile.budget_findings(budgets, windows, groups_by_entry, catalogue, logged_groups, options,
-                                         enforced=era.enforced if era is not None else None)
+    findings = reconcile.budget_findings(
+        budgets, windows, groups_by_entry, catalogue, logged_groups, options, enforced=era.enforced if era is not None else None
+    )
     if shared:
         findings += shared_windows.counter_findings(
-            budgets, replays, counters_by_entity, era, options, read_source if era.counters_auditable else None,
-            miskeyed=lambda counter, entity_id, eb: reconcile._miskeyed(counter, entity_id, reconcile._alias(eb), eb, catalogue, resolutions))
+            budgets,
+            replays,
+            counters_by_entity,
+            era,
+            options,
+            read_source if era.counters_auditable else None,
+            miskeyed=lambda counter, entity_id, eb: reconcile._miskeyed(
+                counter, entity_id, reconcile._alias(eb), eb, catalogue, resolutions
+            ),
+        )
     else:
-        findings += shared_windows.as_copies(reconcile.counter_findings(
-            budgets, windows, counters_by_entity, ledger, resolutions, catalogue, options, read_source=read_source), era)
+        findings += shared_windows.as_copies(
+            reconcile.counter_findings(
+                budgets, windows, counters_by_entity, ledger, resolutions, catalogue, options, read_source=read_source
+            ),
+            era,
+        )
     findings += reconcile.resolution_findings(groups, resolutions)
     findings += ledger_pass.alias_bypasses(catalogue, budgets, keys_entries, by_entity or [])
     notes = era_notes + reconcile.model_spend_notes(key_rows)
@@ -141,8 +171,12 @@ def run_scan(
     rollup_found, rollup_notes = rollup_pass(conn, caps, key_rows, options, selected, rollup_history, resume, state)
     findings += rollup_found
     notes += rollup_notes
-    spend = reconcile.window_spend(budgets, windows, groups_by_entry,
-                                   group_splits(conn, caps, budgets, windows, groups_by_entry, resolutions, catalogue, keys_entries))
+    spend = reconcile.window_spend(
+        budgets,
+        windows,
+        groups_by_entry,
+        group_splits(conn, caps, budgets, windows, groups_by_entry, resolutions, catalogue, keys_entries),
+    )
     spend += ledger_pass.ungoverned_spend(groups, by_entity, budgets, keys_entries, resolutions, catalogue, options, selected)
     if options.model:
         ledger_pass.require_known_model(options.model, budgets, catalogue, groups, logged_groups)

@@ -247,8 +247,10 @@ class EntityReplay:
 
     def windows(self) -> dict[str, list[Window]]:
         """Each entry's windows: the lives of every counter charged under it, oldest first."""
-        return {entry: sorted((w for counter in sorted(counters) for w in self.replay.windows(*counter)), key=lambda w: w.start)
-                for entry, counters in self.names.items()}
+        return {
+            entry: sorted((w for counter in sorted(counters) for w in self.replay.windows(*counter)), key=lambda w: w.start)
+            for entry, counters in self.names.items()
+        }
 
 
 def _epoch(moment: datetime) -> float:
@@ -264,9 +266,12 @@ _EPOCH = datetime(1970, 1, 1)
 REPLAYED_SCOPES = ("key", "end_user")  # the only scopes with per-model budgets before 1.99
 
 
-def era_windows(era: Era, budgets: Mapping[tuple[str, str], Any], stream: Callable[[str, list[Any]], Iterable[Any]],
-                progress: Callable[[int], object] | None = None) -> tuple[
-        dict[tuple[str, str, str], list[Window]], dict[tuple[str, str, str], set[str]], dict[tuple[str, str], EntityReplay]]:
+def era_windows(
+    era: Era,
+    budgets: Mapping[tuple[str, str], Any],
+    stream: Callable[[str, list[Any]], Iterable[Any]],
+    progress: Callable[[int], object] | None = None,
+) -> tuple[dict[tuple[str, str, str], list[Window]], dict[tuple[str, str, str], set[str]], dict[tuple[str, str], EntityReplay]]:
     """Every key's and end user's windows, rebuilt by EntityReplay from `stream(scope, stream ids)` (charged rows in
     (entity, end_time) order, as queries.stream_charges yields them). Returns (windows, groups_by_entry, replays)
     keyed as the scan keys them: (scope, entity_id, entry name)."""
@@ -301,14 +306,22 @@ def in_era(budgets: Mapping[tuple[str, str], Any], era: Era) -> tuple[dict[tuple
     for b in budgets.values():
         if b.scope not in scopes and (b.entries or b.problems):
             dropped[b.scope] = dropped.get(b.scope, 0) + 1
-    notes = [f"LiteLLM {era.name} has no {scope.replace('_', ' ')} per-model budgets: {n} not audited"
-             for scope, n in sorted(dropped.items())]
+    notes = [
+        f"LiteLLM {era.name} has no {scope.replace('_', ' ')} per-model budgets: {n} not audited"
+        for scope, n in sorted(dropped.items())
+    ]
     return kept, notes
 
 
-def counter_findings(budgets: Mapping[tuple[str, str], Any], replays: Mapping[tuple[str, str], EntityReplay],
-                     counters_by_entity: Mapping[tuple[str, str], list[Counter]], era: Era, options: Any, read_source: str | None,
-                     miskeyed: Callable[[Counter, str, Any], Finding]) -> list[Finding]:
+def counter_findings(
+    budgets: Mapping[tuple[str, str], Any],
+    replays: Mapping[tuple[str, str], EntityReplay],
+    counters_by_entity: Mapping[tuple[str, str], list[Counter]],
+    era: Era,
+    options: Any,
+    read_source: str | None,
+    miskeyed: Callable[[Counter, str, Any], Finding],
+) -> list[Finding]:
     """Counters of a 1.84-1.98 deployment (named after the model as requested, one start key per entity) against the
     replay: each counter's value now (or before the last `settle`, which LiteLLM may not have pushed yet), and live
     counters Redis lacks. Redis is only a copy there (each worker reads its own memory first), so drift is a warning.
@@ -336,22 +349,38 @@ def counter_findings(budgets: Mapping[tuple[str, str], Any], replays: Mapping[tu
             if cached is not None and min(abs(cached - now), abs(cached - settled)) <= options.tolerance:
                 continue
             life = _current_life(replay, name, duration, options.now)
-            findings.append(Finding(
-                kind=COUNTER_DRIFT, severity=WARNING, scope=scope, entity_id=entity_id, entity_alias=alias,
-                budget_model=entry.name, model_group=name, time_period=duration,
-                window_start=life.start if life else counter.window_start, window_end=life.end if life else None,
-                budget_limit=entry.limit, logged_spend=now, cached_spend=cached, counter_source=counter.source,
-                counter_key=counter.key.key,
-                message=(f"{counter.source} counter {counter.key.key} holds "
-                         + (f"${cached:,.4f}" if cached is not None else f"{counter.raw_value!r} (not a number)")
-                         + f" but LiteLLM {era.name}'s limiter, replayed over the ledger, holds ${now:,.4f}; Redis is a copy "
-                         "there (each worker enforces its own memory first)"),
-            ))
+            findings.append(
+                Finding(
+                    kind=COUNTER_DRIFT,
+                    severity=WARNING,
+                    scope=scope,
+                    entity_id=entity_id,
+                    entity_alias=alias,
+                    budget_model=entry.name,
+                    model_group=name,
+                    time_period=duration,
+                    window_start=life.start if life else counter.window_start,
+                    window_end=life.end if life else None,
+                    budget_limit=entry.limit,
+                    logged_spend=now,
+                    cached_spend=cached,
+                    counter_source=counter.source,
+                    counter_key=counter.key.key,
+                    message=(
+                        f"{counter.source} counter {counter.key.key} holds "
+                        + (f"${cached:,.4f}" if cached is not None else f"{counter.raw_value!r} (not a number)")
+                        + f" but LiteLLM {era.name}'s limiter, replayed over the ledger, holds ${now:,.4f}; Redis is a copy "
+                        "there (each worker enforces its own memory first)"
+                    ),
+                )
+            )
         if read_source == "redis" and replay is not None:
             findings += _missing(scope, entity_id, eb, replay, seen, options, era, alias)
     for (scope, entity_id), replay in sorted(replays.items()):
         if read_source == "redis" and (scope, entity_id) not in counters_by_entity:
-            findings += _missing(scope, entity_id, budgets[(scope, entity_id)], replay, set(), options, era, _alias(budgets[(scope, entity_id)]))
+            findings += _missing(
+                scope, entity_id, budgets[(scope, entity_id)], replay, set(), options, era, _alias(budgets[(scope, entity_id)])
+            )
     return findings
 
 
@@ -360,14 +389,22 @@ def _read_names(eb: Any, replay: EntityReplay | None) -> set[str]:
     each entry's own name (requested by that name). A counter under another name (1.82-1.83.7's `openai/gpt-4o` for
     a `gpt-4o` request) is never read."""
     names = set(eb.entries) if eb is not None else set()
-    for counters in (replay.names.values() if replay is not None else ()):
+    for counters in replay.names.values() if replay is not None else ():
         for name, _ in counters:
             names |= {name, name.rsplit("/", 1)[-1]}
     return names
 
 
-def _missing(scope: str, entity_id: str, eb: Any, replay: EntityReplay, seen: set[tuple[str, str]], options: Any, era: Era,
-             alias: str | None) -> list[Finding]:
+def _missing(
+    scope: str,
+    entity_id: str,
+    eb: Any,
+    replay: EntityReplay,
+    seen: set[tuple[str, str]],
+    options: Any,
+    era: Era,
+    alias: str | None,
+) -> list[Finding]:
     """Live counters the replay holds and Redis does not (LiteLLM pushed every increment there when it had Redis)."""
     from auditor.audit.findings import COUNTER_DRIFT, WARNING, Finding
     from auditor.litellm.counters import spend_key
@@ -381,13 +418,29 @@ def _missing(scope: str, entity_id: str, eb: Any, replay: EntityReplay, seen: se
                 continue
             key = spend_key(scope, entity_id, name, duration)
             life = _current_life(replay, name, duration, options.now)
-            found.append(Finding(
-                kind=COUNTER_DRIFT, severity=WARNING, scope=scope, entity_id=entity_id, entity_alias=alias, budget_model=entry_name,
-                model_group=name, time_period=duration, window_start=life.start if life else None, window_end=life.end if life else None,
-                budget_limit=entry.limit, logged_spend=cached[0], cached_spend=0.0, counter_source="redis", counter_key=key,
-                message=(f"no redis counter {key} while LiteLLM {era.name}'s limiter, replayed over the ledger, holds ${cached[0]:,.4f}: "
-                         "Redis is only a copy there (each worker enforces its own memory first)"),
-            ))
+            found.append(
+                Finding(
+                    kind=COUNTER_DRIFT,
+                    severity=WARNING,
+                    scope=scope,
+                    entity_id=entity_id,
+                    entity_alias=alias,
+                    budget_model=entry_name,
+                    model_group=name,
+                    time_period=duration,
+                    window_start=life.start if life else None,
+                    window_end=life.end if life else None,
+                    budget_limit=entry.limit,
+                    logged_spend=cached[0],
+                    cached_spend=0.0,
+                    counter_source="redis",
+                    counter_key=key,
+                    message=(
+                        f"no redis counter {key} while LiteLLM {era.name}'s limiter, replayed over the ledger, holds ${cached[0]:,.4f}: "
+                        "Redis is only a copy there (each worker enforces its own memory first)"
+                    ),
+                )
+            )
     return found
 
 
@@ -401,7 +454,6 @@ def _current_life(replay: EntityReplay | None, name: str, duration: str, at: dat
     return next((w for w in reversed(replay.replay.windows(name, duration)) if w.start <= at < w.end), None)
 
 
-
 def as_copies(findings: list[Finding], era: Era | None) -> list[Finding]:
     """Where the era keeps counters in memory and Redis only holds a copy (1.84-1.100, read memory-first), a Redis
     counter that differs from the ledger is a warning: each worker enforced its own memory, not that copy."""
@@ -412,5 +464,13 @@ def as_copies(findings: list[Finding], era: Era | None) -> list[Finding]:
 
     if era is None or era.storage != MEMORY_FIRST:
         return findings
-    return [replace(f, severity=WARNING, message=f"{f.message}; Redis is only a copy in LiteLLM {era.name} (each worker enforces its own memory first)")
-            if f.kind == COUNTER_DRIFT and f.counter_source == "redis" and f.severity == ERROR else f for f in findings]
+    return [
+        replace(
+            f,
+            severity=WARNING,
+            message=f"{f.message}; Redis is only a copy in LiteLLM {era.name} (each worker enforces its own memory first)",
+        )
+        if f.kind == COUNTER_DRIFT and f.counter_source == "redis" and f.severity == ERROR
+        else f
+        for f in findings
+    ]

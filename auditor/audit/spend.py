@@ -47,10 +47,19 @@ class SpendLine:
 
     def record(self) -> dict[str, Any]:
         return {
-            "entity_id": self.entity_id, "entity_alias": self.entity_alias, "model_group": self.model_group,
-            "period": self.period, "spend": self.spend, "requests": self.requests, "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens, "failures": self.failures, "cache_hits": self.cache_hits,
-            "share": round(self.share, 6), "aliases": sorted(self.aliases), "unresolved_models": sorted(self.models),
+            "entity_id": self.entity_id,
+            "entity_alias": self.entity_alias,
+            "model_group": self.model_group,
+            "period": self.period,
+            "spend": self.spend,
+            "requests": self.requests,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "failures": self.failures,
+            "cache_hits": self.cache_hits,
+            "share": round(self.share, 6),
+            "aliases": sorted(self.aliases),
+            "unresolved_models": sorted(self.models),
         }
 
 
@@ -73,9 +82,15 @@ class SpendTable:
         from auditor.audit.findings import iso
 
         return {
-            "by": self.by, "period": self.period, "timezone": self.timezone, "since": iso(self.since), "until": iso(self.until),
-            "total_spend": self.total_spend, "total_requests": self.total_requests,
-            "ignored_by_reason": dict(sorted(self.ignored.items())), "omitted": self.omitted,
+            "by": self.by,
+            "period": self.period,
+            "timezone": self.timezone,
+            "since": iso(self.since),
+            "until": iso(self.until),
+            "total_spend": self.total_spend,
+            "total_requests": self.total_requests,
+            "ignored_by_reason": dict(sorted(self.ignored.items())),
+            "omitted": self.omitted,
             "lines": [line.record() for line in self.lines],
         }
 
@@ -97,8 +112,14 @@ def entity_label(scope: str, entity: tuple[str, ...]) -> str | None:
     return entity[0] or None
 
 
-def merge(cells: Iterable[Any], by: str, resolve: Resolve, alias_target: Callable[[str], str | None],
-          aliases: Mapping[str | None, str | None] = {}, redact: Callable[[str], str] = lambda v: v) -> tuple[dict[LineKey, SpendLine], dict[str, int]]:
+def merge(
+    cells: Iterable[Any],
+    by: str,
+    resolve: Resolve,
+    alias_target: Callable[[str], str | None],
+    aliases: Mapping[str | None, str | None] = {},
+    redact: Callable[[str], str] = lambda v: v,
+) -> tuple[dict[LineKey, SpendLine], dict[str, int]]:
     """Cells into lines keyed (entity_id, model_group, period); rows not charged (other than failures, which are a
     column) into counts by outcome."""
     lines: dict[LineKey, SpendLine] = {}
@@ -130,14 +151,26 @@ def merge(cells: Iterable[Any], by: str, resolve: Resolve, alias_target: Callabl
     return lines, dict(ignored)
 
 
-def table(lines: Mapping[LineKey, SpendLine], ignored: dict[str, int], *, by: str, period: str, zone_name: str,
-          top: int | None = None, model: str | None = None, since: datetime | None = None,
-          until: datetime | None = None) -> SpendTable:
+def table(
+    lines: Mapping[LineKey, SpendLine],
+    ignored: dict[str, int],
+    *,
+    by: str,
+    period: str,
+    zone_name: str,
+    top: int | None = None,
+    model: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> SpendTable:
     """Lines ordered by period, then entity (most spend first), then model group (most spend first); `model` keeps
     one model group (or the lines whose requests named it as an alias, or an unresolved model of that name); `top`
     keeps the N entities that spent most over the whole range, the rest summed in `omitted`."""
-    chosen = [line for line in lines.values() if model is None or model == line.model_group or model in line.aliases
-              or model in line.models]
+    chosen = [
+        line
+        for line in lines.values()
+        if model is None or model == line.model_group or model in line.aliases or model in line.models
+    ]
     total_spend = money.total(line.spend for line in chosen)
     total_requests = sum(line.requests for line in chosen)
     for line in chosen:
@@ -150,12 +183,16 @@ def table(lines: Mapping[LineKey, SpendLine], ignored: dict[str, int], *, by: st
     if top is not None and len(ranked) > top:
         kept = set(ranked[:top])
         left = [line for line in chosen if line.entity_id not in kept]
-        omitted = {"entities": len(ranked) - top, "spend": money.total(line.spend for line in left),
-                   "requests": sum(line.requests for line in left)}
+        omitted = {
+            "entities": len(ranked) - top,
+            "spend": money.total(line.spend for line in left),
+            "requests": sum(line.requests for line in left),
+        }
         chosen = [line for line in chosen if line.entity_id in kept]
     rank = {e: n for n, e in enumerate(ranked)}
-    chosen.sort(key=lambda line: (line.period or "", rank[line.entity_id], -line.spend, line.model_group is None,
-                                  line.model_group or ""))
+    chosen.sort(
+        key=lambda line: (line.period or "", rank[line.entity_id], -line.spend, line.model_group is None, line.model_group or "")
+    )
     return SpendTable(by, period, zone_name, chosen, total_spend, total_requests, ignored, omitted, since, until)
 
 
@@ -166,6 +203,7 @@ def table(lines: Mapping[LineKey, SpendLine], ignored: dict[str, int], *, by: st
 def offset_changes(tz: tzinfo, start: datetime | None, end: datetime | None) -> list[tuple[datetime | None, int]]:
     """The zone's UTC offset (seconds) from `start` on, and each instant (naive UTC) in [start, end] where it
     changes: what SQLite, which knows no zones, needs to put a UTC "startTime" into local periods."""
+
     def offset(at: datetime) -> int:
         return int(at.replace(tzinfo=UTC).astimezone(tz).utcoffset().total_seconds())  # type: ignore[union-attr]  # aware
 
@@ -207,8 +245,10 @@ def ungoverned(totals: Iterable[tuple[Any, ...]], resolve: Resolve, governed: Ca
         line[0] = money.add(line[0], spend)
         line[1] += requests
     order = {scope: n for n, scope in enumerate(SCAN_SCOPES)}
-    return [WindowSpend(scope, entity_id, group, None, None, None, None, spend, requests)
-            for (scope, entity_id, group), (spend, requests) in sorted(found.items(), key=lambda kv: (order[kv[0][0]], *kv[0][1:]))]
+    return [
+        WindowSpend(scope, entity_id, group, None, None, None, None, spend, requests)
+        for (scope, entity_id, group), (spend, requests) in sorted(found.items(), key=lambda kv: (order[kv[0][0]], *kv[0][1:]))
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -221,7 +261,9 @@ def folded(lines: Mapping[LineKey, SpendLine]) -> dict[LineKey, SpendLine]:
     for line in lines.values():
         total = found.get((line.entity_id, line.model_group))
         if total is None:
-            total = found[(line.entity_id, line.model_group)] = SpendLine(line.entity_id, line.entity_alias, line.model_group, None)
+            total = found[(line.entity_id, line.model_group)] = SpendLine(
+                line.entity_id, line.entity_alias, line.model_group, None
+            )
         total.spend = money.add(total.spend, line.spend)
         total.requests += line.requests
         total.prompt_tokens += line.prompt_tokens
@@ -233,8 +275,15 @@ def folded(lines: Mapping[LineKey, SpendLine]) -> dict[LineKey, SpendLine]:
     return found
 
 
-def overview(daily: Mapping[LineKey, SpendLine], ignored: dict[str, int], *, zone_name: str, top: int = 10,
-             since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
+def overview(
+    daily: Mapping[LineKey, SpendLine],
+    ignored: dict[str, int],
+    *,
+    zone_name: str,
+    top: int = 10,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, Any]:
     """Top entities (their lines per model group, as `auditor spend --top`), every model group's total, and each
     day's spend per model group (unresolved models as one series, model_group null)."""
     totals = table(folded(daily), ignored, by="key", period="total", zone_name=zone_name, top=top, since=since, until=until)
@@ -251,9 +300,18 @@ def overview(daily: Mapping[LineKey, SpendLine], ignored: dict[str, int], *, zon
     days = sorted({day for day, _ in per_day if day})
     return {
         "table": totals.record(),
-        "model_groups": [{"model_group": g, "spend": groups[g][0], "requests": groups[g][1],
-                          "share": round(groups[g][0] / whole, 6) if whole > 0 else 0.0, "aliases": sorted(groups[g][2])}
-                         for g in ordered],
-        "daily": {"days": days, "series": [{"model_group": g, "spend": [per_day.get((day, g), 0.0) for day in days]}
-                                            for g in ordered]},
+        "model_groups": [
+            {
+                "model_group": g,
+                "spend": groups[g][0],
+                "requests": groups[g][1],
+                "share": round(groups[g][0] / whole, 6) if whole > 0 else 0.0,
+                "aliases": sorted(groups[g][2]),
+            }
+            for g in ordered
+        ],
+        "daily": {
+            "days": days,
+            "series": [{"model_group": g, "spend": [per_day.get((day, g), 0.0) for day in days]} for g in ordered],
+        },
     }

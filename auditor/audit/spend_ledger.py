@@ -22,8 +22,9 @@ def ledger_lines(session, by: str, period: str) -> tuple[dict, dict[str, int]]:
     cells = spend_queries.ledger_cells(conn, caps, where, by, period, offsets, options.timezone or "UTC")
     keys = [row.token for row in session.key_rows] + ([c.entity[0] for c in cells] if by == "key" else [])
     catalogue = session.catalogue
-    return spend.merge(cells, by, Resolver(catalogue), catalogue.alias_target, _aliases(conn, caps, session.key_rows, by),
-                       Redactor(keys))
+    return spend.merge(
+        cells, by, Resolver(catalogue), catalogue.alias_target, _aliases(conn, caps, session.key_rows, by), Redactor(keys)
+    )
 
 
 def _aliases(conn, caps, key_rows, by: str) -> dict[str, str | None]:

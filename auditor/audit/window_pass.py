@@ -111,8 +111,11 @@ def _resumed(eb: EntityBudgets, before: checkpoint.EntityState | None):
     trackers = {}
     for name, entry in eb.entries.items():
         tracker_state = before.trackers.get(name)
-        trackers[name] = (WindowTracker(entry.duration, entry.limit) if tracker_state is None
-                          else WindowTracker.resume(entry.duration, entry.limit, tracker_state))
+        trackers[name] = (
+            WindowTracker(entry.duration, entry.limit)
+            if tracker_state is None
+            else WindowTracker.resume(entry.duration, entry.limit, tracker_state)
+        )
     for name, ws in before.closed.items():
         closed[name] = list(ws)
     for name, gs in before.groups.items():

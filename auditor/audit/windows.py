@@ -118,8 +118,9 @@ class WindowTracker:
         self._head = 0
 
     @classmethod
-    def resume(cls, duration: Duration, limit: float | None, state: TrackerState, *,
-               lookback: timedelta | None = DEFAULT_LOOKBACK) -> WindowTracker:
+    def resume(
+        cls, duration: Duration, limit: float | None, state: TrackerState, *, lookback: timedelta | None = DEFAULT_LOOKBACK
+    ) -> WindowTracker:
         """A tracker that goes on exactly where the one that exported `state` stopped."""
         tracker = cls(duration, limit, lookback=lookback)
         if state.open is not None:

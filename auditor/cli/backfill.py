@@ -33,7 +33,10 @@ backfill_app = typer.Typer(
     ),
     rich_markup_mode=None,
 )
-db_app = typer.Typer(help="auditor's own tables (the backfill journal and the report history).", no_args_is_help=True, rich_markup_mode=None)
+db_app = typer.Typer(
+    help="auditor's own tables (the backfill journal and the report history).", no_args_is_help=True, rich_markup_mode=None
+)
+
 
 class PlanFormat(str, Enum):
     table = "table"
@@ -101,21 +104,36 @@ def _interrupted(stop: StopSignals, run_id: str, kind: str, done: int, total: in
     """One block on stderr saying where the run stands and how to go on; exit 128 + the signal's number."""
     import signal
 
-    err.print(f"auditor: run {run_id} interrupted by {stop()} after {done} of {total} changes; the change in flight was "
-              "finished or rolled back, and the journal marks the run interrupted", markup=False, highlight=False)
+    err.print(
+        f"auditor: run {run_id} interrupted by {stop()} after {done} of {total} changes; the change in flight was "
+        "finished or rolled back, and the journal marks the run interrupted",
+        markup=False,
+        highlight=False,
+    )
     if kind == "backfill":
-        err.print("auditor: resume: rerun the same `auditor backfill … --apply` (it plans only what is still wrong); "
-                  f"undo what was written: auditor backfill undo {run_id}", markup=False, highlight=False)
+        err.print(
+            "auditor: resume: rerun the same `auditor backfill … --apply` (it plans only what is still wrong); "
+            f"undo what was written: auditor backfill undo {run_id}",
+            markup=False,
+            highlight=False,
+        )
     else:
-        err.print("auditor: resume: rerun the same `auditor backfill undo` (values already restored are left as they are)",
-                  markup=False, highlight=False)
+        err.print(
+            "auditor: resume: rerun the same `auditor backfill undo` (values already restored are left as they are)",
+            markup=False,
+            highlight=False,
+        )
     return typer.Exit(128 + int(stop.received or signal.SIGINT))
 
 
 def _announce(kind: str, total: int) -> Callable[[str], None]:
     def started(run_id: str) -> None:
-        err.print(f"auditor: run {run_id} started ({kind}, {total} changes); Ctrl-C stops it safely; "
-                  f"`auditor backfill undo {run_id}` puts back what it wrote", markup=False, highlight=False)
+        err.print(
+            f"auditor: run {run_id} started ({kind}, {total} changes); Ctrl-C stops it safely; "
+            f"`auditor backfill undo {run_id}` puts back what it wrote",
+            markup=False,
+            highlight=False,
+        )
 
     return started
 
@@ -135,23 +153,66 @@ def backfill(
     db: DbOption = None,
     config: ConfigOption = None,
     redis_url: RedisOption = None,
-    key: Annotated[list[str] | None, typer.Option("--key", help="Only this key (hash or alias); repeat for several.", show_default=False)] = None,
-    model: Annotated[str | None, typer.Option(help="Only counters of this model group or budget entry.", show_default=False)] = None,
-    target: Annotated[list[Target] | None, typer.Option("--target", help="What to repair: counters (live per-model window counters, default), model_spend (legacy JSON), spend (scalar spend of the current period). Repeatable.", show_default=False)] = None,
-    remove_miskeyed: Annotated[bool, typer.Option("--remove-miskeyed", help="Also delete counters stored under names enforcement never reads.")] = False,
+    key: Annotated[
+        list[str] | None, typer.Option("--key", help="Only this key (hash or alias); repeat for several.", show_default=False)
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Only counters of this model group or budget entry.", show_default=False)
+    ] = None,
+    target: Annotated[
+        list[Target] | None,
+        typer.Option(
+            "--target",
+            help="What to repair: counters (live per-model window counters, default), model_spend (legacy JSON), spend (scalar spend of the current period). Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    remove_miskeyed: Annotated[
+        bool, typer.Option("--remove-miskeyed", help="Also delete counters stored under names enforcement never reads.")
+    ] = False,
     litellm_version: LiteLLMVersionOption = None,
-    now: Annotated[str | None, typer.Option(help="Judge the scan at this instant (default: now). TTLs always use the wall clock.", show_default=False)] = None,
-    tolerance: Annotated[float, typer.Option(help="Dollars a counter may differ from the ledger before it is repaired.")] = 0.0001,
+    now: Annotated[
+        str | None,
+        typer.Option(help="Judge the scan at this instant (default: now). TTLs always use the wall clock.", show_default=False),
+    ] = None,
+    tolerance: Annotated[
+        float, typer.Option(help="Dollars a counter may differ from the ledger before it is repaired.")
+    ] = 0.0001,
     window_slack: Annotated[float, typer.Option(help="Seconds before a counter's start that still count in its window.")] = 1.0,
-    settle: Annotated[float, typer.Option(help="Seconds before --now left out of the ledger. 0 (default): the value written holds every logged charge.")] = 0.0,
+    settle: Annotated[
+        float,
+        typer.Option(
+            help="Seconds before --now left out of the ledger. 0 (default): the value written holds every logged charge."
+        ),
+    ] = 0.0,
     output_format: Annotated[PlanFormat, typer.Option("--format", help="Output format.")] = PlanFormat.table,
     apply_: Annotated[bool, typer.Option("--apply", help="Write the plan (asks first unless --yes) and journal it.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     batch: Annotated[int, typer.Option(help="Entities per database transaction (0: the whole run in one).")] = 0,
-    flush_lag: Annotated[float | None, typer.Option("--flush-lag", help="Seconds a spend-log row may take to reach the database after its request's counter increment; --apply waits this long before it sums the ledger. Default: general_settings.proxy_batch_write_at (else 10) + 10.", show_default=False)] = None,
-    increment_lag: Annotated[float, typer.Option("--increment-lag", help="Seconds from a request's end until its increment is in Redis, at most: a counter is read twice this far apart to find an instant no request was in flight.")] = 1.0,
-    timezone: Annotated[str | None, typer.Option(help="Zone LiteLLM aligns scalar budget resets to. Default: litellm_settings.timezone, else UTC.", show_default=False)] = None,
-    statement_timeout: Annotated[float | None, typer.Option(help="PostgreSQL statement_timeout for the scan's queries, in seconds.", show_default=False)] = None,
+    flush_lag: Annotated[
+        float | None,
+        typer.Option(
+            "--flush-lag",
+            help="Seconds a spend-log row may take to reach the database after its request's counter increment; --apply waits this long before it sums the ledger. Default: general_settings.proxy_batch_write_at (else 10) + 10.",
+            show_default=False,
+        ),
+    ] = None,
+    increment_lag: Annotated[
+        float,
+        typer.Option(
+            "--increment-lag",
+            help="Seconds from a request's end until its increment is in Redis, at most: a counter is read twice this far apart to find an instant no request was in flight.",
+        ),
+    ] = 1.0,
+    timezone: Annotated[
+        str | None,
+        typer.Option(
+            help="Zone LiteLLM aligns scalar budget resets to. Default: litellm_settings.timezone, else UTC.", show_default=False
+        ),
+    ] = None,
+    statement_timeout: Annotated[
+        float | None, typer.Option(help="PostgreSQL statement_timeout for the scan's queries, in seconds.", show_default=False)
+    ] = None,
 ) -> None:
     """Repair the counters the scan found wrong, on a live proxy, with a journal and a way back.
 
@@ -174,11 +235,27 @@ def backfill(
     from auditor.repair.apply import Interrupted, RunReport
     from auditor.repair.plan import REDIS
 
-    prepared = api.plan_backfill(db, config=config, redis=redis_url, keys=key or (), model=model,
-                                 targets=[t.value for t in (target or [Target.counters])], remove_miskeyed=remove_miskeyed,
-                                 litellm_version=litellm_version, now=now, tolerance=tolerance, window_slack=window_slack,
-                                 settle=settle, timezone=timezone, statement_timeout=statement_timeout, batch=batch,
-                                 flush_lag=flush_lag, increment_lag=increment_lag, writable=apply_, warn=say)
+    prepared = api.plan_backfill(
+        db,
+        config=config,
+        redis=redis_url,
+        keys=key or (),
+        model=model,
+        targets=[t.value for t in (target or [Target.counters])],
+        remove_miskeyed=remove_miskeyed,
+        litellm_version=litellm_version,
+        now=now,
+        tolerance=tolerance,
+        window_slack=window_slack,
+        settle=settle,
+        timezone=timezone,
+        statement_timeout=statement_timeout,
+        batch=batch,
+        flush_lag=flush_lag,
+        increment_lag=increment_lag,
+        writable=apply_,
+        warn=say,
+    )
     planned = prepared.plan
     record = planned.as_record()
     hide = _raw_key_redactor(planned.writes)  # shown, never written: the writes use the real keys
@@ -213,9 +290,17 @@ def backfill(
     try:
         with stop:
             report = api.apply_backfill(
-                prepared, stop=stop, hook=_pause_hook(stop), started=_announce("backfill", len(planned.actionable)), report=report,
-                waiting=lambda seconds: err.print(f"auditor: waiting {seconds:g} s for the proxy's spend-log flush "
-                                                  "before summing the ledger (--flush-lag)", markup=False, highlight=False))
+                prepared,
+                stop=stop,
+                hook=_pause_hook(stop),
+                started=_announce("backfill", len(planned.actionable)),
+                report=report,
+                waiting=lambda seconds: err.print(
+                    f"auditor: waiting {seconds:g} s for the proxy's spend-log flush before summing the ledger (--flush-lag)",
+                    markup=False,
+                    highlight=False,
+                ),
+            )
     except Interrupted:
         raise _interrupted(stop, report.run_id, "backfill", len(report.outcomes), len(planned.actionable)) from None
     if output_format is PlanFormat.json:
@@ -270,15 +355,24 @@ def history(
         note = f"undoes {r.parent_run_id}" if r.parent_run_id else ""
         if r.message:
             note = (note + "; " if note else "") + r.message
-        table.add_row(r.id, r.kind, (iso(r.started_at) or "")[:19].replace("T", " "), (iso(r.finished_at) or "—")[:19].replace("T", " "),
-                      f"[{style.get(r.state, 'yellow')}]{r.state}[/]", changes, clean(note))
+        table.add_row(
+            r.id,
+            r.kind,
+            (iso(r.started_at) or "")[:19].replace("T", " "),
+            (iso(r.finished_at) or "—")[:19].replace("T", " "),
+            f"[{style.get(r.state, 'yellow')}]{r.state}[/]",
+            changes,
+            clean(note),
+        )
     out.print(table)
 
 
 @backfill_app.command("undo")
 @handles_errors
 def undo(
-    run_id: Annotated[str, typer.Argument(help="The run to undo (as printed by --apply or history; a unique prefix of 8+ characters works).")],
+    run_id: Annotated[
+        str, typer.Argument(help="The run to undo (as printed by --apply or history; a unique prefix of 8+ characters works).")
+    ],
     db: DbOption = None,
     redis_url: RedisOption = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
@@ -302,7 +396,9 @@ def undo(
     run, changes = planned.run, planned.changes
     if not yes:
         try:
-            confirmed = typer.confirm(f"Undo run {run.id} ({len(changes)} changes) on {planned.database.masked}?", default=False, err=True)
+            confirmed = typer.confirm(
+                f"Undo run {run.id} ({len(changes)} changes) on {planned.database.masked}?", default=False, err=True
+            )
         except typer.Abort:
             confirmed = False
         if not confirmed:
@@ -312,8 +408,9 @@ def undo(
     report = RunReport("", "undo", [], parent_run_id=run.id)
     try:
         with stop:
-            report = api.undo_backfill(planned, stop=stop, hook=_pause_hook(stop),
-                                       started=_announce(f"undo of {run.id}", len(changes)), report=report)
+            report = api.undo_backfill(
+                planned, stop=stop, hook=_pause_hook(stop), started=_announce(f"undo of {run.id}", len(changes)), report=report
+            )
     except Interrupted:
         raise _interrupted(stop, report.run_id, "undo", len(report.outcomes), len(changes)) from None
     if output_format is PlanFormat.json:
@@ -376,9 +473,11 @@ def render_plan(planned, console, *, dry_run: bool, hide=None) -> None:
         return inert(shown(str(value)))
 
     layout = planned.layout
-    shape = {layouts.ENTRY_LAYOUT: "entry-keyed counters, a start key per entry (LiteLLM 1.99+)",
-             layouts.ALIAS_LAYOUT: "counters keyed by requested model, one start key per entity (LiteLLM 1.84–1.98)",
-             layouts.MEMORY_LAYOUT: "counters in worker memory, none to write (LiteLLM < 1.84)"}[layout.name]
+    shape = {
+        layouts.ENTRY_LAYOUT: "entry-keyed counters, a start key per entry (LiteLLM 1.99+)",
+        layouts.ALIAS_LAYOUT: "counters keyed by requested model, one start key per entity (LiteLLM 1.84–1.98)",
+        layouts.MEMORY_LAYOUT: "counters in worker memory, none to write (LiteLLM < 1.84)",
+    }[layout.name]
     console.print(f"counter layout: {shape}; LiteLLM {clean(layout.version)} from {layout.origin}")
     for note in planned.notes:
         console.print(f"[dim]note: {clean(note)}[/]")
@@ -409,10 +508,14 @@ def render_plan(planned, console, *, dry_run: bool, hide=None) -> None:
         console.print(table)
     counts = ", ".join(f"{n} {t}" for t, n in planned.as_record()["summary"]["by_target"].items())
     if not planned.actionable:
-        console.print("[green]nothing to repair[/]" + (f" ({len(planned.skipped)} not written, see above)" if planned.skipped else ""))
+        console.print(
+            "[green]nothing to repair[/]" + (f" ({len(planned.skipped)} not written, see above)" if planned.skipped else "")
+        )
     elif dry_run:
-        console.print(f"[bold]{len(planned.actionable)} writes[/] ({counts}), {len(planned.skipped)} not written. "
-                      "Dry run: nothing written; rerun with --apply to write and journal them.")
+        console.print(
+            f"[bold]{len(planned.actionable)} writes[/] ({counts}), {len(planned.skipped)} not written. "
+            "Dry run: nothing written; rerun with --apply to write and journal them."
+        )
 
 
 def render_report(report, console, hide=None) -> None:
@@ -432,8 +535,13 @@ def render_report(report, console, hide=None) -> None:
     table.add_column("note", overflow="fold", ratio=2)
     for o in report.outcomes:
         written = o.as_record()["written_value"]
-        table.add_row(o.write.target, clean(o.write.key), f"[{styles.get(o.state, 'yellow')}]{o.state}[/]",
-                      "" if o.state in ("conflict", "unchanged") else ("removed" if written is None else _money(written)), clean(o.reason or ""))
+        table.add_row(
+            o.write.target,
+            clean(o.write.key),
+            f"[{styles.get(o.state, 'yellow')}]{o.state}[/]",
+            "" if o.state in ("conflict", "unchanged") else ("removed" if written is None else _money(written)),
+            clean(o.reason or ""),
+        )
     if report.outcomes:
         console.print(table)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(report.counts().items())) or "no changes"

@@ -32,7 +32,9 @@ DbOption = Annotated[
 ]
 ConfigOption = Annotated[
     str | None,
-    typer.Option("--config", help="LiteLLM proxy config.yaml. Default: $CONFIG_FILE_PATH or $LITELLM_CONFIG_PATH.", show_default=False),
+    typer.Option(
+        "--config", help="LiteLLM proxy config.yaml. Default: $CONFIG_FILE_PATH or $LITELLM_CONFIG_PATH.", show_default=False
+    ),
 ]
 RedisOption = Annotated[
     str | None,
@@ -55,7 +57,7 @@ LiteLLMVersionOption = Annotated[
     typer.Option(
         "--litellm-version",
         help="The proxy's LiteLLM release (X.Y.Z, e.g. 1.83.7): which era's counter layout, windows and comparison to audit by. "
-             "Default: what the schema and the counter keys suggest (doctor shows it).",
+        "Default: what the schema and the counter keys suggest (doctor shows it).",
         show_default=False,
     ),
 ]
@@ -75,7 +77,9 @@ StatementTimeoutOption = Annotated[
 ]
 NowOption = Annotated[
     str | None,
-    typer.Option(help="Judge the scan at this instant (default: the current time), for reproducible results.", show_default=False),
+    typer.Option(
+        help="Judge the scan at this instant (default: the current time), for reproducible results.", show_default=False
+    ),
 ]
 ToleranceOption = Annotated[float, typer.Option(help="Dollars a counter may differ from the ledger before it is drift.")]
 WindowSlackOption = Annotated[float, typer.Option(help="Seconds before a counter's start that still count in its window.")]
@@ -151,11 +155,8 @@ def progress():
         yield lambda n: bar.advance(task, n)
 
 
-
-
 def say(text: str) -> None:
     """What the library says on the way (session.Warn), as the CLI says it: one line on stderr, inert."""
     from auditor.reports.render import clean
 
     err.print(f"auditor: {clean(text)}")
-

@@ -68,8 +68,9 @@ app.command("spend")(spend_command)
 
 @app.command()
 @handles_errors
-def doctor(db: DbOption = None, config: ConfigOption = None, redis_url: RedisOption = None,
-           litellm_version: LiteLLMVersionOption = None) -> None:
+def doctor(
+    db: DbOption = None, config: ConfigOption = None, redis_url: RedisOption = None, litellm_version: LiteLLMVersionOption = None
+) -> None:
     """Check what auditor can see before you trust a scan.
 
     Prints the database (password masked), what LiteLLM schema it holds, row estimates, the
@@ -127,7 +128,13 @@ def scan(
     fail_on: FailOnOption = FailOn.error,
     statement_timeout: StatementTimeoutOption = None,
     timezone: TimezoneOption = None,
-    use_rollups: Annotated[bool, typer.Option("--use-rollups", help="Add per-day history from LiteLLM_DailyUserSpend for days the ledger no longer holds (JSON: rollup_history).")] = False,
+    use_rollups: Annotated[
+        bool,
+        typer.Option(
+            "--use-rollups",
+            help="Add per-day history from LiteLLM_DailyUserSpend for days the ledger no longer holds (JSON: rollup_history).",
+        ),
+    ] = False,
     litellm_version: LiteLLMVersionOption = None,
 ) -> None:
     """How much leaked past each per-model budget, and are the counters right now.
@@ -147,15 +154,33 @@ def scan(
     from auditor.reports import render
 
     with progress() as advance:
-        result = api.scan(db, config=config, redis=redis_url, now=now, since=since, until=until, keys=tuple(key or ()),
-                          model=model, tolerance=tolerance, window_slack=window_slack, settle=settle, timezone=timezone,
-                          use_rollups=use_rollups, statement_timeout=statement_timeout, redis_optional=redis_optional,
-                          litellm_version=litellm_version, progress=advance, warn=say)
+        result = api.scan(
+            db,
+            config=config,
+            redis=redis_url,
+            now=now,
+            since=since,
+            until=until,
+            keys=tuple(key or ()),
+            model=model,
+            tolerance=tolerance,
+            window_slack=window_slack,
+            settle=settle,
+            timezone=timezone,
+            use_rollups=use_rollups,
+            statement_timeout=statement_timeout,
+            redis_optional=redis_optional,
+            litellm_version=litellm_version,
+            progress=advance,
+            warn=say,
+        )
     if output_format is Format.table and not output:
         render.print_table(result, out)
     else:
         text = {
-            Format.json: render.to_json, Format.csv: render.to_csv, Format.markdown: render.to_markdown,
+            Format.json: render.to_json,
+            Format.csv: render.to_csv,
+            Format.markdown: render.to_markdown,
             Format.table: render.to_markdown,
         }[output_format](result)
         if output:
@@ -173,8 +198,15 @@ def resolve(
     name: Annotated[str | None, typer.Argument(help="A model name as logged or requested.", show_default=False)] = None,
     db: DbOption = None,
     config: ConfigOption = None,
-    key: Annotated[str | None, typer.Option("--key", help="Also say which of this key's budget entries governs the name (hash or alias).", show_default=False)] = None,
-    all_models: Annotated[bool, typer.Option("--all", help="Every distinct logged model with its resolution, rows and spend.")] = False,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key", help="Also say which of this key's budget entries governs the name (hash or alias).", show_default=False
+        ),
+    ] = None,
+    all_models: Annotated[
+        bool, typer.Option("--all", help="Every distinct logged model with its resolution, rows and spend.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Explain how a model name resolves to the model group budgets are written against.
@@ -220,12 +252,18 @@ def resolve(
         return
     label = clean(governing.label)
     if not governing.considered:
-        out.print(f"  key {label}: no budget entry governs {clean(requested)} (entries: {clean(', '.join(governing.entries) or 'none')})")
+        out.print(
+            f"  key {label}: no budget entry governs {clean(requested)} (entries: {clean(', '.join(governing.entries) or 'none')})"
+        )
         return
     out.print(f"  key {label} ({governing.source}): entries LiteLLM considers, in order:")
     chosen = governing.governs
     for consideration in governing.considered:
-        mark = "→ governs" if consideration.entry == chosen else ("unusable, falls through" if not consideration.usable else "shadowed")
+        mark = (
+            "→ governs"
+            if consideration.entry == chosen
+            else ("unusable, falls through" if not consideration.usable else "shadowed")
+        )
         out.print(f"    {clean(consideration.entry)}: {clean(consideration.why)} [{mark}]")
 
 
@@ -235,9 +273,15 @@ def _render_all_models(rows) -> None:
         table.add_column(column, justify="right" if column in ("rows", "spend") else "left", overflow="fold")
     for totals, resolution in rows:
         table.add_row(
-            resolution.status, clean(totals.model), clean(totals.model_group), clean(totals.model_id),
-            clean(resolution.group or ", ".join(resolution.candidates)), resolution.rule,
-            f"{totals.requests:,}", f"${totals.spend:,.4f}", clean(resolution.decided_by),
+            resolution.status,
+            clean(totals.model),
+            clean(totals.model_group),
+            clean(totals.model_id),
+            clean(resolution.group or ", ".join(resolution.candidates)),
+            resolution.rule,
+            f"{totals.requests:,}",
+            f"${totals.spend:,.4f}",
+            clean(resolution.decided_by),
         )
     out.print(table)
     unresolved = sum(t.requests for t, r in rows if r.status != "resolved")
@@ -250,7 +294,9 @@ def explain(
     key: Annotated[str | None, typer.Argument(help="A key hash or alias.", show_default=False)] = None,
     team: Annotated[str | None, typer.Option("--team", help="A team id or alias instead of a key.", show_default=False)] = None,
     user: Annotated[str | None, typer.Option("--user", help="An internal user id, alias or email.", show_default=False)] = None,
-    end_user: Annotated[str | None, typer.Option("--end-user", help="An end user (customer) id or alias.", show_default=False)] = None,
+    end_user: Annotated[
+        str | None, typer.Option("--end-user", help="An end user (customer) id or alias.", show_default=False)
+    ] = None,
     db: DbOption = None,
     config: ConfigOption = None,
     redis_url: RedisOption = None,
@@ -271,8 +317,19 @@ def explain(
 
     from auditor import api
 
-    story = api.explain(key, team=team, user=user, end_user=end_user, db=db, config=config, redis=redis_url, since=since,
-                        now=now, timezone=timezone, warn=say)
+    story = api.explain(
+        key,
+        team=team,
+        user=user,
+        end_user=end_user,
+        db=db,
+        config=config,
+        redis=redis_url,
+        since=since,
+        now=now,
+        timezone=timezone,
+        warn=say,
+    )
     _render_story(story)
 
 
@@ -297,7 +354,9 @@ def _render_story(story) -> None:
         return inert(hide(str(text)))
 
     name = clean(budgets.alias or budgets.entity_id)
-    out.print(f"[bold]{budgets.scope.replace('_', ' ')} {name}[/] ({clean(hide(budgets.entity_id)[:16])}…) — model_max_budget from {clean(budgets.source)}")
+    out.print(
+        f"[bold]{budgets.scope.replace('_', ' ')} {name}[/] ({clean(hide(budgets.entity_id)[:16])}…) — model_max_budget from {clean(budgets.source)}"
+    )
     if not story.entries:
         out.print("  no per-model budget")
     for entry_story in story.entries:
@@ -307,29 +366,46 @@ def _render_story(story) -> None:
             continue
         limit = entry.limit
         cap = f"${limit:,.4f}" if limit is not None else "no cap"
-        out.print(f"  [bold]{clean(entry_story.name)}[/]: {cap} per {clean(entry.duration.raw)}"
-                  + ("" if entry.enforced else " (enforces nothing)") + f", {len(entry_story.windows)} windows")
+        out.print(
+            f"  [bold]{clean(entry_story.name)}[/]: {cap} per {clean(entry.duration.raw)}"
+            + ("" if entry.enforced else " (enforces nothing)")
+            + f", {len(entry_story.windows)} windows"
+        )
         for w in entry_story.windows:
             over = entry.enforced and w.spend > limit
             style = "red" if w.requests_after_limit else "yellow" if over else "green"
             line = f"    {w.start:%Y-%m-%d %H:%M} → {w.end:%m-%d %H:%M}  ${w.spend:>9,.4f}"
             if entry.enforced:
-                line += f"  [{style}]{_bar(w.spend, limit)}[/] {w.spend / limit:>5.0%}" if limit else f"  [{style}]{_bar(w.spend, 0)}[/]"
+                line += (
+                    f"  [{style}]{_bar(w.spend, limit)}[/] {w.spend / limit:>5.0%}"
+                    if limit
+                    else f"  [{style}]{_bar(w.spend, 0)}[/]"
+                )
             line += f"  {w.requests} req"
             if w.crossed_by:
                 line += f"; crossed by {clean(w.crossed_by)} at {w.crossed_at:%m-%d %H:%M:%S}"
             if w.requests_after_limit:
                 examples = ", ".join(clean(r) for r in w.leaked_examples)
-                line += f"; [red]{w.requests_after_limit} admitted after the limit (${w.spend_after_limit:,.4f})[/]" + (f", e.g. {examples}" if examples else "")
+                line += f"; [red]{w.requests_after_limit} admitted after the limit (${w.spend_after_limit:,.4f})[/]" + (
+                    f", e.g. {examples}" if examples else ""
+                )
             out.print(line)
         for finding in entry_story.counters:
             out.print(f"    counter: {clean(finding.message)}")
     if holder.spend is not None:
-        out.print(f"  scalar spend: {clean(holder.spend_column)} = ${holder.spend:,.4f}"
-                  + (f", max_budget ${holder.max_budget:,.4f}" if holder.max_budget is not None else ", no max_budget")
-                  + (f", resets {holder.budget_duration} (next {holder.budget_reset_at:%Y-%m-%d %H:%M} UTC)" if holder.budget_duration and holder.budget_reset_at else ""))
+        out.print(
+            f"  scalar spend: {clean(holder.spend_column)} = ${holder.spend:,.4f}"
+            + (f", max_budget ${holder.max_budget:,.4f}" if holder.max_budget is not None else ", no max_budget")
+            + (
+                f", resets {holder.budget_duration} (next {holder.budget_reset_at:%Y-%m-%d %H:%M} UTC)"
+                if holder.budget_duration and holder.budget_reset_at
+                else ""
+            )
+        )
     for finding in story.other:
-        out.print(f"  [{'red' if finding.severity == 'error' else 'yellow' if finding.severity == 'warning' else 'cyan'}]{finding.kind}[/]: {clean(finding.message)}")
+        out.print(
+            f"  [{'red' if finding.severity == 'error' else 'yellow' if finding.severity == 'warning' else 'cyan'}]{finding.kind}[/]: {clean(finding.message)}"
+        )
 
 
 @sample_app.command("load")
@@ -379,8 +455,19 @@ def version_callback(value: bool) -> None:
 @app.callback()
 def _root(
     ctx: typer.Context,
-    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Show the version.")] = False,
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="Log to stderr what auditor does: -v the phases, -vv also every SQL statement and its time.", show_default=False)] = 0,
+    version: Annotated[
+        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Show the version.")
+    ] = False,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            help="Log to stderr what auditor does: -v the phases, -vv also every SQL statement and its time.",
+            show_default=False,
+        ),
+    ] = 0,
 ) -> None:
     """Every file auditor creates (reports, --output, SQLite history and journal databases, lock files, the sample
     cache) is readable by its owner only: they hold key hashes and aliases. The umask covers the files SQLite

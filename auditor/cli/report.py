@@ -49,9 +49,21 @@ HistoryDbOption = Annotated[
 
 @handles_errors
 def report(
-    out: Annotated[str, typer.Option("--out", help="Directory the reports are written to (created with mode 0700 when missing).", show_default=False)],
-    formats: Annotated[str, typer.Option("--formats", help="Which files to write, comma-separated: json, md, html.")] = "json,md,html",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing when nothing reaches --fail-on; else one summary line (cron mails only then).")] = False,
+    out: Annotated[
+        str,
+        typer.Option(
+            "--out", help="Directory the reports are written to (created with mode 0700 when missing).", show_default=False
+        ),
+    ],
+    formats: Annotated[
+        str, typer.Option("--formats", help="Which files to write, comma-separated: json, md, html.")
+    ] = "json,md,html",
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="Print nothing when nothing reaches --fail-on; else one summary line (cron mails only then)."
+        ),
+    ] = False,
     db: DbOption = None,
     config: ConfigOption = None,
     redis_url: RedisOption = None,
@@ -66,9 +78,28 @@ def report(
     statement_timeout: StatementTimeoutOption = None,
     timezone: TimezoneOption = None,
     history_db: HistoryDbOption = None,
-    webhook: Annotated[str | None, typer.Option("--webhook", help='POST {"text": ...} (Slack-compatible) here when new error findings appear; 5 s timeout, one retry.', show_default=False)] = None,
-    incremental: Annotated[bool, typer.Option("--incremental", help="Resume from the previous run's checkpoint: read only spend logs that ended since its cut. Falls back to a full scan (and says why) when the checkpoint cannot be reused.")] = False,
-    lookback: Annotated[str, typer.Option("--lookback", help='How late a spend log may be written and still be read: the checkpoint is cut this long before the newest "startTime".')] = "1h",
+    webhook: Annotated[
+        str | None,
+        typer.Option(
+            "--webhook",
+            help='POST {"text": ...} (Slack-compatible) here when new error findings appear; 5 s timeout, one retry.',
+            show_default=False,
+        ),
+    ] = None,
+    incremental: Annotated[
+        bool,
+        typer.Option(
+            "--incremental",
+            help="Resume from the previous run's checkpoint: read only spend logs that ended since its cut. Falls back to a full scan (and says why) when the checkpoint cannot be reused.",
+        ),
+    ] = False,
+    lookback: Annotated[
+        str,
+        typer.Option(
+            "--lookback",
+            help='How late a spend log may be written and still be read: the checkpoint is cut this long before the newest "startTime".',
+        ),
+    ] = "1h",
     litellm_version: LiteLLMVersionOption = None,
 ) -> None:
     """Run a scan and write it as dated report files: JSON, Markdown and a self-contained HTML page.
@@ -95,12 +126,31 @@ def report(
 
     from auditor import api
 
-    with (progress() if not quiet else nullcontext()) as advance:
-        run = api.report(db, config=config, redis=redis_url, out=out, formats=formats, incremental=incremental,
-                         lookback=lookback, history_db=history_db, webhook=webhook, now=now, since=since, until=until,
-                         tolerance=tolerance, window_slack=window_slack, settle=settle, fail_on=fail_on.value,
-                         statement_timeout=statement_timeout, timezone=timezone, redis_optional=redis_optional,
-                         litellm_version=litellm_version, progress=advance, warn=say)
+    with progress() if not quiet else nullcontext() as advance:
+        run = api.report(
+            db,
+            config=config,
+            redis=redis_url,
+            out=out,
+            formats=formats,
+            incremental=incremental,
+            lookback=lookback,
+            history_db=history_db,
+            webhook=webhook,
+            now=now,
+            since=since,
+            until=until,
+            tolerance=tolerance,
+            window_slack=window_slack,
+            settle=settle,
+            fail_on=fail_on.value,
+            statement_timeout=statement_timeout,
+            timezone=timezone,
+            redis_optional=redis_optional,
+            litellm_version=litellm_version,
+            progress=advance,
+            warn=say,
+        )
     failing = fail_on.fails(run.result.worst())
     if not quiet:
         for why in run.notices:
@@ -156,7 +206,18 @@ def history(
         out.print("no report runs recorded yet")
         return
     table = Table(header_style="bold")
-    for column in ("run id", "started (UTC)", "as of (UTC)", "status", "read", "findings", "new", "still open", "resolved", "note"):
+    for column in (
+        "run id",
+        "started (UTC)",
+        "as of (UTC)",
+        "status",
+        "read",
+        "findings",
+        "new",
+        "still open",
+        "resolved",
+        "note",
+    ):
         table.add_column(column, overflow="fold")
     style = {"completed": "green", "failed": "bold red", "incomplete": "bold red"}
 
@@ -166,13 +227,24 @@ def history(
     for r in runs:
         sev = r["by_severity"] or {}
         found = "—" if r["findings"] is None else f"{r['findings']} ({sev.get('error', 0)} errors)"
-        note = r["message"] or ("first recorded run" if r["status"] == "completed" and not r["previous_run"] else
-                                (f"since {r['previous_run'][:8]}" if r["previous_run"] else ""))
-        table.add_row(r["run_id"], (r["started_at"] or "")[:19].replace("T", " "), (r["as_of"] or "—")[:19].replace("T", " "),
-                      f"[{style.get(r['status'], 'yellow')}]{r['status']}[/]", r["mode"] or "—", found, number(r["new"]),
-                      number(r["still_open"]), number(r["resolved"]), clean(note))
+        note = r["message"] or (
+            "first recorded run"
+            if r["status"] == "completed" and not r["previous_run"]
+            else (f"since {r['previous_run'][:8]}" if r["previous_run"] else "")
+        )
+        table.add_row(
+            r["run_id"],
+            (r["started_at"] or "")[:19].replace("T", " "),
+            (r["as_of"] or "—")[:19].replace("T", " "),
+            f"[{style.get(r['status'], 'yellow')}]{r['status']}[/]",
+            r["mode"] or "—",
+            found,
+            number(r["new"]),
+            number(r["still_open"]),
+            number(r["resolved"]),
+            clean(note),
+        )
     out.print(table)
 
 
 history_command = history
-

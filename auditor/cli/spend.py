@@ -53,8 +53,16 @@ def spend_command(
     period: Annotated[Period, typer.Option("--period", help="Calendar periods, in --timezone.")] = Period.total,
     since: SinceOption = None,
     until: UntilOption = None,
-    top: Annotated[int | None, typer.Option("--top", min=1, help="Only the N entities that spent most (the rest summed below).", show_default=False)] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Only this model group (or a router alias of it, or an unresolved model name).", show_default=False)] = None,
+    top: Annotated[
+        int | None,
+        typer.Option("--top", min=1, help="Only the N entities that spent most (the rest summed below).", show_default=False),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="Only this model group (or a router alias of it, or an unresolved model name).", show_default=False
+        ),
+    ] = None,
     timezone: TimezoneOption = None,
     output_format: FormatOption = Format.table,
     output: OutputOption = None,
@@ -75,13 +83,28 @@ def spend_command(
     from auditor.output import write_atomic
     from auditor.reports import render
 
-    result = api.spend(db, config=config, by=by.value, period=period.value, since=since, until=until, top=top,
-                       model=model, timezone=timezone, statement_timeout=statement_timeout, warn=say)
+    result = api.spend(
+        db,
+        config=config,
+        by=by.value,
+        period=period.value,
+        since=since,
+        until=until,
+        top=top,
+        model=model,
+        timezone=timezone,
+        statement_timeout=statement_timeout,
+        warn=say,
+    )
     if output_format is Format.table and not output:
         _print_table(result)
         return
-    text = {Format.json: render.spend_json, Format.csv: render.spend_csv, Format.markdown: render.spend_markdown,
-            Format.table: render.spend_markdown}[output_format](result.record())
+    text = {
+        Format.json: render.spend_json,
+        Format.csv: render.spend_csv,
+        Format.markdown: render.spend_markdown,
+        Format.table: render.spend_markdown,
+    }[output_format](result.record())
     if output:
         write_atomic(output, text)
     else:
@@ -93,16 +116,33 @@ def _print_table(result) -> None:
 
     record = result.record()
     table = Table(header_style="bold", expand=False)
-    columns = [("period", "left"), (result.by.replace("_", " "), "left"), ("model group", "left"), ("spend", "right"),
-               ("share", "right"), ("requests", "right"), ("tokens in", "right"), ("tokens out", "right"),
-               ("failures", "right"), ("cache hits", "right")]
+    columns = [
+        ("period", "left"),
+        (result.by.replace("_", " "), "left"),
+        ("model group", "left"),
+        ("spend", "right"),
+        ("share", "right"),
+        ("requests", "right"),
+        ("tokens in", "right"),
+        ("tokens out", "right"),
+        ("failures", "right"),
+        ("cache hits", "right"),
+    ]
     by_period = result.period != "total"
-    for name, justify in columns[0 if by_period else 1:]:
+    for name, justify in columns[0 if by_period else 1 :]:
         table.add_column(name, justify=justify, overflow="fold")
     for line in record["lines"]:
-        cells = [render.clean(render.spend_entity(line)), render.clean(render.spend_group(line)), f"${line['spend']:,.4f}",
-                 f"{line['share']:.1%}", f"{line['requests']:,}", f"{line['prompt_tokens']:,}", f"{line['completion_tokens']:,}",
-                 f"{line['failures']:,}", f"{line['cache_hits']:,}"]
+        cells = [
+            render.clean(render.spend_entity(line)),
+            render.clean(render.spend_group(line)),
+            f"${line['spend']:,.4f}",
+            f"{line['share']:.1%}",
+            f"{line['requests']:,}",
+            f"{line['prompt_tokens']:,}",
+            f"{line['completion_tokens']:,}",
+            f"{line['failures']:,}",
+            f"{line['cache_hits']:,}",
+        ]
         table.add_row(*([line["period"]] if by_period else []), *cells)
     out.print(table)
     for said in render.spend_summary(record):

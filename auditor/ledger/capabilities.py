@@ -101,8 +101,9 @@ def inspect_database(conn: Connection) -> Capabilities:
     return Capabilities(dialect=dialect, server_version=f"{dialect} {server_version}", columns=columns, indexes=indexes)
 
 
-def detect_deployment_era(conn: Connection, caps: Capabilities, explicit: str | None, *, client=None,
-                          redis_keys: Iterable[str] | None = None):
+def detect_deployment_era(
+    conn: Connection, caps: Capabilities, explicit: str | None, *, client=None, redis_keys: Iterable[str] | None = None
+):
     """The LiteLLM era (auditor.litellm.eras.Detection): --litellm-version, else the schema markers and the limiter's key names
     in Redis (read with `client`, or given as `redis_keys`) and in LiteLLM_BudgetWindowSpend. A Redis that fails while
     its key names are read is left out: the scan that follows reads it again and says so."""

@@ -281,7 +281,9 @@ def _require_sqlite_file(target: DatabaseTarget) -> None:
 def _db_failure(target: DatabaseTarget, err: DBAPIError) -> UnavailableError:
     detail = describe_db_error(target, err)
     if "statement timeout" in detail:
-        return UnavailableError(f"a query on {target.masked} hit the statement timeout: raise --statement-timeout or narrow with --since")
+        return UnavailableError(
+            f"a query on {target.masked} hit the statement timeout: raise --statement-timeout or narrow with --since"
+        )
     if err.connection_invalidated:
         return UnavailableError(f"lost the connection to {target.masked}: {detail}")
     return UnavailableError(f"database error on {target.masked}: {detail}")

@@ -174,8 +174,9 @@ def _scaled(element, compiler, double: str, **kw) -> str:
     """spend * 1e9 moved half a nano-dollar away from zero, in doubles: truncated, money.to_nanos's rounding."""
     (spend,) = element.clauses
     v = compiler.process(spend, **kw)
-    return (f"(({v}) * CAST(1000000000 AS {double}) + CASE WHEN ({v}) < 0 THEN CAST(-0.5 AS {double}) "
-            f"ELSE CAST(0.5 AS {double}) END)")
+    return (
+        f"(({v}) * CAST(1000000000 AS {double}) + CASE WHEN ({v}) < 0 THEN CAST(-0.5 AS {double}) ELSE CAST(0.5 AS {double}) END)"
+    )
 
 
 # SQLite: CAST(real AS INTEGER) truncates toward zero. y / 2**32 is exact, trunc(y / 2**32) = trunc(trunc(y) / 2**32),
@@ -265,8 +266,14 @@ PaidJobs = dict[tuple[str, str], tuple[datetime, datetime] | None]
 ENTITY_GRAIN = ("team_id", "user", "end_user")  # with api_key, the columns that place a row in every scope
 
 
-def spend_groups(conn: Connection, caps: Capabilities, where: SpendFilter, paid: Collection[tuple[str, str]] = (),
-                 first_paid: PaidJobs | None = None, charged_by_entity: list | None = None) -> list[SpendGroup]:
+def spend_groups(
+    conn: Connection,
+    caps: Capabilities,
+    where: SpendFilter,
+    paid: Collection[tuple[str, str]] = (),
+    first_paid: PaidJobs | None = None,
+    charged_by_entity: list | None = None,
+) -> list[SpendGroup]:
     """One grouped query over the whole ledger: memory grows with distinct (key, model triple), not rows.
 
     It groups on plain columns only (key, model triple, status, call_type): PostgreSQL estimates the
@@ -287,8 +294,13 @@ def spend_groups(conn: Connection, caps: Capabilities, where: SpendFilter, paid:
     grain = _grain(charged_by_entity is not None)
     query = (
         select(
-            key.label("api_key"), model.label("model"), model_group.label("model_group"), model_id.label("model_id"),
-            *grain, status.label("status"), spend_logs.c.call_type,
+            key.label("api_key"),
+            model.label("model"),
+            model_group.label("model_group"),
+            model_id.label("model_id"),
+            *grain,
+            status.label("status"),
+            spend_logs.c.call_type,
             *(part.label(name) for part, name in zip(summed_nanos(_finite_spend()), ("spend_high", "spend_low"))),
             func.count().label("requests"),
             func.count(case((_spend_not_finite(), 1))).label("bad_spend"),
@@ -304,7 +316,7 @@ def spend_groups(conn: Connection, caps: Capabilities, where: SpendFilter, paid:
     groups = []
     for r in rows:
         triple = (r.api_key, r.model, r.model_group, r.model_id)
-        found = triple + tuple(r[4:4 + len(grain)])  # how the narrow queries key their groups
+        found = triple + tuple(r[4 : 4 + len(grain)])  # how the narrow queries key their groups
         spend, requests, bad = from_parts(r.spend_high, r.spend_low), int(r.requests), int(r.bad_spend)  # nano-dollars
         if r.status == "failure":
             groups.append(SpendGroup(*triple, IGNORED_FAILURE, to_dollars(spend), requests))
@@ -361,12 +373,19 @@ def _metadata_failures(conn: Connection, caps: Capabilities, where: SpendFilter,
     group = (key, model, model_group, model_id, *_grain(by_entity))
     n = len(group)
     query = (
-        select(*group, spend_logs.c.call_type, func.count(), func.count(case((_spend_not_finite(), 1))),
-               *summed_nanos(_finite_spend()))
+        select(
+            *group,
+            spend_logs.c.call_type,
+            func.count(),
+            func.count(case((_spend_not_finite(), 1))),
+            *summed_nanos(_finite_spend()),
+        )
         .where(*where.where(), spend_logs.c.status.is_(None), spend_logs.c.metadata["status"].as_string() == "failure")
         .group_by(*group, spend_logs.c.call_type)
     )
-    return {(tuple(r[:n]), r[n]): (int(r[n + 1]), from_parts(r[n + 3], r[n + 4]), int(r[n + 2])) for r in hash_aggregated(conn, query)}
+    return {
+        (tuple(r[:n]), r[n]): (int(r[n + 1]), from_parts(r[n + 3], r[n + 4]), int(r[n + 2])) for r in hash_aggregated(conn, query)
+    }
 
 
 def _merged(groups: list[SpendGroup]) -> list[SpendGroup]:
@@ -379,8 +398,14 @@ def _merged(groups: list[SpendGroup]) -> list[SpendGroup]:
     return list(merged.values())
 
 
-def repeat_polls(conn: Connection, caps: Capabilities, where: SpendFilter, paid: Collection[tuple[str, str]] = (),
-                 first_paid: PaidJobs | None = None, by_entity: bool = False) -> dict:
+def repeat_polls(
+    conn: Connection,
+    caps: Capabilities,
+    where: SpendFilter,
+    paid: Collection[tuple[str, str]] = (),
+    first_paid: PaidJobs | None = None,
+    by_entity: bool = False,
+) -> dict:
     """Paid polls of a job that the same key already paid for, per ((key, model triple), call_type): (rows, spend);
     `by_entity`: per ((key, model triple, *ENTITY_GRAIN), call_type), as spend_groups groups then.
 
@@ -392,17 +417,21 @@ def repeat_polls(conn: Connection, caps: Capabilities, where: SpendFilter, paid:
     endTime and startTime, so the caller can tell which of them a later read starts after."""
     model, model_group, model_id = model_triple(caps)
     job = _job_id(caps, spend_logs)
-    ranked = (
-        select(
-            spend_logs.c.api_key, model.label("model"), model_group.label("model_group"), model_id.label("model_id"),
-            *_grain(by_entity), spend_logs.c.call_type, spend_logs.c.spend, job.label("job"), spend_logs.c.endTime,
-            spend_logs.c.startTime,
-            func.row_number().over(
-                partition_by=(spend_logs.c.api_key, job), order_by=(spend_logs.c.endTime, spend_logs.c.request_id)
-            ).label("nth"),
-        )
-        .where(*where.where(), _is_paid_poll(), row_outcome(caps) == CHARGED)
-    )
+    ranked = select(
+        spend_logs.c.api_key,
+        model.label("model"),
+        model_group.label("model_group"),
+        model_id.label("model_id"),
+        *_grain(by_entity),
+        spend_logs.c.call_type,
+        spend_logs.c.spend,
+        job.label("job"),
+        spend_logs.c.endTime,
+        spend_logs.c.startTime,
+        func.row_number()
+        .over(partition_by=(spend_logs.c.api_key, job), order_by=(spend_logs.c.endTime, spend_logs.c.request_id))
+        .label("nth"),
+    ).where(*where.where(), _is_paid_poll(), row_outcome(caps) == CHARGED)
     partial = bool(paid) or first_paid is not None
     ranked = ranked.cte("ranked") if partial else ranked.subquery()
     grain = [ranked.c[name] for name in ENTITY_GRAIN] if by_entity else []
@@ -415,14 +444,16 @@ def repeat_polls(conn: Connection, caps: Capabilities, where: SpendFilter, paid:
     nothing = (cast(null(), String), cast(null(), DateTime), cast(null(), DateTime))
     query = union_all(
         select(*group, func.count(), *summed_nanos(ranked.c.spend), *nothing, literal(False, Boolean))
-        .where(ranked.c.nth > 1).group_by(*group),
-        select(*group, literal(1, Integer), *nanos_parts(ranked.c.spend), ranked.c.job, ranked.c.endTime, ranked.c.startTime, true())
-        .where(ranked.c.nth == 1),
+        .where(ranked.c.nth > 1)
+        .group_by(*group),
+        select(
+            *group, literal(1, Integer), *nanos_parts(ranked.c.spend), ranked.c.job, ranked.c.endTime, ranked.c.startTime, true()
+        ).where(ranked.c.nth == 1),
     )
     repeats: dict = {}
     for r in conn.execute(query):
         found = (tuple(r[:n]), r[n])
-        count, high, low, job, end, start, first = r[n + 1:n + 8]
+        count, high, low, job, end, start, first = r[n + 1 : n + 8]
         if first and (r[0], job) not in paid:  # the job's first paid poll, and the job was not paid before: charged
             if first_paid is not None:
                 first_paid[(r[0], job)] = (_as_datetime(end), _as_datetime(start))
@@ -463,8 +494,13 @@ SCOPE_COLUMNS: dict[str, tuple[str, ...]] = {
 
 
 def stream_charges(
-    conn: Connection, caps: Capabilities, where: SpendFilter, scope: str, entity_ids: Sequence[str | tuple[str, str]],
-    batch: int = 5000, paid_jobs: PaidJobs | None = None,
+    conn: Connection,
+    caps: Capabilities,
+    where: SpendFilter,
+    scope: str,
+    entity_ids: Sequence[str | tuple[str, str]],
+    batch: int = 5000,
+    paid_jobs: PaidJobs | None = None,
 ) -> Iterator[ChargeRow]:
     """Charged rows of the given entities in (entity, charge time) order, through a server-side cursor.
 
@@ -509,8 +545,15 @@ def stream_charges(
                 continue
             paid_jobs[(api_key, job)] = (end, start)
         yield ChargeRow(
-            row[0] if n == 1 else team_member_entity_id(row[0], row[1]), request_id, api_key, start, end,
-            float(spend or 0.0), model, model_group, model_id,
+            row[0] if n == 1 else team_member_entity_id(row[0], row[1]),
+            request_id,
+            api_key,
+            start,
+            end,
+            float(spend or 0.0),
+            model,
+            model_group,
+            model_id,
         )
 
 
@@ -519,20 +562,28 @@ def _entity_match(scope: str, entity_ids: Sequence[str | tuple[str, str]]) -> tu
     return columns, (columns[0].in_(list(entity_ids)) if len(columns) == 1 else tuple_(*columns).in_(list(entity_ids)))
 
 
-def paid_jobs_before(conn: Connection, caps: Capabilities, scope: str, entity_ids: Sequence[str | tuple[str, str]],
-                     before: datetime) -> PaidJobs:
+def paid_jobs_before(
+    conn: Connection, caps: Capabilities, scope: str, entity_ids: Sequence[str | tuple[str, str]], before: datetime
+) -> PaidJobs:
     """The jobs these entities paid for in a poll that ended before `before`: seeded into stream_charges' `paid_jobs`
     when it reads from `before` on (SpendFilter.ended_from), so a later poll of them is a repeat, as in a full read."""
     if not entity_ids:
         return {}
     _, matches = _entity_match(scope, entity_ids)
-    query = (select(spend_logs.c.api_key, _job_id(caps, spend_logs))
-             .where(matches, _is_paid_poll(), row_outcome(caps) == CHARGED, spend_logs.c.endTime < before).distinct())
+    query = (
+        select(spend_logs.c.api_key, _job_id(caps, spend_logs))
+        .where(matches, _is_paid_poll(), row_outcome(caps) == CHARGED, spend_logs.c.endTime < before)
+        .distinct()
+    )
     return {(r[0], r[1]): None for r in conn.execute(query)}
 
 
 def period_spend(
-    conn: Connection, caps: Capabilities, scope: str, starts: Sequence[tuple[str | tuple[str, str], datetime]], until: datetime,
+    conn: Connection,
+    caps: Capabilities,
+    scope: str,
+    starts: Sequence[tuple[str | tuple[str, str], datetime]],
+    until: datetime,
     ended_from: datetime | None = None,
 ) -> dict[str | tuple[str, str], tuple[float, int]]:
     """Charged spend and rows of each entity since its own period start, in one grouped join. Charged: so rows
@@ -548,7 +599,9 @@ def period_spend(
         return {}
     names = SCOPE_COLUMNS[scope]
     keyed = [((entity,) if isinstance(entity, str) else tuple(entity)) + (start,) for entity, start in starts]
-    periods = _rows_as_table(keyed, [*(f"e{i}" for i in range(len(names))), "period_start"], [*(String,) * len(names), DateTime], conn)
+    periods = _rows_as_table(
+        keyed, [*(f"e{i}" for i in range(len(names))), "period_start"], [*(String,) * len(names), DateTime], conn
+    )
     matches = [spend_logs.c[name] == periods.c[f"e{i}"] for i, name in enumerate(names)]
     entity_columns = [periods.c[f"e{i}"] for i in range(len(names))]
     read = SpendFilter(since=min(start for _, start in starts), ended_from=ended_from)
@@ -566,7 +619,11 @@ def period_spend(
 
 
 def window_splits(
-    conn: Connection, caps: Capabilities, scope: str, entity: str | tuple[str, str], windows: Sequence[tuple[datetime, datetime]],
+    conn: Connection,
+    caps: Capabilities,
+    scope: str,
+    entity: str | tuple[str, str],
+    windows: Sequence[tuple[datetime, datetime]],
 ) -> list[tuple[datetime, str, str, str, str, float, int]]:
     """One entity's charged rows per window (charged at "endTime" in [start, end), as the replay assigns them), key and
     logged model triple: (window start, api_key, model, model_group, model_id, spend, rows). One statement, the
@@ -581,17 +638,27 @@ def window_splits(
     query = (
         select(spans.c.w_start, key, model, model_group, model_id, func.count(), *summed_nanos(_finite_spend()))
         .select_from(spans.join(spend_logs, and_(spend_logs.c.endTime >= spans.c.w_start, spend_logs.c.endTime < spans.c.w_end)))
-        .where(*(spend_logs.c[name] == value for name, value in zip(names, values_, strict=True)),
-               spend_logs.c.startTime >= min(start for start, _ in windows) - DEFAULT_LOOKBACK, row_outcome(caps) == CHARGED)
+        .where(
+            *(spend_logs.c[name] == value for name, value in zip(names, values_, strict=True)),
+            spend_logs.c.startTime >= min(start for start, _ in windows) - DEFAULT_LOOKBACK,
+            row_outcome(caps) == CHARGED,
+        )
         .group_by(spans.c.w_start, key, model, model_group, model_id)
     )
     parse = conn.dialect.name != "postgresql"
-    return [(_as_datetime(r[0]) if parse else r[0], r[1], r[2], r[3], r[4], to_dollars(from_parts(r[6], r[7])), int(r[5]))
-            for r in conn.execute(query)]
+    return [
+        (_as_datetime(r[0]) if parse else r[0], r[1], r[2], r[3], r[4], to_dollars(from_parts(r[6], r[7])), int(r[5]))
+        for r in conn.execute(query)
+    ]
 
 
 def period_charges(
-    conn: Connection, caps: Capabilities, scope: str, entity: str | tuple[str, str], start: datetime, until: datetime,
+    conn: Connection,
+    caps: Capabilities,
+    scope: str,
+    entity: str | tuple[str, str],
+    start: datetime,
+    until: datetime,
 ) -> Iterator[tuple[datetime, datetime, float, bool]]:
     """One entity's charged rows of a scalar period (as period_spend counts them) in charge order: start, end, spend,
     and whether the request came through a team key. Streamed: only asked for entities over their budget."""
@@ -600,8 +667,12 @@ def period_charges(
     team_key = func.coalesce(spend_logs.c.team_id, "") != ""
     query = (
         select(spend_logs.c.startTime, spend_logs.c.endTime, _finite_spend(), case((team_key, 1), else_=0))
-        .where(*(spend_logs.c[name] == value for name, value in zip(names, values_, strict=True)),
-               spend_logs.c.startTime >= start, spend_logs.c.startTime <= until, row_outcome(caps) == CHARGED)
+        .where(
+            *(spend_logs.c[name] == value for name, value in zip(names, values_, strict=True)),
+            spend_logs.c.startTime >= start,
+            spend_logs.c.startTime <= until,
+            row_outcome(caps) == CHARGED,
+        )
         .order_by(spend_logs.c.endTime, spend_logs.c.request_id)
     )
     parse = conn.dialect.name != "postgresql"

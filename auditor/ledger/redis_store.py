@@ -59,14 +59,18 @@ def connect_redis(target: RedisTarget, timeout_s: float = 5.0) -> redis.Redis:
     """A client that has answered PING. Every command is bounded by the socket timeout (5 s, or the URL's
     ?socket_timeout= / ?socket_connect_timeout=, which win); a Redis that does not answer is exit 3, never a hang."""
     try:
-        client = redis.Redis.from_url(target.url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=True)
+        client = redis.Redis.from_url(
+            target.url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=True
+        )
     except (ValueError, TypeError) as err:  # a query-string option redis-py cannot cast
         raise InputError(f"Redis URL {target.masked!r} does not parse: {redis_error_text(target, err)}") from None
     try:
         client.ping()
     except Exception as err:  # noqa: BLE001 - not Redis at all (another service's port) breaks redis-py's handshake in odd ways
         client.close()
-        raise UnavailableError(f"cannot reach Redis at {target.masked} ({target.origin}): {redis_error_text(target, err)}") from None
+        raise UnavailableError(
+            f"cannot reach Redis at {target.masked} ({target.origin}): {redis_error_text(target, err)}"
+        ) from None
     return client
 
 
@@ -75,7 +79,9 @@ def read_all_counters(target: RedisTarget, client: redis.Redis) -> list[Counter]
     try:
         return read_counters(client)
     except (redis.RedisError, OSError) as err:
-        raise UnavailableError(f"lost Redis at {target.masked} ({target.origin}) while reading counters: {redis_error_text(target, err)}") from None
+        raise UnavailableError(
+            f"lost Redis at {target.masked} ({target.origin}) while reading counters: {redis_error_text(target, err)}"
+        ) from None
 
 
 def redis_error_text(target: RedisTarget, err: Exception) -> str:
@@ -132,7 +138,9 @@ def read_all_values(target: RedisTarget, client: redis.Redis, keys: list[str]) -
     try:
         return read_values(client, keys)
     except (redis.RedisError, OSError) as err:
-        raise UnavailableError(f"lost Redis at {target.masked} ({target.origin}) while reading counters: {redis_error_text(target, err)}") from None
+        raise UnavailableError(
+            f"lost Redis at {target.masked} ({target.origin}) while reading counters: {redis_error_text(target, err)}"
+        ) from None
 
 
 # Replies as bytes whatever the client's decode_responses: a value that is not UTF-8 must not fail the read.
@@ -141,7 +149,9 @@ _UNDECODED = {NEVER_DECODE: []}
 
 def _mget(client: redis.Redis, keys: list[str]) -> list[str | None]:
     """MGET, each value as text (bytes that are not UTF-8 shown with backslash escapes: not a number)."""
-    return [None if v is None else _utf8(v, errors="backslashreplace") for v in client.execute_command("MGET", *keys, **_UNDECODED)]
+    return [
+        None if v is None else _utf8(v, errors="backslashreplace") for v in client.execute_command("MGET", *keys, **_UNDECODED)
+    ]
 
 
 def _utf8(value: bytes | str, errors: str = "strict") -> str | None:

@@ -22,6 +22,7 @@ TIMESTAMP3 = DateTime().with_variant(TIMESTAMP(precision=3), "postgresql")
 def _utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
+
 budget_table = Table(
     "LiteLLM_BudgetTable",
     metadata,

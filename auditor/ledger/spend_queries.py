@@ -56,8 +56,15 @@ class Cell(NamedTuple):
     cache_hits: int
 
 
-def ledger_cells(conn: Connection, caps: Capabilities, where: SpendFilter, by: str | tuple[str, ...], period: str = "total",
-                 offsets: Sequence[tuple[datetime | None, int]] = ((None, 0),), zone_name: str = "UTC") -> list[Cell]:
+def ledger_cells(
+    conn: Connection,
+    caps: Capabilities,
+    where: SpendFilter,
+    by: str | tuple[str, ...],
+    period: str = "total",
+    offsets: Sequence[tuple[datetime | None, int]] = ((None, 0),),
+    zone_name: str = "UTC",
+) -> list[Cell]:
     """The ledger's rows in `where`, grouped by the entity of `by` (a scope, or "tag": a row counts once under
     each of its request_tags, and under '' when it has none; or a tuple of spend-log columns), model triple,
     calendar `period` and outcome.
@@ -72,26 +79,37 @@ def ledger_cells(conn: Connection, caps: Capabilities, where: SpendFilter, by: s
     model, model_group, model_id = model_triple(caps)
     outcome = row_outcome(caps)
     keys = [*entity, model, model_group, model_id, bucket, outcome, spend_logs.c.call_type]
-    query = (
-        select(*keys, *_measures(caps, spend_logs))
-        .select_from(source)
-        .where(*where.where())
-        .group_by(*keys)
-    )
+    query = select(*keys, *_measures(caps, spend_logs)).select_from(source).where(*where.where()).group_by(*keys)
     rows = hash_aggregated(conn, query)
     n = len(entity)
     dates: dict = {}  # each distinct bucket converted once
     cells = [
-        Cell(tuple(r[:n]), r[n], r[n + 1], r[n + 2], _date(r[n + 3], dates), r[n + 4], to_dollars(from_parts(r[n + 6], r[n + 7])),
-             int(r[n + 8]), int(r[n + 9] or 0), int(r[n + 10] or 0), int(r[n + 11] or 0))
+        Cell(
+            tuple(r[:n]),
+            r[n],
+            r[n + 1],
+            r[n + 2],
+            _date(r[n + 3], dates),
+            r[n + 4],
+            to_dollars(from_parts(r[n + 6], r[n + 7])),
+            int(r[n + 8]),
+            int(r[n + 9] or 0),
+            int(r[n + 10] or 0),
+            int(r[n + 11] or 0),
+        )
         for r in rows
     ]
     if any(c.outcome == CHARGED and r[n + 5] in JOB_POLL_CALL_TYPES for c, r in zip(cells, rows)):
         # each group of repeats moves out of the charged cells: a cell of them, and the same with the sign turned
         for r in _repeat_polls(conn, caps, where, by, period, offsets, zone_name):
             head = (tuple(r[:n]), r[n], r[n + 1], r[n + 2], _date(r[n + 3], dates))
-            values = (to_dollars(from_parts(r[n + 4], r[n + 5])), int(r[n + 6]), int(r[n + 7] or 0), int(r[n + 8] or 0),
-                      int(r[n + 9] or 0))
+            values = (
+                to_dollars(from_parts(r[n + 4], r[n + 5])),
+                int(r[n + 6]),
+                int(r[n + 7] or 0),
+                int(r[n + 8] or 0),
+                int(r[n + 9] or 0),
+            )
             cells.append(Cell(*head, IGNORED_REPEAT_POLL, *values))
             cells.append(Cell(*head, CHARGED, *(-v for v in values)))
     return cells
@@ -108,13 +126,16 @@ def _date(bucket: object, dates: dict) -> str | None:
 def _measures(caps: Capabilities, table) -> list:
     """spend (finite amounts only, as two exact sums of nano-dollars: money.from_parts), rows, prompt and completion
     tokens, cache hits."""
+
     def tokens(name: str):
         return func.coalesce(func.sum(table.c[name]), 0) if caps.has_column("LiteLLM_SpendLogs", name) else literal(0)
 
-    hit = (func.count(case((func.lower(func.coalesce(table.c.cache_hit, "")) == "true", 1)))
-           if caps.has_column("LiteLLM_SpendLogs", "cache_hit") else literal(0))
-    return [*summed_nanos(_finite_spend(table)), func.count(), tokens("prompt_tokens"),
-            tokens("completion_tokens"), hit]
+    hit = (
+        func.count(case((func.lower(func.coalesce(table.c.cache_hit, "")) == "true", 1)))
+        if caps.has_column("LiteLLM_SpendLogs", "cache_hit")
+        else literal(0)
+    )
+    return [*summed_nanos(_finite_spend(table)), func.count(), tokens("prompt_tokens"), tokens("completion_tokens"), hit]
 
 
 def _entity_source(conn: Connection, table, by: str):
@@ -160,20 +181,33 @@ def _bucket(conn: Connection, column, period: str, offsets: Sequence[tuple[datet
     return func.strftime("%Y-%m-01", local)
 
 
-def _repeat_polls(conn: Connection, caps: Capabilities, where: SpendFilter, by: str, period: str,
-                  offsets, zone_name: str) -> list:
+def _repeat_polls(
+    conn: Connection, caps: Capabilities, where: SpendFilter, by: str, period: str, offsets, zone_name: str
+) -> list:
     """The charged polls of a job after its first paid one (by "endTime", then request_id, per key: as
     queries.repeat_polls ranks them), grouped like ledger_cells' cells without the outcome."""
     model, model_group, model_id = model_triple(caps)
     wanted = [spend_logs.c[name] for name in (by if isinstance(by, tuple) else ENTITY_COLUMNS[by])]
-    extra = [spend_logs.c[name] for name in ("prompt_tokens", "completion_tokens", "cache_hit")
-             if caps.has_column("LiteLLM_SpendLogs", name)]
+    extra = [
+        spend_logs.c[name]
+        for name in ("prompt_tokens", "completion_tokens", "cache_hit")
+        if caps.has_column("LiteLLM_SpendLogs", name)
+    ]
     ranked = (
         select(
-            *wanted, *extra, spend_logs.c.startTime, spend_logs.c.spend, model.label("model"),
-            model_group.label("model_group"), model_id.label("model_id"),
-            func.row_number().over(partition_by=(spend_logs.c.api_key, _job_id(caps, spend_logs)),
-                                   order_by=(spend_logs.c.endTime, spend_logs.c.request_id)).label("nth"),
+            *wanted,
+            *extra,
+            spend_logs.c.startTime,
+            spend_logs.c.spend,
+            model.label("model"),
+            model_group.label("model_group"),
+            model_id.label("model_id"),
+            func.row_number()
+            .over(
+                partition_by=(spend_logs.c.api_key, _job_id(caps, spend_logs)),
+                order_by=(spend_logs.c.endTime, spend_logs.c.request_id),
+            )
+            .label("nth"),
         )
         .where(*where.where(), _is_paid_poll(), row_outcome(caps) == CHARGED)
         .subquery("ranked")

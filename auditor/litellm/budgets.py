@@ -81,8 +81,10 @@ def _whole_value_reason(raw: object) -> str:
             decoded = json.loads(raw)
         except (ValueError, RecursionError):
             if _TOO_LONG_INT.search(raw):  # JSON, but Python (so Prisma's client in LiteLLM too) refuses to read it
-                return (f"the value holds an integer of more than {_MAX_INT_DIGITS} digits ({_show(raw)}), which Python cannot "
-                        "read; LiteLLM fails on the whole value")
+                return (
+                    f"the value holds an integer of more than {_MAX_INT_DIGITS} digits ({_show(raw)}), which Python cannot "
+                    "read; LiteLLM fails on the whole value"
+                )
             return f"the value is a string that is not JSON ({_show(raw)}), not an object; LiteLLM ignores the whole value"
         if isinstance(decoded, dict):
             return (
@@ -98,8 +100,7 @@ def _parse_entry(name: str, entry: object, now: datetime | None) -> BudgetEntry 
         amount = _show(entry)
         return BudgetProblem(
             name,
-            f"legacy float entry {amount}: LiteLLM 1.99+ ignores it; "
-            f'write {{"budget_limit": {amount}, "time_period": "..."}}',
+            f'legacy float entry {amount}: LiteLLM 1.99+ ignores it; write {{"budget_limit": {amount}, "time_period": "..."}}',
             entry,
         )
     if not isinstance(entry, Mapping):
@@ -112,7 +113,9 @@ def _parse_entry(name: str, entry: object, now: datetime | None) -> BudgetEntry 
     if any(not isinstance(key, str) for key in fields):
         return BudgetProblem(name, "entry has a key that is not a string; LiteLLM ignores the entry", entry)
     if "self" in fields:  # BudgetConfig.__init__(self, **data) cannot take a keyword named self
-        return BudgetProblem(name, "entry has a key named 'self', which breaks LiteLLM's BudgetConfig; it ignores the entry", entry)
+        return BudgetProblem(
+            name, "entry has a key named 'self', which breaks LiteLLM's BudgetConfig; it ignores the entry", entry
+        )
     # BudgetConfig.__init__: the alias wins whenever present, even when null.
     cap_key = "budget_limit" if "budget_limit" in fields else "max_budget"
     duration_key = "time_period" if "time_period" in fields else "budget_duration"

@@ -88,8 +88,10 @@ def _read_mapping(file: Path, root: Path) -> dict[str, Any]:
     except (ValueError, OverflowError) as error:  # a scalar YAML types but Python cannot build: 2026-13-45, a 5000-digit int
         raise ConfigError(f"{where}: not valid YAML ({_first_line(error)}); fix the value and retry") from None
     except (AttributeError, KeyError, IndexError, TypeError):  # PyYAML's constructors on a scalar not of its explicit tag
-        raise ConfigError(f"{where}: not valid YAML (a value tagged !!timestamp, !!bool, !!int or !!float is not one); "
-                          "fix the value or drop the tag") from None
+        raise ConfigError(
+            f"{where}: not valid YAML (a value tagged !!timestamp, !!bool, !!int or !!float is not one); "
+            "fix the value or drop the tag"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -128,19 +130,24 @@ def _check_values(root: dict[str, Any], where: str) -> None:
             frame[2] += 1
             if isinstance(child, str) and _SURROGATE.search(child):
                 shown = child.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")[:60]
-                raise ConfigError(f'{where}: the string "{shown}" holds a lone surrogate escape, which is no character; '
-                                  "fix that \\u escape")
+                raise ConfigError(
+                    f'{where}: the string "{shown}" holds a lone surrogate escape, which is no character; fix that \\u escape'
+                )
         elif id(child) in sizes:
             frame[2] += sizes[id(child)]
         elif id(child) in on_path:
-            raise ConfigError(f"{where}: a YAML alias is used inside its own anchor (&name ... *name), so a value contains "
-                              "itself; remove that alias")
+            raise ConfigError(
+                f"{where}: a YAML alias is used inside its own anchor (&name ... *name), so a value contains "
+                "itself; remove that alias"
+            )
         else:
             on_path.add(id(child))
             stack.append([child, iter(_children(child)), 1])
         if frame[2] > _MAX_EXPANDED_VALUES:
-            raise ConfigError(f"{where}: its YAML aliases expand to more than {_MAX_EXPANDED_VALUES:,} values (an alias bomb); "
-                              "write the values out instead of nesting aliases")
+            raise ConfigError(
+                f"{where}: its YAML aliases expand to more than {_MAX_EXPANDED_VALUES:,} values (an alias bomb); "
+                "write the values out instead of nesting aliases"
+            )
 
 
 _END = object()
@@ -148,7 +155,9 @@ _END = object()
 
 def _children(value: object) -> list[Any]:
     """A mapping's keys and values, a list's items."""
-    return [item for pair in value.items() for item in pair] if isinstance(value, dict) else value if isinstance(value, list) else []
+    return (
+        [item for pair in value.items() for item in pair] if isinstance(value, dict) else value if isinstance(value, list) else []
+    )
 
 
 def _first_line(error: Exception) -> str:
@@ -157,8 +166,19 @@ def _first_line(error: Exception) -> str:
     return text[0].split(";")[0][:120] if text else type(error).__name__
 
 
-_YAML_KINDS = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer", float: "a number",
-               type(None): "null", bytes: "binary data", set: "a set", date: "a date", datetime: "a timestamp"}
+_YAML_KINDS = {
+    dict: "a mapping",
+    list: "a list",
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    type(None): "null",
+    bytes: "binary data",
+    set: "a set",
+    date: "a date",
+    datetime: "a timestamp",
+}
 
 
 def _a(value: object) -> str:
@@ -223,7 +243,7 @@ def _check_model_list(data: Mapping[str, Any], path: Path) -> None:
             raise ConfigError(f"{where} is {_a(entry)}; each deployment is a mapping with model_name")
         name = entry.get("model_name")
         if name is not None and not isinstance(name, str):
-            raise ConfigError(f"{where}: model_name is {_a(name)}, not a name; quote it (model_name: \"...\")")
+            raise ConfigError(f'{where}: model_name is {_a(name)}, not a name; quote it (model_name: "...")')
         if not name:
             raise ConfigError(f"{where} has no model_name; every deployment needs model_name and litellm_params.model")
         params = entry.get("litellm_params")
@@ -281,9 +301,7 @@ def _warnings(data: Mapping[str, Any]) -> list[str]:
     patterns = [name for name in names if "*" in name]
     for alias, target in aliases.items():
         if alias in names:
-            warnings.append(
-                f"model_group_alias {alias!r} shadows the configured model_name {alias!r}; requests go to {target!r}"
-            )
+            warnings.append(f"model_group_alias {alias!r} shadows the configured model_name {alias!r}; requests go to {target!r}")
         if target in names or any(glob_matches(pattern, target) for pattern in patterns) or alias in in_cycles:
             continue
         if target in aliases:

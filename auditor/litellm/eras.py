@@ -100,11 +100,14 @@ class Era:
 
     def layout(self) -> str:
         """The counter layout in words, as `doctor` prints it."""
-        named = {DEPLOYMENT: "the logged deployment (e.g. openai/gpt-4o)", REQUESTED: "requested model",
-                 ENTRY: "budget entry"}[self.written]
+        named = {DEPLOYMENT: "the logged deployment (e.g. openai/gpt-4o)", REQUESTED: "requested model", ENTRY: "budget entry"}[
+            self.written
+        ]
         if self.written != self.read:
             named += f", read under the {'requested model' if self.read == REQUESTED else 'budget entry'}"
-        starts = "one start key per key (shared by all its models)" if self.start_keys == PER_ENTITY else "one start key per counter"
+        starts = (
+            "one start key per key (shared by all its models)" if self.start_keys == PER_ENTITY else "one start key per counter"
+        )
         where = {
             MEMORY: "in worker memory: Redis holds none; only the ledger can be audited",
             MEMORY_FIRST: "in worker memory, copied to Redis only with enable_redis_auth_cache and read from memory first",
@@ -117,32 +120,115 @@ class Era:
 
 
 ERAS: Final[tuple[Era, ...]] = (
-    Era("<=1.80", (0, 0, 0), (1, 81, 0), DEPLOYMENT, REQUESTED, PER_ENTITY, MEMORY, EXACT_OR_LAST_SEGMENT, strict=True,
+    Era(
+        "<=1.80",
+        (0, 0, 0),
+        (1, 81, 0),
+        DEPLOYMENT,
+        REQUESTED,
+        PER_ENTITY,
+        MEMORY,
+        EXACT_OR_LAST_SEGMENT,
+        strict=True,
         charged_duration="1d",
         note="written under the deployment name without its provider and a hard-coded 1d; read under the requested "
-             "model and the entry's duration: a budget is enforced only for a 1d entry on a deployment named like its model"),
-    Era("1.81", (1, 81, 0), (1, 82, 0), DEPLOYMENT, REQUESTED, PER_ENTITY, MEMORY, EXACT_OR_LAST_SEGMENT, strict=True,
+        "model and the entry's duration: a budget is enforced only for a 1d entry on a deployment named like its model",
+    ),
+    Era(
+        "1.81",
+        (1, 81, 0),
+        (1, 82, 0),
+        DEPLOYMENT,
+        REQUESTED,
+        PER_ENTITY,
+        MEMORY,
+        EXACT_OR_LAST_SEGMENT,
+        strict=True,
         charged_duration="1d",
-        note="as <=1.80, but the logged model gains its provider prefix (openai/gpt-4o): the written counter is never the one read"),
-    Era("1.82-1.83.7", (1, 82, 0), (1, 83, 8), DEPLOYMENT, REQUESTED, PER_ENTITY, MEMORY, EXACT_OR_LAST_SEGMENT, strict=True,
+        note="as <=1.80, but the logged model gains its provider prefix (openai/gpt-4o): the written counter is never the one read",
+    ),
+    Era(
+        "1.82-1.83.7",
+        (1, 82, 0),
+        (1, 83, 8),
+        DEPLOYMENT,
+        REQUESTED,
+        PER_ENTITY,
+        MEMORY,
+        EXACT_OR_LAST_SEGMENT,
+        strict=True,
         note="LiteLLM PR #25549's bug: charged under the deployment string (openai/gpt-4o), checked under the requested "
-             "model (gpt-4o): budgets on routed models are never enforced"),
-    Era("1.83.8-1.83.14", (1, 83, 8), (1, 84, 0), REQUESTED, REQUESTED, PER_ENTITY, MEMORY, EXACT_OR_LAST_SEGMENT, strict=True,
-        note="PR #25549's fix: charged and checked under the requested model group; same schema as 1.82-1.83.7"),
-    Era("1.84-1.98", (1, 84, 0), (1, 99, 0), REQUESTED, REQUESTED, PER_ENTITY, MEMORY_FIRST, EXACT_OR_LAST_SEGMENT, strict=True,
+        "model (gpt-4o): budgets on routed models are never enforced",
+    ),
+    Era(
+        "1.83.8-1.83.14",
+        (1, 83, 8),
+        (1, 84, 0),
+        REQUESTED,
+        REQUESTED,
+        PER_ENTITY,
+        MEMORY,
+        EXACT_OR_LAST_SEGMENT,
+        strict=True,
+        note="PR #25549's fix: charged and checked under the requested model group; same schema as 1.82-1.83.7",
+    ),
+    Era(
+        "1.84-1.98",
+        (1, 84, 0),
+        (1, 99, 0),
+        REQUESTED,
+        REQUESTED,
+        PER_ENTITY,
+        MEMORY_FIRST,
+        EXACT_OR_LAST_SEGMENT,
+        strict=True,
         note="Redis only with litellm_settings.enable_redis_auth_cache (1.84.0 copies window starts and resets only; "
-             "increments are pushed after each success from 1.85 at the latest); each worker reads its own memory first, "
-             "so Redis may disagree with what a pod enforced (issue #33325)"),
-    Era("1.99-1.100", (1, 99, 0), (1, 101, 0), ENTRY, ENTRY, PER_ENTRY, MEMORY_FIRST, CANDIDATES, strict=False, legacy_carry=True,
+        "increments are pushed after each success from 1.85 at the latest); each worker reads its own memory first, "
+        "so Redis may disagree with what a pod enforced (issue #33325)",
+    ),
+    Era(
+        "1.99-1.100",
+        (1, 99, 0),
+        (1, 101, 0),
+        ENTRY,
+        ENTRY,
+        PER_ENTRY,
+        MEMORY_FIRST,
+        CANDIDATES,
+        strict=False,
+        legacy_carry=True,
         note="counters keyed on the configured entry with their own start key (PR #37736); Redis still only with "
-             "enable_redis_auth_cache, memory read first"),
-    Era("1.101-1.108", (1, 101, 0), (1, 109, 0), ENTRY, ENTRY, PER_ENTRY, REDIS_FIRST, CANDIDATES, strict=False, legacy_carry=True,
+        "enable_redis_auth_cache, memory read first",
+    ),
+    Era(
+        "1.101-1.108",
+        (1, 101, 0),
+        (1, 109, 0),
+        ENTRY,
+        ENTRY,
+        PER_ENTRY,
+        REDIS_FIRST,
+        CANDIDATES,
+        strict=False,
+        legacy_carry=True,
         note="the limiter moves to spend_counter_cache (Redis whenever the proxy has one) and reads Redis first from 1.101.0; "
-             "team scope from 1.103, team members from 1.108"),
-    Era("1.109+", (1, 109, 0), None, ENTRY, ENTRY, PER_ENTRY, REDIS_FIRST, CANDIDATES_GLOBS, strict=False, legacy_carry=True,
+        "team scope from 1.103, team members from 1.108",
+    ),
+    Era(
+        "1.109+",
+        (1, 109, 0),
+        None,
+        ENTRY,
+        ENTRY,
+        PER_ENTRY,
+        REDIS_FIRST,
+        CANDIDATES_GLOBS,
+        strict=False,
+        legacy_carry=True,
         shares_through_table=True,
         note="access-group and glob entries; replicas without Redis share windows through LiteLLM_BudgetWindowSpend "
-             "(end users excepted)"),
+        "(end users excepted)",
+    ),
 )
 
 _VERSION: Final = re.compile(r"v?([0-9]{1,4})(?:\.([0-9]{1,4}))?(?:\.([0-9]{1,4}))?")
@@ -182,8 +268,16 @@ TABLE_WINDOWS: Final = "table windows"
 
 # What each shape says about the version: (at least, below), and the words for it.
 SHAPE_BOUNDS: Final[dict[str, tuple[Version | None, Version | None, str]]] = {
-    ENTITY_START_KEYS: ((1, 84, 0), (1, 99, 0), "one start key per key in Redis (virtual_key_budget_start_time:{hash}): 1.84-1.98"),
-    ENTRY_START_KEYS: ((1, 99, 0), None, "a start key per counter (virtual_key_budget_start_time:{hash}:{entry}:{duration}): 1.99+"),
+    ENTITY_START_KEYS: (
+        (1, 84, 0),
+        (1, 99, 0),
+        "one start key per key in Redis (virtual_key_budget_start_time:{hash}): 1.84-1.98",
+    ),
+    ENTRY_START_KEYS: (
+        (1, 99, 0),
+        None,
+        "a start key per counter (virtual_key_budget_start_time:{hash}:{entry}:{duration}): 1.99+",
+    ),
     REDIS_COUNTERS: ((1, 84, 0), None, "per-model counters in Redis: 1.84+ (earlier limiters never had Redis)"),
     USER_COUNTERS: ((1, 99, 0), None, "user_model_spend counters: 1.99+"),
     TEAM_COUNTERS: ((1, 103, 0), None, "team_model_spend counters: 1.103+"),
@@ -214,8 +308,11 @@ def counter_shapes(redis_keys: Iterable[str] = (), table_entity_ids: Iterable[st
 
 
 def _scope_shape(prefix: str) -> set[str]:
-    return {"user_model_spend": {USER_COUNTERS}, "team_model_spend": {TEAM_COUNTERS},
-            "team_member_model_spend": {TEAM_MEMBER_COUNTERS}}.get(prefix, set())
+    return {
+        "user_model_spend": {USER_COUNTERS},
+        "team_model_spend": {TEAM_COUNTERS},
+        "team_member_model_spend": {TEAM_MEMBER_COUNTERS},
+    }.get(prefix, set())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,12 +339,23 @@ class Detection:
         return "; ".join(self.evidence)
 
     def as_record(self) -> dict[str, Any]:
-        return {"era": self.era.name, "version": self.version, "origin": self.origin, "certain": self.certain,
-                "layout": self.era.layout(), "evidence": list(self.evidence)}
+        return {
+            "era": self.era.name,
+            "version": self.version,
+            "origin": self.origin,
+            "certain": self.certain,
+            "layout": self.era.layout(),
+            "evidence": list(self.evidence),
+        }
 
 
-def detect_era(schema_range: tuple[str | None, str | None] = (None, None), shapes: Collection[str] = (),
-               explicit: str | None = None, *, schema_words: str | None = None) -> Detection:
+def detect_era(
+    schema_range: tuple[str | None, str | None] = (None, None),
+    shapes: Collection[str] = (),
+    explicit: str | None = None,
+    *,
+    schema_words: str | None = None,
+) -> Detection:
     """The era from --litellm-version when given, else from the schema markers (Capabilities.version_range) narrowed
     by the counter key shapes seen (counter_shapes). The schema wins a conflict with the keys (a column is where
     LiteLLM's own migrations put it; keys may have been copied or left behind), and among the keys the newest wins
@@ -272,7 +380,8 @@ def detect_era(schema_range: tuple[str | None, str | None] = (None, None), shape
     for shape in known:
         at_least, below, words = SHAPE_BOUNDS[shape]
         if (at_least is not None and schema_high is not None and at_least >= schema_high) or (
-                below is not None and schema_low is not None and below <= schema_low):
+            below is not None and schema_low is not None and below <= schema_low
+        ):
             evidence.append(f"keys: {words}; the schema says otherwise, so they are not from the release that runs it")
         else:
             agreeing.append(shape)
@@ -291,15 +400,24 @@ def detect_era(schema_range: tuple[str | None, str | None] = (None, None), shape
         # LiteLLM_BudgetWindowSpend is taken as 1.84-1.98 unless entry start keys say otherwise.
         candidates = [era for era in candidates if era.name != "1.99-1.100"]
     era = candidates[-1]
-    origin = ("schema markers and counter keys" if shape_words and (schema_low or schema_high) else
-              "counter keys" if shape_words else "schema markers" if (schema_low or schema_high) else "nothing")
+    origin = (
+        "schema markers and counter keys"
+        if shape_words and (schema_low or schema_high)
+        else "counter keys"
+        if shape_words
+        else "schema markers"
+        if (schema_low or schema_high)
+        else "nothing"
+    )
     certain = len(fits) == 1
     if not certain:
         others = ", ".join(e.name for e in fits if e != era)
         evidence.append(f"assumed {era.name}, the latest that fits ({others} fit too): pass --litellm-version to say which")
     if era.name == "1.83.8-1.83.14":
-        evidence.append("1.82-1.83.7 (the #25549 bug) and 1.83.8-1.83.14 have the same schema and keep counters in memory: "
-                        "only --litellm-version tells them apart")
+        evidence.append(
+            "1.82-1.83.7 (the #25549 bug) and 1.83.8-1.83.14 have the same schema and keep counters in memory: "
+            "only --litellm-version tells them apart"
+        )
     return Detection(era, _range_text(low, high, ""), origin, certain, tuple(evidence))
 
 

@@ -170,8 +170,11 @@ def _utc(moment: datetime | None) -> datetime | None:
 def _is_scheduled(duration: str, moment: datetime, nominal: timedelta) -> bool:
     """Whether some run of the reset job, just after an earlier reset, schedules one at `moment` (it is on the cycle)."""
     tz, at = moment.tzinfo, _utc(moment)
-    floors = (moment.replace(second=0, microsecond=0), moment.replace(minute=0, second=0, microsecond=0),
-              moment.replace(hour=0, minute=0, second=0, microsecond=0))
+    floors = (
+        moment.replace(second=0, microsecond=0),
+        moment.replace(minute=0, second=0, microsecond=0),
+        moment.replace(hour=0, minute=0, second=0, microsecond=0),
+    )
     earlier = {at - _TICK, *(_utc(floor) - _TICK for floor in floors)}
     probes = [t.astimezone(tz) for t in earlier]
     probes.append(moment - nominal + _TICK)  # wall-clock days back, as the job adds them

@@ -22,9 +22,7 @@ from auditor.litellm.budgets import BudgetEntry, BudgetProblem
 from auditor.litellm.catalogue import GLOB_WILDCARD, Catalogue, Deployment, glob_matches, without_first_segment
 
 Status = Literal["resolved", "ambiguous", "unresolved"]
-Rule = Literal[
-    "model_group", "model_group_alias", "model_id", "deployment", "group_name", "normalised", "wildcard", "unresolved"
-]
+Rule = Literal["model_group", "model_group_alias", "model_id", "deployment", "group_name", "normalised", "wildcard", "unresolved"]
 
 # semantics.md (f) and llms/bedrock/common_utils.py; lower case, as `normalise_model_name` compares.
 CROSS_REGION_PREFIXES = ("us-gov", "global", "apac", "us", "eu", "jp", "au")
@@ -132,9 +130,7 @@ class Resolver:
         if model_group in catalogue.internal_names:
             group = catalogue.internal_names[model_group]
             deployment = catalogue.deployments_by_group[group][0]
-            return _resolved(
-                group, "model_group", f"team model {model_group!r} published as {group!r} ({_describe(deployment)})"
-            )
+            return _resolved(group, "model_group", f"team model {model_group!r} published as {group!r} ({_describe(deployment)})")
         if model_group in catalogue.deployments_by_group:
             deployment = catalogue.deployments_by_group[model_group][0]
             return _resolved(model_group, "model_group", f"row model_group = {_describe(deployment)}")
@@ -183,9 +179,7 @@ class Resolver:
 
     def _by_wildcard(self, model: str, *, specific_only: bool) -> Resolution | None:
         """A wildcard route serves the requested name under that name. `*` alone is tried after normalisation."""
-        routes = [
-            d for d in self.catalogue.wildcard_routes if not specific_only or d.model_name.strip(GLOB_WILDCARD)
-        ]
+        routes = [d for d in self.catalogue.wildcard_routes if not specific_only or d.model_name.strip(GLOB_WILDCARD)]
         route = _best_route(routes, model)
         if route is None:
             return None
@@ -197,9 +191,7 @@ class Resolver:
         if not matches:
             return None
         if len(matches) > 1:
-            return _ambiguous(
-                frozenset(matches), "normalised", f"{model!r} normalises to {key!r}, like {len(matches)} groups"
-            )
+            return _ambiguous(frozenset(matches), "normalised", f"{model!r} normalises to {key!r}, like {len(matches)} groups")
         ((group, how),) = matches.items()
         return _resolved(group, "normalised", f"{model!r} normalises to {key!r}, like {how}")
 
@@ -386,9 +378,7 @@ def governing_entry(
     return None
 
 
-def _governing_entry_names(
-    name: str, entries: Mapping[str, object], access_groups: frozenset[str]
-) -> Iterator[tuple[str, str]]:
+def _governing_entry_names(name: str, entries: Mapping[str, object], access_groups: frozenset[str]) -> Iterator[tuple[str, str]]:
     """Exact candidates in order; then access-group entries, alphabetical; then matching globs by precedence."""
     candidates = budget_candidates(name)
     reasons = _candidate_reasons(name, candidates)

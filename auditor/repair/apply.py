@@ -76,9 +76,16 @@ class Outcome:
         return record
 
     def as_record(self) -> dict:
-        return {"target": self.write.target, "action": self.write.action, "key": self.write.key, "state": self.state,
-                "old_value": self.write.old_value, "planned_value": self.write.new_value,
-                "written_value": _written_value(self.write.target, self.written), "reason": self.reason}
+        return {
+            "target": self.write.target,
+            "action": self.write.action,
+            "key": self.write.key,
+            "state": self.state,
+            "old_value": self.write.old_value,
+            "planned_value": self.write.new_value,
+            "written_value": _written_value(self.write.target, self.written),
+            "reason": self.reason,
+        }
 
 
 def _written_value(target: str, written: list[dict] | None) -> float | None:
@@ -108,8 +115,14 @@ class RunReport:
         return tally(o.state for o in self.outcomes)
 
     def as_record(self) -> dict:
-        return {"run_id": self.run_id, "kind": self.kind, "status": self.status, "parent_run_id": self.parent_run_id,
-                "counts": self.counts(), "results": [o.as_record() for o in self.outcomes]}
+        return {
+            "run_id": self.run_id,
+            "kind": self.kind,
+            "status": self.status,
+            "parent_run_id": self.parent_run_id,
+            "counts": self.counts(),
+            "results": [o.as_record() for o in self.outcomes],
+        }
 
 
 class Interrupted(Exception):
@@ -180,11 +193,23 @@ def undo(run_id: str, env: WriteEnv, report: RunReport | None = None) -> RunRepo
     writes = []
     for seq, change in enumerate(todo):
         expected = change.written if change.state != journal.INTENT else change.new
-        writes.append((seq, PlannedWrite(
-            target=change.target, action=RESTORE, key=change.key, scope=change.scope, entity_id=change.entity_id,
-            old=tuple(expected or ()), new=tuple(change.old or ()), why=f"undo of run {run.id} change {change.seq}",
-            old_value=_written_value(change.target, expected), new_value=_written_value(change.target, change.old),
-        )))
+        writes.append(
+            (
+                seq,
+                PlannedWrite(
+                    target=change.target,
+                    action=RESTORE,
+                    key=change.key,
+                    scope=change.scope,
+                    entity_id=change.entity_id,
+                    old=tuple(expected or ()),
+                    new=tuple(change.old or ()),
+                    why=f"undo of run {run.id} change {change.seq}",
+                    old_value=_written_value(change.target, expected),
+                    new_value=_written_value(change.target, change.old),
+                ),
+            )
+        )
     _run_guarded(env, report, lambda: _apply_all(writes, env, report))
     return report
 
@@ -211,15 +236,17 @@ def _run_guarded(env: WriteEnv, report: RunReport, body: Callable[[], None]) -> 
         raise UnavailableError(
             f"lost the database connection to {env.masked_db} during run {report.run_id}: {detail}; "
             "its open transaction was rolled back (earlier ones stay committed and journaled)"
-            if _is_disconnect(err) else
-            f"database error on {env.masked_db} during run {report.run_id}: {detail}; its open transaction was rolled back"
+            if _is_disconnect(err)
+            else f"database error on {env.masked_db} during run {report.run_id}: {detail}; its open transaction was rolled back"
         ) from None
     except redis_lib.RedisError as err:
         from auditor.ledger.db import mask_text
 
         detail = mask_text(str(err).splitlines()[0] if str(err) else type(err).__name__)
         _finish(env, report, journal.FAILED, f"redis error: {detail}")
-        raise UnavailableError(f"Redis failed during run {report.run_id}: {detail}; the journal says which writes completed") from None
+        raise UnavailableError(
+            f"Redis failed during run {report.run_id}: {detail}; the journal says which writes completed"
+        ) from None
     except Interrupted as err:
         _finish(env, report, journal.INTERRUPTED, f"interrupted by {err.signal_name}")
         raise
@@ -248,8 +275,15 @@ def _db_detail(err: DBAPIError) -> str:
     return error_line(err)  # masked; a denied privilege is named
 
 
-_DISCONNECTED = ("terminating connection", "server closed the connection", "connection is closed", "connection already closed",
-                 "consuming input failed", "could not receive data", "ssl syscall error: eof")
+_DISCONNECTED = (
+    "terminating connection",
+    "server closed the connection",
+    "connection is closed",
+    "connection already closed",
+    "consuming input failed",
+    "could not receive data",
+    "ssl syscall error: eof",
+)
 
 
 def _is_disconnect(err: DBAPIError) -> bool:
@@ -268,8 +302,9 @@ def _apply_all(writes: list[tuple[int, PlannedWrite]], env: WriteEnv, report: Ru
                 outcomes.append((seq, _write_row(conn, write, env)))
                 env.hook(f"{write.target} {seq}")
             env.check()  # asked to stop: the open transaction is rolled back, not committed
-            journal.record_changes(conn, report.run_id, ((seq, o.journal_record(), o.state, o.written, o.reason) for seq, o in outcomes),
-                                   env.clock())
+            journal.record_changes(
+                conn, report.run_id, ((seq, o.journal_record(), o.state, o.written, o.reason) for seq, o in outcomes), env.clock()
+            )
         report.outcomes += [o for _, o in outcomes]  # only once committed
     if in_redis and env.redis is None:
         raise InputError("the plan writes Redis keys but no Redis is configured: pass --redis")
@@ -283,16 +318,26 @@ def _apply_all(writes: list[tuple[int, PlannedWrite]], env: WriteEnv, report: Ru
     env.check()  # a signal during the last change: the run says it was interrupted, with every change journaled
 
 
-def _redis_chunk(chunk: list[tuple[int, PlannedWrite]], env: WriteEnv, report: RunReport,
-                 write: Callable[[list[tuple[int, PlannedWrite]]], list[Outcome]]) -> None:
+def _redis_chunk(
+    chunk: list[tuple[int, PlannedWrite]],
+    env: WriteEnv,
+    report: RunReport,
+    write: Callable[[list[tuple[int, PlannedWrite]]], list[Outcome]],
+) -> None:
     """Intents committed, then the Redis writes, then their outcomes: a crash in between shows the intents."""
     with _begin(env) as conn:
-        journal.record_changes(conn, report.run_id, ((seq, w.journal_record(), journal.INTENT, None, None) for seq, w in chunk), env.clock())
+        journal.record_changes(
+            conn, report.run_id, ((seq, w.journal_record(), journal.INTENT, None, None) for seq, w in chunk), env.clock()
+        )
     env.hook(f"intent {chunk[0][0]}")
     outcomes = write(chunk)
     with _begin(env) as conn:
-        journal.update_changes(conn, report.run_id, ((seq, o.state, o.written, o.reason, o.replaced)
-                                                     for (seq, _), o in zip(chunk, outcomes, strict=True)), env.clock())
+        journal.update_changes(
+            conn,
+            report.run_id,
+            ((seq, o.state, o.written, o.reason, o.replaced) for (seq, _), o in zip(chunk, outcomes, strict=True)),
+            env.clock(),
+        )
     report.outcomes += outcomes
     for seq, _ in chunk:
         env.hook(f"redis {seq}")
@@ -302,7 +347,9 @@ def _apply_live_counters(counters: list[tuple[int, PlannedWrite]], env: WriteEnv
     """The protocol of auditor/repair/live.py: read each counter at an instant, wait for the flush, sum the ledger up
     to that instant, then set counter = ledger + what the proxy added since the read."""
     writes = [w for _, w in counters]
-    readings = observe(env.redis, [w.keys for w in writes], env.increment_lag, max(env.flush_lag, 3 * env.increment_lag), env.wait)
+    readings = observe(
+        env.redis, [w.keys for w in writes], env.increment_lag, max(env.flush_lag, 3 * env.increment_lag), env.wait
+    )
     latest = max(r.clock for r in readings)
     if env.flush_lag > 0:
         env.waiting(env.flush_lag)
@@ -334,8 +381,14 @@ def _write_live(chunk: list[tuple], env: WriteEnv) -> list[Outcome]:
     deltas, where = [], []
     for index, (_, write, reading, start, end, ledger) in enumerate(chunk):
         if ledger is None:
-            outcomes[index] = Outcome(write, journal.CONFLICT, None, "its budget entry is gone" if end is None else
-                                      "its window is over by the wall clock: the live proxy opens a new one")
+            outcomes[index] = Outcome(
+                write,
+                journal.CONFLICT,
+                None,
+                "its budget entry is gone"
+                if end is None
+                else "its window is over by the wall clock: the live proxy opens a new one",
+            )
             continue
         deltas.append(Delta(write.keys, reading.values, money_value(ledger), start_value(start), epoch_ms(end)))
         where.append(index)
@@ -345,8 +398,10 @@ def _write_live(chunk: list[tuple], env: WriteEnv) -> list[Outcome]:
 
 
 def _live_outcome(write: PlannedWrite, reading, start: datetime, end: datetime, ledger: float, result) -> Outcome:
-    found = [{"key": key, "value": value, "expire_at_ms": expiry}
-             for key, value, expiry in zip(write.keys, result.current, result.expire_at_ms, strict=True)]
+    found = [
+        {"key": key, "value": value, "expire_at_ms": expiry}
+        for key, value, expiry in zip(write.keys, result.current, result.expire_at_ms, strict=True)
+    ]
     now = _describe_values(result.current)
     if result.code == live.WINDOW_CHANGED:
         return Outcome(write, journal.CONFLICT, None, f"the proxy opened another window since the read (now {now}): left to it")
@@ -357,15 +412,29 @@ def _live_outcome(write: PlannedWrite, reading, start: datetime, end: datetime, 
     end_ms = epoch_ms(end)
     written = [{"key": write.keys[0], "value": result.written, "expire_at_ms": end_ms}]
     if len(write.keys) > 1:
-        written.append({"key": write.keys[1], "value": result.current[1] if result.current[1] is not None else start_value(start),
-                        "expire_at_ms": end_ms})
+        written.append(
+            {
+                "key": write.keys[1],
+                "value": result.current[1] if result.current[1] is not None else start_value(start),
+                "expire_at_ms": end_ms,
+            }
+        )
     carried = (parse_float(result.current[0]) or 0.0) - (parse_float(reading.values[0]) or 0.0)
     planned = [c.get("value") for c in write.old]
     exact = reading.values == tuple(planned) and not carried and abs(ledger - (write.new_value or 0.0)) <= 1e-9
-    notes = [] if exact else [f"the ledger's ${ledger:,.4f} up to the read at {iso_ms(live.instant(reading.at_us))}"
-                              + (f" + ${carried:,.4f} the proxy added since" if carried else "")
-                              + (f" (read {_describe_values(reading.values)}, planned on {_describe_values(planned)})"
-                                 if reading.values != tuple(planned) else "")]
+    notes = (
+        []
+        if exact
+        else [
+            f"the ledger's ${ledger:,.4f} up to the read at {iso_ms(live.instant(reading.at_us))}"
+            + (f" + ${carried:,.4f} the proxy added since" if carried else "")
+            + (
+                f" (read {_describe_values(reading.values)}, planned on {_describe_values(planned)})"
+                if reading.values != tuple(planned)
+                else ""
+            )
+        ]
+    )
     if not reading.quiet:
         notes.append("it never stopped moving while read: a request in flight at the read may be counted twice (none is lost)")
     return Outcome(write, journal.APPLIED if exact else journal.RECOMPUTED, written, "; ".join(notes) or None, replaced=found)
@@ -438,7 +507,9 @@ def _money_text(value: float | None) -> str:
 
 def _bws_where(cell: Mapping):
     t = budget_window_spend
-    return and_(t.c.entity_type == BWS_ENTITY_TYPE, t.c.entity_id == cell["entity_id"], t.c.window_duration == cell["window_duration"])
+    return and_(
+        t.c.entity_type == BWS_ENTITY_TYPE, t.c.entity_id == cell["entity_id"], t.c.window_duration == cell["window_duration"]
+    )
 
 
 def _lock_window_row(conn: Connection, cell: Mapping) -> dict:
@@ -464,7 +535,12 @@ def _write_window_row(conn: Connection, write: PlannedWrite, env: WriteEnv) -> O
         start = datetime.fromisoformat(current["window_start"]) if current.get("window_start") else write.window_start
         end = env.ledger.window_end(write.scope, write.entity_id, write.budget_model, start) if env.ledger else None
         if end is None or end <= env.clock():
-            return Outcome(write, journal.CONFLICT, None, f"changed since the plan (now {_describe_row(current)}) and its window is over: left as is")
+            return Outcome(
+                write,
+                journal.CONFLICT,
+                None,
+                f"changed since the plan (now {_describe_row(current)}) and its window is over: left as is",
+            )
         spend = env.ledger.window_spend(conn, write.scope, write.entity_id, write.budget_model, start)
         wanted = {**wanted, "window_start": iso_ms(start), "spend": spend}
         state = journal.RECOMPUTED
@@ -481,7 +557,11 @@ def _put_window_row(conn: Connection, current: Mapping, wanted: Mapping, env: Wr
     if wanted.get("spend") is None:
         conn.execute(t.delete().where(where))
         return
-    values = {"window_start": datetime.fromisoformat(wanted["window_start"]), "spend": float(wanted["spend"]), "updated_at": env.clock()}
+    values = {
+        "window_start": datetime.fromisoformat(wanted["window_start"]),
+        "spend": float(wanted["spend"]),
+        "updated_at": env.clock(),
+    }
     if current.get("spend") is not None:
         conn.execute(t.update().where(where).values(**values))
         return
@@ -489,10 +569,15 @@ def _put_window_row(conn: Connection, current: Mapping, wanted: Mapping, env: Wr
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    inserted = conn.execute(insert(t).values(entity_type=BWS_ENTITY_TYPE, entity_id=wanted["entity_id"],
-                                             window_duration=wanted["window_duration"], **values).on_conflict_do_nothing())
+    inserted = conn.execute(
+        insert(t)
+        .values(entity_type=BWS_ENTITY_TYPE, entity_id=wanted["entity_id"], window_duration=wanted["window_duration"], **values)
+        .on_conflict_do_nothing()
+    )
     if inserted.rowcount == 0:
-        raise UnavailableError(f"LiteLLM_BudgetWindowSpend row {wanted['entity_id']} appeared while it was being created: rerun backfill")
+        raise UnavailableError(
+            f"LiteLLM_BudgetWindowSpend row {wanted['entity_id']} appeared while it was being created: rerun backfill"
+        )
 
 
 def _describe_row(cell: Mapping) -> str:
@@ -512,7 +597,12 @@ def _write_model_spend(conn: Connection, write: PlannedWrite) -> Outcome:
         if write.action == RESTORE and current == wanted["model_spend"]:
             return Outcome(write, journal.UNCHANGED, None, "already holds the old value")
         # LiteLLM >= 1.53 never writes model_spend: someone else edited it. Do not guess.
-        return Outcome(write, journal.CONFLICT, None, "model_spend changed since it was read (LiteLLM does not write it: someone edited it): left as is")
+        return Outcome(
+            write,
+            journal.CONFLICT,
+            None,
+            "model_spend changed since it was read (LiteLLM does not write it: someone edited it): left as is",
+        )
     conn.execute(vt.update().where(vt.c.token == expected["token"]).values(model_spend=wanted["model_spend"]))
     return Outcome(write, journal.RESTORED if write.action == RESTORE else journal.APPLIED, [wanted])
 
@@ -539,7 +629,12 @@ def _write_redis(write: PlannedWrite, env: WriteEnv) -> Outcome:
     ok, current = redis_cas(env.redis, expected, wanted)
     if ok:
         return Outcome(write, journal.APPLIED, wanted, replaced=expected)
-    return Outcome(write, journal.CONFLICT, None, f"changed since the plan (now {_describe_values([c['value'] for c in current])}): left as is")
+    return Outcome(
+        write,
+        journal.CONFLICT,
+        None,
+        f"changed since the plan (now {_describe_values([c['value'] for c in current])}): left as is",
+    )
 
 
 def _describe_values(values: Sequence[str | None]) -> str:

@@ -46,7 +46,14 @@ RUNNING, COMPLETED, FAILED, INTERRUPTED = "running", "completed", "failed", "int
 # Change states. intent: about to write Redis (its outcome row follows); applied: written as planned;
 # recomputed: the value moved since the plan, written from the ledger re-summed under the lock / CAS;
 # conflict: changed since the plan and left alone; restored: an undo put the old value back.
-INTENT, APPLIED, RECOMPUTED, CONFLICT, RESTORED, UNCHANGED = "intent", "applied", "recomputed", "conflict", "restored", "unchanged"
+INTENT, APPLIED, RECOMPUTED, CONFLICT, RESTORED, UNCHANGED = (
+    "intent",
+    "applied",
+    "recomputed",
+    "conflict",
+    "restored",
+    "unchanged",
+)
 WRITTEN_STATES = (APPLIED, RECOMPUTED, RESTORED)
 
 _JSON = JSON().with_variant(postgresql.JSONB(), "postgresql")
@@ -72,7 +79,8 @@ def tables(dialect: str) -> JournalTables:
     schema, prefix = (SCHEMA, "") if dialect == "postgresql" else (None, SQLITE_PREFIX)
     md = MetaData(schema=schema)
     runs = Table(
-        f"{prefix}runs", md,
+        f"{prefix}runs",
+        md,
         Column("id", String(36), primary_key=True),
         Column("kind", String(32), nullable=False),
         Column("status", String(16), nullable=False),
@@ -86,7 +94,8 @@ def tables(dialect: str) -> JournalTables:
         Column("database_user", Text()),
     )
     changes = Table(
-        f"{prefix}backfill_changes", md,
+        f"{prefix}backfill_changes",
+        md,
         Column("id", Integer, primary_key=True, autoincrement=True),
         Column("run_id", String(36), ForeignKey(runs.c.id), nullable=False),
         Column("seq", Integer, nullable=False),
@@ -104,7 +113,8 @@ def tables(dialect: str) -> JournalTables:
     )
     version = Table(version_table(dialect), md, Column("version_num", String(32), primary_key=True))
     report_findings = Table(  # migration 0002: every finding of every report run (auditor/reports/history.py)
-        f"{prefix}report_findings", md,
+        f"{prefix}report_findings",
+        md,
         Column("run_id", String(36), ForeignKey(runs.c.id), primary_key=True),
         Column("finding_id", String(32), primary_key=True),
         Column("kind", String(32), nullable=False),
@@ -116,7 +126,8 @@ def tables(dialect: str) -> JournalTables:
         Column("finding", _JSON, nullable=False),
     )
     report_checkpoints = Table(  # migration 0003: the newest report checkpoint of each database (auditor/audit/checkpoint.py)
-        f"{prefix}report_checkpoints", md,
+        f"{prefix}report_checkpoints",
+        md,
         Column("run_id", String(36), ForeignKey(runs.c.id), primary_key=True),
         Column("source", Text(), nullable=False),
         Column("created_at", DateTime(), nullable=False),
@@ -178,36 +189,78 @@ def new_run_id() -> str:
     return str(uuid.uuid4())
 
 
-def start_run(conn: Connection, kind: str, options: Mapping, started_at: datetime, *, parent_run_id: str | None = None,
-              run_id: str | None = None) -> str:
+def start_run(
+    conn: Connection,
+    kind: str,
+    options: Mapping,
+    started_at: datetime,
+    *,
+    parent_run_id: str | None = None,
+    run_id: str | None = None,
+) -> str:
     t = tables(conn.dialect.name)
     run_id = run_id or new_run_id()
     user = conn.execute(text("SELECT current_user")).scalar() if conn.dialect.name == "postgresql" else None
-    conn.execute(t.runs.insert().values(
-        id=run_id, kind=kind, status=RUNNING, started_at=started_at, options=dict(options), parent_run_id=parent_run_id,
-        auditor_version=__version__, database_user=user,
-    ))
+    conn.execute(
+        t.runs.insert().values(
+            id=run_id,
+            kind=kind,
+            status=RUNNING,
+            started_at=started_at,
+            options=dict(options),
+            parent_run_id=parent_run_id,
+            auditor_version=__version__,
+            database_user=user,
+        )
+    )
     return run_id
 
 
-def finish_run(conn: Connection, run_id: str, status: str, finished_at: datetime, summary: Mapping, message: str | None = None) -> None:
+def finish_run(
+    conn: Connection, run_id: str, status: str, finished_at: datetime, summary: Mapping, message: str | None = None
+) -> None:
     t = tables(conn.dialect.name)
-    conn.execute(t.runs.update().where(t.runs.c.id == run_id).values(
-        status=status, finished_at=finished_at, summary=dict(summary), message=message,
-    ))
+    conn.execute(
+        t.runs.update()
+        .where(t.runs.c.id == run_id)
+        .values(
+            status=status,
+            finished_at=finished_at,
+            summary=dict(summary),
+            message=message,
+        )
+    )
 
 
-def record_changes(conn: Connection, run_id: str, changes: Iterable[tuple[int, Mapping, str, object, str | None]], at: datetime) -> None:
+def record_changes(
+    conn: Connection, run_id: str, changes: Iterable[tuple[int, Mapping, str, object, str | None]], at: datetime
+) -> None:
     """Many changes in one statement: (seq, change, state, written, reason) each."""
-    rows = [dict(run_id=run_id, seq=seq, target=change["target"], action=change["action"], scope=change.get("scope"),
-                 entity_id=change.get("entity_id"), key=change["key"], old=change["old"], new=change["new"],
-                 written=written, state=state, reason=reason, recorded_at=at)
-            for seq, change, state, written, reason in changes]
+    rows = [
+        dict(
+            run_id=run_id,
+            seq=seq,
+            target=change["target"],
+            action=change["action"],
+            scope=change.get("scope"),
+            entity_id=change.get("entity_id"),
+            key=change["key"],
+            old=change["old"],
+            new=change["new"],
+            written=written,
+            state=state,
+            reason=reason,
+            recorded_at=at,
+        )
+        for seq, change, state, written, reason in changes
+    ]
     if rows:
         conn.execute(tables(conn.dialect.name).changes.insert(), rows)
 
 
-def update_changes(conn: Connection, run_id: str, outcomes: Iterable[tuple[int, str, object, str | None, object]], at: datetime) -> None:
+def update_changes(
+    conn: Connection, run_id: str, outcomes: Iterable[tuple[int, str, object, str | None, object]], at: datetime
+) -> None:
     """Many Redis outcomes at once, by (run, seq): (seq, state, written, reason, old) each; `old` None keeps the planned cells."""
     t = tables(conn.dialect.name).changes
     where = and_(t.c.run_id == run_id, t.c.seq == bindparam("b_seq"))
@@ -215,7 +268,9 @@ def update_changes(conn: Connection, run_id: str, outcomes: Iterable[tuple[int, 
     for seq, state, written, reason, old in outcomes:
         row = {"b_seq": seq, "b_state": state, "b_written": written, "b_reason": reason, "b_at": at}
         (plain if old is None else with_old).append(row if old is None else {**row, "b_old": old})
-    values = dict(state=bindparam("b_state"), written=bindparam("b_written"), reason=bindparam("b_reason"), recorded_at=bindparam("b_at"))
+    values = dict(
+        state=bindparam("b_state"), written=bindparam("b_written"), reason=bindparam("b_reason"), recorded_at=bindparam("b_at")
+    )
     if plain:
         conn.execute(t.update().where(where).values(**values), plain)
     if with_old:
@@ -246,8 +301,18 @@ class Run:
 
 
 def _run(row) -> Run:
-    return Run(row.id, row.kind, row.status, row.started_at, row.finished_at, row.options or {}, row.summary, row.message,
-               row.parent_run_id, row.database_user)
+    return Run(
+        row.id,
+        row.kind,
+        row.status,
+        row.started_at,
+        row.finished_at,
+        row.options or {},
+        row.summary,
+        row.message,
+        row.parent_run_id,
+        row.database_user,
+    )
 
 
 def list_runs(conn: Connection, limit: int | None = None) -> list[Run]:
@@ -291,8 +356,10 @@ class Change:
 def changes_of(conn: Connection, run_id: str) -> list[Change]:
     t = tables(conn.dialect.name)
     query = select(t.changes).where(t.changes.c.run_id == run_id).order_by(t.changes.c.seq, t.changes.c.id)
-    return [Change(r.id, r.seq, r.target, r.action, r.scope, r.entity_id, r.key, r.old, r.new, r.written, r.state, r.reason)
-            for r in conn.execute(query)]
+    return [
+        Change(r.id, r.seq, r.target, r.action, r.scope, r.entity_id, r.key, r.old, r.new, r.written, r.state, r.reason)
+        for r in conn.execute(query)
+    ]
 
 
 def change_counts(conn: Connection) -> dict[str, dict[str, int]]:
@@ -301,7 +368,8 @@ def change_counts(conn: Connection) -> dict[str, dict[str, int]]:
 
     t = tables(conn.dialect.name)
     found: dict[str, dict[str, int]] = {}
-    for row in conn.execute(select(t.changes.c.run_id, t.changes.c.state, func.count()).group_by(t.changes.c.run_id, t.changes.c.state)):
+    for row in conn.execute(
+        select(t.changes.c.run_id, t.changes.c.state, func.count()).group_by(t.changes.c.run_id, t.changes.c.state)
+    ):
         found.setdefault(row[0], {})[row[1]] = int(row[2])
     return found
-

@@ -39,7 +39,9 @@ class Layout:
 
 def layout_for(explicit: str | None, caps: SchemaMarkers | None, shapes: Iterable[str] = ()) -> Layout:
     """--litellm-version when given, else what the schema markers and the counter key shapes suggest (eras.detect_era)."""
-    return layout_of(detect_era(caps.version_range() if caps is not None else (None, None), frozenset(shapes), explicit), explicit)
+    return layout_of(
+        detect_era(caps.version_range() if caps is not None else (None, None), frozenset(shapes), explicit), explicit
+    )
 
 
 def layout_of(found: Detection, explicit: str | None) -> Layout:
@@ -52,9 +54,13 @@ def layout_of(found: Detection, explicit: str | None) -> Layout:
                 f"LiteLLM {explicit} keeps per-model counters in each worker's memory (no Redis, no table): "
                 "there is nothing backfill can write for it"
             )
-        name, note = MEMORY_LAYOUT, (f"LiteLLM {found.version} ({era.name}) keeps per-model counters in each worker's memory: "
-                                     "no counter can be written; pass --litellm-version if it runs a later release")
+        name, note = (
+            MEMORY_LAYOUT,
+            (
+                f"LiteLLM {found.version} ({era.name}) keeps per-model counters in each worker's memory: "
+                "no counter can be written; pass --litellm-version if it runs a later release"
+            ),
+        )
     else:
         name = ENTRY_LAYOUT if era.start_keys == PER_ENTRY else ALIAS_LAYOUT
     return Layout(name, found.version, found.origin, era.shares_through_table, note, era.name)
-

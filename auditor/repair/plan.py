@@ -94,8 +94,15 @@ class PlannedWrite:
         return record
 
     def journal_record(self) -> dict[str, Any]:
-        return {"target": self.target, "action": self.action, "scope": self.scope, "entity_id": self.entity_id,
-                "key": self.key, "old": list(self.old), "new": list(self.new)}
+        return {
+            "target": self.target,
+            "action": self.action,
+            "scope": self.scope,
+            "entity_id": self.entity_id,
+            "key": self.key,
+            "old": list(self.old),
+            "new": list(self.new),
+        }
 
 
 @dataclass(frozen=True)
@@ -122,8 +129,11 @@ class Plan:
             "wall_clock": iso(self.wall_now),
             "layout": self.layout.as_record(),
             "targets": list(self.targets),
-            "summary": {"writes": len(self.actionable), "skipped": len(self.skipped),
-                        "by_target": tally(w.target for w in self.actionable)},
+            "summary": {
+                "writes": len(self.actionable),
+                "skipped": len(self.skipped),
+                "by_target": tally(w.target for w in self.actionable),
+            },
             "notes": list(self.notes),
             "writes": [w.as_record() for w in self.actionable],
             "skipped": [w.as_record() for w in self.skipped],
@@ -208,8 +218,13 @@ def plan(result: ScanResult, snapshot: Snapshot, options: PlanOptions) -> Plan:
                 continue
             write = _plan_counter(f, f.counter_source, snapshot, options, now)
             writes.append(write)
-            if (write.action == SET and write.target == REDIS and layout.name == ALIAS_LAYOUT
-                    and f.scope is not None and f.entity_id is not None):  # always named by a counter's finding
+            if (
+                write.action == SET
+                and write.target == REDIS
+                and layout.name == ALIAS_LAYOUT
+                and f.scope is not None
+                and f.entity_id is not None
+            ):  # always named by a counter's finding
                 alias_starts[(f.scope, f.entity_id)].append(write)
         elif f.kind == MISKEYED_COUNTER and f.counter_source in (REDIS, BWS):
             if counters:
@@ -245,8 +260,17 @@ class _About(TypedDict, total=False):
 
 
 def _base(f: Finding, target: str, key: str) -> _About:
-    return _About(target=target, key=key, scope=f.scope, entity_id=f.entity_id, entity_alias=f.entity_alias,
-                  budget_model=f.budget_model, time_period=f.time_period, window_start=f.window_start, window_end=f.window_end)
+    return _About(
+        target=target,
+        key=key,
+        scope=f.scope,
+        entity_id=f.entity_id,
+        entity_alias=f.entity_alias,
+        budget_model=f.budget_model,
+        time_period=f.time_period,
+        window_start=f.window_start,
+        window_end=f.window_end,
+    )
 
 
 def _redis_cell(snapshot: Snapshot, key: str) -> Cell:
@@ -256,7 +280,12 @@ def _redis_cell(snapshot: Snapshot, key: str) -> Cell:
 
 def _row_cell(snapshot: Snapshot, entity_id: str, duration: str) -> Cell:
     found = snapshot.rows.get((entity_id, duration)) or {}
-    return {"entity_id": entity_id, "window_duration": duration, "window_start": found.get("window_start"), "spend": found.get("spend")}
+    return {
+        "entity_id": entity_id,
+        "window_duration": duration,
+        "window_start": found.get("window_start"),
+        "spend": found.get("spend"),
+    }
 
 
 def _plan_counter(f: Finding, target: str, snapshot: Snapshot, options: PlanOptions, now: datetime) -> PlannedWrite:
@@ -267,29 +296,59 @@ def _plan_counter(f: Finding, target: str, snapshot: Snapshot, options: PlanOpti
         return PlannedWrite(**_base(f, target, f.counter_key or ""), action=SKIP, why="the finding does not name a window")
     base = _base(f, target, parsed.key)
     if layout.name == MEMORY_LAYOUT:
-        return PlannedWrite(**base, action=SKIP, old_value=f.cached_spend, new_value=f.logged_spend,
-                            why=f"LiteLLM {layout.version} keeps per-model counters in worker memory: nothing it reads can be written")
+        return PlannedWrite(
+            **base,
+            action=SKIP,
+            old_value=f.cached_spend,
+            new_value=f.logged_spend,
+            why=f"LiteLLM {layout.version} keeps per-model counters in worker memory: nothing it reads can be written",
+        )
     if not (f.window_start <= now < f.window_end):
-        return PlannedWrite(**base, action=SKIP, old_value=f.cached_spend, new_value=f.logged_spend,
-                            why=f"window closed at {iso_ms(f.window_end)} as of --now: enforcement no longer reads it")
+        return PlannedWrite(
+            **base,
+            action=SKIP,
+            old_value=f.cached_spend,
+            new_value=f.logged_spend,
+            why=f"window closed at {iso_ms(f.window_end)} as of --now: enforcement no longer reads it",
+        )
     remaining = (f.window_end - options.wall_now).total_seconds()
     if remaining <= 0:
-        return PlannedWrite(**base, action=SKIP, old_value=f.cached_spend, new_value=f.logged_spend,
-                            why=f"window ended at {iso_ms(f.window_end)} by the wall clock: the live proxy opens a new one on its next charge")
+        return PlannedWrite(
+            **base,
+            action=SKIP,
+            old_value=f.cached_spend,
+            new_value=f.logged_spend,
+            why=f"window ended at {iso_ms(f.window_end)} by the wall clock: the live proxy opens a new one on its next charge",
+        )
     ttl = math.ceil(remaining)
     end_ms = epoch_ms(f.window_end)
     window = f"window {iso_ms(f.window_start)} → {iso_ms(f.window_end)}"
     if target == BWS:
         if not layout.reads_budget_window_spend:
-            return PlannedWrite(**base, action=SKIP, old_value=f.cached_spend, new_value=f.logged_spend,
-                                why=f"LiteLLM {layout.version} does not read LiteLLM_BudgetWindowSpend for per-model budgets (1.109+ does)")
+            return PlannedWrite(
+                **base,
+                action=SKIP,
+                old_value=f.cached_spend,
+                new_value=f.logged_spend,
+                why=f"LiteLLM {layout.version} does not read LiteLLM_BudgetWindowSpend for per-model budgets (1.109+ does)",
+            )
         old = _row_cell(snapshot, parsed.key, parsed.duration)
         new = {**old, "window_start": iso_ms(f.window_start), "spend": float(f.logged_spend)}
         stale = _moved(old.get("spend"), f.cached_spend, old.get("spend") is None) or (
-            old.get("window_start") is not None and old["window_start"] != iso_ms(f.window_start))  # the proxy opened a new window
+            old.get("window_start") is not None and old["window_start"] != iso_ms(f.window_start)
+        )  # the proxy opened a new window
         why = ("row missing: LiteLLM reads $0" if old["spend"] is None else "row differs from the ledger") + f"; {window}"
-        return PlannedWrite(**base, action=SET, old=(old,), new=(new,), old_value=f.cached_spend, new_value=f.logged_spend,
-                            ttl_seconds=None, stale=stale, why=why)
+        return PlannedWrite(
+            **base,
+            action=SET,
+            old=(old,),
+            new=(new,),
+            old_value=f.cached_spend,
+            new_value=f.logged_spend,
+            ttl_seconds=None,
+            stale=stale,
+            why=why,
+        )
     spend_key = parsed.key  # 1.99+: named after the entry; 1.84-1.98: after the model as requested (the scan names it)
     old_spend = _redis_cell(snapshot, spend_key)
     new_spend = {"key": spend_key, "value": money_value(f.logged_spend), "expire_at_ms": end_ms}
@@ -306,10 +365,20 @@ def _plan_counter(f: Finding, target: str, snapshot: Snapshot, options: PlanOpti
         # recomputed at apply time for the window that start key says, never written over it.
         started = parse_float(cells_old[1]["value"])
         stale = stale or started is None or abs(started - f.window_start.replace(tzinfo=UTC).timestamp()) > 0.002
-    why = ("missing: LiteLLM reads $0" if old_spend["value"] is None else "differs from the ledger") + f"; {window}, TTL {_duration(ttl)}"
-    return PlannedWrite(**base, action=SET, old=tuple(cells_old), new=tuple(cells_new),
-                        old_value=current if old_spend["value"] is not None else None, new_value=f.logged_spend,
-                        ttl_seconds=ttl, stale=stale, why=why)
+    why = (
+        "missing: LiteLLM reads $0" if old_spend["value"] is None else "differs from the ledger"
+    ) + f"; {window}, TTL {_duration(ttl)}"
+    return PlannedWrite(
+        **base,
+        action=SET,
+        old=tuple(cells_old),
+        new=tuple(cells_new),
+        old_value=current if old_spend["value"] is not None else None,
+        new_value=f.logged_spend,
+        ttl_seconds=ttl,
+        stale=stale,
+        why=why,
+    )
 
 
 def _moved(current: float | None, scanned: float | None, absent: bool) -> bool:
@@ -321,7 +390,9 @@ def _moved(current: float | None, scanned: float | None, absent: bool) -> bool:
     return abs(current - scanned) > 1e-12
 
 
-def _plan_alias_starts(pending: Mapping[tuple[str, str], list[PlannedWrite]], snapshot: Snapshot, options: PlanOptions) -> list[PlannedWrite]:
+def _plan_alias_starts(
+    pending: Mapping[tuple[str, str], list[PlannedWrite]], snapshot: Snapshot, options: PlanOptions
+) -> list[PlannedWrite]:
     """1.84–1.98 keep one start key per entity, shared by all its counters: write it once, only where absent."""
     writes = []
     for (scope, entity_id), counters in sorted(pending.items()):
@@ -333,20 +404,43 @@ def _plan_alias_starts(pending: Mapping[tuple[str, str], list[PlannedWrite]], sn
         cell = _redis_cell(snapshot, key)
         start, _, first = min(windows, key=lambda window: window[0])
         end = max(window_end for _, window_end, _ in windows)
-        base = _About(target=REDIS, key=key, scope=scope, entity_id=entity_id, entity_alias=first.entity_alias,
-                      window_start=start, window_end=end)
+        base = _About(
+            target=REDIS,
+            key=key,
+            scope=scope,
+            entity_id=entity_id,
+            entity_alias=first.entity_alias,
+            window_start=start,
+            window_end=end,
+        )
         existing = parse_float(cell["value"]) if cell["value"] is not None else None
         if existing is not None and abs(existing - start.replace(tzinfo=UTC).timestamp()) <= 1.0:
             continue  # already the window the counters were computed for
         if cell["value"] is not None or len({window_start for window_start, _, _ in windows}) > 1:
-            writes.append(PlannedWrite(**base, action=SKIP, why=(
-                "the entity's shared start key (1.84–1.98) holds another window start; left alone" if cell["value"] is not None
-                else "this entity's counters are in windows that started at different times; one shared start key cannot hold them")))
+            writes.append(
+                PlannedWrite(
+                    **base,
+                    action=SKIP,
+                    why=(
+                        "the entity's shared start key (1.84–1.98) holds another window start; left alone"
+                        if cell["value"] is not None
+                        else "this entity's counters are in windows that started at different times; one shared start key cannot hold them"
+                    ),
+                )
+            )
             continue
         end_ms = epoch_ms(end)
         ttl = math.ceil((end - options.wall_now).total_seconds())
-        writes.append(PlannedWrite(**base, action=SET, old=(cell,), new=({"key": key, "value": start_value(start), "expire_at_ms": end_ms},),
-                                   ttl_seconds=ttl, why=f"the entity's shared start key is missing; TTL {_duration(ttl)}"))
+        writes.append(
+            PlannedWrite(
+                **base,
+                action=SET,
+                old=(cell,),
+                new=({"key": key, "value": start_value(start), "expire_at_ms": end_ms},),
+                ttl_seconds=ttl,
+                why=f"the entity's shared start key is missing; TTL {_duration(ttl)}",
+            )
+        )
     return writes
 
 
@@ -357,13 +451,23 @@ def _plan_miskeyed(f: Finding, target: str, snapshot: Snapshot, options: PlanOpt
         return PlannedWrite(**base, action=SKIP, why="the finding does not name a counter key")
     merge = _merge_note(f, options.layout)
     if not options.remove_miskeyed:
-        return PlannedWrite(**base, action=SKIP, old_value=f.cached_spend, why=f"never read by enforcement; {merge}; --remove-miskeyed deletes it")
+        return PlannedWrite(
+            **base, action=SKIP, old_value=f.cached_spend, why=f"never read by enforcement; {merge}; --remove-miskeyed deletes it"
+        )
     if f.counter_source == BWS:
         old = _row_cell(snapshot, parsed.key, parsed.duration)
         if old["spend"] is None:
             return PlannedWrite(**base, action=SKIP, why="already gone")
         new = {**old, "window_start": None, "spend": None}
-        return PlannedWrite(**base, action=REMOVE, old=(old,), new=(new,), old_value=old["spend"], new_value=None, why=f"never read by enforcement; {merge}")
+        return PlannedWrite(
+            **base,
+            action=REMOVE,
+            old=(old,),
+            new=(new,),
+            old_value=old["spend"],
+            new_value=None,
+            why=f"never read by enforcement; {merge}",
+        )
     cells_old = [_redis_cell(snapshot, parsed.key)]
     if cells_old[0]["value"] is None:
         return PlannedWrite(**base, action=SKIP, why="already gone (expired)")
@@ -371,8 +475,15 @@ def _plan_miskeyed(f: Finding, target: str, snapshot: Snapshot, options: PlanOpt
     if start["value"] is not None:  # its own start key is miskeyed too; the entity's shared one is left alone
         cells_old.append(start)
     cells_new = [{"key": c["key"], "value": None, "expire_at_ms": None} for c in cells_old]
-    return PlannedWrite(**base, action=REMOVE, old=tuple(cells_old), new=tuple(cells_new),
-                        old_value=parse_float(cells_old[0]["value"]), new_value=None, why=f"never read by enforcement; {merge}")
+    return PlannedWrite(
+        **base,
+        action=REMOVE,
+        old=tuple(cells_old),
+        new=tuple(cells_new),
+        old_value=parse_float(cells_old[0]["value"]),
+        new_value=None,
+        why=f"never read by enforcement; {merge}",
+    )
 
 
 def _merge_note(f: Finding, layout: Layout) -> str:
@@ -384,17 +495,26 @@ def _merge_note(f: Finding, layout: Layout) -> str:
 
 def _merge_reasons(writes: list[PlannedWrite]) -> list[PlannedWrite]:
     """A miskeyed counter's spend lands in the counter enforcement reads via the ledger: name that counter exactly."""
-    reads = {(w.scope, w.entity_id, w.budget_model): w for w in writes
-             if w.budget_model and "never read by enforcement" not in w.why and w.target in (REDIS, BWS)}
+    reads = {
+        (w.scope, w.entity_id, w.budget_model): w
+        for w in writes
+        if w.budget_model and "never read by enforcement" not in w.why and w.target in (REDIS, BWS)
+    }
     merged = []
     for w in writes:
         if w.target in (REDIS, BWS) and w.action in (REMOVE, SKIP) and "never read by enforcement" in w.why and w.budget_model:
             target = reads.get((w.scope, w.entity_id, w.budget_model))
             tail = "; --remove-miskeyed deletes it" if w.action == SKIP else ""
             if target is not None and target.action == SET:
-                w = replace(w, why=f"never read by enforcement; its spend is merged into {target.key} (set to the ledger's ${target.new_value:,.4f}){tail}")
+                w = replace(
+                    w,
+                    why=f"never read by enforcement; its spend is merged into {target.key} (set to the ledger's ${target.new_value:,.4f}){tail}",
+                )
             elif target is not None:
-                w = replace(w, why=f"never read by enforcement; its spend belongs to {target.key}, which is not written ({target.why}){tail}")
+                w = replace(
+                    w,
+                    why=f"never read by enforcement; its spend belongs to {target.key}, which is not written ({target.why}){tail}",
+                )
         merged.append(w)
     return merged
 
@@ -427,11 +547,17 @@ def _plan_model_spend(result: ScanResult, snapshot: Snapshot, options: PlanOptio
             new = {name: rewritten[name] for name in sorted(rewritten) if rewritten[name]}
         old_total, new_total = sum(parse_float(v) or 0.0 for v in current.values()), sum(new.values())
         groups = ", ".join(new) or "no spend"
-        writes.append(PlannedWrite(
-            **base, action=SET, old=({"token": token, "model_spend": dict(current)},), new=({"token": token, "model_spend": new},),
-            old_value=old_total, new_value=new_total,
-            why=f"legacy JSON (nothing reads it; {len(current)} names) rewritten as lifetime ledger sums by canonical model group: {groups}",
-        ))
+        writes.append(
+            PlannedWrite(
+                **base,
+                action=SET,
+                old=({"token": token, "model_spend": dict(current)},),
+                new=({"token": token, "model_spend": new},),
+                old_value=old_total,
+                new_value=new_total,
+                why=f"legacy JSON (nothing reads it; {len(current)} names) rewritten as lifetime ledger sums by canonical model group: {groups}",
+            )
+        )
     return writes
 
 
@@ -444,20 +570,49 @@ def team_member_ids(entity_id: str) -> tuple[str, str]:
 
 def _plan_scalar(f: Finding, options: PlanOptions) -> PlannedWrite:
     """An entity's scalar `spend` set to the ledger's sum over its current budget period."""
-    base = _About(target=SCALAR, key=f.counter_key or "", scope=f.scope, entity_id=f.entity_id, entity_alias=f.entity_alias,
-                  time_period=f.time_period, window_start=f.window_start, window_end=f.window_end)
+    base = _About(
+        target=SCALAR,
+        key=f.counter_key or "",
+        scope=f.scope,
+        entity_id=f.entity_id,
+        entity_alias=f.entity_alias,
+        time_period=f.time_period,
+        window_start=f.window_start,
+        window_end=f.window_end,
+    )
     if f.scope not in SCALAR_ROWS or f.entity_id is None or f.logged_spend is None or f.cached_spend is None:
-        return PlannedWrite(**base, action=SKIP, old_value=f.cached_spend, new_value=f.logged_spend,
-                            why="the finding does not name an entity's spend")
+        return PlannedWrite(
+            **base,
+            action=SKIP,
+            old_value=f.cached_spend,
+            new_value=f.logged_spend,
+            why="the finding does not name an entity's spend",
+        )
     if f.window_end is not None and f.window_end <= options.wall_now:
-        return PlannedWrite(**base, action=SKIP, old_value=f.cached_spend, new_value=f.logged_spend,
-                            why=f"its period ended at {iso_ms(f.window_end)}: LiteLLM's reset job zeroes it")
+        return PlannedWrite(
+            **base,
+            action=SKIP,
+            old_value=f.cached_spend,
+            new_value=f.logged_spend,
+            why=f"its period ended at {iso_ms(f.window_end)}: LiteLLM's reset job zeroes it",
+        )
     table, pk = SCALAR_ROWS[f.scope]
     ids = team_member_ids(f.entity_id) if f.scope == "team_member" else (f.entity_id,)
-    cell = {"table": table, "pk": dict(zip(pk, ids, strict=True)), "period_start": iso_ms(f.window_start) if f.window_start else None}
+    cell = {
+        "table": table,
+        "pk": dict(zip(pk, ids, strict=True)),
+        "period_start": iso_ms(f.window_start) if f.window_start else None,
+    }
     period = f"period since {iso_ms(f.window_start)}" if f.window_start else "lifetime (no budget_duration)"
-    return PlannedWrite(**base, action=SET, old=({**cell, "spend": float(f.cached_spend)},), new=({**cell, "spend": float(f.logged_spend)},),
-                        old_value=f.cached_spend, new_value=f.logged_spend, why=f"{table}.spend against the ledger's {period}")
+    return PlannedWrite(
+        **base,
+        action=SET,
+        old=({**cell, "spend": float(f.cached_spend)},),
+        new=({**cell, "spend": float(f.logged_spend)},),
+        old_value=f.cached_spend,
+        new_value=f.logged_spend,
+        why=f"{table}.spend against the ledger's {period}",
+    )
 
 
 def _duration(seconds: int) -> str:
@@ -465,4 +620,3 @@ def _duration(seconds: int) -> str:
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
     return (f"{days}d " if days else "") + f"{hours:02d}:{minutes:02d}:{secs:02d}"
-

@@ -38,9 +38,19 @@ class Prepared:
     ledger: Ledger
 
 
-def prepare(conn: Connection, caps: Capabilities, loaded_config: LoadedConfig | None, scan_options: ScanOptions,
-            client: Redis | None, *, litellm_version: str | None,
-            targets: Iterable[str], remove_miskeyed: bool, wall_now: datetime, source: Mapping | None = None) -> Prepared:
+def prepare(
+    conn: Connection,
+    caps: Capabilities,
+    loaded_config: LoadedConfig | None,
+    scan_options: ScanOptions,
+    client: Redis | None,
+    *,
+    litellm_version: str | None,
+    targets: Iterable[str],
+    remove_miskeyed: bool,
+    wall_now: datetime,
+    source: Mapping | None = None,
+) -> Prepared:
     """Run the scan (read-only, on `conn`), read the values the plan would touch, and plan."""
     targets = frozenset(targets)
     found = detect_deployment_era(conn, caps, litellm_version, client=client)
@@ -48,9 +58,15 @@ def prepare(conn: Connection, caps: Capabilities, loaded_config: LoadedConfig | 
     scan_options = replace(scan_options, era=found.era.name)  # judged by the release that wrote the counters
     key_rows = budget_holders.keys(conn, caps)
     catalogue = load_catalogue(conn, caps, loaded_config, key_rows)
-    result = run_scan(conn, caps, catalogue, scan_options,
-                      redis_counters=(lambda: read_counters(client)) if client is not None else None,
-                      source=source, key_rows=key_rows)
+    result = run_scan(
+        conn,
+        caps,
+        catalogue,
+        scan_options,
+        redis_counters=(lambda: read_counters(client)) if client is not None else None,
+        source=source,
+        key_rows=key_rows,
+    )
     snapshot = read_snapshot(conn, caps, client, result, layout, targets)
     resolver = Resolver(catalogue)
     tokens = model_spend_tokens(result) if MODEL_SPEND in targets else []
@@ -66,9 +82,15 @@ def prepare(conn: Connection, caps: Capabilities, loaded_config: LoadedConfig | 
         resolution = resolver(name, "", "")
         return resolution.group if resolution.status == "resolved" else None
 
-    planned = plan(result, snapshot, PlanOptions(wall_now=wall_now, layout=layout, targets=targets,
-                                                 remove_miskeyed=remove_miskeyed, canonical=canonical))
-    budgets = {(b.scope, b.entity_id): b for b in map(entity_budgets, budget_holders.holders(conn, caps, key_rows, scan_options.default_end_user_budget))}
+    planned = plan(
+        result,
+        snapshot,
+        PlanOptions(wall_now=wall_now, layout=layout, targets=targets, remove_miskeyed=remove_miskeyed, canonical=canonical),
+    )
+    budgets = {
+        (b.scope, b.entity_id): b
+        for b in map(entity_budgets, budget_holders.holders(conn, caps, key_rows, scan_options.default_end_user_budget))
+    }
     return Prepared(planned, result, Ledger(caps, budgets, catalogue, scan_options.window_slack))
 
 

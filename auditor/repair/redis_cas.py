@@ -60,14 +60,22 @@ def redis_cas(client: Redis, expected: Sequence[dict], new: Sequence[dict]) -> t
     keys = [cell["key"] for cell in new]
     args: list[str] = []
     for old, cell in zip(expected, new, strict=True):
-        args += ["1" if old.get("value") is not None else "0", old.get("value") or "",
-                 "1" if cell.get("value") is not None else "0", cell.get("value") or "", str(cell.get("expire_at_ms") or 0)]
+        args += [
+            "1" if old.get("value") is not None else "0",
+            old.get("value") or "",
+            "1" if cell.get("value") is not None else "0",
+            cell.get("value") or "",
+            str(cell.get("expire_at_ms") or 0),
+        ]
     reply = client.eval(CAS_SCRIPT, len(keys), *keys, *args)
     if int(reply[0]) == 1:
         return True, []
     found = reply[1:]
     return False, [
-        {"key": key, "value": found[3 * i + 1] if found[3 * i] == "1" else None,
-         "expire_at_ms": int(found[3 * i + 2]) if found[3 * i] == "1" and int(found[3 * i + 2]) > 0 else None}
+        {
+            "key": key,
+            "value": found[3 * i + 1] if found[3 * i] == "1" else None,
+            "expire_at_ms": int(found[3 * i + 2]) if found[3 * i] == "1" and int(found[3 * i + 2]) > 0 else None,
+        }
         for i, key in enumerate(keys)
     ]

@@ -29,7 +29,9 @@ if TYPE_CHECKING:
     from redis import Redis
 
 
-def read_snapshot(conn: Connection, caps: Capabilities, client: Redis | None, result: ScanResult, layout: Layout, targets: Iterable[str]) -> Snapshot:
+def read_snapshot(
+    conn: Connection, caps: Capabilities, client: Redis | None, result: ScanResult, layout: Layout, targets: Iterable[str]
+) -> Snapshot:
     targets = set(targets)
     redis_values: dict[str, dict] = {}
     rows: dict[tuple[str, str], dict] = {}
@@ -44,9 +46,13 @@ def read_snapshot(conn: Connection, caps: Capabilities, client: Redis | None, re
             for start in range(0, len(wanted), 500):
                 chunk = wanted[start : start + 500]
                 query = select(t.c.entity_id, t.c.window_duration, t.c.window_start, t.c.spend).where(
-                    t.c.entity_type == BWS_ENTITY_TYPE, tuple_(t.c.entity_id, t.c.window_duration).in_(chunk))
+                    t.c.entity_type == BWS_ENTITY_TYPE, tuple_(t.c.entity_id, t.c.window_duration).in_(chunk)
+                )
                 for r in conn.execute(query):
-                    rows[(r.entity_id, r.window_duration)] = {"window_start": iso_ms(naive_utc(r.window_start)), "spend": float(r.spend)}
+                    rows[(r.entity_id, r.window_duration)] = {
+                        "window_start": iso_ms(naive_utc(r.window_start)),
+                        "spend": float(r.spend),
+                    }
     if MODEL_SPEND in targets:
         tokens = model_spend_tokens(result)
         if tokens:
@@ -72,7 +78,10 @@ def read_redis(client: Redis, keys: Sequence[str]) -> dict[str, dict]:
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         for index, key in enumerate(chunk):
             value, ttl = replies[1 + 2 * index], replies[2 + 2 * index]
-            found[key] = {"value": value, "expire_at_ms": now_ms + int(ttl) if value is not None and ttl is not None and ttl > 0 else None}
+            found[key] = {
+                "value": value,
+                "expire_at_ms": now_ms + int(ttl) if value is not None and ttl is not None and ttl > 0 else None,
+            }
     return found
 
 

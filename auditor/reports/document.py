@@ -101,7 +101,8 @@ def coverage(scan: dict, resolutions: list[dict]) -> dict:
     unresolved / ambiguous models by name. `resolutions` is the scan's, one dict per distinct triple."""
     unplaced = [
         {"status": r["status"], "model": r["model"], "model_group": r["model_group"], "rows": r["rows"], "spend": r["spend"]}
-        for r in resolutions if r["status"] != "resolved"
+        for r in resolutions
+        if r["status"] != "resolved"
     ]
     unplaced.sort(key=lambda m: (-m["spend"], -m["rows"], m["model"] or ""))
     rows = scan["rows"]
@@ -162,7 +163,8 @@ def summary_line(record: dict, report_path: str | None = None) -> str:
         return f"auditor: no findings{where}"
     counts = ", ".join(
         f"{n} {word}{'s' if n != 1 and word != 'info' else ''}"
-        for n, word in ((fig["errors"], "error"), (fig["warnings"], "warning"), (fig["infos"], "info")) if n
+        for n, word in ((fig["errors"], "error"), (fig["warnings"], "warning"), (fig["infos"], "info"))
+        if n
     )
     return (
         f"auditor: {counts}: {_usd2(fig['money_leaked'])} leaked past budgets, "
@@ -185,8 +187,10 @@ def scan_line(record: dict) -> str | None:
         return None
     rows = f"{inc['rows_read']:,} spend log{'s' if inc['rows_read'] != 1 else ''}"
     if inc["mode"] == "incremental":
-        line = (f"incremental: read the {rows} that ended since {_when(inc['checkpoint_cut'])} UTC, "
-                f"the cut of run {inc['checkpoint_run'][:8]}'s checkpoint")
+        line = (
+            f"incremental: read the {rows} that ended since {_when(inc['checkpoint_cut'])} UTC, "
+            f"the cut of run {inc['checkpoint_run'][:8]}'s checkpoint"
+        )
     else:
         line = f"full scan of {rows}" + (f" (incremental asked for: {inc['fallback']})" if inc["fallback"] else "")
     if inc["checkpoint_stored"]:
@@ -236,8 +240,10 @@ def changes_view(record: dict) -> dict | None:
         "previous_run": changes["previous_run"],
         "previous_as_of": changes["previous_as_of"],
         "counts": counts,
-        "new": new[:CHANGES_LISTED], "new_more": max(0, len(new) - CHANGES_LISTED),
-        "resolved": resolved[:CHANGES_LISTED], "resolved_more": max(0, len(resolved) - CHANGES_LISTED),
+        "new": new[:CHANGES_LISTED],
+        "new_more": max(0, len(new) - CHANGES_LISTED),
+        "resolved": resolved[:CHANGES_LISTED],
+        "resolved_more": max(0, len(resolved) - CHANGES_LISTED),
     }
 
 
@@ -247,8 +253,10 @@ def changes_markdown(record: dict) -> str:
         return ""
     c = view["counts"]
     if view["previous_run"]:
-        head = (f"Since run `{view['previous_run']}` (as of {view['previous_as_of']}): **{c['new']} new** "
-                f"({c['new_errors']} error{'s' if c['new_errors'] != 1 else ''}), {c['still_open']} still open, {c['resolved']} resolved.")
+        head = (
+            f"Since run `{view['previous_run']}` (as of {view['previous_as_of']}): **{c['new']} new** "
+            f"({c['new_errors']} error{'s' if c['new_errors'] != 1 else ''}), {c['still_open']} still open, {c['resolved']} resolved."
+        )
     else:
         head = f"No previous run recorded: all {c['new']} findings are new."
     lines = ["", "## Since the previous run", "", head]
@@ -401,23 +409,25 @@ def _entities(record: dict) -> tuple[list[dict], list[dict]]:
         leaking = [f for f in over if f["severity"] == "error"]
         alias = next((f["entity_alias"] for f in found if f["entity_alias"]), None)
         ratios = [f["logged_spend"] / f["budget_limit"] for f in over if f["budget_limit"] and f["logged_spend"] is not None]
-        entities.append({
-            "scope": scope,
-            "scope_label": scope.replace("_", " "),
-            "entity_id": entity_id,
-            "label": alias or entity_id,
-            "has_alias": bool(alias),
-            "findings": [{**f, "subject": _subject(f)} for f in sorted(found, key=_finding_order)],
-            "worst": max((f["severity"] for f in found), key=SEVERITY_RANK.__getitem__),
-            "worst_rank": max(SEVERITY_RANK[f["severity"]] for f in found),
-            "counts": {s: sum(1 for f in found if f["severity"] == s) for s in ("error", "warning", "info")},
-            "leaked": math.fsum(f["spend_after_limit"] or 0.0 for f in over),
-            "leaked_requests": sum(f["requests_after_limit"] or 0 for f in over),
-            "over_windows": len(over),
-            "leaking_windows": len(leaking),
-            "max_ratio": max(ratios, default=None),
-            "charts": _charts(scope, entity_id, found, windows),
-        })
+        entities.append(
+            {
+                "scope": scope,
+                "scope_label": scope.replace("_", " "),
+                "entity_id": entity_id,
+                "label": alias or entity_id,
+                "has_alias": bool(alias),
+                "findings": [{**f, "subject": _subject(f)} for f in sorted(found, key=_finding_order)],
+                "worst": max((f["severity"] for f in found), key=SEVERITY_RANK.__getitem__),
+                "worst_rank": max(SEVERITY_RANK[f["severity"]] for f in found),
+                "counts": {s: sum(1 for f in found if f["severity"] == s) for s in ("error", "warning", "info")},
+                "leaked": math.fsum(f["spend_after_limit"] or 0.0 for f in over),
+                "leaked_requests": sum(f["requests_after_limit"] or 0 for f in over),
+                "over_windows": len(over),
+                "leaking_windows": len(leaking),
+                "max_ratio": max(ratios, default=None),
+                "charts": _charts(scope, entity_id, found, windows),
+            }
+        )
     entities.sort(key=_entity_weight)
     for n, entity in enumerate(entities, 1):
         entity["anchor"] = f"entity-{n}"
@@ -434,8 +444,15 @@ def _subject(f: dict) -> str:
 
 
 def _finding_order(f: dict) -> tuple:
-    return (f["kind"] != OVER_BUDGET, -SEVERITY_RANK[f["severity"]] if f["kind"] != OVER_BUDGET else 0, f["kind"],
-            f["budget_model"] or "", f["window_start"] or "", f["counter_key"] or "", f["model"] or "")
+    return (
+        f["kind"] != OVER_BUDGET,
+        -SEVERITY_RANK[f["severity"]] if f["kind"] != OVER_BUDGET else 0,
+        f["kind"],
+        f["budget_model"] or "",
+        f["window_start"] or "",
+        f["counter_key"] or "",
+        f["model"] or "",
+    )
 
 
 # Chart geometry (SVG user units; the SVG scales to the page width through its viewBox)
@@ -491,19 +508,28 @@ def chart(budget_model: str, limit: float | None, history: list[dict], over: dic
             f"{_when(s['window_start'])} → {_when(s['window_end'])} UTC: {_usd4(spend)}"
             + (f" against {_usd4(limit)} ({ratio:.1f}× the budget)" if ratio is not None else "")
             + f", {s['requests']:,} requests"
-            + (f"; {finding['requests_after_limit']} admitted after the limit ({_usd4(finding['spend_after_limit'])})"
-               if finding is not None and finding["requests_after_limit"] else "")
+            + (
+                f"; {finding['requests_after_limit']} admitted after the limit ({_usd4(finding['spend_after_limit'])})"
+                if finding is not None and finding["requests_after_limit"]
+                else ""
+            )
         )
-        bars.append({
-            "x": round(x, 2), "w": round(bar_w, 2),
-            "within_y": y(within), "within_h": round(y(0) - y(within), 2),
-            "excess_y": y(spend), "excess_h": round(y(limit) - y(spend), 2) if excess else 0.0,
-            "tone": tone,
-            "ratio": _ratio(ratio) if tone and ratio is not None and ratio >= 1.95 and bar_w >= 15 else None,
-            "label_x": round(x + bar_w / 2, 2), "label_y": round(y(spend) - 4, 2),
-            "tick": (f"{start:%d %H:%M}" if same_day else f"{start:%b} {start.day}") if i % label_every == 0 else None,
-            "tip": tip,
-        })
+        bars.append(
+            {
+                "x": round(x, 2),
+                "w": round(bar_w, 2),
+                "within_y": y(within),
+                "within_h": round(y(0) - y(within), 2),
+                "excess_y": y(spend),
+                "excess_h": round(y(limit) - y(spend), 2) if excess else 0.0,
+                "tone": tone,
+                "ratio": _ratio(ratio) if tone and ratio is not None and ratio >= 1.95 and bar_w >= 15 else None,
+                "label_x": round(x + bar_w / 2, 2),
+                "label_y": round(y(spend) - 4, 2),
+                "tick": (f"{start:%d %H:%M}" if same_day else f"{start:%b} {start.day}") if i % label_every == 0 else None,
+                "tip": tip,
+            }
+        )
     ticks = []
     value = 0.0
     while value <= y_max + step / 1000:
@@ -524,8 +550,12 @@ def chart(budget_model: str, limit: float | None, history: list[dict], over: dic
         "bars": bars,
         "ticks": ticks,
         "limit_y": y(limit) if limit is not None else None,
-        "width": CHART_W, "height": CHART_H,
-        "left": _LEFT, "right": CHART_W - _RIGHT, "top": _TOP, "bottom": CHART_H - _BOTTOM,
+        "width": CHART_W,
+        "height": CHART_H,
+        "left": _LEFT,
+        "right": CHART_W - _RIGHT,
+        "top": _TOP,
+        "bottom": CHART_H - _BOTTOM,
         "tick_y": CHART_H - _BOTTOM + 15,
         "aria": (
             f"{budget_model}: {n} windows of {history[0]['time_period']}, "

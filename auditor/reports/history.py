@@ -60,7 +60,17 @@ from auditor.ledger.db import (
 from auditor.repair import journal
 
 KIND = "report"
-ID_FIELDS = ("kind", "scope", "entity_id", "budget_model", "window_start", "counter_source", "counter_key", "model", "model_group")
+ID_FIELDS = (
+    "kind",
+    "scope",
+    "entity_id",
+    "budget_model",
+    "window_start",
+    "counter_source",
+    "counter_key",
+    "model",
+    "model_group",
+)
 LOCK_KEY = 0x61756469746F7231  # "auditor1": pg_try_advisory_lock's one bigint key for report runs
 SAMPLE_HISTORY = "report-history.sqlite"  # not sample-*.sqlite: the sample cache prunes those
 WEBHOOK_TIMEOUT_S = 5.0
@@ -88,7 +98,18 @@ def finding_ids(findings: list[dict]) -> list[str]:
 
 def brief(finding: dict) -> dict:
     """What the report shows of a finding that is gone (the current record no longer holds it)."""
-    keys = ("kind", "severity", "scope", "entity_id", "entity_alias", "budget_model", "model", "counter_key", "window_start", "message")
+    keys = (
+        "kind",
+        "severity",
+        "scope",
+        "entity_id",
+        "entity_alias",
+        "budget_model",
+        "model",
+        "counter_key",
+        "window_start",
+        "message",
+    )
     return {k: finding.get(k) for k in keys}
 
 
@@ -106,8 +127,12 @@ def compare(findings: list[dict], ids: list[str], previous: Previous | None) -> 
         "new": new,
         "still_open": still_open,
         "resolved": resolved,
-        "counts": {"new": len(new), "still_open": len(still_open), "resolved": len(resolved),
-                   "new_errors": sum(1 for i in new if severity[i] == ERROR)},
+        "counts": {
+            "new": len(new),
+            "still_open": len(still_open),
+            "resolved": len(resolved),
+            "new_errors": sum(1 for i in new if severity[i] == ERROR),
+        },
         "finding_ids": list(ids),
         "resolved_findings": [{"id": i, **brief(before[i])} for i in resolved],
     }
@@ -239,8 +264,12 @@ def _holder(engine: Engine) -> str:
             if journal.current_revision(conn) is None:
                 return "another auditor report run holds the lock (it has not recorded itself yet)"
             t = journal.tables(conn.dialect.name)
-            row = conn.execute(select(t.runs).where(t.runs.c.kind == KIND, t.runs.c.status == journal.RUNNING)
-                               .order_by(t.runs.c.started_at.desc()).limit(1)).first()
+            row = conn.execute(
+                select(t.runs)
+                .where(t.runs.c.kind == KIND, t.runs.c.status == journal.RUNNING)
+                .order_by(t.runs.c.started_at.desc())
+                .limit(1)
+            ).first()
     except DBAPIError:
         row = None
     if row is None:
@@ -276,9 +305,11 @@ class ReportRun:
         """The newest completed report run of the same database before this one."""
         with _guard(self.target), self.engine.connect() as conn:
             t = journal.tables(conn.dialect.name)
-            rows = conn.execute(select(t.runs).where(t.runs.c.kind == KIND, t.runs.c.status == journal.COMPLETED,
-                                                     t.runs.c.id != self.run_id)
-                                .order_by(t.runs.c.started_at.desc(), t.runs.c.id))
+            rows = conn.execute(
+                select(t.runs)
+                .where(t.runs.c.kind == KIND, t.runs.c.status == journal.COMPLETED, t.runs.c.id != self.run_id)
+                .order_by(t.runs.c.started_at.desc(), t.runs.c.id)
+            )
             found = next((r for r in rows if (r.options or {}).get("database") == self.source), None)
             if found is None:
                 return None
@@ -301,9 +332,15 @@ class ReportRun:
         """The findings, the run's summary and its checkpoint, in one transaction."""
         ids = changes["finding_ids"]
         summary = {
-            "as_of": record["as_of"], "rows": record["rows"], "totals": record["totals"], "findings": len(ids),
-            "previous_run": changes["previous_run"], "changes": changes["counts"], "finding_ids": ids,
-            "files": record["run"]["files"], "out": record["run"]["options"].get("out"),
+            "as_of": record["as_of"],
+            "rows": record["rows"],
+            "totals": record["totals"],
+            "findings": len(ids),
+            "previous_run": changes["previous_run"],
+            "changes": changes["counts"],
+            "finding_ids": ids,
+            "files": record["run"]["files"],
+            "out": record["run"]["options"].get("out"),
             "incremental": record["run"].get("incremental"),
         }
         with _guard(self.target), self.engine.begin() as conn:
@@ -312,18 +349,36 @@ class ReportRun:
             if increment is not None and increment.state is not None:
                 c = tables.report_checkpoints
                 conn.execute(delete(c).where(c.c.source == self.source))
-                conn.execute(c.insert().values(
-                    run_id=self.run_id, source=self.source, created_at=finished_at, watermark=increment.watermark,
-                    cut=increment.cut, fingerprint=increment.fingerprint, format=checkpoint.FORMAT,
-                    state=checkpoint.encode(increment.state),
-                ))
+                conn.execute(
+                    c.insert().values(
+                        run_id=self.run_id,
+                        source=self.source,
+                        created_at=finished_at,
+                        watermark=increment.watermark,
+                        cut=increment.cut,
+                        fingerprint=increment.fingerprint,
+                        format=checkpoint.FORMAT,
+                        state=checkpoint.encode(increment.state),
+                    )
+                )
             if ids:
-                conn.execute(f.insert(), [
-                    {"run_id": self.run_id, "finding_id": i, "kind": x["kind"], "severity": x["severity"], "scope": x["scope"],
-                     "entity_id": x["entity_id"], "budget_model": x["budget_model"],
-                     "window_start": _naive(x["window_start"]), "finding": x}
-                    for i, x in zip(ids, record["findings"])
-                ])
+                conn.execute(
+                    f.insert(),
+                    [
+                        {
+                            "run_id": self.run_id,
+                            "finding_id": i,
+                            "kind": x["kind"],
+                            "severity": x["severity"],
+                            "scope": x["scope"],
+                            "entity_id": x["entity_id"],
+                            "budget_model": x["budget_model"],
+                            "window_start": _naive(x["window_start"]),
+                            "finding": x,
+                        }
+                        for i, x in zip(ids, record["findings"])
+                    ],
+                )
             journal.finish_run(conn, self.run_id, journal.COMPLETED, finished_at, summary)
         self.finished = True
 
@@ -361,12 +416,15 @@ def report_run(target: DatabaseTarget, source: str, options: dict, started_at: d
                 if found != journal.HEAD:
                     if target.dialect != "sqlite":
                         state = "missing" if found is None else f"at revision {found}, need {journal.HEAD}"
-                        raise InputError(f"auditor's tables for run history are {state} in {target.masked}: "
-                                         f"run `auditor db upgrade --db URL` once, or give --history-db")
+                        raise InputError(
+                            f"auditor's tables for run history are {state} in {target.masked}: "
+                            f"run `auditor db upgrade --db URL` once, or give --history-db"
+                        )
                     upgraded = journal.upgrade(conn)
             with engine.begin() as conn:
-                run_id = journal.start_run(conn, KIND, {**options, "database": source, "pid": os.getpid(),
-                                                        "host": socket.gethostname()}, started_at)
+                run_id = journal.start_run(
+                    conn, KIND, {**options, "database": source, "pid": os.getpid(), "host": socket.gethostname()}, started_at
+                )
         run = ReportRun(run_id, target, engine, source, upgraded=upgraded)
         try:
             yield run
@@ -393,8 +451,10 @@ def list_report_runs(target: DatabaseTarget, limit: int | None) -> list[dict]:
             found = journal.current_revision(conn)
             if found != journal.HEAD:
                 state = "missing" if found is None else f"at revision {found}, need {journal.HEAD}"
-                raise UnavailableError(f"auditor's run history tables are {state} in {target.masked}: "
-                                       "no report has recorded its run there yet (or run `auditor db upgrade`)")
+                raise UnavailableError(
+                    f"auditor's run history tables are {state} in {target.masked}: "
+                    "no report has recorded its run there yet (or run `auditor db upgrade`)"
+                )
             t = journal.tables(conn.dialect.name)
             query = select(t.runs).where(t.runs.c.kind == KIND).order_by(t.runs.c.started_at.desc(), t.runs.c.id)
             if limit:
@@ -406,15 +466,26 @@ def list_report_runs(target: DatabaseTarget, limit: int | None) -> list[dict]:
     for r in runs:
         s = r.summary or {}
         counts = s.get("changes") or {}
-        listed.append({
-            "run_id": r.id, "status": r.state, "started_at": iso(r.started_at), "finished_at": iso(r.finished_at),
-            "as_of": s.get("as_of"), "database": r.options.get("database"), "findings": s.get("findings"),
-            "by_severity": (s.get("totals") or {}).get("findings_by_severity"),
-            "previous_run": s.get("previous_run"), "mode": (s.get("incremental") or {}).get("mode"),
-            "new": counts.get("new"), "still_open": counts.get("still_open"),
-            "resolved": counts.get("resolved"), "new_errors": counts.get("new_errors"),
-            "out": s.get("out"), "message": r.message,
-        })
+        listed.append(
+            {
+                "run_id": r.id,
+                "status": r.state,
+                "started_at": iso(r.started_at),
+                "finished_at": iso(r.finished_at),
+                "as_of": s.get("as_of"),
+                "database": r.options.get("database"),
+                "findings": s.get("findings"),
+                "by_severity": (s.get("totals") or {}).get("findings_by_severity"),
+                "previous_run": s.get("previous_run"),
+                "mode": (s.get("incremental") or {}).get("mode"),
+                "new": counts.get("new"),
+                "still_open": counts.get("still_open"),
+                "resolved": counts.get("resolved"),
+                "new_errors": counts.get("new_errors"),
+                "out": s.get("out"),
+                "message": r.message,
+            }
+        )
     return listed
 
 
@@ -446,8 +517,12 @@ def webhook_text(record: dict, changes: dict, report_path: str) -> str:
     fresh = [f for i, f in zip(ids, record["findings"]) if i in new and f["severity"] == ERROR]
     errors = record["totals"]["findings_by_severity"].get(ERROR, 0)
     since = f"since run {changes['previous_run'][:8]}" if changes["previous_run"] else "(first recorded run)"
-    lines = [(f"auditor: {len(fresh)} new error finding{'s' if len(fresh) != 1 else ''} {since}; "
-              f"{errors} error{'s' if errors != 1 else ''} open, ${record['totals']['money_leaked']:,.2f} leaked past budgets")]
+    lines = [
+        (
+            f"auditor: {len(fresh)} new error finding{'s' if len(fresh) != 1 else ''} {since}; "
+            f"{errors} error{'s' if errors != 1 else ''} open, ${record['totals']['money_leaked']:,.2f} leaked past budgets"
+        )
+    ]
     lines += [f"• {slack_text(describe(f))}" for f in fresh[:5]]
     if len(fresh) > 5:
         lines.append(f"• … and {len(fresh) - 5} more")
@@ -463,16 +538,18 @@ def slack_text(value: str) -> str:
     return plain(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def post_webhook(url: str, payload: dict, *, timeout: float = WEBHOOK_TIMEOUT_S, retries: int = 1,
-                 retry_delay: float = 1.0) -> str | None:
+def post_webhook(
+    url: str, payload: dict, *, timeout: float = WEBHOOK_TIMEOUT_S, retries: int = 1, retry_delay: float = 1.0
+) -> str | None:
     """POST the JSON payload; one retry. None when delivered, else why not (one line, URL path hidden)."""
     body = json.dumps(payload).encode("utf-8")
     why = ""
     for attempt in range(retries + 1):
         if attempt:
             time.sleep(retry_delay)
-        request = urllib.request.Request(url, data=body, method="POST",
-                                         headers={"Content-Type": "application/json", "User-Agent": "auditor"})
+        request = urllib.request.Request(
+            url, data=body, method="POST", headers={"Content-Type": "application/json", "User-Agent": "auditor"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 response.read()

@@ -18,8 +18,15 @@ def money_markdown(money: dict | None) -> str:
         return ""
     from auditor.reports.render import md_text, spend_markdown
 
-    lines = ["", "## Where the money went", "", spend_markdown(money["table"]).rstrip("\n"), "",
-             "| model group | spend | share | requests |", "|---|---:|---:|---:|"]
+    lines = [
+        "",
+        "## Where the money went",
+        "",
+        spend_markdown(money["table"]).rstrip("\n"),
+        "",
+        "| model group | spend | share | requests |",
+        "|---|---:|---:|---:|",
+    ]
     for g in money["model_groups"]:
         name = g["model_group"] if g["model_group"] is not None else "(unresolved)"
         name += f" (via alias {', '.join(g['aliases'])})" if g["aliases"] else ""
@@ -37,7 +44,9 @@ def daily_chart(money: dict) -> dict | None:
     stacks = [{"label": s["model_group"], "spend": s["spend"], "tone": f"mg{n}"} for n, s in enumerate(named)]
     if rest:
         label = "unresolved models" if all(s["model_group"] is None for s in rest) else f"{len(rest)} other model groups"
-        stacks.append({"label": label, "spend": [math.fsum(s["spend"][i] for s in rest) for i in range(len(days))], "tone": "mgx"})
+        stacks.append(
+            {"label": label, "spend": [math.fsum(s["spend"][i] for s in rest) for i in range(len(days))], "tone": "mgx"}
+        )
     plot_w, plot_h = CHART_W - _LEFT - _RIGHT, CHART_H - _TOP - _BOTTOM
     totals = [math.fsum(s["spend"][i] for s in stacks) for i in range(len(days))]
     top = max(totals) or 1.0
@@ -57,21 +66,42 @@ def daily_chart(money: dict) -> dict | None:
         for s in stacks:
             value = s["spend"][i]
             if value > 0:
-                segments.append({"y": y(base + value), "h": round(y(base) - y(base + value), 2), "tone": s["tone"],
-                                 "tip": f"{day} {s['label']}: {_usd4(value)}"})
+                segments.append(
+                    {
+                        "y": y(base + value),
+                        "h": round(y(base) - y(base + value), 2),
+                        "tone": s["tone"],
+                        "tip": f"{day} {s['label']}: {_usd4(value)}",
+                    }
+                )
             base += value
-        bars.append({"x": round(x, 2), "w": round(bar_w, 2), "segments": segments, "total": totals[i],
-                     "tip": f"{day}: {_usd4(totals[i])}", "tick": day[5:] if i % label_every == 0 else None,
-                     "tick_x": round(x + bar_w / 2, 2)})
+        bars.append(
+            {
+                "x": round(x, 2),
+                "w": round(bar_w, 2),
+                "segments": segments,
+                "total": totals[i],
+                "tip": f"{day}: {_usd4(totals[i])}",
+                "tick": day[5:] if i % label_every == 0 else None,
+                "tick_x": round(x + bar_w / 2, 2),
+            }
+        )
     ticks = []
     value = 0.0
     while value <= y_max + step / 1000:
         ticks.append({"y": y(value), "label": _tick(value, step)})
         value += step
     return {
-        "bars": bars, "ticks": ticks, "legend": [{"label": s["label"], "tone": s["tone"], "spend": math.fsum(s["spend"])} for s in stacks],
-        "width": CHART_W, "height": CHART_H, "left": _LEFT, "right": CHART_W - _RIGHT, "top": _TOP,
-        "bottom": CHART_H - _BOTTOM, "tick_y": CHART_H - _BOTTOM + 15,
+        "bars": bars,
+        "ticks": ticks,
+        "legend": [{"label": s["label"], "tone": s["tone"], "spend": math.fsum(s["spend"])} for s in stacks],
+        "width": CHART_W,
+        "height": CHART_H,
+        "left": _LEFT,
+        "right": CHART_W - _RIGHT,
+        "top": _TOP,
+        "bottom": CHART_H - _BOTTOM,
+        "tick_y": CHART_H - _BOTTOM + 15,
         "aria": f"daily spend per model group over {len(days)} days, {money['table']['timezone']}",
     }
 
@@ -86,6 +116,9 @@ def money_view(money: dict | None) -> dict | None:
     return {
         "lines": [dict(line, entity=spend_entity(line), group=spend_group(line)) for line in table["lines"]],
         "groups": money["model_groups"],
-        "total": table["total_spend"], "requests": table["total_requests"], "timezone": table["timezone"],
-        "omitted": table["omitted"], "chart": daily_chart(money),
+        "total": table["total_spend"],
+        "requests": table["total_requests"],
+        "timezone": table["timezone"],
+        "omitted": table["omitted"],
+        "chart": daily_chart(money),
     }

@@ -25,9 +25,25 @@ _BREAKS = re.compile("[\t\n\u0085\u2028\u2029]")
 if TYPE_CHECKING:
     from rich.console import Console
 CSV_FIELDS = (
-    "severity", "kind", "scope", "entity_id", "entity_alias", "budget_model", "model_group", "model", "time_period",
-    "window_start", "window_end", "budget_limit", "logged_spend", "cached_spend", "requests_after_limit",
-    "spend_after_limit", "counter_source", "counter_key", "message",
+    "severity",
+    "kind",
+    "scope",
+    "entity_id",
+    "entity_alias",
+    "budget_model",
+    "model_group",
+    "model",
+    "time_period",
+    "window_start",
+    "window_end",
+    "budget_limit",
+    "logged_spend",
+    "cached_spend",
+    "requests_after_limit",
+    "spend_after_limit",
+    "counter_source",
+    "counter_key",
+    "message",
 )
 
 
@@ -97,7 +113,9 @@ def to_markdown(result: ScanResult) -> str:
         lines += ["| severity | kind | entity | budget | message |", "|---|---|---|---|---|"]
         for f in record["findings"]:
             entity = f["entity_alias"] or (f["entity_id"] or "")[:12]
-            lines.append(f"| {f['severity']} | {f['kind']} | {md_text(entity)} | {md_text(f['budget_model'] or f['model'] or '')} | {md_text(f['message'])} |")
+            lines.append(
+                f"| {f['severity']} | {f['kind']} | {md_text(entity)} | {md_text(f['budget_model'] or f['model'] or '')} | {md_text(f['message'])} |"
+            )
     else:
         lines.append("No findings.")
     for note in record["notes"]:
@@ -116,8 +134,11 @@ def _why_over(f: dict, findings: list[dict]) -> str:
     same = [g for g in findings if g is not f and g["budget_model"] == f["budget_model"]]
     if f["budget_model"] is None:
         lagging = [g for g in same if g["kind"] == "counter_drift" and g["counter_source"] in ("spend", "redis_spend")]
-        return (f"lagging spend: {lagging[0]['counter_source']} holds {_usd(lagging[0]['cached_spend'])}"
-                if lagging else "the spend LiteLLM read was under the budget")
+        return (
+            f"lagging spend: {lagging[0]['counter_source']} holds {_usd(lagging[0]['cached_spend'])}"
+            if lagging
+            else "the spend LiteLLM read was under the budget"
+        )
     miskeyed = [g for g in same if g["kind"] == "miskeyed_counter" and g["counter_source"] in ("redis", "budget_window_spend")]
     drift = [g for g in same if g["kind"] == "counter_drift" and g["counter_source"] in ("redis", "budget_window_spend")]
     missing = [g for g in drift if g["cached_spend"] == 0.0]
@@ -138,10 +159,14 @@ def next_commands(findings: list[dict]) -> list[str]:
     scope, entity = findings[0]["scope"], findings[0]["entity_alias"] or findings[0]["entity_id"]
     if scope not in _EXPLAIN_FLAG or not entity:
         return []
-    ref = shlex.quote(entity if scope != "key" or not findings[0]["entity_alias"] or "(deleted)" in entity else findings[0]["entity_alias"])
+    ref = shlex.quote(
+        entity if scope != "key" or not findings[0]["entity_alias"] or "(deleted)" in entity else findings[0]["entity_alias"]
+    )
     commands = [f"auditor explain {_EXPLAIN_FLAG[scope]}{ref}"]
-    repairable = any(f["kind"] in ("counter_drift", "miskeyed_counter") and f["counter_source"] in ("redis", "budget_window_spend")
-                     for f in findings)
+    repairable = any(
+        f["kind"] in ("counter_drift", "miskeyed_counter") and f["counter_source"] in ("redis", "budget_window_spend")
+        for f in findings
+    )
     if scope == "key" and repairable:
         commands.append(f"auditor backfill --key {ref}")
     return commands
@@ -170,8 +195,15 @@ def print_table(result: ScanResult, console: Console) -> None:
         leaked = sum(f["spend_after_limit"] or 0.0 for f in findings)
         leaking = sum(1 for f in findings if f["kind"] == "over_budget" and f["severity"] == "error")
         caption = f"{_usd(leaked)} leaked in {leaking} window{'s' if leaking != 1 else ''}" if leaking else None
-        table = Table(title=clean(entity), title_justify="left", title_style="bold", header_style="bold", expand=False,
-                      caption=caption, caption_justify="left")
+        table = Table(
+            title=clean(entity),
+            title_justify="left",
+            title_style="bold",
+            header_style="bold",
+            expand=False,
+            caption=caption,
+            caption_justify="left",
+        )
         table.add_column("severity", no_wrap=True)
         table.add_column("kind", no_wrap=True)
         table.add_column("budget / model", max_width=28, overflow="fold")
@@ -218,8 +250,21 @@ def print_table(result: ScanResult, console: Console) -> None:
 # the command, and the report's Markdown reuses spend_markdown
 
 
-SPEND_CSV_FIELDS = ("period", "entity_id", "entity_alias", "model_group", "spend", "share", "requests", "prompt_tokens",
-                    "completion_tokens", "failures", "cache_hits", "aliases", "unresolved_models")
+SPEND_CSV_FIELDS = (
+    "period",
+    "entity_id",
+    "entity_alias",
+    "model_group",
+    "spend",
+    "share",
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "failures",
+    "cache_hits",
+    "aliases",
+    "unresolved_models",
+)
 
 
 def spend_json(record: dict) -> str:
@@ -252,8 +297,11 @@ def spend_entity(line: dict) -> str:
 def spend_summary(record: dict) -> list[str]:
     """The lines under the table: total, what --top left out, rows not charged."""
     period = record["period"]
-    said = [f"total {_usd(record['total_spend'])} in {record['total_requests']:,} charged requests ({record['by']} x model group"
-            + (f" x {period}, {record['timezone']}" if period != "total" else "") + ")"]
+    said = [
+        f"total {_usd(record['total_spend'])} in {record['total_requests']:,} charged requests ({record['by']} x model group"
+        + (f" x {period}, {record['timezone']}" if period != "total" else "")
+        + ")"
+    ]
     if record["omitted"]:
         left = record["omitted"]
         said.append(f"--top left out {left['entities']} more entities: {_usd(left['spend'])} in {left['requests']:,} requests")
@@ -265,10 +313,14 @@ def spend_summary(record: dict) -> list[str]:
 
 
 def spend_markdown(record: dict) -> str:
-    lines = ["| period | entity | model group | spend | share | requests | prompt tokens | completion tokens | failures | cache hits |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| period | entity | model group | spend | share | requests | prompt tokens | completion tokens | failures | cache hits |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for line in record["lines"]:
-        lines.append(f"| {line['period'] or 'total'} | {md_text(spend_entity(line))} | {md_text(spend_group(line))} | "
-                     f"{_usd(line['spend'])} | {line['share']:.1%} | {line['requests']:,} | {line['prompt_tokens']:,} | "
-                     f"{line['completion_tokens']:,} | {line['failures']:,} | {line['cache_hits']:,} |")
+        lines.append(
+            f"| {line['period'] or 'total'} | {md_text(spend_entity(line))} | {md_text(spend_group(line))} | "
+            f"{_usd(line['spend'])} | {line['share']:.1%} | {line['requests']:,} | {line['prompt_tokens']:,} | "
+            f"{line['completion_tokens']:,} | {line['failures']:,} | {line['cache_hits']:,} |"
+        )
     return "\n".join(lines + [""] + [f"- {md_text(s)}" for s in spend_summary(record)]) + "\n"

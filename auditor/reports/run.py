@@ -89,13 +89,31 @@ def _pause_hook() -> None:
         time.sleep(float(seconds))
 
 
-def run_report(db: str | None, config: str | None, redis: str | None, *, out: str | os.PathLike,
-               formats: str | Sequence[str] = "json,md,html", incremental: bool = False, lookback: str | timedelta = "1h",
-               history_db: str | None = None, webhook: str | None = None, now: str | None = None, since: str | None = None,
-               until: str | None = None, tolerance: float = 0.0001, window_slack: float = 1.0, settle: float = 120.0,
-               fail_on: str = "error", statement_timeout: float | None = None, timezone: str | None = None,
-               redis_optional: bool = False, litellm_version: str | None = None,
-               progress: Callable[[int], None] | None = None, warn: Warn = log_warning) -> ReportRun:
+def run_report(
+    db: str | None,
+    config: str | None,
+    redis: str | None,
+    *,
+    out: str | os.PathLike,
+    formats: str | Sequence[str] = "json,md,html",
+    incremental: bool = False,
+    lookback: str | timedelta = "1h",
+    history_db: str | None = None,
+    webhook: str | None = None,
+    now: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    tolerance: float = 0.0001,
+    window_slack: float = 1.0,
+    settle: float = 120.0,
+    fail_on: str = "error",
+    statement_timeout: float | None = None,
+    timezone: str | None = None,
+    redis_optional: bool = False,
+    litellm_version: str | None = None,
+    progress: Callable[[int], None] | None = None,
+    warn: Warn = log_warning,
+) -> ReportRun:
     """The run. Bad input is rejected (exit 2) before anything is locked or recorded, an unwritable `out` (exit 3)
     before the database is read; one run at a time (a second one raises history.Locked, exit 3)."""
     from auditor.audit import checkpoint
@@ -110,7 +128,9 @@ def run_report(db: str | None, config: str | None, redis: str | None, *, out: st
     lookback_delta = parse_lookback(lookback)
     if fail_on not in FAIL_ON:
         raise InputError(f"--fail-on {fail_on!r}: use one of {', '.join(FAIL_ON)}")
-    check_amounts({"--tolerance": tolerance, "--window-slack": window_slack, "--settle": settle}, seconds=("--window-slack", "--settle"))
+    check_amounts(
+        {"--tolerance": tolerance, "--window-slack": window_slack, "--settle": settle}, seconds=("--window-slack", "--settle")
+    )
     started, clock = utc_now(), time.monotonic()
     for value, option in ((now, "--now"), (since, "--since"), (until, "--until")):
         if value:
@@ -122,18 +142,39 @@ def run_report(db: str | None, config: str | None, redis: str | None, *, out: st
         require_litellm(target)  # before the history: a wrong --db is not a missing `db upgrade`
     history_target = history.history_target(history_db, db)
     source = history.source_name(db)
-    with history.report_run(history_target, source, {"out": str(out_dir), "formats": list(chosen), "now": now},
-                            started, utc_now) as recorded:
+    with history.report_run(
+        history_target, source, {"out": str(out_dir), "formats": list(chosen), "now": now}, started, utc_now
+    ) as recorded:
         _pause_hook()
-        increment = checkpoint.Increment(lookback=lookback_delta, requested=incremental,
-                                         previous=recorded.checkpoint() if incremental else None)
-        result, options, money = _scan(db, config, redis, since, until, now, tolerance, window_slack, settle, statement_timeout,
-                                       timezone, progress=progress, redis_optional=redis_optional, increment=increment,
-                                       litellm_version=litellm_version, warn=warn)
-        notices = [why for why in (increment.fallback and f"full scan instead of incremental: {increment.fallback}",
-                                   increment.not_stored) if why]
-        record, names, written, changes = _write(result, options, recorded, started, clock, chosen, out_dir, now, fail_on,
-                                                  statement_timeout, increment, money)
+        increment = checkpoint.Increment(
+            lookback=lookback_delta, requested=incremental, previous=recorded.checkpoint() if incremental else None
+        )
+        result, options, money = _scan(
+            db,
+            config,
+            redis,
+            since,
+            until,
+            now,
+            tolerance,
+            window_slack,
+            settle,
+            statement_timeout,
+            timezone,
+            progress=progress,
+            redis_optional=redis_optional,
+            increment=increment,
+            litellm_version=litellm_version,
+            warn=warn,
+        )
+        notices = [
+            why
+            for why in (increment.fallback and f"full scan instead of incremental: {increment.fallback}", increment.not_stored)
+            if why
+        ]
+        record, names, written, changes = _write(
+            result, options, recorded, started, clock, chosen, out_dir, now, fail_on, statement_timeout, increment, money
+        )
         recorded.complete(record, changes, utc_now(), increment)
 
     run = ReportRun(recorded.run_id, result, record, changes, out_dir, chosen, names, written, notices)
@@ -144,8 +185,25 @@ def run_report(db: str | None, config: str | None, redis: str | None, *, out: st
     return run
 
 
-def _scan(db, config, redis_url, since, until, now, tolerance, window_slack, settle, statement_timeout, timezone, *,
-          progress, redis_optional: bool = False, increment=None, litellm_version: str | None = None, warn: Warn = log_warning):
+def _scan(
+    db,
+    config,
+    redis_url,
+    since,
+    until,
+    now,
+    tolerance,
+    window_slack,
+    settle,
+    statement_timeout,
+    timezone,
+    *,
+    progress,
+    redis_optional: bool = False,
+    increment=None,
+    litellm_version: str | None = None,
+    warn: Warn = log_warning,
+):
     """The scan exactly as `auditor scan` runs it, returning the result, its options and where the money went
     (spend.overview: one more grouped query over the ledger, daily in the scan's zone)."""
     from auditor.audit.spend import overview
@@ -153,19 +211,43 @@ def _scan(db, config, redis_url, since, until, now, tolerance, window_slack, set
     from auditor.session import scan_session
 
     with scan_session(
-        db, config, redis_url, now=now, since=since, until=until, tolerance=tolerance, window_slack=window_slack,
-        settle=settle, timezone=timezone, statement_timeout=statement_timeout, redis_optional=redis_optional,
-        litellm_version=litellm_version, warn=warn,
+        db,
+        config,
+        redis_url,
+        now=now,
+        since=since,
+        until=until,
+        tolerance=tolerance,
+        window_slack=window_slack,
+        settle=settle,
+        timezone=timezone,
+        statement_timeout=statement_timeout,
+        redis_optional=redis_optional,
+        litellm_version=litellm_version,
+        warn=warn,
     ) as session:
         result = session.scan(progress, increment=increment)
         options = session.options
-        money = overview(*ledger_lines(session, "key", "day"), zone_name=options.timezone or "UTC", since=options.since,
-                         until=options.until)
+        money = overview(
+            *ledger_lines(session, "key", "day"), zone_name=options.timezone or "UTC", since=options.since, until=options.until
+        )
         return result, options, money
 
 
-def _write(result, options, recorded, started: datetime, clock: float, chosen, out_dir, now, fail_on: str,
-           statement_timeout, increment, money=None):
+def _write(
+    result,
+    options,
+    recorded,
+    started: datetime,
+    clock: float,
+    chosen,
+    out_dir,
+    now,
+    fail_on: str,
+    statement_timeout,
+    increment,
+    money=None,
+):
     """The record (with the changes since the previous run) and its files."""
     from auditor import __version__
     from auditor.audit.findings import iso
@@ -186,11 +268,20 @@ def _write(result, options, recorded, started: datetime, clock: float, chosen, o
         started_at=started,
         duration_s=time.monotonic() - clock,
         options={
-            "since": iso(options.since), "until": iso(options.until), "now": iso(options.now), "now_given": now is not None,
-            "tolerance": options.tolerance, "window_slack": options.window_slack.total_seconds(),
-            "settle": options.settle.total_seconds(), "fail_on": fail_on, "statement_timeout": statement_timeout,
-            "timezone": options.timezone, "formats": list(chosen), "out": str(out_dir),
-            "incremental": increment.requested, "lookback_s": increment.lookback.total_seconds(),
+            "since": iso(options.since),
+            "until": iso(options.until),
+            "now": iso(options.now),
+            "now_given": now is not None,
+            "tolerance": options.tolerance,
+            "window_slack": options.window_slack.total_seconds(),
+            "settle": options.settle.total_seconds(),
+            "fail_on": fail_on,
+            "statement_timeout": statement_timeout,
+            "timezone": options.timezone,
+            "formats": list(chosen),
+            "out": str(out_dir),
+            "incremental": increment.requested,
+            "lookback_s": increment.lookback.total_seconds(),
         },
         files=names,
         auditor_version=__version__,
@@ -199,6 +290,10 @@ def _write(result, options, recorded, started: datetime, clock: float, chosen, o
     scanned = result.as_record()["findings"]
     changes = history.compare(scanned, history.finding_ids(scanned), recorded.previous())
     record = build_record(result, run, changes, money)
-    renderers = {"json": lambda: render_json(record), "md": lambda: render_markdown(result, record), "html": lambda: render_html(record)}
+    renderers = {
+        "json": lambda: render_json(record),
+        "md": lambda: render_markdown(result, record),
+        "html": lambda: render_html(record),
+    }
     written = write_reports(out_dir, names, {fmt: renderers[fmt]() for fmt in chosen})
     return record, names, written, changes

@@ -51,8 +51,16 @@ T0 = datetime(2026, 3, 2, 8, 0, 0, tzinfo=UTC)
 
 MODEL_LIST = [
     {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_key": "x"}, "model_info": {"id": "dep-gpt4o"}},
-    {"model_name": "gpt-4o-mini", "litellm_params": {"model": "openai/gpt-4o-mini", "api_key": "x"}, "model_info": {"id": "dep-mini"}},
-    {"model_name": "anthropic/*", "litellm_params": {"model": "anthropic/*", "api_key": "x"}, "model_info": {"id": "dep-anthropic"}},
+    {
+        "model_name": "gpt-4o-mini",
+        "litellm_params": {"model": "openai/gpt-4o-mini", "api_key": "x"},
+        "model_info": {"id": "dep-mini"},
+    },
+    {
+        "model_name": "anthropic/*",
+        "litellm_params": {"model": "anthropic/*", "api_key": "x"},
+        "model_info": {"id": "dep-anthropic"},
+    },
 ]
 
 
@@ -62,19 +70,36 @@ def token_hash(raw: str) -> str:
 
 KEYS = [
     # Two entries sharing the key's one start key before 1.99: a day cap and an hour cap.
-    {"token": token_hash("sk-research"), "key_alias": "research",
-     "model_max_budget": {"gpt-4o": {"budget_limit": 0.05, "time_period": "1d"},
-                          "gpt-4o-mini": {"budget_limit": 0.002, "time_period": "1h"}}},
+    {
+        "token": token_hash("sk-research"),
+        "key_alias": "research",
+        "model_max_budget": {
+            "gpt-4o": {"budget_limit": 0.05, "time_period": "1d"},
+            "gpt-4o-mini": {"budget_limit": 0.002, "time_period": "1h"},
+        },
+    },
     # A wildcard route: the requested name is the counter's name.
-    {"token": token_hash("sk-wild"), "key_alias": "wild",
-     "model_max_budget": {"anthropic/claude-3-haiku-20240307": {"budget_limit": 0.004, "time_period": "1d"}}},
+    {
+        "token": token_hash("sk-wild"),
+        "key_alias": "wild",
+        "model_max_budget": {"anthropic/claude-3-haiku-20240307": {"budget_limit": 0.004, "time_period": "1d"}},
+    },
     # The same two durations with traffic that keeps the day's start key alive past the hour: the hour entry's
     # charges open new windows on it and move the start the day entry is measured from.
-    {"token": token_hash("sk-mixed"), "key_alias": "mixed",
-     "model_max_budget": {"gpt-4o": {"budget_limit": 0.03, "time_period": "1d"},
-                          "gpt-4o-mini": {"budget_limit": 0.0015, "time_period": "1h"}}},
+    {
+        "token": token_hash("sk-mixed"),
+        "key_alias": "mixed",
+        "model_max_budget": {
+            "gpt-4o": {"budget_limit": 0.03, "time_period": "1d"},
+            "gpt-4o-mini": {"budget_limit": 0.0015, "time_period": "1h"},
+        },
+    },
     # 0 is "unlimited" before 1.99 (it blocks from 1.99 on).
-    {"token": token_hash("sk-zero"), "key_alias": "zero", "model_max_budget": {"gpt-4o": {"budget_limit": 0, "time_period": "1d"}}},
+    {
+        "token": token_hash("sk-zero"),
+        "key_alias": "zero",
+        "model_max_budget": {"gpt-4o": {"budget_limit": 0, "time_period": "1d"}},
+    },
 ]
 END_USERS = [{"user_id": "cust-1", "model_max_budget": {"gpt-4o-mini": {"budget_limit": 0.003, "time_period": "1d"}}}]
 
@@ -148,10 +173,17 @@ def plan_requests(rng: random.Random) -> list[dict]:
             took = timedelta(seconds=rng.choice([1.5, 3.0, 8.0, 20.0, 95.0]))
             (pin, pout), (cin, cout) = COSTS[model]
             moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)  # milliseconds, as the ledger stores them
-            requests.append({
-                "key": by_alias[alias], "model": model, "end_user": end_user, "start": moment, "end": moment + took,
-                "prompt_tokens": rng.randint(pin, pout), "completion_tokens": rng.randint(cin, cout),
-            })
+            requests.append(
+                {
+                    "key": by_alias[alias],
+                    "model": model,
+                    "end_user": end_user,
+                    "start": moment,
+                    "end": moment + took,
+                    "prompt_tokens": rng.randint(pin, pout),
+                    "completion_tokens": rng.randint(cin, cout),
+                }
+            )
             moment += timedelta(minutes=rng.expovariate(1.0 / gap), seconds=1)
     requests.sort(key=lambda r: (r["start"], r["key"]["key_alias"]))
     for index, request in enumerate(requests):
@@ -160,17 +192,28 @@ def plan_requests(rng: random.Random) -> list[dict]:
 
 
 def _mock_response(request: dict) -> dict:
-    usage = {"prompt_tokens": request["prompt_tokens"], "completion_tokens": request["completion_tokens"],
-             "total_tokens": request["prompt_tokens"] + request["completion_tokens"]}
-    return {"id": request["id"], "object": "chat.completion", "created": int(request["start"].timestamp()), "model": request["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}], "usage": usage}
+    usage = {
+        "prompt_tokens": request["prompt_tokens"],
+        "completion_tokens": request["completion_tokens"],
+        "total_tokens": request["prompt_tokens"] + request["completion_tokens"],
+    }
+    return {
+        "id": request["id"],
+        "object": "chat.completion",
+        "created": int(request["start"].timestamp()),
+        "model": request["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+        "usage": usage,
+    }
 
 
 def _metadata(request: dict) -> dict:
     key = request["key"]
     end_user = next((u for u in END_USERS if u["user_id"] == request["end_user"]), None)
     return {
-        "user_api_key": key["token"], "user_api_key_hash": key["token"], "user_api_key_alias": key["key_alias"],
+        "user_api_key": key["token"],
+        "user_api_key_hash": key["token"],
+        "user_api_key_alias": key["key_alias"],
         "user_api_key_model_max_budget": key["model_max_budget"],
         "user_api_key_end_user_id": request["end_user"],
         "user_api_key_end_user_model_max_budget": end_user["model_max_budget"] if end_user else None,
@@ -182,7 +225,9 @@ async def blocked_by(limiter, request: dict) -> str | None:
     key = request["key"]
     try:
         await limiter.is_key_within_model_budget(
-            UserAPIKeyAuth(token=key["token"], key_alias=key["key_alias"], model_max_budget=key["model_max_budget"]), request["model"])
+            UserAPIKeyAuth(token=key["token"], key_alias=key["key_alias"], model_max_budget=key["model_max_budget"]),
+            request["model"],
+        )
     except litellm.BudgetExceededError:
         return "key"
     end_user = next((u for u in END_USERS if u["user_id"] == request["end_user"]), None)
@@ -194,9 +239,27 @@ async def blocked_by(limiter, request: dict) -> str | None:
     return None
 
 
-ROW_COLUMNS = ("request_id", "call_type", "api_key", "spend", "total_tokens", "prompt_tokens", "completion_tokens", "startTime",
-               "endTime", "model", "model_id", "model_group", "custom_llm_provider", "api_base", "user", "end_user", "team_id",
-               "cache_hit", "status")
+ROW_COLUMNS = (
+    "request_id",
+    "call_type",
+    "api_key",
+    "spend",
+    "total_tokens",
+    "prompt_tokens",
+    "completion_tokens",
+    "startTime",
+    "endTime",
+    "model",
+    "model_id",
+    "model_group",
+    "custom_llm_provider",
+    "api_base",
+    "user",
+    "end_user",
+    "team_id",
+    "cache_hit",
+    "status",
+)
 
 
 async def run(redis_url: str | None) -> dict:
@@ -217,7 +280,9 @@ async def run(redis_url: str | None) -> dict:
     limiter = _PROXY_VirtualKeyModelMaxBudgetLimiter(dual_cache=cache)
 
     requests = plan_requests(rng)
-    events = sorted([(r["start"], 0, r) for r in requests] + [(r["end"], 1, r) for r in requests], key=lambda e: (e[0], e[1], e[2]["id"]))
+    events = sorted(
+        [(r["start"], 0, r) for r in requests] + [(r["end"], 1, r) for r in requests], key=lambda e: (e[0], e[1], e[2]["id"])
+    )
     rows, blocked = [], []
     for moment, kind, request in events:
         if redis_cache is not None:
@@ -226,14 +291,27 @@ async def run(redis_url: str | None) -> dict:
         if kind == 0:
             request["blocked"] = await blocked_by(limiter, request)
             if request["blocked"]:
-                blocked.append({"request_id": request["id"], "api_key": request["key"]["token"], "model": request["model"],
-                                "end_user": request["end_user"], "startTime": _iso(request["start"]), "scope": request["blocked"]})
+                blocked.append(
+                    {
+                        "request_id": request["id"],
+                        "api_key": request["key"]["token"],
+                        "model": request["model"],
+                        "end_user": request["end_user"],
+                        "startTime": _iso(request["start"]),
+                        "scope": request["blocked"],
+                    }
+                )
             continue
         if request["blocked"]:
             continue
-        await router.acompletion(model=request["model"], messages=[{"role": "user", "content": "hi"}],
-                                 mock_response=_mock_response(request), metadata=_metadata(request),
-                                 litellm_call_id=request["id"], user=request["end_user"])
+        await router.acompletion(
+            model=request["model"],
+            messages=[{"role": "user", "content": "hi"}],
+            mock_response=_mock_response(request),
+            metadata=_metadata(request),
+            litellm_call_id=request["id"],
+            user=request["end_user"],
+        )
         for _ in range(200):
             if request["id"] in capture.seen:
                 break
@@ -256,8 +334,10 @@ async def run(redis_url: str | None) -> dict:
     for name in sorted(store.cache_dict):
         if name.startswith(("virtual_key_", "end_user_")):
             expires = store.ttl_dict.get(name)
-            memory[name] = {"value": store.cache_dict[name],
-                            "expires_at": _iso(datetime.fromtimestamp(expires, tz=UTC)) if expires else None}
+            memory[name] = {
+                "value": store.cache_dict[name],
+                "expires_at": _iso(datetime.fromtimestamp(expires, tz=UTC)) if expires else None,
+            }
     redis_state = None
     if redis_cache is not None:
         client = redis_cache.init_async_client()
@@ -267,8 +347,10 @@ async def run(redis_url: str | None) -> dict:
                 text = name.decode() if isinstance(name, bytes) else name
                 value = await client.get(name)
                 left = await client.pttl(name)
-                redis_state[text] = {"value": value.decode() if isinstance(value, bytes) else value,
-                                     "expires_at": _iso(now + timedelta(milliseconds=left)) if left > 0 else None}
+                redis_state[text] = {
+                    "value": value.decode() if isinstance(value, bytes) else value,
+                    "expires_at": _iso(now + timedelta(milliseconds=left)) if left > 0 else None,
+                }
         redis_state = dict(sorted(redis_state.items()))
     return {
         "litellm_version": litellm.version if isinstance(getattr(litellm, "version", None), str) else _installed_version(),
@@ -322,8 +404,11 @@ def main() -> None:
     with open(args.out, "w") as handle:
         json.dump(fixture, handle, indent=1, sort_keys=False, default=str)
         handle.write("\n")
-    print(f"{args.out}: {len(fixture['spend_logs'])} rows, {len(fixture['blocked'])} blocked, "
-          f"{len(fixture['memory'])} cached counters", file=sys.stderr)
+    print(
+        f"{args.out}: {len(fixture['spend_logs'])} rows, {len(fixture['blocked'])} blocked, "
+        f"{len(fixture['memory'])} cached counters",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

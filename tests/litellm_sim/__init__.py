@@ -58,8 +58,16 @@ def _loop() -> asyncio.AbstractEventLoop:
     return _LOOP
 
 
-def simulate(seed: int, redis_url: str | None, workdir: Path, *, features: frozenset[str] = FEATURES, days: int = 4,
-             requests_per_day: int = 60, disable_pre_routing_error_logs: bool = False) -> SimRun:
+def simulate(
+    seed: int,
+    redis_url: str | None,
+    workdir: Path,
+    *,
+    features: frozenset[str] = FEATURES,
+    days: int = 4,
+    requests_per_day: int = 60,
+    disable_pre_routing_error_logs: bool = False,
+) -> SimRun:
     """Run the deployment through LiteLLM; Redis (a db of its own: it is flushed) holds its counters afterwards."""
     from .engine import Simulation
     from .store import database_rows, write_config
@@ -81,8 +89,9 @@ def simulate(seed: int, redis_url: str | None, workdir: Path, *, features: froze
                 starts[f"{spend_prefix}:{rest}"] = datetime.fromtimestamp(float(sim.redis.get(k)), UTC).replace(tzinfo=None)
     else:
         starts = {r["entity_id"]: r["window_start"] for r in rows["LiteLLM_BudgetWindowSpend"]}
-    config_path = write_config(Path(workdir) / "proxy_config.yaml", world,
-                               disable_pre_routing_error_logs=disable_pre_routing_error_logs)
+    config_path = write_config(
+        Path(workdir) / "proxy_config.yaml", world, disable_pre_routing_error_logs=disable_pre_routing_error_logs
+    )
     return SimRun(world, outcome, now, config_path, rows, snapshot, starts, disable_pre_routing_error_logs)
 
 

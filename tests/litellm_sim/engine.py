@@ -151,8 +151,11 @@ class SimSharedWindows:
 
     async def add(self, spend_key: str, budget_duration: str, started_at: float, spend: float) -> None:
         tx = build_window_spend_transaction(
-            entity_type="model_max_budget", entity_id=spend_key, window_duration=budget_duration,
-            window_start=datetime.fromtimestamp(started_at, tz=UTC), spend=spend,
+            entity_type="model_max_budget",
+            entity_id=spend_key,
+            window_duration=budget_duration,
+            window_start=datetime.fromtimestamp(started_at, tz=UTC),
+            spend=spend,
         )
         incoming = to_ms(datetime.fromisoformat(tx["window_start"]))
         row = self.rows.get((spend_key, budget_duration))
@@ -207,11 +210,16 @@ class Outcome:
 
 def _response(n: int, world: World, request: Request) -> dict:
     return {
-        "id": f"chatcmpl-sim{world.seed}-{n:05d}", "object": "chat.completion", "created": int(epoch(request.start)),
+        "id": f"chatcmpl-sim{world.seed}-{n:05d}",
+        "object": "chat.completion",
+        "created": int(epoch(request.start)),
         "model": request.model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": f"answer {n}"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": request.prompt_tokens, "completion_tokens": request.completion_tokens,
-                  "total_tokens": request.prompt_tokens + request.completion_tokens},
+        "usage": {
+            "prompt_tokens": request.prompt_tokens,
+            "completion_tokens": request.completion_tokens,
+            "total_tokens": request.prompt_tokens + request.completion_tokens,
+        },
     }
 
 
@@ -223,8 +231,10 @@ class Simulation:
         self.disable_pre_routing_error_logs = disable_pre_routing_error_logs
         config = world.config
         self.router = litellm.Router(
-            model_list=config["model_list"], model_group_alias=config["router_settings"]["model_group_alias"],
-            num_retries=0, disable_cooldowns=True,
+            model_list=config["model_list"],
+            model_group_alias=config["router_settings"]["model_group_alias"],
+            num_retries=0,
+            disable_cooldowns=True,
         )
         self.redis = None
         redis_cache = None
@@ -240,7 +250,9 @@ class Simulation:
         self.cache = DualCache(in_memory_cache=InMemoryCache(clock=self.clock), redis_cache=redis_cache)
         self.shared = SimSharedWindows()
         self.limiter = _PROXY_VirtualKeyModelMaxBudgetLimiter(
-            dual_cache=self.cache, clock=self.clock, shared_windows=self.shared,
+            dual_cache=self.cache,
+            clock=self.clock,
+            shared_windows=self.shared,
             model_access_groups=lambda model, team_id=None: model_access_groups_of(self.router, model, team_id),
         )
         self.capture = _CAPTURE
@@ -288,15 +300,19 @@ class Simulation:
         scalars = self.outcome.scalars
         return UserAPIKeyAuth(
             # the raw key: UserAPIKeyAuth hashes it into `token` and `api_key`, as the proxy's auth does
-            api_key=f"sk-sim-{key.name}", key_alias=key.name,
-            user_id=key.user_id, team_id=key.team_id, end_user_id=request.end_user,
+            api_key=f"sk-sim-{key.name}",
+            key_alias=key.name,
+            user_id=key.user_id,
+            team_id=key.team_id,
+            end_user_id=request.end_user,
             model_max_budget=dict(key.model_max_budget),
             litellm_budget_table_model_max_budget=w.budgets.get(key.budget_id) if key.budget_id else None,
             user_model_max_budget=(user.model_max_budget or None) if user else None,
             team_model_max_budget=(team.model_max_budget or None) if team else None,
             end_user_model_max_budget=end_user_budget,
             team_member_model_max_budget=member_budget,
-            spend=scalars[("key", key.token)].spend, max_budget=key.max_budget,
+            spend=scalars[("key", key.token)].spend,
+            max_budget=key.max_budget,
         )
 
     def _metadata(self, auth: UserAPIKeyAuth) -> dict:
@@ -361,8 +377,12 @@ class Simulation:
                 self.outcome.blocked_without_row += 1
                 return
             error = litellm.BudgetExceededError(current_cost=0.0, max_budget=0.0, message="budget exceeded")
-            kwargs = {"model": request.model, "litellm_call_id": call_id, "call_type": "acompletion",
-                      "litellm_params": {"metadata": {**metadata, "status": "failure"}}}
+            kwargs = {
+                "model": request.model,
+                "litellm_call_id": call_id,
+                "call_type": "acompletion",
+                "litellm_params": {"metadata": {**metadata, "status": "failure"}},
+            }
             await self._row(kwargs, error, request, request.start)
             return
         messages = [{"role": "user", "content": f"question {request.n}"}]
@@ -371,8 +391,15 @@ class Simulation:
         mock = "litellm.RateLimitError" if request.outcome == "error" else _response(request.n, self.world, request)
         random.seed(f"{self.world.seed}-{request.n}")  # the router's choice between deployments of a group
         try:
-            await self.router.acompletion(model=request.model, messages=messages, mock_response=mock, metadata=metadata,
-                                          litellm_call_id=call_id, caching=True, user=request.end_user)
+            await self.router.acompletion(
+                model=request.model,
+                messages=messages,
+                mock_response=mock,
+                metadata=metadata,
+                litellm_call_id=call_id,
+                caching=True,
+                user=request.end_user,
+            )
         except Exception:  # noqa: BLE001 - the mocked provider error; its failure event is what we want
             pass
         for _ in range(10_000):  # LiteLLM logs on a worker task: wait for it (10 s at most)
@@ -395,12 +422,21 @@ class Simulation:
         if row["cache_hit"] == "True":
             self.outcome.cache_hits += 1
         self._charge_scalars(auth, request, row["spend"])
-        self.outcome.charges.append({"n": request.n, "key": request.key, "end": request.end, "spend": row["spend"],
-                                     "model_group": row["model_group"], "end_user": request.end_user})
+        self.outcome.charges.append(
+            {
+                "n": request.n,
+                "key": request.key,
+                "end": request.end,
+                "spend": row["spend"],
+                "model_group": row["model_group"],
+                "end_user": request.end_user,
+            }
+        )
 
     async def _row(self, kwargs: dict, response, request: Request, start: datetime) -> dict:
-        payload = get_logging_payload(kwargs, response, start.replace(tzinfo=UTC), request.end.replace(tzinfo=UTC),
-                                      llm_router=self.router)
+        payload = get_logging_payload(
+            kwargs, response, start.replace(tzinfo=UTC), request.end.replace(tzinfo=UTC), llm_router=self.router
+        )
         payload["startTime"] = to_ms(request.start)
         payload["endTime"] = to_ms(request.end)
         payload["completionStartTime"] = payload["endTime"]
@@ -459,7 +495,12 @@ class Simulation:
                 rows.append(dict(zip(columns, _row_params(table, key, merged))))
             self.outcome.rollups[table.name] = rows
         self.outcome.window_rows = [
-            {"entity_type": "model_max_budget", "entity_id": spend_key, "window_duration": duration,
-             "window_start": start, "spend": spend}
+            {
+                "entity_type": "model_max_budget",
+                "entity_id": spend_key,
+                "window_duration": duration,
+                "window_start": start,
+                "spend": spend,
+            }
             for (spend_key, duration), (start, spend) in sorted(self.shared.rows.items())
         ]

@@ -30,7 +30,7 @@ def _spend_key(entry: str, duration: str, model: str | None = None) -> str:
 
 
 def _anon_entry(run) -> tuple[str, str]:
-    (name, entry), = run.world.keys["anon"].model_max_budget.items()
+    ((name, entry),) = run.world.keys["anon"].model_max_budget.items()
     return name, entry.get("time_period") or entry.get("budget_duration")
 
 
@@ -68,9 +68,16 @@ def lost_rows(run, rows, count: int) -> list[Expected]:
     spend_key = _spend_key(entry, duration)
     window_start = _open_window_start(run, spend_key)
     floor = max(_anon_period_start(run, rows), datetime.combine((run.now - SETTLE).date(), datetime.min.time()))
-    candidates = [r for r in rows["LiteLLM_SpendLogs"]
-                  if r["api_key"] == ANON and r["status"] == "success" and r["spend"] > 0
-                  and r["model_group"] == entry and r["startTime"] >= floor and r["endTime"] < run.now - SETTLE]
+    candidates = [
+        r
+        for r in rows["LiteLLM_SpendLogs"]
+        if r["api_key"] == ANON
+        and r["status"] == "success"
+        and r["spend"] > 0
+        and r["model_group"] == entry
+        and r["startTime"] >= floor
+        and r["endTime"] < run.now - SETTLE
+    ]
     dropped = candidates[-count:]
     if len(dropped) < count:
         return []
@@ -94,8 +101,9 @@ def lost_increment(run, rows, redis) -> list[Expected]:
     spend_key = _spend_key(entry, duration)
     if _open_window_start(run, spend_key) is None:
         return []
-    last = next((c for c in reversed(run.outcome.charges) if c["key"] == "anon" and c["model_group"] == entry
-                 and c["spend"] > 0), None)
+    last = next(
+        (c for c in reversed(run.outcome.charges) if c["key"] == "anon" and c["model_group"] == entry and c["spend"] > 0), None
+    )
     if last is None:
         return []
     amount = last["spend"]
@@ -114,8 +122,9 @@ def lost_increment(run, rows, redis) -> list[Expected]:
 def double_flush(run, rows) -> list[Expected]:
     """One LiteLLM_DailyUserSpend row of key anon, on a whole day the scan compares, was flushed twice."""
     last_day = ((run.now - SETTLE).date() - timedelta(days=1)).isoformat()
-    row = next((r for r in rows["LiteLLM_DailyUserSpend"]
-                if r["api_key"] == ANON and r["date"] <= last_day and r["spend"] > 0), None)
+    row = next(
+        (r for r in rows["LiteLLM_DailyUserSpend"] if r["api_key"] == ANON and r["date"] <= last_day and r["spend"] > 0), None
+    )
     if row is None:
         return []
     for column in ("spend", "api_requests", "successful_requests", "failed_requests", "prompt_tokens", "completion_tokens"):
@@ -131,8 +140,7 @@ def renamed_entry(run, rows) -> list[Expected]:
     token["model_max_budget"] = {f"{entry}*": token["model_max_budget"][entry]}
     if _open_window_start(run, _spend_key(entry, duration)) is None:
         return []
-    return [Expected("counter_drift", "key", ANON, f"{entry}*", None),
-            Expected("miskeyed_counter", "key", ANON, "", None)]
+    return [Expected("counter_drift", "key", ANON, f"{entry}*", None), Expected("miskeyed_counter", "key", ANON, "", None)]
 
 
 def deployment_counter(run, rows, redis) -> list[Expected]:
@@ -145,10 +153,17 @@ def deployment_counter(run, rows, redis) -> list[Expected]:
         redis.set(spend_key, 0.0123, ex=3600)
         redis.set(start_key, started.timestamp() if started.tzinfo else (started - datetime(1970, 1, 1)).total_seconds(), ex=3600)
     else:
-        rows["LiteLLM_BudgetWindowSpend"].append({
-            "entity_type": "model_max_budget", "entity_id": spend_key, "window_duration": duration,
-            "window_start": started, "spend": 0.0123, "created_at": started, "updated_at": started,
-        })
+        rows["LiteLLM_BudgetWindowSpend"].append(
+            {
+                "entity_type": "model_max_budget",
+                "entity_id": spend_key,
+                "window_duration": duration,
+                "window_start": started,
+                "spend": 0.0123,
+                "created_at": started,
+                "updated_at": started,
+            }
+        )
     return [Expected("miskeyed_counter", "key", ANON, "", None)]
 
 

@@ -21,8 +21,10 @@ _extra = MetaData()
 
 
 def _daily_like(name: str, entity: str) -> Table:
-    columns = [Column(entity if c.name == "user_id" else c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
-               for c in schema.daily_user_spend.columns]
+    columns = [
+        Column(entity if c.name == "user_id" else c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+        for c in schema.daily_user_spend.columns
+    ]
     return Table(name, _extra, *columns)
 
 
@@ -63,17 +65,33 @@ def database_rows(world: World, outcome: Outcome, now: datetime) -> dict[str, li
     rows: dict[str, list[dict]] = {name: [] for name in schema.TABLES}
     end_user_budget_limits = {e.budget_id: e.max_budget for e in world.end_users.values() if e.budget_id}
     for budget_id, mmb in world.budgets.items():
-        rows["LiteLLM_BudgetTable"].append({
-            "budget_id": budget_id, "model_max_budget": mmb, "max_budget": end_user_budget_limits.get(budget_id),
-            "created_by": "sim", "updated_by": "sim", "created_at": world.start, "updated_at": world.start,
-        })
+        rows["LiteLLM_BudgetTable"].append(
+            {
+                "budget_id": budget_id,
+                "model_max_budget": mmb,
+                "max_budget": end_user_budget_limits.get(budget_id),
+                "created_by": "sim",
+                "updated_by": "sim",
+                "created_at": world.start,
+                "updated_at": world.start,
+            }
+        )
     for key in world.keys.values():
         scalar = s[("key", key.token)]
         row = {
-            "token": key.token, "key_alias": key.name, "key_name": f"sk-...{key.name[-4:]}", "user_id": key.user_id,
-            "team_id": key.team_id, "model_max_budget": key.model_max_budget, "budget_id": key.budget_id,
-            "max_budget": key.max_budget, "budget_duration": key.budget_duration, "budget_reset_at": scalar.reset_at,
-            "spend": scalar.spend, "total_spend": scalar.total_spend, "created_at": world.start,
+            "token": key.token,
+            "key_alias": key.name,
+            "key_name": f"sk-...{key.name[-4:]}",
+            "user_id": key.user_id,
+            "team_id": key.team_id,
+            "model_max_budget": key.model_max_budget,
+            "budget_id": key.budget_id,
+            "max_budget": key.max_budget,
+            "budget_duration": key.budget_duration,
+            "budget_reset_at": scalar.reset_at,
+            "spend": scalar.spend,
+            "total_spend": scalar.total_spend,
+            "created_at": world.start,
         }
         if key.deleted_at is not None and key.deleted_at <= now:
             rows["LiteLLM_DeletedVerificationToken"].append({**row, "id": f"deleted-{key.name}", "deleted_at": key.deleted_at})
@@ -81,29 +99,51 @@ def database_rows(world: World, outcome: Outcome, now: datetime) -> dict[str, li
             rows["LiteLLM_VerificationToken"].append(row)
     for user in world.users.values():
         scalar = s[("user", user.id)]
-        rows["LiteLLM_UserTable"].append({
-            "user_id": user.id, "model_max_budget": user.model_max_budget, "max_budget": user.max_budget,
-            "budget_duration": user.budget_duration, "budget_reset_at": scalar.reset_at, "spend": scalar.spend,
-            "teams": [t for (u, t) in [*world.memberships, *world.team_members_without_row] if u == user.id],
-        })
+        rows["LiteLLM_UserTable"].append(
+            {
+                "user_id": user.id,
+                "model_max_budget": user.model_max_budget,
+                "max_budget": user.max_budget,
+                "budget_duration": user.budget_duration,
+                "budget_reset_at": scalar.reset_at,
+                "spend": scalar.spend,
+                "teams": [t for (u, t) in [*world.memberships, *world.team_members_without_row] if u == user.id],
+            }
+        )
     for team in world.teams.values():
         scalar = s[("team", team.id)]
-        rows["LiteLLM_TeamTable"].append({
-            "team_id": team.id, "team_alias": team.id, "model_max_budget": team.model_max_budget,
-            "max_budget": team.max_budget, "budget_duration": team.budget_duration, "budget_reset_at": scalar.reset_at,
-            "spend": scalar.spend, "metadata": team.metadata,
-            "members": [u for (u, t) in [*world.memberships, *world.team_members_without_row] if t == team.id],
-        })
+        rows["LiteLLM_TeamTable"].append(
+            {
+                "team_id": team.id,
+                "team_alias": team.id,
+                "model_max_budget": team.model_max_budget,
+                "max_budget": team.max_budget,
+                "budget_duration": team.budget_duration,
+                "budget_reset_at": scalar.reset_at,
+                "spend": scalar.spend,
+                "metadata": team.metadata,
+                "members": [u for (u, t) in [*world.memberships, *world.team_members_without_row] if t == team.id],
+            }
+        )
     for end_user in world.end_users.values():
-        rows["LiteLLM_EndUserTable"].append({"user_id": end_user.id, "budget_id": end_user.budget_id,
-                                             "spend": s[("end_user", end_user.id)].spend})
+        rows["LiteLLM_EndUserTable"].append(
+            {"user_id": end_user.id, "budget_id": end_user.budget_id, "spend": s[("end_user", end_user.id)].spend}
+        )
     for (user_id, team_id), budget_id in world.memberships.items():
         scalar = s[("team_member", (user_id, team_id))]
-        rows["LiteLLM_TeamMembership"].append({"user_id": user_id, "team_id": team_id, "budget_id": budget_id,
-                                               "spend": scalar.spend, "total_spend": scalar.total_spend})
+        rows["LiteLLM_TeamMembership"].append(
+            {
+                "user_id": user_id,
+                "team_id": team_id,
+                "budget_id": budget_id,
+                "spend": scalar.spend,
+                "total_spend": scalar.total_spend,
+            }
+        )
     rows["LiteLLM_SpendLogs"] = outcome.spend_rows
-    rows["LiteLLM_BudgetWindowSpend"] = [{**r, "created_at": r["window_start"], "updated_at": r["window_start"]}
-                                         for r in outcome.window_rows]
+    rows["LiteLLM_BudgetWindowSpend"] = [
+        {**r, "created_at": r["window_start"], "updated_at": r["window_start"]} for r in outcome.window_rows
+    ]
     for name in ("LiteLLM_DailyUserSpend", "LiteLLM_DailyTeamSpend", "LiteLLM_DailyEndUserSpend"):
         rows[name] = [{**r, "created_at": now, "updated_at": now} for r in outcome.rollups.get(name, [])]
     return rows

@@ -21,19 +21,21 @@ WORD_PERIODS = ("daily", "hourly", "30d", "1mo", "24h")  # word aliases and mont
 
 # Each feature switches on one LiteLLM behaviour on top of the baseline deployment, so a test can tell which
 # one a false finding comes from. The baseline alone is every scope, budget kind and routing case that needs none.
-FEATURES = frozenset({
-    "alias_traffic",  # requests name a proxy-level model_group_alias ("opus" -> claude-opus-4-6)
-    "keys_without_user_or_team",  # keys with no user_id / team_id: rows with user "" and team_id ""
-    "default_end_user_budget",  # end users without budget_id, governed by litellm_settings.max_end_user_budget_id
-    "colon_ids",  # a user id and an end-user id containing ':'
-    "member_without_row",  # a team member with no LiteLLM_TeamMembership row (the team's team_member_budget_id)
-    "cache_hits",  # repeated requests answered from LiteLLM's cache ($0 rows)
-    "deleted_key",  # a key deleted half-way (LiteLLM_DeletedVerificationToken)
-    "odd_scalar_periods",  # scalar budget_duration 48h / 36h / 90m / 5h / 45m
-    "dst",  # litellm_settings.timezone America/New_York across its spring-forward day (2026-03-08)
-    "word_periods",  # per-model entries over daily / hourly / 30d / 1mo / 24h
-    "unenforced_entries",  # entries the limiter charges but never blocks on (max_budget null or negative)
-})
+FEATURES = frozenset(
+    {
+        "alias_traffic",  # requests name a proxy-level model_group_alias ("opus" -> claude-opus-4-6)
+        "keys_without_user_or_team",  # keys with no user_id / team_id: rows with user "" and team_id ""
+        "default_end_user_budget",  # end users without budget_id, governed by litellm_settings.max_end_user_budget_id
+        "colon_ids",  # a user id and an end-user id containing ':'
+        "member_without_row",  # a team member with no LiteLLM_TeamMembership row (the team's team_member_budget_id)
+        "cache_hits",  # repeated requests answered from LiteLLM's cache ($0 rows)
+        "deleted_key",  # a key deleted half-way (LiteLLM_DeletedVerificationToken)
+        "odd_scalar_periods",  # scalar budget_duration 48h / 36h / 90m / 5h / 45m
+        "dst",  # litellm_settings.timezone America/New_York across its spring-forward day (2026-03-08)
+        "word_periods",  # per-model entries over daily / hourly / 30d / 1mo / 24h
+        "unenforced_entries",  # entries the limiter charges but never blocks on (max_budget null or negative)
+    }
+)
 
 
 def key_hash(name: str) -> str:
@@ -96,8 +98,9 @@ class World:
         return self.keys[name]
 
 
-def _entry(rng: random.Random, low: float, high: float, *, legacy_names: bool = False,
-           periods: tuple[str, ...] = ENTRY_PERIODS) -> dict:
+def _entry(
+    rng: random.Random, low: float, high: float, *, legacy_names: bool = False, periods: tuple[str, ...] = ENTRY_PERIODS
+) -> dict:
     """One model_max_budget entry; /key/generate stores the names as sent (budget_limit/time_period),
     /budget/new, team and user endpoints store max_budget/budget_duration (semantics.md (c))."""
     limit = round(rng.uniform(low, high), 4)
@@ -123,16 +126,34 @@ def build_world(seed: int, *, days: int = 4, features: frozenset[str] = FEATURES
     entry = partial(_entry, periods=WORD_PERIODS if on("word_periods") else ENTRY_PERIODS)
     config = {
         "model_list": [
-            {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_key": "sk-dummy"},
-             "model_info": {"access_groups": ["general"]}},
-            {"model_name": "gpt-4o", "litellm_params": {"model": "azure/prod-gpt4o-eastus", "api_key": "dummy",
-                                                         "api_base": "https://example.openai.azure.com",
-                                                         "api_version": "2024-06-01"},
-             "model_info": {"access_groups": ["general"], "base_model": "azure/gpt-4o"}},
-            {"model_name": "gpt-4o-mini", "litellm_params": {"model": "openai/gpt-4o-mini", "api_key": "sk-dummy"},
-             "model_info": {"access_groups": ["general"]}},
-            {"model_name": "claude-opus-4-6", "litellm_params": {"model": "vertex_ai/claude-opus-4-6@default",
-                                                                  "vertex_project": "sim", "vertex_location": "us-east5"}},
+            {
+                "model_name": "gpt-4o",
+                "litellm_params": {"model": "openai/gpt-4o", "api_key": "sk-dummy"},
+                "model_info": {"access_groups": ["general"]},
+            },
+            {
+                "model_name": "gpt-4o",
+                "litellm_params": {
+                    "model": "azure/prod-gpt4o-eastus",
+                    "api_key": "dummy",
+                    "api_base": "https://example.openai.azure.com",
+                    "api_version": "2024-06-01",
+                },
+                "model_info": {"access_groups": ["general"], "base_model": "azure/gpt-4o"},
+            },
+            {
+                "model_name": "gpt-4o-mini",
+                "litellm_params": {"model": "openai/gpt-4o-mini", "api_key": "sk-dummy"},
+                "model_info": {"access_groups": ["general"]},
+            },
+            {
+                "model_name": "claude-opus-4-6",
+                "litellm_params": {
+                    "model": "vertex_ai/claude-opus-4-6@default",
+                    "vertex_project": "sim",
+                    "vertex_location": "us-east5",
+                },
+            },
             {"model_name": "anthropic/*", "litellm_params": {"model": "anthropic/*", "api_key": "sk-dummy"}},
         ],
         "router_settings": {"model_group_alias": {"opus": "claude-opus-4-6"}},
@@ -149,16 +170,25 @@ def build_world(seed: int, *, days: int = 4, features: frozenset[str] = FEATURES
         "bud-eu-default": {"gpt-4o-mini": entry(rng, 0.005, 0.02)},
     }
     users = {
-        "alice": Entity("alice", {"claude-opus-4-6": entry(rng, 0.05, 0.15)}, max_budget=round(rng.uniform(0.3, 1.5), 2),
-                        budget_duration=rng.choice(scalar_periods)),
+        "alice": Entity(
+            "alice",
+            {"claude-opus-4-6": entry(rng, 0.05, 0.15)},
+            max_budget=round(rng.uniform(0.3, 1.5), 2),
+            budget_duration=rng.choice(scalar_periods),
+        ),
         "bob": Entity("bob"),
         "carol": Entity("carol", max_budget=50.0, budget_duration="7d"),
         svc_user: Entity(svc_user, {"gpt-4o": entry(rng, 0.04, 0.12)}),
         "dave": Entity("dave"),
     }
     teams = {
-        "team-a": Entity("team-a", {"gpt-4o": entry(rng, 0.08, 0.2)}, max_budget=round(rng.uniform(0.5, 2.0), 2),
-                         budget_duration=rng.choice(scalar_periods), metadata={"team_member_budget_id": "bud-member-default"}),
+        "team-a": Entity(
+            "team-a",
+            {"gpt-4o": entry(rng, 0.08, 0.2)},
+            max_budget=round(rng.uniform(0.5, 2.0), 2),
+            budget_duration=rng.choice(scalar_periods),
+            metadata={"team_member_budget_id": "bud-member-default"},
+        ),
         "team-b": Entity("team-b"),
     }
     end_users = {
@@ -167,18 +197,38 @@ def build_world(seed: int, *, days: int = 4, features: frozenset[str] = FEATURES
         "eu-2": Entity("eu-2", budget_id=None if on("default_end_user_budget") else "bud-eu"),
     }
     keys = {
-        "alice-a": Key("alice-a", "alice", "team-a", {"gpt-4o": entry(rng, 0.04, 0.1, legacy_names=True)},
-                       max_budget=round(rng.uniform(0.2, 1.0), 2), budget_duration=rng.choice(scalar_periods),
-                       end_users=("eu-1", tenant)),
+        "alice-a": Key(
+            "alice-a",
+            "alice",
+            "team-a",
+            {"gpt-4o": entry(rng, 0.04, 0.1, legacy_names=True)},
+            max_budget=round(rng.uniform(0.2, 1.0), 2),
+            budget_duration=rng.choice(scalar_periods),
+            end_users=("eu-1", tenant),
+        ),
         "bob-a": Key("bob-a", "bob", "team-a", {}, budget_id="bud-key-shared", end_users=("eu-2",)),
-        "carol": Key("carol", "carol", None if on("keys_without_user_or_team") else "team-b",
-                     {"general": entry(rng, 0.05, 0.15, legacy_names=True), "anthropic/*": entry(rng, 0.01, 0.03)},
-                     end_users=("eu-1", "eu-2")),
+        "carol": Key(
+            "carol",
+            "carol",
+            None if on("keys_without_user_or_team") else "team-b",
+            {"general": entry(rng, 0.05, 0.15, legacy_names=True), "anthropic/*": entry(rng, 0.01, 0.03)},
+            end_users=("eu-1", "eu-2"),
+        ),
         "svc": Key("svc", svc_user, "team-b", {"claude-opus-4-6": entry(rng, 0.05, 0.12, legacy_names=True)}),
-        "anon": Key("anon", *((None, None) if on("keys_without_user_or_team") else ("dave", "team-b")), {"gpt-4o-mini": entry(rng, 0.01, 0.03, legacy_names=True)},
-                    max_budget=round(rng.uniform(0.5, 2.0), 2), budget_duration="30d"),
-        "old": Key("old", "carol", "team-b", {"gpt-4o": entry(rng, 0.05, 0.1, legacy_names=True)},
-                   deleted_at=start + timedelta(days=days / 2, minutes=rng.randrange(0, 600)) if on("deleted_key") else None),
+        "anon": Key(
+            "anon",
+            *((None, None) if on("keys_without_user_or_team") else ("dave", "team-b")),
+            {"gpt-4o-mini": entry(rng, 0.01, 0.03, legacy_names=True)},
+            max_budget=round(rng.uniform(0.5, 2.0), 2),
+            budget_duration="30d",
+        ),
+        "old": Key(
+            "old",
+            "carol",
+            "team-b",
+            {"gpt-4o": entry(rng, 0.05, 0.1, legacy_names=True)},
+            deleted_at=start + timedelta(days=days / 2, minutes=rng.randrange(0, 600)) if on("deleted_key") else None,
+        ),
     }
     if on("unenforced_entries"):
         keys["svc"].model_max_budget["gpt-4o-mini"] = {"max_budget": None, "budget_duration": "1d"}
@@ -192,9 +242,20 @@ def build_world(seed: int, *, days: int = 4, features: frozenset[str] = FEATURES
     if on("alias_traffic"):
         models.append("opus")
     return World(
-        seed=seed, start=start, days=days, timezone=zone, config=config, features=frozenset(features),
-        budgets=budgets, users=users, teams=teams, end_users=end_users,
-        memberships=memberships, team_members_without_row=without_row, keys=keys, models=tuple(models),
+        seed=seed,
+        start=start,
+        days=days,
+        timezone=zone,
+        config=config,
+        features=frozenset(features),
+        budgets=budgets,
+        users=users,
+        teams=teams,
+        end_users=end_users,
+        memberships=memberships,
+        team_members_without_row=without_row,
+        keys=keys,
+        models=tuple(models),
         default_end_user_budget="bud-eu-default",
     )
 
@@ -233,6 +294,17 @@ def draw_traffic(world: World, requests_per_day: int = 60) -> list[Request]:
         roll = rng.random()
         repeat = "cache_hits" in world.features and roll < 0.1 and out
         outcome = "error" if roll < 0.05 else "cache_repeat" if repeat else "success"
-        out.append(Request(n, start, timedelta(seconds=rng.uniform(0.4, 20)), key.name, model, end_user,
-                           rng.randrange(200, 3000), rng.randrange(50, 1500), outcome))
+        out.append(
+            Request(
+                n,
+                start,
+                timedelta(seconds=rng.uniform(0.4, 20)),
+                key.name,
+                model,
+                end_user,
+                rng.randrange(200, 3000),
+                rng.randrange(50, 1500),
+                outcome,
+            )
+        )
     return out
