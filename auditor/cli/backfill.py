@@ -19,7 +19,24 @@ from typing import Annotated
 
 import typer
 
-from auditor.cli.common import ConfigOption, DbOption, LiteLLMVersionOption, RedisOption, err, handles_errors, out, say
+from auditor.cli.common import (
+    ConfigOption,
+    DbOption,
+    KeysOption,
+    LiteLLMVersionOption,
+    ModelOption,
+    NowOption,
+    RedisOption,
+    SettleOption,
+    StatementTimeoutOption,
+    TimezoneOption,
+    ToleranceOption,
+    WindowSlackOption,
+    err,
+    handles_errors,
+    out,
+    say,
+)
 from auditor.exitcodes import ExitCode
 from auditor.session import writable_target
 
@@ -153,12 +170,8 @@ def backfill(
     db: DbOption = None,
     config: ConfigOption = None,
     redis_url: RedisOption = None,
-    key: Annotated[
-        list[str] | None, typer.Option("--key", help="Only this key (hash or alias); repeat for several.", show_default=False)
-    ] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Only counters of this model group or budget entry.", show_default=False)
-    ] = None,
+    key: KeysOption = None,
+    model: ModelOption = None,
     target: Annotated[
         list[Target] | None,
         typer.Option(
@@ -171,20 +184,10 @@ def backfill(
         bool, typer.Option("--remove-miskeyed", help="Also delete counters stored under names enforcement never reads.")
     ] = False,
     litellm_version: LiteLLMVersionOption = None,
-    now: Annotated[
-        str | None,
-        typer.Option(help="Judge the scan at this instant (default: now). TTLs always use the wall clock.", show_default=False),
-    ] = None,
-    tolerance: Annotated[
-        float, typer.Option(help="Dollars a counter may differ from the ledger before it is repaired.")
-    ] = 0.0001,
-    window_slack: Annotated[float, typer.Option(help="Seconds before a counter's start that still count in its window.")] = 1.0,
-    settle: Annotated[
-        float,
-        typer.Option(
-            help="Seconds before --now left out of the ledger. 0 (default): the value written holds every logged charge."
-        ),
-    ] = 0.0,
+    now: NowOption = None,
+    tolerance: ToleranceOption = 0.0001,
+    window_slack: WindowSlackOption = 1.0,
+    settle: SettleOption = 0.0,
     output_format: Annotated[PlanFormat, typer.Option("--format", help="Output format.")] = PlanFormat.table,
     apply_: Annotated[bool, typer.Option("--apply", help="Write the plan (asks first unless --yes) and journal it.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
@@ -204,15 +207,8 @@ def backfill(
             help="Seconds from a request's end until its increment is in Redis, at most: a counter is read twice this far apart to find an instant no request was in flight.",
         ),
     ] = 1.0,
-    timezone: Annotated[
-        str | None,
-        typer.Option(
-            help="Zone LiteLLM aligns scalar budget resets to. Default: litellm_settings.timezone, else UTC.", show_default=False
-        ),
-    ] = None,
-    statement_timeout: Annotated[
-        float | None, typer.Option(help="PostgreSQL statement_timeout for the scan's queries, in seconds.", show_default=False)
-    ] = None,
+    timezone: TimezoneOption = None,
+    statement_timeout: StatementTimeoutOption = None,
 ) -> None:
     """Repair the counters the scan found wrong, on a live proxy, with a journal and a way back.
 
@@ -223,6 +219,9 @@ def backfill(
     locked and re-checked; every old/new value is journaled so `auditor backfill undo RUN_ID` can
     put it back. The run id is printed when it starts; Ctrl-C or SIGTERM stops it safely (exit
     130/143). Needs `auditor db upgrade` once.
+
+    --settle defaults to 0 here: the value written holds every logged charge. --now judges the
+    scan; TTLs always follow the wall clock.
 
     Example:
 

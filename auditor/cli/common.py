@@ -81,14 +81,16 @@ NowOption = Annotated[
         help="Judge the scan at this instant (default: the current time), for reproducible results.", show_default=False
     ),
 ]
-ToleranceOption = Annotated[float, typer.Option(help="Dollars a counter may differ from the ledger before it is drift.")]
+ToleranceOption = Annotated[
+    float, typer.Option(help="Dollars a counter may differ from the ledger before it is drift (and backfill repairs it).")
+]
 WindowSlackOption = Annotated[float, typer.Option(help="Seconds before a counter's start that still count in its window.")]
 SettleOption = Annotated[float, typer.Option(help="Seconds before --now whose charges counters may not hold yet.")]
 KeysOption = Annotated[
     list[str] | None, typer.Option("--key", help="A key hash or alias; repeat for several.", show_default=False)
 ]
 ModelOption = Annotated[
-    str | None, typer.Option(help="Only findings about this model group or budget entry.", show_default=False)
+    str | None, typer.Option(help="Only findings (or counters) of this model group or budget entry.", show_default=False)
 ]
 OutputOption = Annotated[
     str | None, typer.Option(help="Write the output to this file (atomically, mode 0600).", show_default=False)
