@@ -53,8 +53,9 @@ from auditor.money import to_dollars, to_nanos
 
 # 2: junk spend is its own ignored outcome. 3: amounts are sums of whole nano-dollars (auditor.money), so a float sum
 # stored by an older auditor would not add up exactly. 4: the charged cells at entity grain, so a resumed run's spend
-# lines and alias bypasses need no read of the whole ledger. Bump when State or its encoding changes: older checkpoints are then not reused
-FORMAT = 4
+# lines and alias bypasses need no read of the whole ledger. 5: rollup day digests over
+# whole nano-dollars, computed by PostgreSQL. Bump when State or its encoding changes: older checkpoints are then not reused
+FORMAT = 5
 DEFAULT_LOOKBACK = timedelta(hours=1)  # --lookback: how late a row may be written and still be read
 
 FULL, INCREMENTAL = "full", "incremental"
@@ -82,7 +83,7 @@ class EntityState:
 
 @dataclass(frozen=True)
 class RollupDay:
-    digest: str  # of the Daily*Spend rows of the day (rollup_digest)
+    digest: str  # of the Daily*Spend rows of the day (daily_rollups.rollup_day_digests)
     differing: dict[RollupKey, DayTotals | None]  # the ledger's totals of the rows that disagree (None: none logged)
 
 
@@ -139,13 +140,6 @@ def merge_cells(base: Iterable[tuple], plus: Iterable[tuple] = (), minus: Iterab
 
 def counter_id(counter) -> CounterId:
     return (counter.source, counter.key.key, counter.window_start)
-
-
-def rollup_digest(rows: Mapping[RollupKey, DayTotals]) -> str:
-    """One day's Daily*Spend totals, exactly (floats by repr): a changed day is re-read from the ledger."""
-    # the fields by hand: dataclasses.astuple deep-copies each one, most of an incremental run's time on a large rollup
-    text = json.dumps(sorted([*key, t.spend, t.requests, t.successes, t.failures] for key, t in rows.items()))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -81,11 +81,11 @@ def rollup_pass(
         days = [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
         digests: dict[str, str] = {}
         if resume is not None or state is not None:  # a checkpoint keys each past day by its rollup rows
-            digests = daily_rollups.rollup_day_digests(conn, table, first.isoformat(), last.isoformat(), checkpoint.rollup_digest)
+            digests = daily_rollups.rollup_day_digests(conn, table, first.isoformat(), last.isoformat())
         reused: dict[str, checkpoint.RollupDay] = {}
         if resume is not None:  # a day is whole in the checkpoint when none of its rows is one an incremental run reads
             stored, before = resume.rollups.get(name, {}), (resume.cut - DEFAULT_LOOKBACK).date().isoformat()
-            empty = checkpoint.rollup_digest({})
+            empty = daily_rollups.EMPTY_DIGEST
             reused = {
                 day: stored[day]
                 for day in days
@@ -118,7 +118,7 @@ def rollup_pass(
                     and rollup_checks.rollup_differs(ledger.get(k), rollups.get(k), options.tolerance)
                 ):
                     differing[k[0]][k] = ledger.get(k)
-            empty = checkpoint.rollup_digest({})
+            empty = daily_rollups.EMPTY_DIGEST
             state.rollups[name] = {
                 day: reused.get(day) or checkpoint.RollupDay(digests.get(day, empty), differing.get(day, {}))
                 for day in days

@@ -3,14 +3,24 @@ ledger grouped per UTC day, key, model and provider, and where a rollup table di
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Float, String, case, cast, func, literal, null, or_, select, union_all
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.sql import ColumnElement
 
 from auditor.ledger.capabilities import Capabilities
-from auditor.ledger.queries import IGNORED_FAILURE, _finite_spend, hash_aggregated, nanos_parts, row_outcome
+from auditor.ledger.queries import (
+    IGNORED_FAILURE,
+    _finite_spend,
+    _spend_not_finite,
+    hash_aggregated,
+    nanos_parts,
+    row_outcome,
+    summed_nanos,
+)
 from auditor.ledger.schema import spend_logs
 from auditor.money import NANOS_PER_DOLLAR, SPLIT, from_parts, to_dollars
 
@@ -175,36 +185,52 @@ def rollup_disagreements(
     return found
 
 
-def rollup_day_digests(conn: Connection, table, first_day: str, last_day: str, digest) -> dict[str, str]:
-    """`digest` of each day's Daily*Spend totals (rollup_days' grain), streamed a day at a time."""
+EMPTY_DIGEST = hashlib.md5(b"").hexdigest()  # a day without rollup rows
+
+
+def rollup_day_digests(conn: Connection, table, first_day: str, last_day: str) -> dict[str, str]:
+    """A digest of each day's Daily*Spend totals (rollup_days' grain): md5 of its cells, one line each,
+    `api_key|model|provider|nanos high|nanos low|bad|requests|successes|failures` in byte order. Spend enters as
+    whole nano-dollars (exact integer sums, auditor.money), so the text does not depend on how the database prints a
+    float. On PostgreSQL the database computes it and sends one row a day; SQLite sends the cells, digested here
+    to the same text, so a changed day is found without moving a large table to Python."""
     t = table
     model, provider = func.coalesce(t.c.model, ""), func.coalesce(t.c.custom_llm_provider, "")
-    query = (
+    high, low = summed_nanos(_finite_spend(t))
+    cells = (
         select(
-            t.c.date,
-            t.c.api_key,
-            model,
-            provider,
-            func.sum(t.c.spend),
-            func.sum(t.c.api_requests),
-            func.sum(t.c.successful_requests),
-            func.sum(t.c.failed_requests),
+            t.c.date.label("day"),
+            t.c.api_key.label("api_key"),
+            model.label("model"),
+            provider.label("provider"),
+            high.label("high"),
+            low.label("low"),
+            func.count(case((_spend_not_finite(t), 1))).label("bad"),
+            func.coalesce(func.sum(t.c.api_requests), 0).label("requests"),
+            func.coalesce(func.sum(t.c.successful_requests), 0).label("successes"),
+            func.coalesce(func.sum(t.c.failed_requests), 0).label("failures"),
         )
         .where(t.c.date >= first_day, t.c.date <= last_day)
         .group_by(t.c.date, t.c.api_key, model, provider)
-        .order_by(t.c.date)
     )
-    digests: dict[str, str] = {}
-    day, rows = None, {}
-    for r in conn.execute(query.execution_options(yield_per=5000)):
-        if r[0] != day:
-            if day is not None:
-                digests[day] = digest(rows)
-            day, rows = r[0], {}
-        rows[(r[0], r[1], r[2], r[3])] = DayTotals(float(r[4] or 0.0), int(r[5] or 0), int(r[6] or 0), int(r[7] or 0))
-    if day is not None:
-        digests[day] = digest(rows)
-    return digests
+    if conn.dialect.name == "postgresql":
+        c = cells.subquery()
+        line = func.concat_ws(
+            "|", c.c.api_key, c.c.model, c.c.provider, c.c.high, c.c.low, c.c.bad, c.c.requests, c.c.successes, c.c.failures
+        )
+        in_byte_order = (c.c[name].collate("C") for name in ("api_key", "model", "provider"))  # Python's str order
+        joined = func.string_agg(line, aggregate_order_by(literal("\n"), *in_byte_order))
+        query = select(c.c.day, func.md5(joined)).group_by(c.c.day)
+        return {day: digest for day, digest in conn.execute(query)}
+    lines: dict[str, list[tuple]] = {}
+    for r in conn.execute(cells):
+        lines.setdefault(r.day, []).append((r.api_key, r.model, r.provider, *(int(v or 0) for v in r[4:])))
+    return {day: _md5_lines(sorted(found)) for day, found in lines.items()}
+
+
+def _md5_lines(cells: list[tuple]) -> str:
+    text = "\n".join("|".join(map(str, cell)) for cell in cells)
+    return hashlib.md5(text.encode("utf-8")).hexdigest()
 
 
 def rollup_days(conn: Connection, table, first_day: str, last_day: str) -> dict[RollupKey, DayTotals]:
