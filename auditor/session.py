@@ -11,8 +11,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from auditor.errors import InputError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from auditor.ledger.budget_holders import KeyRow
+    from auditor.ledger.capabilities import Capabilities
+    from auditor.litellm.catalogue import Catalogue
 
 Warn = Callable[[str], None]
 
@@ -192,10 +200,10 @@ class Opened:
     """LiteLLM's database opened read-only with what every reader needs first: what it has, its keys, and the
     model catalogue (config + LiteLLM_ProxyModelTable) names resolve against."""
 
-    conn: object
-    caps: object
-    key_rows: list
-    catalogue: object
+    conn: Connection
+    caps: Capabilities
+    key_rows: list[KeyRow]
+    catalogue: Catalogue
 
 
 @contextmanager
