@@ -3,26 +3,12 @@
 As a library: `auditor.scan(...)`, `auditor.spend(...)`, `auditor.report(...)`, `auditor.doctor(...)`,
 `auditor.resolve(...)`, `auditor.explain(...)`, `auditor.plan_backfill(...)`, `auditor.apply_backfill(...)`,
 `auditor.backfill_runs(...)`, `auditor.plan_undo(...)` and `auditor.undo_backfill(...)` (auditor.api; README, "Use it
-from Python"). They are
-loaded on first use, so importing a pure module does not bring in the database layer.
+from Python"). They are loaded on first use, so importing a pure module does not bring in the database layer.
 """
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "__version__",
-    "apply_backfill",
-    "backfill_runs",
-    "doctor",
-    "explain",
-    "plan_backfill",
-    "plan_undo",
-    "report",
-    "resolve",
-    "scan",
-    "spend",
-    "undo_backfill",
-]
+# the library calls (auditor.api), loaded on first use
 _API = (
     "apply_backfill",
     "backfill_runs",
@@ -36,6 +22,7 @@ _API = (
     "spend",
     "undo_backfill",
 )
+__all__ = ["__version__", *_API]
 
 
 def __getattr__(name: str):

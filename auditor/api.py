@@ -9,17 +9,19 @@ embedded sample, Redis given up) goes to `warn`, by default a warning on the `au
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from auditor import _API  # the calls auditor exports, named once
 from auditor.audit.doctor import DoctorReport
 from auditor.audit.findings import ScanResult, iso
 from auditor.audit.spend import BY, SpendTable
+from auditor.clock import Instant, instant_text
 from auditor.errors import InputError
 from auditor.reports.run import ReportRun
+from auditor.reports.run import report as report  # auditor.report (a re-export)
 from auditor.session import Warn, log_warning, scan_session
 
 if TYPE_CHECKING:
@@ -33,31 +35,7 @@ if TYPE_CHECKING:
     from auditor.repair.live import Ledger
     from auditor.repair.plan import Plan
 
-__all__ = [
-    "BackfillPlan",
-    "JournaledRun",
-    "KeyGoverning",
-    "ReportRun",
-    "Resolved",
-    "UndoPlan",
-    "apply_backfill",
-    "backfill_runs",
-    "doctor",
-    "explain",
-    "plan_backfill",
-    "plan_undo",
-    "report",
-    "resolve",
-    "scan",
-    "spend",
-    "undo_backfill",
-]
-
-Instant = str | datetime  # ISO 8601, an age such as "30d" (before `now`), or a datetime (naive means UTC)
-
-
-def _instant(value: Instant | None) -> str | None:
-    return value.isoformat() if isinstance(value, datetime) else value
+__all__ = [*_API, "BackfillPlan", "JournaledRun", "KeyGoverning", "ReportRun", "Resolved", "UndoPlan"]
 
 
 def scan(
@@ -87,9 +65,9 @@ def scan(
         db,
         config,
         redis,
-        now=_instant(now),
-        since=_instant(since),
-        until=_instant(until),
+        now=instant_text(now),
+        since=instant_text(since),
+        until=instant_text(until),
         keys=keys,
         model=model,
         tolerance=tolerance,
@@ -132,8 +110,8 @@ def spend(
         db,
         config,
         None,
-        since=_instant(since),
-        until=_instant(until),
+        since=instant_text(since),
+        until=instant_text(until),
         timezone=timezone,
         statement_timeout=statement_timeout,
         with_redis=False,
@@ -151,64 +129,6 @@ def spend(
         model=model,
         since=options.since,
         until=options.until,
-    )
-
-
-def report(
-    db: str | None = None,
-    *,
-    config: str | None = None,
-    redis: str | None = None,
-    out: str | os.PathLike,
-    formats: str | Sequence[str] = ("json", "md", "html"),
-    incremental: bool = False,
-    lookback: str | timedelta = "1h",
-    history_db: str | None = None,
-    webhook: str | None = None,
-    now: Instant | None = None,
-    since: Instant | None = None,
-    until: Instant | None = None,
-    tolerance: float = 0.0001,
-    window_slack: float = 1.0,
-    settle: float = 120.0,
-    fail_on: str = "error",
-    statement_timeout: float | None = None,
-    timezone: str | None = None,
-    redis_optional: bool = False,
-    litellm_version: str | None = None,
-    progress: Callable[[int], None] | None = None,
-    warn: Warn = log_warning,
-) -> ReportRun:
-    """`auditor report`: a scan written to `out` as dated JSON, Markdown and HTML files (and latest.*), recorded in
-    auditor's history (`history_db`, default the report's database) and compared with the previous run; with
-    `incremental`, resumed from that run's checkpoint. `webhook` is posted when new errors appear. One run at a
-    time: another one holding the lock raises UnavailableError (exit 3). `fail_on` is recorded in the report; the
-    caller decides what failing means (the CLI exits 1 when `result.worst()` reaches it)."""
-    from auditor.reports.run import run_report
-
-    return run_report(
-        db,
-        config,
-        redis,
-        out=out,
-        formats=formats,
-        incremental=incremental,
-        lookback=lookback,
-        history_db=history_db,
-        webhook=webhook,
-        now=_instant(now),
-        since=_instant(since),
-        until=_instant(until),
-        tolerance=tolerance,
-        window_slack=window_slack,
-        settle=settle,
-        fail_on=fail_on,
-        statement_timeout=statement_timeout,
-        timezone=timezone,
-        redis_optional=redis_optional,
-        litellm_version=litellm_version,
-        progress=progress,
-        warn=warn,
     )
 
 
@@ -318,7 +238,6 @@ def plan_backfill(
     `writable=True` (what --apply does) refuses the embedded sample before anything is read; batch, flush_lag and
     increment_lag are how apply_backfill will write, checked here so a bad one is refused before the scan."""
     from dataclasses import replace
-    from datetime import timedelta
     from pathlib import Path
 
     from auditor.audit.scan import ScanOptions
@@ -351,7 +270,7 @@ def plan_backfill(
     if litellm_version:
         layout_for(litellm_version, None)  # a bad or memory-only version: usage error before connecting
     wall_now = utc_now()
-    judged_at = parse_instant(_instant(now), wall_now, "--now") if now else wall_now
+    judged_at = parse_instant(instant_text(now), wall_now, "--now") if now else wall_now
     options = ScanOptions(
         now=judged_at,
         keys=tuple(keys),
@@ -605,7 +524,9 @@ def explain(
     if len(chosen) != 1:
         raise InputError("name one entity: a KEY (hash or alias), or --team, --user or --end-user")
     ((scope, wanted),) = chosen
-    with scan_session(db, config, redis, now=_instant(now), since=_instant(since), timezone=timezone, warn=warn) as session:
+    with scan_session(
+        db, config, redis, now=instant_text(now), since=instant_text(since), timezone=timezone, warn=warn
+    ) as session:
         holders = budget_holders.holders(session.conn, session.caps, session.key_rows, session.options.default_end_user_budget)
         return build_story(
             session.conn,

@@ -12,6 +12,14 @@ _AGO = re.compile(r"^(\d+)([smhdw])$")
 _UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+Instant = str | datetime  # ISO 8601, an age such as "30d" (before `now`), or a datetime (naive means UTC)
+
+
+def instant_text(value: Instant | None) -> str | None:
+    """An instant given to the library as the command line would give it (a datetime as ISO 8601)."""
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor.audit.findings import ScanResult
+from auditor.clock import Instant, instant_text
 from auditor.session import Warn, log_warning
 
 PAUSE_HOOK_ENV = "AUDITOR_TEST_PAUSE_AFTER_LOCK"  # seconds to pause once the run holds the lock (lock tests)
@@ -89,20 +90,20 @@ def _pause_hook() -> None:
         time.sleep(float(seconds))
 
 
-def run_report(
-    db: str | None,
-    config: str | None,
-    redis: str | None,
+def report(
+    db: str | None = None,
     *,
+    config: str | None = None,
+    redis: str | None = None,
     out: str | os.PathLike,
     formats: str | Sequence[str] = "json,md,html",
     incremental: bool = False,
     lookback: str | timedelta = "1h",
     history_db: str | None = None,
     webhook: str | None = None,
-    now: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
+    now: Instant | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     tolerance: float = 0.0001,
     window_slack: float = 1.0,
     settle: float = 120.0,
@@ -114,8 +115,13 @@ def run_report(
     progress: Callable[[int], None] | None = None,
     warn: Warn = log_warning,
 ) -> ReportRun:
-    """The run. Bad input is rejected (exit 2) before anything is locked or recorded, an unwritable `out` (exit 3)
-    before the database is read; one run at a time (a second one raises history.Locked, exit 3)."""
+    """`auditor report` (`auditor.report`): a scan written to `out` as dated JSON, Markdown and HTML files (and
+    latest.*), recorded in auditor's history (`history_db`, default the report's database) and compared with the
+    previous run; with `incremental`, resumed from that run's checkpoint. `webhook` is posted when new errors
+    appear. `fail_on` is recorded in the report; the caller decides what failing means (the CLI exits 1 when
+    `result.worst()` reaches it). Bad input is rejected (exit 2) before anything is locked or recorded, an
+    unwritable `out` (exit 3) before the database is read; one run at a time (a second one raises
+    history.Locked, exit 3)."""
     from auditor.audit import checkpoint
     from auditor.clock import parse_instant, utc_now
     from auditor.errors import InputError
@@ -124,6 +130,7 @@ def run_report(
     from auditor.reports.document import prepare_out_dir
     from auditor.session import check_amounts, require_litellm
 
+    now, since, until = instant_text(now), instant_text(since), instant_text(until)
     chosen = parse_formats(formats)
     lookback_delta = parse_lookback(lookback)
     if fail_on not in FAIL_ON:
