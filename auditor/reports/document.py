@@ -457,7 +457,55 @@ def _finding_order(f: dict) -> tuple:
 
 # Chart geometry (SVG user units; the SVG scales to the page width through its viewBox)
 CHART_W, CHART_H = 760, 236
-_LEFT, _RIGHT, _TOP, _BOTTOM = 58, 66, 24, 34  # the budget line is labelled in the right margin
+_MARGINS = (58, 66, 24, 34)  # left, right, top, bottom; the budget line is labelled in the right margin
+
+
+@dataclass(frozen=True)
+class Axes:
+    """A bar chart's plot area inside CHART_W x CHART_H and its y scale, from 0 to a round number above the
+    tallest bar: what the window charts and the daily spend chart share."""
+
+    left: int
+    right: int
+    top: int
+    bottom: int
+    y_max: float
+    step: float
+
+    @classmethod
+    def fit(cls, tallest: float, margins: tuple[int, int, int, int]) -> Axes:
+        step = _nice_step((tallest or 1.0) * 1.04)
+        return cls(*margins, y_max=math.ceil((tallest or 1.0) * 1.04 / step) * step, step=step)
+
+    @property
+    def plot_w(self) -> float:
+        return CHART_W - self.left - self.right
+
+    @property
+    def plot_h(self) -> float:
+        return CHART_H - self.top - self.bottom
+
+    def y(self, value: float) -> float:
+        return round(self.top + self.plot_h - min(value, self.y_max) / self.y_max * self.plot_h, 2)
+
+    def ticks(self) -> list[dict]:
+        found, value = [], 0.0
+        while value <= self.y_max + self.step / 1000:
+            found.append({"y": self.y(value), "label": _tick(value, self.step)})
+            value += self.step
+        return found
+
+    def frame(self) -> dict:
+        """The template's plot-area keys."""
+        return {
+            "width": CHART_W,
+            "height": CHART_H,
+            "left": self.left,
+            "right": CHART_W - self.right,
+            "top": self.top,
+            "bottom": CHART_H - self.bottom,
+            "tick_y": CHART_H - self.bottom + 15,
+        }
 
 
 def _charts(scope: str, entity_id: str, found: list[dict], windows: dict) -> list[dict]:
@@ -478,14 +526,8 @@ def _charts(scope: str, entity_id: str, found: list[dict], windows: dict) -> lis
 def chart(budget_model: str, limit: float | None, history: list[dict], over: dict[str, dict]) -> dict:
     """Bars of spend per window; the part above the budget line in red (requests admitted after the limit:
     leaked) or amber (only the crossing request overshot). Returns geometry for the template's SVG."""
-    plot_w, plot_h = CHART_W - _LEFT - _RIGHT, CHART_H - _TOP - _BOTTOM
-    top = max([s["logged_spend"] for s in history] + [limit or 0.0]) or 1.0
-    step = _nice_step(top * 1.04)
-    y_max = math.ceil(top * 1.04 / step) * step
-
-    def y(value: float) -> float:
-        return round(_TOP + plot_h - min(value, y_max) / y_max * plot_h, 2)
-
+    axes = Axes.fit(max([s["logged_spend"] for s in history] + [limit or 0.0]), _MARGINS)
+    plot_w, y = axes.plot_w, axes.y
     n = len(history)
     slot = plot_w / n
     bar_w = min(slot * 0.72, 56.0)
@@ -495,7 +537,7 @@ def chart(budget_model: str, limit: float | None, history: list[dict], over: dic
     bars = []
     for i, s in enumerate(history):
         spend = s["logged_spend"]
-        x = _LEFT + i * slot + (slot - bar_w) / 2
+        x = axes.left + i * slot + (slot - bar_w) / 2
         finding = over.get(s["window_start"])
         within = min(spend, limit) if limit is not None else spend
         excess = spend - limit if limit is not None and spend > limit else 0.0
@@ -530,11 +572,6 @@ def chart(budget_model: str, limit: float | None, history: list[dict], over: dic
                 "tip": tip,
             }
         )
-    ticks = []
-    value = 0.0
-    while value <= y_max + step / 1000:
-        ticks.append({"y": y(value), "label": _tick(value, step)})
-        value += step
     leaking = sum(1 for b in bars if b["tone"] == "leak")
     overshooting = sum(1 for b in bars if b["tone"] == "overshoot")
     return {
@@ -548,15 +585,9 @@ def chart(budget_model: str, limit: float | None, history: list[dict], over: dic
         "max_spend": max(s["logged_spend"] for s in history),
         "leaked": math.fsum((f["spend_after_limit"] or 0.0) for f in over.values()),
         "bars": bars,
-        "ticks": ticks,
+        "ticks": axes.ticks(),
         "limit_y": y(limit) if limit is not None else None,
-        "width": CHART_W,
-        "height": CHART_H,
-        "left": _LEFT,
-        "right": CHART_W - _RIGHT,
-        "top": _TOP,
-        "bottom": CHART_H - _BOTTOM,
-        "tick_y": CHART_H - _BOTTOM + 15,
+        **axes.frame(),
         "aria": (
             f"{budget_model}: {n} windows of {history[0]['time_period']}, "
             + (f"{leaking + overshooting} above the {_usd4(limit)} budget line" if limit is not None else "no budget line")

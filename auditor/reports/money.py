@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import math
 
-from auditor.reports.document import CHART_H, CHART_W, _nice_step, _tick, _usd4
+from auditor.reports.document import Axes, _usd4
 
 SERIES = 7  # model groups drawn on their own; the rest (and unresolved models) stack as one "other" series
-_LEFT, _RIGHT, _TOP, _BOTTOM = 58, 16, 16, 34
+_MARGINS = (58, 16, 16, 34)  # left, right, top, bottom
 
 
 def money_markdown(money: dict | None) -> str:
@@ -47,21 +47,16 @@ def daily_chart(money: dict) -> dict | None:
         stacks.append(
             {"label": label, "spend": [math.fsum(s["spend"][i] for s in rest) for i in range(len(days))], "tone": "mgx"}
         )
-    plot_w, plot_h = CHART_W - _LEFT - _RIGHT, CHART_H - _TOP - _BOTTOM
     totals = [math.fsum(s["spend"][i] for s in stacks) for i in range(len(days))]
-    top = max(totals) or 1.0
-    step = _nice_step(top * 1.04)
-    y_max = math.ceil(top * 1.04 / step) * step
-
-    def y(value: float) -> float:
-        return round(_TOP + plot_h - value / y_max * plot_h, 2)
+    axes = Axes.fit(max(totals), _MARGINS)
+    plot_w, y = axes.plot_w, axes.y
 
     slot = plot_w / len(days)
     bar_w = min(slot * 0.78, 40.0)
     label_every = max(1, math.ceil(len(days) / max(1, int(plot_w // 52))))
     bars = []
     for i, day in enumerate(days):
-        x = _LEFT + i * slot + (slot - bar_w) / 2
+        x = axes.left + i * slot + (slot - bar_w) / 2
         base, segments = 0.0, []
         for s in stacks:
             value = s["spend"][i]
@@ -86,22 +81,11 @@ def daily_chart(money: dict) -> dict | None:
                 "tick_x": round(x + bar_w / 2, 2),
             }
         )
-    ticks = []
-    value = 0.0
-    while value <= y_max + step / 1000:
-        ticks.append({"y": y(value), "label": _tick(value, step)})
-        value += step
     return {
         "bars": bars,
-        "ticks": ticks,
+        "ticks": axes.ticks(),
         "legend": [{"label": s["label"], "tone": s["tone"], "spend": math.fsum(s["spend"])} for s in stacks],
-        "width": CHART_W,
-        "height": CHART_H,
-        "left": _LEFT,
-        "right": CHART_W - _RIGHT,
-        "top": _TOP,
-        "bottom": CHART_H - _BOTTOM,
-        "tick_y": CHART_H - _BOTTOM + 15,
+        **axes.frame(),
         "aria": f"daily spend per model group over {len(days)} days, {money['table']['timezone']}",
     }
 
