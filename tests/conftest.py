@@ -38,19 +38,23 @@ def import_litellm(module: str = "litellm"):
     )
 
 
+# Where auditor finds a deployment's database, config and Redis when no option names them
+DEPLOYMENT_ENV = (
+    "AUDITOR_DATABASE_URL",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "REDIS_PASSWORD",
+    "CONFIG_FILE_PATH",
+    "LITELLM_CONFIG_PATH",
+)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch, tmp_path_factory):
     """No test may pick up the developer's LiteLLM settings or cache."""
-    for name in (
-        "AUDITOR_DATABASE_URL",
-        "DATABASE_URL",
-        "REDIS_URL",
-        "REDIS_HOST",
-        "REDIS_PORT",
-        "REDIS_PASSWORD",
-        "CONFIG_FILE_PATH",
-        "LITELLM_CONFIG_PATH",
-    ):
+    for name in DEPLOYMENT_ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
 

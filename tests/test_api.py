@@ -17,20 +17,11 @@ import auditor
 from auditor.cli.main import app
 from auditor.errors import InputError
 from auditor.exitcodes import ExitCode
+from conftest import DEPLOYMENT_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = "2026-11-22T00:00:00Z"  # the instant README's example judges the sample at
-# Where the database, config and Redis would otherwise come from: unset, so both sides read the embedded sample.
-RESOLVED_FROM = (
-    "AUDITOR_DATABASE_URL",
-    "DATABASE_URL",
-    "CONFIG_FILE_PATH",
-    "LITELLM_CONFIG_PATH",
-    "REDIS_URL",
-    "REDIS_HOST",
-    "REDIS_PORT",
-    "REDIS_PASSWORD",
-)
+RESOLVED_FROM = DEPLOYMENT_ENV  # unset, so both sides read the embedded sample
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from auditor.errors import UnavailableError
 from auditor.ledger.schema import metadata, spend_logs, verification_token
 from auditor.reports import document as report_module
 from auditor.reports.document import REPORT_KEYS, coverage, scan_part, write_reports
+from conftest import DEPLOYMENT_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 SCAN_SCHEMA = json.loads((REPO / "auditor" / "scan.schema.json").read_text())
@@ -37,17 +38,7 @@ NOW = "2026-11-22T00:00:00Z"
 STEM = "auditor-report-20261122T000000Z"
 ALL_FILES = {f"{STEM}.json", f"{STEM}.md", f"{STEM}.html", "latest.json", "latest.md", "latest.html"}
 IN_CI = bool(os.environ.get("CI"))
-# conftest's isolation, for the module-scoped run below (function-scoped fixtures cannot reach it)
-UNSET = (
-    "AUDITOR_DATABASE_URL",
-    "DATABASE_URL",
-    "REDIS_URL",
-    "REDIS_HOST",
-    "REDIS_PORT",
-    "REDIS_PASSWORD",
-    "CONFIG_FILE_PATH",
-    "LITELLM_CONFIG_PATH",
-)
+UNSET = DEPLOYMENT_ENV  # conftest's isolation, for the module-scoped run below (function-scoped fixtures cannot reach it)
 XSS_ALIASES = ("<script>alert(1)</script>", '"><img src=x onerror=alert(1)>')
 XSS_MODEL = "<svg onload=alert(1)>"
 
