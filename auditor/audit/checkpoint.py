@@ -117,18 +117,17 @@ def merge_groups(
 ) -> list[SpendGroup]:
     """Grouped ledger totals added and taken away per (key, model triple, outcome); groups left with no row go.
     Spend is added in whole nano-dollars (auditor.money), as the query sums it: merged, it is what one query gives."""
-    totals: dict[tuple, list] = {}
-    for sign, groups in ((1, base), (1, plus), (-1, minus)):
-        for g in groups:
-            bucket = totals.setdefault((g.api_key, g.model, g.model_group, g.model_id, g.outcome), [0, 0])
-            bucket[0] += sign * to_nanos(g.spend)
-            bucket[1] += sign * g.requests
-    return [SpendGroup(*k, to_dollars(nanos), requests) for k, (nanos, requests) in totals.items() if requests]
+
+    def cells(groups: Iterable[SpendGroup]) -> Iterable[tuple]:
+        return ((g.api_key, g.model, g.model_group, g.model_id, g.outcome, g.spend, g.requests) for g in groups)
+
+    return [SpendGroup(*cell) for cell in merge_cells(cells(base), cells(plus), cells(minus))]
 
 
 def merge_cells(base: Iterable[tuple], plus: Iterable[tuple] = (), minus: Iterable[tuple] = ()) -> list[tuple]:
-    """Charged cells at entity grain, (api_key, team_id, user, end_user, model, model_group, model_id, spend, rows),
-    added and taken away per cell in whole nano-dollars, as merge_groups does; cells left with no row go."""
+    """Totals keyed by all but their last two fields, (..., spend, rows), added and taken away in whole nano-dollars;
+    cells left with no row go. The grouped ledger (merge_groups) and its charged cells at entity grain, (api_key,
+    team_id, user, end_user, model, model_group, model_id, spend, rows), are merged so."""
     totals: dict[tuple, list] = {}
     for sign, cells in ((1, base), (1, plus), (-1, minus)):
         for *where, spend, requests in cells:
