@@ -28,11 +28,13 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from auditor.audit import checkpoint
+from auditor.audit.spend import MoneyCells
 from auditor.audit.windows import Charge, TrackerState, Window, WindowTracker, windows
 from auditor.cli.main import app
 from auditor.ledger.daily_rollups import DayTotals
 from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
 from auditor.ledger.queries import SpendGroup
+from auditor.ledger.spend_queries import Cell
 from auditor.ledger.schema import budget_window_spend, daily_user_spend, metadata, spend_logs, verification_token
 from auditor.litellm.durations import parse_duration
 from auditor.repair import journal
@@ -226,6 +228,10 @@ def test_a_checkpoint_survives_its_encoding_exactly():
                 )
             }
         },
+        money=MoneyCells(
+            [Cell((A,), "azure/prod-gpt4o", "gpt-4o", "dep-gpt4o", None, "charged", 1 / 3, 3, 120, 45, 1)],
+            [Cell((), "m", "", "", "2026-11-20", "failure", 0.0, 2, 0, 0, 0)],
+        ),
     )
     back = checkpoint.decode(checkpoint.encode(state))
     nan = back.periods.pop(("key", A, t))
@@ -561,10 +567,17 @@ def test_the_sample_with_days_appended_equals_a_full_scan_on_postgresql(pg_url, 
         third = report(pg_url, SAMPLE_CONFIG, tmp_path / "r4", "2026-11-24T00:00:00Z", "--incremental", *args)
     at_entity_grain = [r for r in reads if "GROUP BY" in r and "team_id" in r.rpartition("GROUP BY")[2]]
     assert at_entity_grain and all('"LiteLLM_SpendLogs"."endTime" >=' in r for r in at_entity_grain)  # the rest: the checkpoint's
+    money_reads = [r for r in reads if "prompt_tokens" in r]  # where the money went: resumed, the new rows read
+    assert money_reads and all('"LiteLLM_SpendLogs"."endTime" >=' in r for r in money_reads), money_reads
+    assert stored_money(pg_url) is not None
     inc = third["run"]["incremental"]
     assert inc["mode"] == "incremental" and inc["rows_read"] < third["rows"]["read"] / 20
     want = full_scan(pg_url, SAMPLE_CONFIG, "2026-11-24T00:00:00Z", *args)
     assert_same_result(third, want)
+    full = report(
+        pg_url, SAMPLE_CONFIG, tmp_path / "f4", "2026-11-24T00:00:00Z", *args, "--history-db", f"sqlite:///{tmp_path / 'f.db'}"
+    )
+    assert_same(third["money"], full["money"], "money")
     scopes = {f["scope"] for f in want["findings"]}
     kinds = {(f["kind"], f["counter_source"]) for f in want["findings"]}
     assert scopes >= {"key", "team", "user", "end_user", "team_member"}  # what the comparison covered
@@ -882,10 +895,10 @@ def test_the_sample_incremental_report_renders_in_chromium_with_its_summary(tmp_
 # Random ledgers written in batches: every incremental run equals a full scan of the same rows
 
 
-def random_ledger(seed: int) -> list[dict]:
+def random_ledger(seed: int, polls: bool = True) -> list[dict]:
     """Rows of three budgeted keys in two teams and one budgeted user over four days: requests that run up to two
-    hours (so later batches hold rows that started before the previous watermark), batch jobs polled across days,
-    failures, rows without a key, and a model nobody configured."""
+    hours (so later batches hold rows that started before the previous watermark), batch jobs polled across days
+    (unless not `polls`), failures, rows without a key, and a model nobody configured."""
     import random
 
     rng = random.Random(seed)
@@ -896,7 +909,7 @@ def random_ledger(seed: int) -> list[dict]:
         key, team, user = rng.choice(keys)
         end = datetime(2026, 11, 20) + timedelta(seconds=rng.randint(0, 4 * 86400))
         took = timedelta(seconds=rng.choice([1, 5, 60, 900, 3600, 7200]))
-        job = rng.choice(jobs) if rng.random() < 0.15 else None
+        job = rng.choice(jobs) if rng.random() < 0.15 and polls else None
         rows.append(
             {
                 "request_id": f"r{seed}-{n:04d}",
@@ -943,11 +956,25 @@ def daily_rollups(rows: list[dict], seed: int) -> list[dict]:
     ]
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_random_ledgers_written_in_batches_give_the_same_result_incrementally(seed, sqlite_url, config, tmp_path):
+def stored_money(url: str) -> MoneyCells | None:
+    """The report's spend cells in the newest checkpoint auditor stored in the database at `url`."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            c = journal.tables(conn.dialect.name).report_checkpoints
+            state = conn.execute(select(c.c.state).order_by(c.c.created_at.desc()).limit(1)).scalar_one()
+    finally:
+        engine.dispose()
+    return checkpoint.decode(bytes(state)).money
+
+
+@pytest.mark.parametrize(("seed", "polls"), [(1, True), (2, True), (3, True), (4, False), (5, False)])
+def test_random_ledgers_written_in_batches_give_the_same_result_incrementally(seed, polls, sqlite_url, config, tmp_path):
+    """Every incremental run equals a full scan, and its "where the money went" a full report's. Without job polls the
+    checkpoint keeps the report's spend cells (so the run reads only the new rows for them); with them it does not."""
     from auditor.ledger.schema import team_table, user_table
 
-    rows = random_ledger(seed)
+    rows = random_ledger(seed, polls)
     engine = create_engine(sqlite_url)
     with engine.begin() as conn:
         metadata.create_all(conn)
@@ -1004,8 +1031,12 @@ def test_random_ledgers_written_in_batches_give_the_same_result_incrementally(se
         record = report(sqlite_url, config, tmp_path / f"r{n}", now, "--incremental")
         assert record["run"]["incremental"]["mode"] == ("full" if n == 0 else "incremental")
         assert_same_result(record, full_scan(sqlite_url, config, now))
+        assert (stored_money(sqlite_url) is None) == polls
+        full = report(sqlite_url, config, tmp_path / f"f{n}", now, "--history-db", f"sqlite:///{tmp_path / 'full.db'}")
+        assert full["run"]["incremental"]["mode"] == "full"
+        assert_same(record["money"], full["money"], "money")
     engine.dispose()
     assert record["rows"]["read"] == len(rows)
-    assert record["rows"]["ignored_by_reason"].get("repeat job poll", 0) > 0
+    assert (record["rows"]["ignored_by_reason"].get("repeat job poll", 0) > 0) == polls
     assert {f["scope"] for f in record["findings"] if f["kind"] == "over_budget"} >= {"key", "team", "user"}
     assert any(f["kind"] == "rollup_drift" for f in record["findings"])

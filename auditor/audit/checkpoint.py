@@ -23,7 +23,10 @@ the state is frozen per (entity, entry) just before the first charge at or after
   new budget_reset_at) is read whole: it started recently;
 - per Daily*Spend table and whole day ending at least a day before C (none of its rows in R(C)): a digest of the
   rollup rows of that day and the ledger's totals of the (key, model, provider) rows that disagree with them. A
-  day whose rollup rows still have that digest gives the same findings; one whose rollup rows changed is re-read.
+  day whose rollup rows still have that digest gives the same findings; one whose rollup rows changed is re-read;
+- the report's spend cells (spend.MoneyCells: per key and logged model, per local day and logged model) outside
+  R(C), unless the ledger has paid job polls: which of them repeat is decided over the whole ledger, so then the
+  cells are read whole every run.
 
 It grows with entities x windows, groups, jobs and days, not with rows. What it assumes: no request runs longer
 than a day (as the window replay does), and no row is written after a run with an "endTime" before its cut (the
@@ -45,17 +48,19 @@ from datetime import datetime, timedelta
 
 from auditor import __version__
 from auditor.audit.findings import iso
+from auditor.audit.spend import MoneyCells
 from auditor.audit.windows import TrackerState, Window, WindowTracker
 from auditor.ledger.daily_rollups import DayTotals, RollupKey
 from auditor.ledger.db import json_value  # model_max_budget: text on SQLite, decoded on PostgreSQL; hashed alike
 from auditor.ledger.queries import SpendGroup
+from auditor.ledger.spend_queries import Cell
 from auditor.money import to_dollars, to_nanos
 
 # 2: junk spend is its own ignored outcome. 3: amounts are sums of whole nano-dollars (auditor.money), so a float sum
 # stored by an older auditor would not add up exactly. 4: the charged cells at entity grain, so a resumed run's spend
 # lines and alias bypasses need no read of the whole ledger. 5: rollup day digests over
-# whole nano-dollars, computed by PostgreSQL. Bump when State or its encoding changes: older checkpoints are then not reused
-FORMAT = 5
+# whole nano-dollars, computed by PostgreSQL. 6: the report's money cells, and the zone in the fingerprint. Bump when State or its encoding changes: older checkpoints are then not reused
+FORMAT = 6
 DEFAULT_LOOKBACK = timedelta(hours=1)  # --lookback: how late a row may be written and still be read
 
 FULL, INCREMENTAL = "full", "incremental"
@@ -106,6 +111,7 @@ class State:
         default_factory=dict
     )  # (scope, entity, period start) ->
     rollups: dict[str, dict[str, RollupDay]] = field(default_factory=dict)  # table -> day -> RollupDay
+    money: MoneyCells | None = None  # the report's spend cells; None when the ledger has paid job polls (read whole)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -124,17 +130,20 @@ def merge_groups(
     return [SpendGroup(*cell) for cell in merge_cells(cells(base), cells(plus), cells(minus))]
 
 
-def merge_cells(base: Iterable[tuple], plus: Iterable[tuple] = (), minus: Iterable[tuple] = ()) -> list[tuple]:
-    """Totals keyed by all but their last two fields, (..., spend, rows), added and taken away in whole nano-dollars;
-    cells left with no row go. The grouped ledger (merge_groups) and its charged cells at entity grain, (api_key,
-    team_id, user, end_user, model, model_group, model_id, spend, rows), are merged so."""
+def merge_cells(base: Iterable[tuple], plus: Iterable[tuple] = (), minus: Iterable[tuple] = (), measures: int = 2) -> list[tuple]:
+    """Totals keyed by all but their last `measures` fields, (..., spend, rows, other counts...), added and taken away,
+    spend in whole nano-dollars; cells left with no row go. The grouped ledger (merge_groups), its charged cells at
+    entity grain, (api_key, team_id, user, end_user, model, model_group, model_id, spend, rows), and the report's
+    spend cells (spend_queries.Cell, five measures) are merged so."""
     totals: dict[tuple, list] = {}
     for sign, cells in ((1, base), (1, plus), (-1, minus)):
-        for *where, spend, requests in cells:
-            bucket = totals.setdefault(tuple(where), [0, 0])
+        for cell in cells:
+            bucket = totals.setdefault(tuple(cell[:-measures]), [0] * measures)
+            spend, *counts = cell[-measures:]
             bucket[0] += sign * to_nanos(spend)
-            bucket[1] += sign * requests
-    return [(*k, to_dollars(nanos), requests) for k, (nanos, requests) in totals.items() if requests]
+            for n, count in enumerate(counts, 1):
+                bucket[n] += sign * count
+    return [(*k, to_dollars(nanos), *counts) for k, (nanos, *counts) in totals.items() if counts[0]]
 
 
 def counter_id(counter) -> CounterId:
@@ -159,6 +168,7 @@ def fingerprint(options, selected: tuple[str, ...] | None, caps, catalogue, hold
         "tolerance": options.tolerance,
         "retention": options.retention,
         "era": options.era,
+        "timezone": options.timezone,
         "budgets": _digest(
             sorted(
                 json.dumps([h.scope, h.entity_id, json_value(h.model_max_budget)], sort_keys=True, default=str) for h in holders
@@ -188,6 +198,7 @@ _WHY = {
     "tolerance": "--tolerance changed since the checkpoint ({old} -> {new})",
     "retention": "the config's spend-log retention changed since the checkpoint ({old} -> {new})",
     "era": "the LiteLLM era judged by changed since the checkpoint ({old} -> {new}: an upgrade, or --litellm-version)",
+    "timezone": "the zone of budget resets and report days changed since the checkpoint ({old} -> {new})",
     "budgets": "budgets changed since the checkpoint (a model_max_budget was edited, or an entity added or removed)",
     "catalogue": "the LiteLLM config or model table changed since the checkpoint",
     "schema": "LiteLLM's tables changed since the checkpoint (an upgrade?)",
@@ -234,6 +245,9 @@ def encode(state: State) -> bytes:
             }
             for table, days in state.rollups.items()
         },
+        "money": None
+        if state.money is None
+        else [[_cell_doc(c) for c in state.money.by_key], [_cell_doc(c) for c in state.money.by_day]],
     }
     return zlib.compress(json.dumps(doc, separators=(",", ":")).encode("utf-8"), 6)
 
@@ -262,7 +276,16 @@ def decode(blob: bytes) -> State:
             }
             for table, days in doc["rollups"].items()
         },
+        money=None if doc["money"] is None else MoneyCells(*([_cell(c) for c in cells] for cells in doc["money"])),
     )
+
+
+def _cell_doc(cell: Cell) -> list:
+    return [list(cell.entity), *cell[1:]]
+
+
+def _cell(doc: list) -> Cell:
+    return Cell(tuple(doc[0]), *doc[1:])
 
 
 def _entity_doc(e: EntityState) -> dict:
@@ -322,7 +345,8 @@ class Stored:
 @dataclass
 class Increment:
     """What a report run asks of scan.run_scan besides a scan: resume from `previous` when `requested` (and nothing
-    it depends on changed), and cut a new checkpoint in any case. run_scan fills in the rest."""
+    it depends on changed), cut a new checkpoint in any case, and read the report's spend cells (`money`: where
+    the money went). run_scan fills in the rest."""
 
     lookback: timedelta = DEFAULT_LOOKBACK
     requested: bool = False
@@ -334,6 +358,7 @@ class Increment:
     rows_read: int = 0
     fingerprint: dict = field(default_factory=dict)
     state: State | None = None  # the new checkpoint
+    money: MoneyCells | None = None  # the report's spend cells of the whole range (read or resumed)
     not_stored: str | None = None  # why this run keeps none
 
     def record(self) -> dict:

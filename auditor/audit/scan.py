@@ -127,6 +127,11 @@ def run_scan(
     state = (
         incremental.new_state(conn, caps, where, groups, by_entity, cut, bounds, resume, first_paid) if cut is not None else None
     )
+    if increment is not None:  # the report's "where the money went", resumed like the groups
+        increment.money = incremental.money(conn, caps, where, resume, options.timezone)
+        if state is not None:
+            paid = bool(first_paid or state.jobs)
+            state.money = incremental.money_state(conn, caps, where, increment.money, state, resume, paid, options.timezone)
     if shared:
         windows, groups_by_entry, replays = shared_windows.era_windows(
             era, budgets, lambda scope, ids: queries.stream_charges(conn, caps, read, scope, ids), progress

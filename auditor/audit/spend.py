@@ -23,7 +23,7 @@ CHARGED, IGNORED_FAILURE = "charged", "failure"  # queries.row_outcome's outcome
 
 BY = ("key", "team", "user", "end_user", "team_member", "tag")
 
-LineKey = tuple[str | None, ...]  # (entity, model group, period); (entity, model group) once folded
+LineKey = tuple[str | None, ...]  # (entity, model group, period)
 Resolve = Callable[[str | None, str | None, str | None], Resolution]  # (model, model_group, model_id) to its group
 
 
@@ -255,46 +255,54 @@ def ungoverned(totals: Iterable[tuple[Any, ...]], resolve: Resolve, governed: Ca
 # The report's "where the money went"
 
 
-def folded(lines: Mapping[LineKey, SpendLine]) -> dict[LineKey, SpendLine]:
-    """Per-period lines summed over their periods: what --period total gives, from the same cells."""
-    found: dict[LineKey, SpendLine] = {}
-    for line in lines.values():
-        total = found.get((line.entity_id, line.model_group))
-        if total is None:
-            total = found[(line.entity_id, line.model_group)] = SpendLine(
-                line.entity_id, line.entity_alias, line.model_group, None
-            )
-        total.spend = money.add(total.spend, line.spend)
-        total.requests += line.requests
-        total.prompt_tokens += line.prompt_tokens
-        total.completion_tokens += line.completion_tokens
-        total.failures += line.failures
-        total.cache_hits += line.cache_hits
-        total.aliases |= line.aliases
-        total.models |= line.models
-    return found
+@dataclass(frozen=True)
+class MoneyCells:
+    """The report's "where the money went" as ledger cells (spend_queries.Cell): per key and logged model over the
+    whole range, and per local day and logged model. Both are small (keys x models, days x models), so a report
+    run keeps them in its checkpoint and report --incremental reads only the rows that ended since its cut."""
+
+    by_key: list
+    by_day: list
+
+    def merged(self, plus: MoneyCells | None = None, minus: MoneyCells | None = None) -> MoneyCells:
+        from auditor.audit.checkpoint import merge_cells  # late: this module imports no SQL, and those two do
+        from auditor.ledger.spend_queries import Cell
+
+        def merge(base, more, less) -> list:
+            return [Cell(*cell) for cell in merge_cells(base, more, less, measures=5)]
+
+        plus, minus = plus or MoneyCells([], []), minus or MoneyCells([], [])
+        return MoneyCells(merge(self.by_key, plus.by_key, minus.by_key), merge(self.by_day, plus.by_day, minus.by_day))
 
 
 def overview(
-    daily: Mapping[LineKey, SpendLine],
+    lines: Mapping[LineKey, SpendLine],
     ignored: dict[str, int],
+    day_cells: Iterable[Any],
+    resolve: Resolve,
     *,
     zone_name: str,
     top: int = 10,
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> dict[str, Any]:
-    """Top entities (their lines per model group, as `auditor spend --top`), every model group's total, and each
-    day's spend per model group (unresolved models as one series, model_group null)."""
-    totals = table(folded(daily), ignored, by="key", period="total", zone_name=zone_name, top=top, since=since, until=until)
+    """Top entities (their lines per model group over the range, as `auditor spend --top`), every model group's
+    total, and each day's spend per model group (from cells grouped by day and logged model, no entity; unresolved
+    models as one series, model_group null)."""
+    totals = table(lines, ignored, by="key", period="total", zone_name=zone_name, top=top, since=since, until=until)
     groups: dict[str | None, list[Any]] = {}
-    per_day: dict[tuple[str | None, str | None], float] = defaultdict(float)
-    for line in daily.values():
+    for line in lines.values():
         g = groups.setdefault(line.model_group, [0.0, 0, set()])
         g[0] = money.add(g[0], line.spend)
         g[1] += line.requests
         g[2] |= line.aliases
-        per_day[(line.period, line.model_group)] = money.add(per_day[(line.period, line.model_group)], line.spend)
+    per_day: dict[tuple[str | None, str | None], float] = defaultdict(float)
+    for cell in day_cells:
+        if cell.outcome in (CHARGED, IGNORED_FAILURE):  # the outcomes `merge` makes lines of: a day of failures shows
+            resolution = resolve(cell.model, cell.model_group, cell.model_id)
+            group = resolution.group if resolution.status == "resolved" else None
+            charged = cell.spend if cell.outcome == CHARGED else 0.0
+            per_day[(cell.period, group)] = money.add(per_day[(cell.period, group)], charged)
     whole = totals.total_spend
     ordered = sorted(groups, key=lambda g: (g is None, -groups[g][0], g or ""))
     days = sorted({day for day, _ in per_day if day})

@@ -4,26 +4,72 @@ auditor.api.spend; the pure grouping is in spend.py."""
 
 from __future__ import annotations
 
+from typing import Any
 
-def ledger_lines(session, by: str, period: str) -> tuple[dict, dict[str, int]]:
-    """The ledger in the session's --since/--until as spend lines (spend.merge) of `by` x model group x `period`,
-    in the session's zone: one grouped query. For `auditor spend` and the report's "where the money went"."""
+from auditor.audit.spend import MoneyCells
+
+
+def money_cells(conn, caps, where, zone_name: str | None) -> MoneyCells:
+    """The ledger's rows in `where` as MoneyCells: two grouped queries, each output a few thousand cells."""
     from auditor.audit import spend
     from auditor.ledger import queries, spend_queries
     from auditor.litellm.periods import zone
+
+    offsets = ((None, 0),)
+    if conn.dialect.name != "postgresql":
+        offsets = spend.offset_changes(zone(zone_name), *queries.spend_time_range(conn, where))
+    return MoneyCells(
+        spend_queries.ledger_cells(conn, caps, where, "key"),
+        spend_queries.ledger_cells(conn, caps, where, (), "day", offsets, zone_name or "UTC"),
+    )
+
+
+def money_overview(session, cells: MoneyCells) -> dict[str, Any]:
+    """The report's "where the money went" (spend.overview) from its cells, keys named as `auditor spend` names them."""
+    from auditor.audit import spend
     from auditor.litellm.resolver import Resolver
-    from auditor.redact import Redactor
+
+    options = session.options
+    return spend.overview(
+        *_lines(session, cells.by_key, "key"),
+        cells.by_day,
+        Resolver(session.catalogue),
+        zone_name=options.timezone or "UTC",
+        since=options.since,
+        until=options.until,
+    )
+
+
+def ledger_lines(session, by: str, period: str) -> tuple[dict, dict[str, int]]:
+    """The ledger in the session's --since/--until as spend lines (spend.merge) of `by` x model group x `period`,
+    in the session's zone: one grouped query. For `auditor spend`."""
+    from auditor.audit import spend
+    from auditor.ledger import queries, spend_queries
+    from auditor.litellm.periods import zone
 
     conn, caps, options = session.conn, session.caps, session.options
     where = queries.SpendFilter(since=options.since, until=options.until)
     offsets = ((None, 0),)
     if conn.dialect.name != "postgresql" and period != "total":
         offsets = spend.offset_changes(zone(options.timezone), *queries.spend_time_range(conn, where))
-    cells = spend_queries.ledger_cells(conn, caps, where, by, period, offsets, options.timezone or "UTC")
+    return _lines(session, spend_queries.ledger_cells(conn, caps, where, by, period, offsets, options.timezone or "UTC"), by)
+
+
+def _lines(session, cells: list, by: str) -> tuple[dict, dict[str, int]]:
+    """Cells of `by` merged into spend lines, each entity with its alias, keys redacted."""
+    from auditor.audit import spend
+    from auditor.litellm.resolver import Resolver
+    from auditor.redact import Redactor
+
     keys = [row.token for row in session.key_rows] + ([c.entity[0] for c in cells] if by == "key" else [])
     catalogue = session.catalogue
     return spend.merge(
-        cells, by, Resolver(catalogue), catalogue.alias_target, _aliases(conn, caps, session.key_rows, by), Redactor(keys)
+        cells,
+        by,
+        Resolver(catalogue),
+        catalogue.alias_target,
+        _aliases(session.conn, session.caps, session.key_rows, by),
+        Redactor(keys),
     )
 
 

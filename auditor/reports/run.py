@@ -212,9 +212,8 @@ def _scan(
     warn: Warn = log_warning,
 ):
     """The scan exactly as `auditor scan` runs it, returning the result, its options and where the money went
-    (spend.overview: one more grouped query over the ledger, daily in the scan's zone)."""
-    from auditor.audit.spend import overview
-    from auditor.audit.spend_ledger import ledger_lines
+    (spend.overview, from the spend cells the scan read or resumed from the checkpoint)."""
+    from auditor.audit.spend_ledger import money_overview
     from auditor.session import scan_session
 
     with scan_session(
@@ -234,11 +233,7 @@ def _scan(
         warn=warn,
     ) as session:
         result = session.scan(progress, increment=increment)
-        options = session.options
-        money = overview(
-            *ledger_lines(session, "key", "day"), zone_name=options.timezone or "UTC", since=options.since, until=options.until
-        )
-        return result, options, money
+        return result, session.options, money_overview(session, increment.money)
 
 
 def _write(
