@@ -59,7 +59,8 @@ from auditor.money import to_dollars, to_nanos
 # 2: junk spend is its own ignored outcome. 3: amounts are sums of whole nano-dollars (auditor.money), so a float sum
 # stored by an older auditor would not add up exactly. 4: the charged cells at entity grain, so a resumed run's spend
 # lines and alias bypasses need no read of the whole ledger. 5: rollup day digests over
-# whole nano-dollars, computed by PostgreSQL. 6: the report's money cells, and the zone in the fingerprint. Bump when State or its encoding changes: older checkpoints are then not reused
+# whole nano-dollars, computed by PostgreSQL. 6: the report's money cells, the zone in the fingerprint, and day digests
+# summed over rollup rows (no sort). Bump when State or its encoding changes: older checkpoints are then not reused
 FORMAT = 6
 DEFAULT_LOOKBACK = timedelta(hours=1)  # --lookback: how late a row may be written and still be read
 

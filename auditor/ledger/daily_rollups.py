@@ -7,8 +7,8 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Float, String, case, cast, func, literal, null, or_, select, union_all
-from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy import BigInteger, Connection, Float, String, case, cast, func, literal, null, or_, select, union_all
+from sqlalchemy.dialects.postgresql import BIT
 from sqlalchemy.sql import ColumnElement
 
 from auditor.ledger.capabilities import Capabilities
@@ -19,7 +19,6 @@ from auditor.ledger.queries import (
     hash_aggregated,
     nanos_parts,
     row_outcome,
-    summed_nanos,
 )
 from auditor.ledger.schema import spend_logs
 from auditor.money import NANOS_PER_DOLLAR, SPLIT, from_parts, to_dollars
@@ -185,52 +184,45 @@ def rollup_disagreements(
     return found
 
 
-EMPTY_DIGEST = hashlib.md5(b"").hexdigest()  # a day without rollup rows
+EMPTY_DIGEST = "0-0"  # a day without rollup rows
 
 
 def rollup_day_digests(conn: Connection, table, first_day: str, last_day: str) -> dict[str, str]:
-    """A digest of each day's Daily*Spend totals (rollup_days' grain): md5 of its cells, one line each,
-    `api_key|model|provider|nanos high|nanos low|bad|requests|successes|failures` in byte order. Spend enters as
-    whole nano-dollars (exact integer sums, auditor.money), so the text does not depend on how the database prints a
-    float. On PostgreSQL the database computes it and sends one row a day; SQLite sends the cells, digested here
-    to the same text, so a changed day is found without moving a large table to Python."""
+    """A digest of each day's Daily*Spend rows: `rows-sum` (hex), the sum over its rows of the first 60 bits of the
+    md5 of `api_key|model|provider|nanos high|nanos low|bad|requests|successes|failures`, spend in whole
+    nano-dollars (queries.nanos_parts), so the text does not depend on how the database prints a float. A sum
+    needs no order: PostgreSQL computes it in one parallel hash aggregate of a row a day, with no sort and no group
+    per rollup row (which spilled to disk at work_mem 4 MB: 0.9 s for 94k rows). SQLite sends the rows' fields,
+    hashed here to the same text."""
     t = table
-    model, provider = func.coalesce(t.c.model, ""), func.coalesce(t.c.custom_llm_provider, "")
-    high, low = summed_nanos(_finite_spend(t))
-    cells = (
-        select(
-            t.c.date.label("day"),
-            t.c.api_key.label("api_key"),
-            model.label("model"),
-            provider.label("provider"),
-            high.label("high"),
-            low.label("low"),
-            func.count(case((_spend_not_finite(t), 1))).label("bad"),
-            func.coalesce(func.sum(t.c.api_requests), 0).label("requests"),
-            func.coalesce(func.sum(t.c.successful_requests), 0).label("successes"),
-            func.coalesce(func.sum(t.c.failed_requests), 0).label("failures"),
-        )
-        .where(t.c.date >= first_day, t.c.date <= last_day)
-        .group_by(t.c.date, t.c.api_key, model, provider)
+    high, low = (func.coalesce(part, 0) for part in nanos_parts(_finite_spend(t)))
+    fields = (
+        t.c.api_key,
+        func.coalesce(t.c.model, ""),
+        func.coalesce(t.c.custom_llm_provider, ""),
+        high,
+        low,
+        case((_spend_not_finite(t), 1), else_=0),
+        func.coalesce(t.c.api_requests, 0),
+        func.coalesce(t.c.successful_requests, 0),
+        func.coalesce(t.c.failed_requests, 0),
     )
+    where = (t.c.date >= first_day, t.c.date <= last_day)
     if conn.dialect.name == "postgresql":
-        c = cells.subquery()
-        line = func.concat_ws(
-            "|", c.c.api_key, c.c.model, c.c.provider, c.c.high, c.c.low, c.c.bad, c.c.requests, c.c.successes, c.c.failures
-        )
-        in_byte_order = (c.c[name].collate("C") for name in ("api_key", "model", "provider"))  # Python's str order
-        joined = func.string_agg(line, aggregate_order_by(literal("\n"), *in_byte_order))
-        query = select(c.c.day, func.md5(joined)).group_by(c.c.day)
-        return {day: digest for day, digest in conn.execute(query)}
-    lines: dict[str, list[tuple]] = {}
-    for r in conn.execute(cells):
-        lines.setdefault(r.day, []).append((r.api_key, r.model, r.provider, *(int(v or 0) for v in r[4:])))
-    return {day: _md5_lines(sorted(found)) for day, found in lines.items()}
+        line = func.concat_ws("|", *fields)
+        bits = cast(cast(func.concat("x", func.substr(func.md5(line), 1, 15)), BIT(60)), BigInteger)
+        query = select(t.c.date, func.count(), func.sum(bits)).where(*where).group_by(t.c.date)
+        return {day: _digest(rows, total) for day, rows, total in conn.execute(query)}
+    sums: dict[str, list[int]] = {}
+    for day, *values in conn.execute(select(t.c.date, *fields).where(*where)):
+        bucket = sums.setdefault(day, [0, 0])
+        bucket[0] += 1
+        bucket[1] += int(hashlib.md5("|".join(map(str, values)).encode("utf-8")).hexdigest()[:15], 16)
+    return {day: _digest(rows, total) for day, (rows, total) in sums.items()}
 
 
-def _md5_lines(cells: list[tuple]) -> str:
-    text = "\n".join("|".join(map(str, cell)) for cell in cells)
-    return hashlib.md5(text.encode("utf-8")).hexdigest()
+def _digest(rows: int, total: object) -> str:
+    return f"{rows}-{int(total or 0):x}"  # PostgreSQL sums bigint as numeric: Decimal, exact
 
 
 def rollup_days(conn: Connection, table, first_day: str, last_day: str) -> dict[RollupKey, DayTotals]:
