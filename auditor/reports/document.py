@@ -202,9 +202,9 @@ def render_json(record: dict) -> str:
     return json.dumps(record, indent=2) + "\n"
 
 
-def render_markdown(result: ScanResult, record: dict) -> str:
-    """The scan's Markdown (render.to_markdown) with the run underneath, for mail bodies."""
-    from auditor.reports.render import to_markdown
+def render_markdown(record: dict) -> str:
+    """The scan's Markdown (render.scan_markdown) with the run underneath, for mail bodies."""
+    from auditor.reports.render import scan_markdown
 
     run = record["run"]
     html = run["files"].get("html")
@@ -218,7 +218,7 @@ def render_markdown(result: ScanResult, record: dict) -> str:
     ]
     from auditor.reports.money import money_markdown
 
-    return to_markdown(result) + changes_markdown(record) + money_markdown(record.get("money")) + "\n".join(tail) + "\n"
+    return scan_markdown(record) + changes_markdown(record) + money_markdown(record.get("money")) + "\n".join(tail) + "\n"
 
 
 CHANGES_LISTED = 50  # findings listed per group in the Markdown and HTML; the JSON has every id

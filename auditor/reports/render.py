@@ -98,7 +98,11 @@ def md_text(text: object) -> str:
 
 
 def to_markdown(result: ScanResult) -> str:
-    record = result.as_record()
+    return scan_markdown(result.as_record())
+
+
+def scan_markdown(record: dict) -> str:
+    """The scan's Markdown from its JSON record (or a report's, which holds it)."""
     totals, rows = record["totals"], record["rows"]
     lines = [
         f"# auditor scan, as of {record['as_of']}",

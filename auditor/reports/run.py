@@ -289,12 +289,12 @@ def _write(
         auditor_version=__version__,
         incremental=increment.record(),
     )
-    scanned = result.as_record()["findings"]
-    changes = history.compare(scanned, history.finding_ids(scanned), recorded.previous())
-    record = build_record(result, run, changes, money)
+    record = build_record(result, run, None, money)
+    scanned = record["findings"]
+    record["changes"] = changes = history.compare(scanned, history.finding_ids(scanned), recorded.previous())
     renderers = {
         "json": lambda: render_json(record),
-        "md": lambda: render_markdown(result, record),
+        "md": lambda: render_markdown(record),
         "html": lambda: render_html(record),
     }
     written = write_reports(out_dir, names, {fmt: renderers[fmt]() for fmt in chosen})
