@@ -34,8 +34,8 @@ from auditor.cli.main import app
 from auditor.ledger.daily_rollups import DayTotals
 from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
 from auditor.ledger.queries import SpendGroup
-from auditor.ledger.spend_queries import Cell
 from auditor.ledger.schema import budget_window_spend, daily_user_spend, metadata, spend_logs, verification_token
+from auditor.ledger.spend_queries import Cell
 from auditor.litellm.durations import parse_duration
 from auditor.repair import journal
 from auditor.reports.document import scan_part

@@ -628,7 +628,7 @@ def test_rollup_disagreements_in_sql_are_the_cells_a_python_comparison_finds(any
 
     from auditor.audit.rollup_checks import rollup_differs
     from auditor.ledger.capabilities import inspect_database
-    from auditor.ledger.daily_rollups import ledger_days, rollup_days, rollup_disagreements
+    from auditor.ledger.daily_rollups import RollupRead, ledger_days, rollup_days, rollup_disagreements
     from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
     from auditor.ledger.schema import daily_user_spend
 
@@ -677,7 +677,8 @@ def test_rollup_disagreements_in_sql_are_the_cells_a_python_comparison_finds(any
             for k in set(ledger) | set(cached)
             if rollup_differs(ledger.get(k), cached.get(k), 0.0001)
         }
-        found = rollup_disagreements(conn, caps, daily_user_spend, "user", "2026-03-01", "2026-03-05", 0.0001)
+        reads = [RollupRead("LiteLLM_DailyUserSpend", daily_user_spend, "user", [("2026-03-01", "2026-03-05")])]
+        found = rollup_disagreements(conn, caps, reads, 0.0001)["LiteLLM_DailyUserSpend"]
     assert len(expected) >= 5 and len(expected) < len(set(ledger) | set(cached))  # some cells agree, some do not
     assert {k: (logged, cached_) for k, logged, cached_ in found} == {
         k: (pytest.approx(lg) if lg else None, pytest.approx(c) if c else None) for k, (lg, c) in expected.items()

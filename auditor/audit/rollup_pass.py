@@ -48,6 +48,8 @@ def rollup_pass(
         last = min(last, options.until.date() - timedelta(days=1))  # days before --until's are whole
     aliases = {row.token: row.key_alias for row in key_rows}
     findings, notes = [], []
+    compared: list[tuple] = []  # (name, table, days, digests, reused) of each table compared
+    reads: list[daily_rollups.RollupRead] = []
     for name, table, by in present:
         first_rollup, _ = daily_rollups.rollup_date_range(conn, table)
         if first_rollup is None:
@@ -91,14 +93,17 @@ def rollup_pass(
                 for day in days
                 if day < before and day in stored and stored[day].digest == digests.get(day, empty)
             }
+        compared.append((name, table, days, digests, reused))
+        reads.append(daily_rollups.RollupRead(name, table, by, _runs([day for day in days if day not in reused])))
+    disagreeing = daily_rollups.rollup_disagreements(conn, caps, reads, options.tolerance)  # one read of the ledger
+    for name, table, days, digests, reused in compared:
         ledger: dict = {}
         rollups: dict = {}
-        for lo, hi in _runs([day for day in days if day not in reused]):
-            for key, logged, cached in daily_rollups.rollup_disagreements(conn, caps, table, by, lo, hi, options.tolerance):
-                if logged is not None:
-                    ledger[key] = logged
-                if cached is not None:
-                    rollups[key] = cached
+        for key, logged, cached in disagreeing.get(name, []):
+            if logged is not None:
+                ledger[key] = logged
+            if cached is not None:
+                rollups[key] = cached
         for day, kept in reused.items():  # the rows that disagreed then: the ledger's side from the checkpoint
             if kept.differing:
                 current = daily_rollups.rollup_days(conn, table, day, day)

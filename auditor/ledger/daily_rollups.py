@@ -4,10 +4,12 @@ ledger grouped per UTC day, key, model and provider, and where a rollup table di
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Float, String, case, cast, func, literal, null, or_, select, union_all
+from sqlalchemy import BigInteger, Connection, Float, String, and_, case, cast, func, literal, null, or_, select, union_all
 from sqlalchemy.dialects.postgresql import BIT
 from sqlalchemy.sql import ColumnElement
 
@@ -100,39 +102,80 @@ def ledger_days(conn: Connection, caps: Capabilities, by: str, first_day: str, l
     }
 
 
+@dataclass(frozen=True)
+class RollupRead:
+    """One Daily*Spend table to compare: its name, table, the entity column LiteLLM rolls it up by ("user",
+    team_id, end_user) and the runs of days (first, last; ISO, inclusive) to compare."""
+
+    name: str
+    table: Any
+    by: str
+    runs: Sequence[tuple[str, str]]
+
+
 def rollup_disagreements(
-    conn: Connection,
-    caps: Capabilities,
-    table,
-    by: str,
-    first_day: str,
-    last_day: str,
-    tolerance: float,
-) -> list[tuple[RollupKey, DayTotals | None, DayTotals | None]]:
-    """Where a Daily*Spend table and the ledger disagree, per (day, key, model, provider): (key, ledger's totals,
-    rollup's totals), None where a side has no row. Compared in the database: a ledger of 90 days x thousands of
-    keys has hundreds of thousands of such cells and only the disagreements leave the server, so memory grows
-    with disagreements. One aggregate over both sides (UNION ALL, then GROUP BY the cell), no join. The test is
-    rollup_checks.rollup_differs': spend beyond the tolerance (NaN differs) or a different request count."""
-    ledger = _ledger_day_rows(conn, caps, by, first_day, last_day).subquery()
-    t = table
+    conn: Connection, caps: Capabilities, reads: Sequence[RollupRead], tolerance: float
+) -> dict[str, list[tuple[RollupKey, DayTotals | None, DayTotals | None]]]:
+    """Where each Daily*Spend table and the ledger disagree, per (day, key, model, provider): (key, ledger's totals,
+    rollup's totals), None where a side has no row; per table name. Compared in the database: a ledger of 90 days
+    x thousands of keys has hundreds of thousands of such cells and only the disagreements leave the server, so
+    memory grows with disagreements. One statement reads the ledger once for every table: grouped at the rollups'
+    grain with whether each row has a team and an end user (the WITH query, which PostgreSQL materializes once when
+    several tables use it); each table then takes its rows (_rolled_up) and its days, and one aggregate over both
+    sides per table (UNION ALL, then GROUP BY the cell, no join) keeps the cells that differ by
+    rollup_checks.rollup_differs' test: spend beyond the tolerance (NaN differs) or a different request count."""
+    reads = [r for r in reads if r.runs]
+    if not reads:
+        return {}
+    first = min(lo for r in reads for lo, _ in r.runs)
+    last = max(hi for r in reads for _, hi in r.runs)
+    flags = {by: rolled[0].label(f"in_{by}") for read in reads if (rolled := _rolled_up(by := read.by))}
+    rows = _ledger_day_rows(conn, caps, "user", first, last).add_columns(*flags.values()).subquery()
+    cells = (rows.c.day, rows.c.api_key, rows.c.model, rows.c.provider, *(rows.c[f"in_{by}"] for by in flags))
+    ledger = (
+        select(
+            *cells,
+            func.sum(rows.c.spend_high).label("l_high"),
+            func.sum(rows.c.spend_low).label("l_low"),
+            func.count().label("l_rows"),
+            func.sum(rows.c.failed).label("l_failed"),
+        )
+        .group_by(*cells)
+        .cte("ledger")
+    )
+    query = union_all(
+        *(_compared(ledger, read, ledger.c[f"in_{read.by}"] if read.by in flags else None, tolerance) for read in reads)
+    )
+    found: dict[str, list] = {read.name: [] for read in reads}
+    for r in hash_aggregated(conn, query):
+        logged = DayTotals(to_dollars(from_parts(r[5], r[6])), int(r[7]), int(r[7]) - int(r[8]), int(r[8])) if r[7] else None
+        cached = DayTotals(float(r[9]), int(r[10]), int(r[11]), int(r[12])) if r[13] else None
+        found[r[0]].append(((r[1], r[2], r[3], r[4]), logged, cached))
+    return found
+
+
+def _compared(ledger, read: RollupRead, flag, tolerance: float):
+    """One table's disagreeing cells: the ledger's cells it rolls up and its own rows, on its days, summed per cell."""
+    t = read.table
     zero, none = literal(0), null()
+    on_ledger_days = or_(*(and_(ledger.c.day >= lo, ledger.c.day <= hi) for lo, hi in read.runs))
+    on_table_days = or_(*(and_(t.c.date >= lo, t.c.date <= hi) for lo, hi in read.runs))
     both = union_all(
         select(
             ledger.c.day,
             ledger.c.api_key,
             ledger.c.model,
             ledger.c.provider,
-            ledger.c.spend_high.label("l_high"),
-            ledger.c.spend_low.label("l_low"),
-            literal(1).label("l_rows"),
-            ledger.c.failed.label("l_failed"),
+            ledger.c.l_high,
+            ledger.c.l_low,
+            ledger.c.l_rows,
+            ledger.c.l_failed,
             none.label("r_spend"),
             zero.label("r_requests"),
             zero.label("r_ok"),
             zero.label("r_failed"),
             zero.label("r_rows"),
-        ),
+        ).where(on_ledger_days, *([flag] if flag is not None else [])),
         select(
             t.c.date,
             t.c.api_key,
@@ -147,18 +190,19 @@ def rollup_disagreements(
             func.coalesce(t.c.successful_requests, 0),
             func.coalesce(t.c.failed_requests, 0),
             literal(1),
-        ).where(t.c.date >= first_day, t.c.date <= last_day),
+        ).where(on_table_days),
     ).subquery()
     l_high, l_low, l_rows = (
         func.coalesce(func.sum(both.c.l_high), 0),
         func.coalesce(func.sum(both.c.l_low), 0),
-        func.sum(both.c.l_rows),
+        func.coalesce(func.sum(both.c.l_rows), 0),
     )
     # in dollars for the test only (within the tolerance, a double is close enough); the totals are exact (from_parts)
     l_spend = (cast(l_high, Float) * float(SPLIT) + cast(l_low, Float)) / float(NANOS_PER_DOLLAR)
     r_spend, r_requests = func.coalesce(func.sum(both.c.r_spend), 0.0), func.sum(both.c.r_requests)
-    query = (
+    return (
         select(
+            literal(read.name, String).label("name"),
             both.c.day,
             both.c.api_key,
             both.c.model,
@@ -166,7 +210,7 @@ def rollup_disagreements(
             l_high,
             l_low,
             l_rows,
-            func.sum(both.c.l_failed),
+            func.coalesce(func.sum(both.c.l_failed), 0),
             r_spend,
             r_requests,
             func.sum(both.c.r_ok),
@@ -176,12 +220,6 @@ def rollup_disagreements(
         .group_by(both.c.day, both.c.api_key, both.c.model, both.c.provider)
         .having(or_(~(func.abs(l_spend - r_spend) <= tolerance), l_rows != r_requests))  # NOT (NaN <= x) holds: NaN differs
     )
-    found = []
-    for r in hash_aggregated(conn, query):
-        logged = DayTotals(to_dollars(from_parts(r[4], r[5])), int(r[6]), int(r[6]) - int(r[7]), int(r[7])) if r[6] else None
-        cached = DayTotals(float(r[8]), int(r[9]), int(r[10]), int(r[11])) if r[12] else None
-        found.append(((r[0], r[1], r[2], r[3]), logged, cached))
-    return found
 
 
 EMPTY_DIGEST = "0-0"  # a day without rollup rows
