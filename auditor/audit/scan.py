@@ -180,7 +180,7 @@ def run_scan(
         budgets,
         windows,
         groups_by_entry,
-        group_splits(conn, caps, budgets, windows, groups_by_entry, resolutions, catalogue, keys_entries),
+        group_splits(conn, caps, where, budgets, windows, groups_by_entry, resolutions, catalogue, keys_entries),
     )
     spend += ledger_pass.ungoverned_spend(groups, by_entity, budgets, keys_entries, resolutions, catalogue, options, selected)
     if options.model:

@@ -123,7 +123,7 @@ def _resumed(eb: EntityBudgets, before: checkpoint.EntityState | None):
     return trackers, closed, seen
 
 
-def group_splits(conn, caps, budgets, windows, groups_by_entry, resolutions, catalogue, keys_entries) -> dict:
+def group_splits(conn, caps, where, budgets, windows, groups_by_entry, resolutions, catalogue, keys_entries) -> dict:
     """Per-model-group spend inside each window of an entry that charged several groups (a glob, an access group):
     {(scope, entity, entry, window start): {group: [spend, requests]}}, so every (entity, model group) has spend lines.
     Read per such entity with one grouped statement; the rows of each window are placed exactly as the replay did."""
@@ -132,7 +132,7 @@ def group_splits(conn, caps, budgets, windows, groups_by_entry, resolutions, cat
         if len(groups_by_entry.get((scope, entity_id, name), ())) < 2 or not history:
             continue
         eb = budgets[(scope, entity_id)]
-        rows = queries.window_splits(conn, caps, scope, eb.stream_id, [(w.start, w.end) for w in history])
+        rows = queries.window_splits(conn, caps, where, scope, eb.stream_id, [(w.start, w.end) for w in history])
         for start, api_key, model, model_group, model_id, spend, requests in rows:
             resolution = resolutions(model, model_group, model_id)
             if resolution.status != "resolved":

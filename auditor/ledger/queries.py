@@ -621,13 +621,15 @@ def period_spend(
 def window_splits(
     conn: Connection,
     caps: Capabilities,
+    where: SpendFilter,
     scope: str,
     entity: str | tuple[str, str],
     windows: Sequence[tuple[datetime, datetime]],
 ) -> list[tuple[datetime, str, str, str, str, float, int]]:
     """One entity's charged rows per window (charged at "endTime" in [start, end), as the replay assigns them), key and
-    logged model triple: (window start, api_key, model, model_group, model_id, spend, rows). One statement, the
-    windows joined as a VALUES list; asked only for entries that charged several model groups."""
+    logged model triple: (window start, api_key, model, model_group, model_id, spend, rows), of the rows in `where` (the
+    scan's, whose rows the windows hold; its --since also lets a partitioned ledger skip older partitions). One
+    statement, the windows joined as a VALUES list; asked only for entries that charged several model groups."""
     if not windows:
         return []
     names = SCOPE_COLUMNS[scope]
@@ -639,6 +641,7 @@ def window_splits(
         select(spans.c.w_start, key, model, model_group, model_id, func.count(), *summed_nanos(_finite_spend()))
         .select_from(spans.join(spend_logs, and_(spend_logs.c.endTime >= spans.c.w_start, spend_logs.c.endTime < spans.c.w_end)))
         .where(
+            *where.where(),
             *(spend_logs.c[name] == value for name, value in zip(names, values_, strict=True)),
             spend_logs.c.startTime >= min(start for start, _ in windows) - DEFAULT_LOOKBACK,
             row_outcome(caps) == CHARGED,
