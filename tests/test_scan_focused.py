@@ -731,3 +731,44 @@ def test_what_the_config_holds_that_litellm_ignores_is_a_note_of_the_scan(sqlite
     assert "config: model_group_alias 'gpt-4': no target model; LiteLLM ignores it" in record["notes"]
     plain = scan(build(f"sqlite:///{tmp_path / 'other.sqlite'}", [key()], [charge(at(9), 0.20)]), None, at(12))
     assert not [n for n in plain["notes"] if n.startswith("config:")]
+
+
+def test_lifetime_sums_of_every_scope_in_one_statement_are_period_spend_per_scope(any_url):
+    """queries.lifetime_spend (one statement for all scopes: grouping sets on PostgreSQL) against a second method,
+    period_spend of each scope over a lifetime period: the same (spend, rows) for every entity, with rows that are
+    failures, whose spend is no amount, without a key, without a team, user or end user, or after `until`."""
+    import random
+
+    from auditor.audit.scalar_budgets import LIFETIME
+    from auditor.ledger.capabilities import inspect_database
+    from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
+    from auditor.ledger.queries import SCOPE_COLUMNS, lifetime_spend, period_spend
+
+    rng = random.Random(11)
+    rows = []
+    for _ in range(300):
+        row = charge(
+            at(0, days=rng.randrange(0, 5)) + timedelta(minutes=rng.randrange(0, 1440)),
+            rng.choice([0.1, 0.25, 1 / 3, 2.0, float("inf")]),  # SQLite stores a NaN as NULL, which spend refuses
+            key=rng.choice([A, "b" * 64, ""]),  # api_key is NOT NULL; "" is a keyless request
+            status=rng.choice(["success", "success", "failure"]),
+        )
+        row.update(
+            team_id=rng.choice(["t-1", "t-2", "", None]),
+            user=rng.choice(["u-1", "u-2", None]),
+            end_user=rng.choice(["e-1", "", None]),
+        )
+        rows.append(row)
+    url = build(any_url, [{**key(), "spend": 0.0, "total_spend": 0.0}], rows)  # the key's own spend is beside the point
+    until, cut = at(0, days=4), at(12, days=2)
+    scopes = list(SCOPE_COLUMNS)
+    with connect(DatabaseTarget(parse_database_url(url), "--db")) as conn:
+        caps = inspect_database(conn)
+        for ended_from in (None, cut):
+            found = lifetime_spend(conn, caps, scopes, until, ended_from)
+            for scope, names in SCOPE_COLUMNS.items():
+                entities = {tuple(r[n] for n in names) for r in rows if all(r[n] is not None for n in names)}
+                wanted = [(e[0] if len(e) == 1 else e, LIFETIME) for e in sorted(entities)]
+                expected = period_spend(conn, caps, scope, wanted, until, ended_from=ended_from)
+                assert found[scope] == expected, (scope, ended_from)
+                assert len(expected) >= 2, scope  # the case covers several entities of each scope

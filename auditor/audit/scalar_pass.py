@@ -58,19 +58,30 @@ def scalar_pass(
     period_sums: dict[tuple[str, object], tuple[float, int]] = {}
     lifetime_sums: dict[tuple[str, object], tuple[float, int]] = {}
     whole_ledger = complete_since is None
-    for scope in SCOPES:
-        pairs = [(entity, start) for (s, entity), start in starts.items() if s == scope]
-        for entity, totals in _period_sums(conn, caps, scope, pairs, options.now, resume, state).items():
-            period_sums[(scope, entity)] = totals
-        totals_wanted = [
+    totals_wanted = {
+        scope: [
             (h.entity_id, scalar_budgets.LIFETIME)
             for h in holders
             if h.scope == scope and h.total_spend is not None and not h.deleted
         ]
-        if whole_ledger and totals_wanted:
-            for entity, totals in _period_sums(conn, caps, scope, totals_wanted, options.now, resume, state).items():
+        for scope in SCOPES
+        if whole_ledger
+    }
+    lifetime_scopes = [
+        scope
+        for scope in SCOPES
+        if totals_wanted.get(scope) or any(s == scope and start == scalar_budgets.LIFETIME for (s, _), start in starts.items())
+    ]
+    sums = _Sums(conn, caps, options.now, lifetime_scopes)
+    for scope in SCOPES:
+        pairs = [(entity, start) for (s, entity), start in starts.items() if s == scope]
+        for entity, totals in _period_sums(sums, scope, pairs, resume, state).items():
+            period_sums[(scope, entity)] = totals
+        wanted = totals_wanted.get(scope, [])
+        if wanted:
+            for entity, totals in _period_sums(sums, scope, wanted, resume, state).items():
                 lifetime_sums[(scope, entity)] = totals
-            for entity, _ in totals_wanted:
+            for entity, _ in wanted:
                 lifetime_sums.setdefault((scope, entity), (0.0, 0))
     leaks = {}
     for holder in holders:  # only entities at or over their budget: their period streamed in charge order
@@ -97,32 +108,51 @@ def scalar_pass(
     return findings, notes
 
 
+class _Sums:
+    """Each entity's charged spend since its period start: queries.period_spend, except lifetime periods, which all
+    scopes share one statement for (queries.lifetime_spend), read once per `ended_from` and kept."""
+
+    def __init__(self, conn: Connection, caps: Capabilities, now: datetime, lifetime_scopes: list[str]):
+        self.conn, self.caps, self.now, self.lifetime_scopes = conn, caps, now, lifetime_scopes
+        self.lifetime: dict[datetime | None, dict] = {}
+
+    def __call__(self, scope: str, pairs: list, ended_from: datetime | None = None) -> dict:
+        periods = [(e, start) for e, start in pairs if start != scalar_budgets.LIFETIME]
+        found = queries.period_spend(self.conn, self.caps, scope, periods, self.now, ended_from=ended_from)
+        if len(periods) < len(pairs):
+            if ended_from not in self.lifetime:
+                self.lifetime[ended_from] = queries.lifetime_spend(
+                    self.conn, self.caps, self.lifetime_scopes, self.now, ended_from
+                )
+            whole = self.lifetime[ended_from].get(scope, {})
+            found.update((e, whole[e]) for e, start in pairs if start == scalar_budgets.LIFETIME and e in whole)
+        return found
+
+
 def _period_sums(
-    conn: Connection,
-    caps: Capabilities,
+    sums: _Sums,
     scope: str,
     pairs: list,
-    now: datetime,
     resume: checkpoint.State | None,
     state: checkpoint.State | None,
 ) -> dict:
-    """queries.period_spend, resumable: an entity whose period started before the checkpoint's cut and has not
-    rolled over since gets the checkpoint's sum plus that of the rows an incremental run reads (lifetime spend and
-    total_spend above all: without it they read the whole ledger). Into the new checkpoint, each sum of a period
-    that started before the new cut, less the rows the next incremental run will read."""
+    """Each entity's period sum (_Sums), resumable: an entity whose period started before the checkpoint's cut and
+    has not rolled over since gets the checkpoint's sum plus that of the rows an incremental run reads (lifetime
+    spend and total_spend above all: without it they read the whole ledger). Into the new checkpoint, each sum of a
+    period that started before the new cut, less the rows the next incremental run will read."""
     if not pairs:
         return {}
     stored = resume.periods if resume is not None else {}
     known = [(e, start) for e, start in pairs if (scope, e, start) in stored]
-    found = queries.period_spend(conn, caps, scope, [(e, start) for e, start in pairs if (scope, e, start) not in stored], now)
+    found = sums(scope, [(e, start) for e, start in pairs if (scope, e, start) not in stored])
     if known:
-        since = queries.period_spend(conn, caps, scope, known, now, ended_from=resume.cut)
+        since = sums(scope, known, ended_from=resume.cut)
         for e, start in known:
             (spend, rows), (more, more_rows) = stored[(scope, e, start)], since.get(e, (0.0, 0))
             found[e] = (money.add(spend, more), rows + more_rows)
     if state is not None:
         before = [(e, start) for e, start in pairs if start < state.cut]
-        after = queries.period_spend(conn, caps, scope, before, now, ended_from=state.cut)
+        after = sums(scope, before, ended_from=state.cut)
         for e, start in before:
             (spend, rows), (later, later_rows) = found.get(e, (0.0, 0)), after.get(e, (0.0, 0))
             state.periods[(scope, e, start)] = (money.add(spend, -later), rows - later_rows)

@@ -618,6 +618,52 @@ def period_spend(
     return found
 
 
+def lifetime_spend(
+    conn: Connection, caps: Capabilities, scopes: Sequence[str], until: datetime, ended_from: datetime | None = None
+) -> dict[str, dict[str | tuple[str, str], tuple[float, int]]]:
+    """Every entity's charged spend and rows over the whole ledger (to `until`) per scope, as period_spend sums a
+    lifetime period: {scope: {entity: (spend, rows)}}. One statement for all the scopes: on PostgreSQL GROUP BY
+    GROUPING SETS, one read of the heap where a lifetime period_spend per scope read it once each (scalar lifetime
+    spend and total_spend of keys, teams, users, end users and team members); SQLite, which has no grouping sets,
+    gets a UNION ALL of one GROUP BY per scope. `ended_from` as in period_spend."""
+    scopes = list(dict.fromkeys(scopes))
+    if not scopes:
+        return {}
+    names = list(dict.fromkeys(name for scope in scopes for name in SCOPE_COLUMNS[scope]))
+    where = (*SpendFilter(ended_from=ended_from).where(), spend_logs.c.startTime <= until, row_outcome(caps) == CHARGED)
+    measures = (func.count(), *summed_nanos(_finite_spend()))
+    if conn.dialect.name == "postgresql":
+        sets = [tuple_(*(spend_logs.c[name] for name in SCOPE_COLUMNS[scope])) for scope in scopes]
+        grouped = func.grouping(*(spend_logs.c[name] for name in names))  # a bit per column left out of the set
+        query = select(grouped, *(spend_logs.c[name] for name in names), *measures).where(*where)
+        rows = conn.execute(query.group_by(func.grouping_sets(*sets))).all()
+        left_out = {
+            sum(1 << (len(names) - 1 - n) for n, name in enumerate(names) if name not in SCOPE_COLUMNS[scope]): scope
+            for scope in scopes
+        }
+    else:
+        parts = [
+            select(
+                literal(n),
+                *(spend_logs.c[name] if name in SCOPE_COLUMNS[scope] else null() for name in names),
+                *measures,
+            )
+            .where(*where)
+            .group_by(*(spend_logs.c[name] for name in SCOPE_COLUMNS[scope]))
+            for n, scope in enumerate(scopes)
+        ]
+        rows = conn.execute(union_all(*parts)).all()
+        left_out = dict(enumerate(scopes))
+    found: dict[str, dict[str | tuple[str, str], tuple[float, int]]] = {scope: {} for scope in scopes}
+    for row in rows:
+        scope = left_out[row[0]]
+        values_ = tuple(row[1 + names.index(name)] for name in SCOPE_COLUMNS[scope])
+        if any(v is None for v in values_):  # period_spend's join never matches a NULL entity
+            continue
+        found[scope][values_[0] if len(values_) == 1 else values_] = (to_dollars(from_parts(row[-2], row[-1])), int(row[-3]))
+    return found
+
+
 def window_splits(
     conn: Connection,
     caps: Capabilities,
