@@ -199,7 +199,16 @@ def scan_line(record: dict) -> str | None:
 
 
 def render_json(record: dict) -> str:
-    return json.dumps(record, indent=2) + "\n"
+    """One top-level key a line, and one item a line of each list (findings, spend lines, resolutions): easy to grep
+    and diff, and written by json's C encoder, which json.dumps(indent=...) gives up for its pure-Python one (1 s
+    for the 7.6 MB report of 2,000 keys)."""
+
+    def value(v: object) -> str:
+        if isinstance(v, list) and v:
+            return "[\n" + ",\n".join("    " + json.dumps(item) for item in v) + "\n  ]"
+        return json.dumps(v)
+
+    return "{\n" + ",\n".join(f"  {json.dumps(k)}: {value(v)}" for k, v in record.items()) + "\n}\n"
 
 
 def render_markdown(record: dict) -> str:
