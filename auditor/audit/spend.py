@@ -236,18 +236,23 @@ def ungoverned(totals: Iterable[tuple[Any, ...]], resolve: Resolve, governed: Ca
     governs, summed per (scope, entity, canonical model group): the scan's `spend` lines with budget_model and window
     null. With the windows (which hold every governed charge) they add up to each entity's attributed spend.
     Unresolved models are left out, as from `rows.attributed` (they are unresolved_model findings)."""
-    found: dict[tuple[str, str, str | None], list[Any]] = {}
+    found: dict[tuple[str, str, str | None], list[int]] = {}
+    groups: dict[tuple[str, str, str], str | None] = {}  # each logged triple resolved once: there are ~100k totals
     for scope, entity_id, api_key, model, model_group, model_id, spend, requests in totals:
-        resolution = resolve(model, model_group, model_id)
-        if resolution.status != "resolved" or governed(scope, entity_id, api_key, model, model_group, model_id):
+        triple = (model, model_group, model_id)
+        if triple not in groups:
+            resolution = resolve(*triple)
+            groups[triple] = resolution.group if resolution.status == "resolved" else None
+        group = groups[triple]
+        if group is None or governed(scope, entity_id, api_key, model, model_group, model_id):
             continue
-        line = found.setdefault((scope, entity_id, resolution.group), [0.0, 0])
-        line[0] = money.add(line[0], spend)
+        line = found.setdefault((scope, entity_id, group), [0, 0])
+        line[0] += money.to_nanos(spend)  # summed as nano-dollars, as money.add would, converted once
         line[1] += requests
     order = {scope: n for n, scope in enumerate(SCAN_SCOPES)}
     return [
-        WindowSpend(scope, entity_id, group, None, None, None, None, spend, requests)
-        for (scope, entity_id, group), (spend, requests) in sorted(found.items(), key=lambda kv: (order[kv[0][0]], *kv[0][1:]))
+        WindowSpend(scope, entity_id, group, None, None, None, None, money.to_dollars(nanos), requests)
+        for (scope, entity_id, group), (nanos, requests) in sorted(found.items(), key=lambda kv: (order[kv[0][0]], *kv[0][1:]))
     ]
 
 
