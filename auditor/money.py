@@ -54,3 +54,21 @@ def from_parts(high: object, low: object) -> int:
     """Nano-dollars from the two sums SQL returns (queries.nanos_parts); NULL sums are 0. PostgreSQL returns
     Decimal for SUM(bigint): int() of it is exact."""
     return int(high or 0) * SPLIT + int(low or 0)
+
+
+def merge_totals(
+    base: Iterable[tuple], plus: Iterable[tuple] = (), minus: Iterable[tuple] = (), measures: int = 2
+) -> list[tuple]:
+    """Totals keyed by all but their last `measures` fields, (..., spend, rows, other counts...), added and taken away,
+    spend in whole nano-dollars; totals left with no row go. How an incremental report merges what it read with its
+    checkpoint: the grouped ledger (checkpoint.merge_groups), its charged cells at entity grain, (api_key, team_id,
+    user, end_user, model, model_group, model_id, spend, rows), and the report's spend cells (five measures)."""
+    totals: dict[tuple, list] = {}
+    for sign, cells in ((1, base), (1, plus), (-1, minus)):
+        for cell in cells:
+            bucket = totals.setdefault(tuple(cell[:-measures]), [0] * measures)
+            spend, *counts = cell[-measures:]
+            bucket[0] += sign * to_nanos(spend)
+            for n, count in enumerate(counts, 1):
+                bucket[n] += sign * count
+    return [(*k, to_dollars(nanos), *counts) for k, (nanos, *counts) in totals.items() if counts[0]]

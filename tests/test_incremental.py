@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from auditor.audit import checkpoint
-from auditor.audit.spend import MoneyCells
+from auditor.audit.spend_ledger import MoneyCells
 from auditor.audit.windows import Charge, TrackerState, Window, WindowTracker, windows
 from auditor.cli.main import app
 from auditor.ledger.daily_rollups import DayTotals

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Column, Float, Integer, MetaData, Table, create_engine, func, insert, select
 
 from auditor.ledger.queries import SPEND_BOUND, nanos_parts, summed_nanos
-from auditor.money import add, from_parts, to_dollars, to_nanos, total
+from auditor.money import add, from_parts, merge_totals, to_dollars, to_nanos, total
 
 TIES = [k / 2 * 1e-9 for k in range(-41, 42)]  # spends whose nano-dollars may end in exactly .5 once scaled
 
@@ -72,3 +72,13 @@ def test_sums_do_not_depend_on_order_or_split(amounts, rng):
     split = rng.randint(0, len(shuffled))
     assert add(total(shuffled[:split]), total(shuffled[split:])) == whole
     assert to_nanos(whole) == sum(map(to_nanos, amounts))
+
+
+def test_merged_totals_add_and_take_away_every_measure_and_drop_what_is_left_empty():
+    """The report's spend cells carry five measures (spend, rows, prompt and completion tokens, cache hits): each
+    is added and taken away, spend as nano-dollars, and a cell left with no row goes whatever its other counts."""
+    base = [("k", "m", 0.1, 2, 30, 7, 1), ("k", "n", 1 / 3, 1, 5, 5, 0)]
+    plus = [("k", "m", 0.2, 1, 10, 3, 1)]
+    minus = [("k", "n", 1 / 3, 1, 5, 4, 0)]
+    assert merge_totals(base, plus, minus, measures=5) == [("k", "m", 0.3, 3, 40, 10, 2)]  # 0.1 + 0.2 as nanos: 0.3
+    assert merge_totals([("a", 0.5, 1)], minus=[("a", 0.25, 0)]) == [("a", 0.25, 1)]  # two measures: (spend, rows)

@@ -48,13 +48,13 @@ from datetime import datetime, timedelta
 
 from auditor import __version__
 from auditor.audit.findings import iso
-from auditor.audit.spend import MoneyCells
+from auditor.audit.spend_ledger import MoneyCells
 from auditor.audit.windows import TrackerState, Window, WindowTracker
 from auditor.ledger.daily_rollups import DayTotals, RollupKey
 from auditor.ledger.db import json_value  # model_max_budget: text on SQLite, decoded on PostgreSQL; hashed alike
 from auditor.ledger.queries import SpendGroup
 from auditor.ledger.spend_queries import Cell
-from auditor.money import to_dollars, to_nanos
+from auditor.money import merge_totals
 
 # 2: junk spend is its own ignored outcome. 3: amounts are sums of whole nano-dollars (auditor.money), so a float sum
 # stored by an older auditor would not add up exactly. 4: the charged cells at entity grain, so a resumed run's spend
@@ -128,23 +128,7 @@ def merge_groups(
     def cells(groups: Iterable[SpendGroup]) -> Iterable[tuple]:
         return ((g.api_key, g.model, g.model_group, g.model_id, g.outcome, g.spend, g.requests) for g in groups)
 
-    return [SpendGroup(*cell) for cell in merge_cells(cells(base), cells(plus), cells(minus))]
-
-
-def merge_cells(base: Iterable[tuple], plus: Iterable[tuple] = (), minus: Iterable[tuple] = (), measures: int = 2) -> list[tuple]:
-    """Totals keyed by all but their last `measures` fields, (..., spend, rows, other counts...), added and taken away,
-    spend in whole nano-dollars; cells left with no row go. The grouped ledger (merge_groups), its charged cells at
-    entity grain, (api_key, team_id, user, end_user, model, model_group, model_id, spend, rows), and the report's
-    spend cells (spend_queries.Cell, five measures) are merged so."""
-    totals: dict[tuple, list] = {}
-    for sign, cells in ((1, base), (1, plus), (-1, minus)):
-        for cell in cells:
-            bucket = totals.setdefault(tuple(cell[:-measures]), [0] * measures)
-            spend, *counts = cell[-measures:]
-            bucket[0] += sign * to_nanos(spend)
-            for n, count in enumerate(counts, 1):
-                bucket[n] += sign * count
-    return [(*k, to_dollars(nanos), *counts) for k, (nanos, *counts) in totals.items() if counts[0]]
+    return [SpendGroup(*cell) for cell in merge_totals(cells(base), cells(plus), cells(minus))]
 
 
 def counter_id(counter) -> CounterId:

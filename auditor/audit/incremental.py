@@ -11,9 +11,10 @@ from itertools import chain
 from typing import TYPE_CHECKING
 
 from auditor.audit import checkpoint
-from auditor.audit.spend import MoneyCells
+from auditor.audit.spend_ledger import MoneyCells
 from auditor.audit.windows import DEFAULT_LOOKBACK
 from auditor.ledger import queries
+from auditor.money import merge_totals
 from auditor.redact import is_raw_key
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ def new_state(
         after_cells: list | None = [] if cells is not None else None
         after = queries.spend_groups(conn, caps, replace(where, ended_from=cut), state.jobs, charged_by_entity=after_cells)
         state.groups = checkpoint.merge_groups(groups, minus=after)
-        state.cells = checkpoint.merge_cells(cells or [], minus=after_cells or [])
+        state.cells = merge_totals(cells or [], minus=after_cells or [])
     return state
 
 

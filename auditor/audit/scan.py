@@ -28,6 +28,7 @@ from auditor.litellm.catalogue import Catalogue
 from auditor.litellm.counters import Counter
 from auditor.litellm.eras import PER_ENTITY, era_named
 from auditor.litellm.resolver import Resolver
+from auditor.money import merge_totals
 
 log = logging.getLogger(__name__)  # -v: the phases of a scan, counts only (auditor/cli/main.py)
 
@@ -109,7 +110,7 @@ def run_scan(
     read_groups = queries.spend_groups(conn, caps, read, resume.jobs if resume else (), first_paid, by_entity)
     groups = checkpoint.merge_groups(resume.groups, read_groups) if resume is not None else read_groups
     if resume is not None and by_entity is not None:
-        by_entity = checkpoint.merge_cells(resume.cells, by_entity)
+        by_entity = merge_totals(resume.cells, by_entity)
     rows = ledger_pass.row_counts(groups, resolutions)
     log.info(
         "ledger: %d spend rows read in %d groups (%d charged and resolved, %d unresolved, %d not charged)",

@@ -260,26 +260,6 @@ def ungoverned(totals: Iterable[tuple[Any, ...]], resolve: Resolve, governed: Ca
 # The report's "where the money went"
 
 
-@dataclass(frozen=True)
-class MoneyCells:
-    """The report's "where the money went" as ledger cells (spend_queries.Cell): per key and logged model over the
-    whole range, and per local day and logged model. Both are small (keys x models, days x models), so a report
-    run keeps them in its checkpoint and report --incremental reads only the rows that ended since its cut."""
-
-    by_key: list
-    by_day: list
-
-    def merged(self, plus: MoneyCells | None = None, minus: MoneyCells | None = None) -> MoneyCells:
-        from auditor.audit.checkpoint import merge_cells  # late: this module imports no SQL, and those two do
-        from auditor.ledger.spend_queries import Cell
-
-        def merge(base, more, less) -> list:
-            return [Cell(*cell) for cell in merge_cells(base, more, less, measures=5)]
-
-        plus, minus = plus or MoneyCells([], []), minus or MoneyCells([], [])
-        return MoneyCells(merge(self.by_key, plus.by_key, minus.by_key), merge(self.by_day, plus.by_day, minus.by_day))
-
-
 def overview(
     lines: Mapping[LineKey, SpendLine],
     ignored: dict[str, int],

@@ -4,9 +4,28 @@ auditor.api.spend; the pure grouping is in spend.py."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from auditor.audit.spend import MoneyCells
+from auditor.ledger.spend_queries import Cell
+from auditor.money import merge_totals
+
+
+@dataclass(frozen=True)
+class MoneyCells:
+    """The report's "where the money went" as ledger cells (spend_queries.Cell): per key and logged model over the
+    whole range, and per local day and logged model. Both are small (keys x models, days x models), so a report
+    run keeps them in its checkpoint and report --incremental reads only the rows that ended since its cut."""
+
+    by_key: list[Cell]
+    by_day: list[Cell]
+
+    def merged(self, plus: MoneyCells | None = None, minus: MoneyCells | None = None) -> MoneyCells:
+        def merge(base: list[Cell], more: list[Cell], less: list[Cell]) -> list[Cell]:
+            return [Cell(*cell) for cell in merge_totals(base, more, less, measures=5)]
+
+        plus, minus = plus or MoneyCells([], []), minus or MoneyCells([], [])
+        return MoneyCells(merge(self.by_key, plus.by_key, minus.by_key), merge(self.by_day, plus.by_day, minus.by_day))
 
 
 def money_cells(conn, caps, where, zone_name: str | None) -> MoneyCells:
