@@ -283,6 +283,10 @@ FINGERPRINT = {
             "budgets changed since the checkpoint (a model_max_budget was edited, or an entity added or removed)",
         ),
         ({"catalogue": "c2"}, "the LiteLLM config or model table changed since the checkpoint"),
+        (
+            {"timezone": "Europe/Paris"},
+            "the zone of budget resets and report days changed since the checkpoint (none -> Europe/Paris)",
+        ),
         ({"schema": "s2"}, "LiteLLM's tables changed since the checkpoint (an upgrade?)"),
         ({"format": 2}, "the checkpoint was stored in format 1; this auditor reads format 2"),
         ({"auditor": "0.2.0"}, "the checkpoint was written by auditor 0.1.0; this is auditor 0.2.0"),

@@ -24,7 +24,7 @@ the state is frozen per (entity, entry) just before the first charge at or after
 - per Daily*Spend table and whole day ending at least a day before C (none of its rows in R(C)): a digest of the
   rollup rows of that day and the ledger's totals of the (key, model, provider) rows that disagree with them. A
   day whose rollup rows still have that digest gives the same findings; one whose rollup rows changed is re-read;
-- the report's spend cells (spend.MoneyCells: per key and logged model, per local day and logged model) outside
+- the report's spend cells (spend_ledger.MoneyCells: per key and logged model, per local day and logged model) outside
   R(C), unless the ledger has paid job polls: which of them repeat is decided over the whole ledger, so then the
   cells are read whole every run.
 

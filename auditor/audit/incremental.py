@@ -11,7 +11,7 @@ from itertools import chain
 from typing import TYPE_CHECKING
 
 from auditor.audit import checkpoint
-from auditor.audit.spend_ledger import MoneyCells
+from auditor.audit.spend_ledger import MoneyCells, money_cells
 from auditor.audit.windows import DEFAULT_LOOKBACK
 from auditor.ledger import queries
 from auditor.money import merge_totals
@@ -145,8 +145,6 @@ def keep(increment: checkpoint.Increment, state: checkpoint.State | None, read_g
 def money(conn, caps, where, resume: checkpoint.State | None, zone_name: str | None) -> MoneyCells:
     """The report's spend cells of the whole range: the checkpoint's plus the rows that ended since its cut, or all
     rows read when the checkpoint has none."""
-    from auditor.audit.spend_ledger import money_cells
-
     if resume is None or resume.money is None:
         return money_cells(conn, caps, where, zone_name)
     return resume.money.merged(money_cells(conn, caps, replace(where, ended_from=resume.cut), zone_name))
@@ -157,8 +155,6 @@ def money_state(
 ) -> MoneyCells | None:
     """The spend cells the new checkpoint keeps: those outside R(cut) (the old ones when the cut did not move).
     None when the ledger has paid job polls (`paid`): a read of part of it cannot tell which polls repeat."""
-    from auditor.audit.spend_ledger import money_cells
-
     if paid:
         return None
     if resume is not None and resume.money is not None and state.cut == resume.cut:
