@@ -686,6 +686,59 @@ def test_rollup_disagreements_in_sql_are_the_cells_a_python_comparison_finds(any
     assert len(found) == len(expected)
 
 
+@pytest.mark.postgres
+def test_only_days_whose_checksums_differ_are_compared_cell_by_cell(pg_url):
+    """On PostgreSQL one pass of per-day checksums picks the days to compare cell by cell: each kind of drift makes
+    its day suspect, even when it leaves the day's totals alone; rows LiteLLM does not roll up for a table (no
+    team) do not; a difference within the tolerance but above a float's rounding is compared, and agrees."""
+    from auditor.ledger.capabilities import inspect_database
+    from auditor.ledger.daily_rollups import RollupRead, _suspect_days, rollup_disagreements
+    from auditor.ledger.db import DatabaseTarget, connect, parse_database_url
+    from auditor.ledger.schema import daily_team_spend, daily_user_spend, rollup_metadata
+
+    cells = [(key_, model) for key_ in (A, B) for model in ("azure/a", "azure/b")]
+    rows, users, teams = [], [], []
+    for day in range(4):  # 03-02 .. 03-05; each cell: 0.25 + 0.50 by team t-1, and 0.125 with no team
+        for key_, model in cells:
+            for hour, spend, team in ((8, 0.25, "t-1"), (9, 0.5, "t-1"), (10, 0.125, None)):
+                row = charge(at(hour, days=day), spend, key=key_, model=model)
+                row.update(user="u-1", team_id=team, custom_llm_provider="azure")
+                rows.append(row)
+            date = f"2026-03-0{day + 2}"
+            users.append(rollup(date, 0.875, 3, key_=key_, model=model))
+            teams.append({**rollup(date, 0.75, 2, key_=key_, model=model), "user_id": None, "team_id": "t-1"})
+    first, second = users[4:6]  # 03-03's cells (A, azure/a) and (A, azure/b)
+    first["spend"], second["spend"] = 0.875 + 0.5, 0.875 - 0.5  # spend moved between cells, totals kept
+    third, fourth = users[
+        8:10
+    ]  # 03-04's (A, azure/a) and (A, azure/b): a request counted in the wrong cell, spend and totals kept
+    third["api_requests"], fourth["api_requests"] = 2, 4
+    users[12]["spend"] = 0.875 + 0.00001  # 03-05: within the tolerance
+    url = build(pg_url, [key()], rows)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        rollup_metadata.create_all(conn)
+        conn.execute(daily_user_spend.insert(), users)
+        conn.execute(daily_team_spend.insert(), teams)
+    engine.dispose()
+    reads = [
+        RollupRead("LiteLLM_DailyUserSpend", daily_user_spend, "user", [("2026-03-02", "2026-03-05")]),
+        RollupRead("LiteLLM_DailyTeamSpend", daily_team_spend, "team_id", [("2026-03-02", "2026-03-05")]),
+    ]
+    with connect(DatabaseTarget(parse_database_url(url), "--db")) as conn:
+        caps = inspect_database(conn)
+        suspect = _suspect_days(conn, caps, reads, 0.0001)
+        found = rollup_disagreements(conn, caps, reads, 0.0001)
+    assert suspect == {"LiteLLM_DailyUserSpend": {"2026-03-03", "2026-03-04", "2026-03-05"}, "LiteLLM_DailyTeamSpend": set()}
+    assert {(k, lg.spend, lg.requests, c.spend, c.requests) for k, lg, c in found["LiteLLM_DailyUserSpend"]} == {
+        (("2026-03-03", A, "azure/a", "azure"), 0.875, 3, 1.375, 3),
+        (("2026-03-03", A, "azure/b", "azure"), 0.875, 3, 0.375, 3),
+        (("2026-03-04", A, "azure/a", "azure"), 0.875, 3, 0.875, 2),
+        (("2026-03-04", A, "azure/b", "azure"), 0.875, 3, 0.875, 4),
+    }
+    assert found["LiteLLM_DailyTeamSpend"] == []
+
+
 def test_team_rollups_are_compared_when_the_table_exists(any_url, config):
     from auditor.ledger.schema import daily_team_spend, rollup_metadata
 
