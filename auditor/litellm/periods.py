@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from functools import lru_cache
 from typing import Any, cast, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -92,6 +93,7 @@ _UNIT_STEP = {"h": timedelta(hours=1), "m": timedelta(minutes=1), "s": timedelta
 _TICK = timedelta(milliseconds=1)
 
 
+@lru_cache(maxsize=4096)  # the job resets most entities at the same few instants: a scan asks for each once
 def period_start(duration: str, reset_at: datetime, tz: tzinfo = UTC) -> datetime | None:
     """Start (naive UTC) of the budget period that ends at `reset_at` (naive UTC): the previous reset LiteLLM's job
     scheduled. Day, week and month periods span whole calendar units (`30d` and `Nmo` calendar months, an unrecognised
