@@ -64,11 +64,15 @@ def merge_totals(
     checkpoint: the grouped ledger (checkpoint.merge_groups), its charged cells at entity grain, (api_key, team_id,
     user, end_user, model, model_group, model_id, spend, rows), and the report's spend cells (five measures)."""
     totals: dict[tuple, list] = {}
+    get, counted = totals.get, range(1, measures)
     for sign, cells in ((1, base), (1, plus), (-1, minus)):
-        for cell in cells:
-            bucket = totals.setdefault(tuple(cell[:-measures]), [0] * measures)
-            spend, *counts = cell[-measures:]
-            bucket[0] += sign * to_nanos(spend)
-            for n, count in enumerate(counts, 1):
-                bucket[n] += sign * count
-    return [(*k, to_dollars(nanos), *counts) for k, (nanos, *counts) in totals.items() if counts[0]]
+        for cell in cells:  # ~100k cells of a checkpoint, several times a report: no allocation but the new bucket
+            key = tuple(cell[:-measures])
+            bucket = get(key)
+            if bucket is None:
+                bucket = totals[key] = [0] * measures
+            at = len(cell) - measures
+            bucket[0] += sign * to_nanos(cell[at])
+            for n in counted:
+                bucket[n] += sign * cell[at + n]
+    return [(*k, to_dollars(bucket[0]), *bucket[1:]) for k, bucket in totals.items() if bucket[1]]
