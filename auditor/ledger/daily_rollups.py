@@ -71,17 +71,20 @@ def _rolled_up(by: str) -> list[ColumnElement[bool]]:
     return [func.coalesce(column, "") != ""]
 
 
+def _provider(caps: Capabilities) -> ColumnElement[str]:
+    """A row's custom_llm_provider as the rollups key it ('' for NULL, or for a ledger too old to have it)."""
+    if caps.has_column("LiteLLM_SpendLogs", "custom_llm_provider"):
+        return func.coalesce(spend_logs.c.custom_llm_provider, "")
+    return literal("", String)
+
+
 def _ledger_day_rows(conn: Connection, caps: Capabilities, by: str, first_day: str, last_day: str):
     """The ledger's rows as a Daily*Spend table counts them: rows LiteLLM rolls up for its entity (`by`: "user",
     team_id, end_user; ROLLED_UP) whose UTC day is in range, at the rollup's grain (day, key, model, provider).
     Columns: day, api_key, model, provider, spend_high, spend_low (the row's nano-dollars, queries.nanos_parts, so
     sums are exact), failed (0/1). Spend that is not a finite amount (row_outcome) adds nothing, so sums stay finite;
     LiteLLM's own rollup would hold NaN, Infinity or the junk amount there."""
-    provider = (
-        func.coalesce(spend_logs.c.custom_llm_provider, "")
-        if caps.has_column("LiteLLM_SpendLogs", "custom_llm_provider")
-        else literal("", String)
-    )
+    provider = _provider(caps)
     failed = row_outcome(caps) == IGNORED_FAILURE
     return select(
         _day_of(conn, spend_logs.c.startTime).label("day"),
@@ -216,11 +219,7 @@ def _in_runs(column, runs: Sequence[tuple[str, str]], as_time: bool) -> ColumnEl
 def _day_checksums_ledger(conn: Connection, caps: Capabilities, reads: Sequence[RollupRead]) -> dict[str, dict[int, tuple]]:
     """The ledger's side of _suspect_days: one pass over every day any table compares, grouped by UTC day, each
     table's checksums over the rows it rolls up (_rolled_up, as a FILTER), keyed by its index in `reads`."""
-    provider = (
-        func.coalesce(spend_logs.c.custom_llm_provider, "")
-        if caps.has_column("LiteLLM_SpendLogs", "custom_llm_provider")
-        else literal("", String)
-    )
+    provider = _provider(caps)
     rows = select(
         cast(spend_logs.c.startTime, Date).label("day"),
         _cell_hash(spend_logs.c.api_key, func.coalesce(spend_logs.c.model, ""), provider).label("h"),
