@@ -512,11 +512,13 @@ def stream_charges(
         return
     columns, matches = _entity_match(scope, entity_ids)
     model, model_group, model_id = model_triple(caps)
+    n = len(columns)
+    keyed = SCOPE_COLUMNS[scope] == ("api_key",)  # the entity is the key: sorted once, not twice (64 bytes a row)
     query = (
         select(
             *columns,
             spend_logs.c.request_id,
-            spend_logs.c.api_key,
+            *([] if keyed else [spend_logs.c.api_key]),
             spend_logs.c.startTime,
             spend_logs.c.endTime,
             spend_logs.c.spend,
@@ -533,11 +535,13 @@ def stream_charges(
     # The hot loop of a scan (one pass per charged row of a budgeted entity): positional access, no
     # per-row conversions where the driver already hands back the right types (psycopg: datetime, float).
     parse = conn.dialect.name != "postgresql"
-    n = len(columns)
     if paid_jobs is None:
         paid_jobs = {}  # (key, job) already charged: later polls are repeats
     for row in result:
-        request_id, api_key, start, end, spend, model, model_group, model_id, job = row[n:]
+        if keyed:
+            api_key, request_id, start, end, spend, model, model_group, model_id, job = row
+        else:
+            request_id, api_key, start, end, spend, model, model_group, model_id, job = row[n:]
         if parse:
             start, end = _as_datetime(start), _as_datetime(end)
         if job is not None:
