@@ -4,6 +4,7 @@ ledger grouped per UTC day, key, model and provider, and where a rollup table di
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -172,7 +173,7 @@ def _suspect_days(
     alike: 1 in 65,536). Each check is at least as strict as the cells' own (counts exact, spend within half the
     tolerance, NaN differs), so a day that passes has no disagreeing cell and is not read again; a healthy
     proxy's ledger is read once for all tables and days (10M rows: one parallel pass instead of 90 statements)."""
-    if conn.dialect.name != "postgresql" or not reads:
+    if conn.dialect.name != "postgresql" or not reads or _major_version(caps) < 11:  # hashtextextended: PostgreSQL 11
         return None
     ledger = _day_checksums_ledger(conn, caps, reads)
     suspect: dict[str, set[str]] = {}
@@ -184,6 +185,12 @@ def _suspect_days(
             day for day in days if not _checksums_agree(ledger.get(day, {}).get(n, zero), cached.get(day, zero), tolerance / 2)
         }
     return suspect
+
+
+def _major_version(caps: Capabilities) -> int:
+    """12 of "postgresql 12.19 (Debian ...)"; 0 where the server says something else."""
+    number = re.match(r"\S+ (\d+)", caps.server_version)
+    return int(number[1]) if number else 0
 
 
 def _checksums_agree(logged: tuple, cached: tuple, tolerance: float) -> bool:
