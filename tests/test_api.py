@@ -152,3 +152,11 @@ def test_explain_from_python_is_the_explain_command(no_deployment):
     assert team.budgets.scope == "team" and text.startswith(f"team {team.budgets.alias or team.budgets.entity_id} (")
     with pytest.raises(InputError, match="name one entity"):
         auditor.explain("research-agent", team="team-data", warn=lambda text: None)
+
+
+def test_scan_json_puts_each_spend_line_and_finding_on_a_line_of_its_own(no_deployment):
+    """`scan --format json` is laid out like the report's JSON file: grep and diff see one finding a line."""
+    result = CliRunner().invoke(app, ["scan", "--now", NOW, "--fail-on", "never", "--format", "json"])
+    record = json.loads(result.stdout)
+    items = [json.loads(line.strip().rstrip(",")) for line in result.stdout.splitlines() if line.startswith("    {")]
+    assert len(record["findings"]) > 5 and items == [*record["spend"], *record["findings"]]

@@ -17,7 +17,6 @@ is escaped the same way.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -196,19 +195,6 @@ def scan_line(record: dict) -> str | None:
     if inc["checkpoint_stored"]:
         return f"{line}; this run's checkpoint is cut at {_when(inc['cut'])} UTC"
     return f"{line}; no checkpoint kept" + (f": {inc['not_stored']}" if inc.get("not_stored") else "")
-
-
-def render_json(record: dict) -> str:
-    """One top-level key a line, and one item a line of each list (findings, spend lines, resolutions): easy to grep
-    and diff, and written by json's C encoder, which json.dumps(indent=...) gives up for its pure-Python one (1 s
-    for the 7.6 MB report of 2,000 keys)."""
-
-    def value(v: object) -> str:
-        if isinstance(v, list) and v:
-            return "[\n" + ",\n".join("    " + json.dumps(item) for item in v) + "\n  ]"
-        return json.dumps(v)
-
-    return "{\n" + ",\n".join(f"  {json.dumps(k)}: {value(v)}" for k, v in record.items()) + "\n}\n"
 
 
 def render_markdown(record: dict) -> str:

@@ -63,8 +63,21 @@ def clean(text: object) -> str:
     return escape(plain(text))
 
 
+def render_json(record: dict) -> str:
+    """`scan --format json` and the report's JSON file: one top-level key a line, and one item a line of each list
+    (findings, spend lines, resolutions), easy to grep and diff, written by json's C encoder, which
+    json.dumps(indent=...) gives up for its pure-Python one (1 s for the 7.6 MB report of 2,000 keys)."""
+
+    def value(v: object) -> str:
+        if isinstance(v, list) and v:
+            return "[\n" + ",\n".join("    " + json.dumps(item) for item in v) + "\n  ]"
+        return json.dumps(v)
+
+    return "{\n" + ",\n".join(f"  {json.dumps(k)}: {value(v)}" for k, v in record.items()) + "\n}\n"
+
+
 def to_json(result: ScanResult) -> str:
-    return json.dumps(result.as_record(), indent=2, sort_keys=False) + "\n"
+    return render_json(result.as_record())
 
 
 def to_csv(result: ScanResult) -> str:

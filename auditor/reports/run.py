@@ -259,10 +259,10 @@ def _write(
         build_record,
         file_names,
         render_html,
-        render_json,
         render_markdown,
         write_reports,
     )
+    from auditor.reports.render import render_json
 
     names = file_names(result.as_of, chosen)
     run = Run(
