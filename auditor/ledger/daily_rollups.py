@@ -224,33 +224,37 @@ def _in_runs(column, runs: Sequence[tuple[str, str]], as_time: bool) -> ColumnEl
 
 
 def _day_checksums_ledger(conn: Connection, caps: Capabilities, reads: Sequence[RollupRead]) -> dict[str, dict[int, tuple]]:
-    """The ledger's side of _suspect_days: one pass over every day any table compares, grouped by UTC day, each
-    table's checksums over the rows it rolls up (_rolled_up, as a FILTER), keyed by its index in `reads`."""
-    provider = _provider(caps)
+    """The ledger's side of _suspect_days: one pass over every day any table compares, grouped by UTC day and by
+    whether a row has a team and an end user (_rolled_up: at most four groups a day), then each table's checksums
+    added up here from the groups it rolls up, keyed by its index in `reads`. Grouping on the flags, not a FILTER
+    per table, keeps the hash to three evaluations a row: PostgreSQL inlines it into every aggregate that reads it
+    (twelve, and 23 s instead of 8 s on 10M rows)."""
+    flags = {by: rolled[0].label(f"in_{by}") for read in reads if (rolled := _rolled_up(by := read.by))}
     rows = select(
         cast(spend_logs.c.startTime, Date).label("day"),
-        _cell_hash(spend_logs.c.api_key, func.coalesce(spend_logs.c.model, ""), provider).label("h"),
+        _cell_hash(spend_logs.c.api_key, func.coalesce(spend_logs.c.model, ""), _provider(caps)).label("h"),
         _finite_spend().label("spend"),
-        *(rolled[0].label(f"in_{n}") for n, read in enumerate(reads) if (rolled := _rolled_up(read.by))),
-    ).where(_in_runs(spend_logs.c.startTime, [run for read in reads for run in read.runs], as_time=True))
+        *flags.values(),
+    ).where(_in_runs(spend_logs.c.startTime, sorted({run for read in reads for run in read.runs}), as_time=True))
     sub = rows.subquery()
     w1, w2 = _weights(sub.c.h)
-    columns = []
-    for n in range(len(reads)):
-        kept = sub.c.get(f"in_{n}")
-        for measure in (
-            func.count(),
-            func.sum(sub.c.h),
-            func.sum(sub.c.spend),
-            func.sum(sub.c.spend * w1),
-            func.sum(sub.c.spend * w2),
-        ):
-            columns.append(func.coalesce(measure.filter(kept) if kept is not None else measure, 0))
-    query = select(sub.c.day, *columns).group_by(sub.c.day)
-    return {
-        day.isoformat(): {n: tuple(values[5 * n : 5 * n + 5]) for n in range(len(reads))}
-        for day, *values in hash_aggregated(conn, query)
-    }
+    grouped = (sub.c.day, *(sub.c[f"in_{by}"] for by in flags))
+    measures = (func.count(), func.sum(sub.c.h), func.sum(sub.c.spend), func.sum(sub.c.spend * w1), func.sum(sub.c.spend * w2))
+    query = select(*grouped, *(func.coalesce(m, 0) for m in measures)).group_by(*grouped)
+    found: dict[str, dict[int, tuple]] = {}
+    for day, *values in hash_aggregated(conn, query):
+        flagged, sums = dict(zip(flags, values[: len(flags)])), values[len(flags) :]
+        tables = found.setdefault(day.isoformat(), {})
+        for n, read in enumerate(reads):
+            if read.by in flags and not flagged[read.by]:
+                continue
+            count, hashed, *spends = tables.get(n, (0, 0, 0.0, 0.0, 0.0))
+            tables[n] = (
+                count + int(sums[0]),
+                hashed + int(sums[1]),
+                *(a + float(b) for a, b in zip(spends, sums[2:])),
+            )
+    return found
 
 
 def _day_checksums_rollup(conn: Connection, read: RollupRead) -> dict[str, tuple]:
