@@ -234,7 +234,7 @@ def encode(state: State) -> bytes:
         if state.money is None
         else [[_cell_doc(c) for c in state.money.by_key], [_cell_doc(c) for c in state.money.by_day]],
     }
-    # level 1: a quarter of level 6's time (0.4 s of a nightly report on 100k cells) for a blob a little larger
+    # level 1: a third of level 6's time (0.9 s -> 0.3 s for 16 MB of cells) for a blob 5% larger
     return zlib.compress(json.dumps(doc, separators=(",", ":")).encode("utf-8"), 1)
 
 
