@@ -200,20 +200,28 @@ def _identity(finding: dict) -> tuple:
     return finding["kind"], finding["scope"], finding["entity_id"], what or ""
 
 
-def _fault_param(name: str, with_redis: bool):
+def _fault_param(name: str, with_redis: bool, backend: str):
     marks = [pytest.mark.xfail(strict=True, raises=AssertionError, reason=FAULT_XFAIL[name])] if name in FAULT_XFAIL else []
-    return pytest.param(name, with_redis, marks=marks, id=f"{name}-{'redis' if with_redis else 'no-redis'}")
+    if backend == "postgres":
+        marks.append(pytest.mark.postgres)
+    return pytest.param(name, with_redis, backend, marks=marks, id=f"{name}-{'redis' if with_redis else 'no-redis'}-{backend}")
 
 
 @pytest.mark.redis
-@pytest.mark.parametrize(("fault", "with_redis"), [_fault_param(n, r) for n in FAULTS for r in (True, False)])
-def test_each_fault_gives_exactly_its_finding(fault, with_redis, sim_redis, tmp_path, tmp_path_factory):
+@pytest.mark.parametrize(
+    ("fault", "with_redis", "backend"),
+    [_fault_param(n, r, b) for n in FAULTS for r in (True, False) for b in ("sqlite", "postgres")],
+)
+def test_each_fault_gives_exactly_its_finding(fault, with_redis, backend, sim_redis, tmp_path, tmp_path_factory, request):
+    """On both backends: PostgreSQL compares the rollups through its day checksums, SQLite cell by cell."""
     run = simulation(FEATURE_SEED, BASELINE, with_redis, tmp_path_factory)
     redis_url = SIM_REDIS if with_redis else None
     clean_url = f"sqlite:///{tmp_path / 'clean.sqlite'}"
+    faulty_url = f"sqlite:///{tmp_path / 'faulty.sqlite'}"
+    if backend == "postgres":
+        clean_url, faulty_url = (request.getfixturevalue("pg_database_factory")() for _ in range(2))
     litellm_sim.materialize(run, clean_url, redis_url)
     before = {_identity(f): f for f in scan(run, clean_url, with_redis)["findings"] if f["kind"] in FALSE_KINDS}
-    faulty_url = f"sqlite:///{tmp_path / 'faulty.sqlite'}"
     expected: list[Expected] = litellm_sim.materialize(run, faulty_url, redis_url, FAULTS[fault])
     assert expected, f"seed {FEATURE_SEED} gives fault {fault} nothing to break: pick another seed"
     after = {_identity(f): f for f in scan(run, faulty_url, with_redis)["findings"] if f["kind"] in FALSE_KINDS}
