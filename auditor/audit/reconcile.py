@@ -346,8 +346,7 @@ def _missing_counters(
 
 
 def _miskeyed(counter: Counter, token: str, alias: str | None, kb: Any, catalogue: Catalogue, resolutions: Resolve) -> Finding:
-    resolved = resolutions(counter.key.budget_model, "", "")
-    target = resolved.group if resolved.status == "resolved" else None
+    target = resolutions(counter.key.budget_model, "", "").resolved_group
     governs = None
     if kb is not None and target is not None:
         found = governing_entry(target, kb.entries, catalogue.access_groups_of(target))

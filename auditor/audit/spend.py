@@ -129,7 +129,7 @@ def merge(
             ignored[cell.outcome] += cell.requests
             continue
         resolution = resolve(cell.model, cell.model_group, cell.model_id)
-        group = resolution.group if resolution.status == "resolved" else None
+        group = resolution.resolved_group
         entity = entity_label(by, cell.entity)
         shown = redact(entity) if by == "key" and entity else entity
         line = lines.get((shown, group, cell.period))
@@ -237,13 +237,8 @@ def ungoverned(totals: Iterable[tuple[Any, ...]], resolve: Resolve, governed: Ca
     null. With the windows (which hold every governed charge) they add up to each entity's attributed spend.
     Unresolved models are left out, as from `rows.attributed` (they are unresolved_model findings)."""
     found: dict[tuple[str, str, str | None], list[int]] = {}
-    groups: dict[tuple[str, str, str], str | None] = {}  # each logged triple resolved once: there are ~100k totals
     for scope, entity_id, api_key, model, model_group, model_id, spend, requests in totals:
-        triple = (model, model_group, model_id)
-        if triple not in groups:
-            resolution = resolve(*triple)
-            groups[triple] = resolution.group if resolution.status == "resolved" else None
-        group = groups[triple]
+        group = resolve(model, model_group, model_id).resolved_group  # the Resolver resolves each triple once
         if group is None or governed(scope, entity_id, api_key, model, model_group, model_id):
             continue
         line = found.setdefault((scope, entity_id, group), [0, 0])
@@ -284,8 +279,7 @@ def overview(
     per_day: dict[tuple[str | None, str | None], float] = defaultdict(float)
     for cell in day_cells:
         if cell.outcome in (CHARGED, IGNORED_FAILURE):  # the outcomes `merge` makes lines of: a day of failures shows
-            resolution = resolve(cell.model, cell.model_group, cell.model_id)
-            group = resolution.group if resolution.status == "resolved" else None
+            group = resolve(cell.model, cell.model_group, cell.model_id).resolved_group
             charged = cell.spend if cell.outcome == CHARGED else 0.0
             per_day[(cell.period, group)] = money.add(per_day[(cell.period, group)], charged)
     whole = totals.total_spend

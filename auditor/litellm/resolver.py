@@ -74,6 +74,11 @@ class Resolution:
     alias: str | None = None
 
     @property
+    def resolved_group(self) -> str | None:
+        """The group when the row resolved to one; None when it is ambiguous or unresolved."""
+        return self.group if self.status == "resolved" else None
+
+    @property
     def budget_name(self) -> str | None:
         """The name LiteLLM's limiter resolves budget entries for: the alias as called, else the group."""
         return self.alias or self.group

@@ -79,8 +79,7 @@ def prepare(
         snapshot = replace(snapshot, lifetime={token: dict(groups) for token, groups in lifetime.items()})
 
     def canonical(name: str) -> str | None:
-        resolution = resolver(name, "", "")
-        return resolution.group if resolution.status == "resolved" else None
+        return resolver(name, "", "").resolved_group
 
     planned = plan(
         result,
