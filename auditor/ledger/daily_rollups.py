@@ -177,10 +177,10 @@ def _suspect_days(
         return None
     ledger = _day_checksums_ledger(conn, caps, reads)
     suspect: dict[str, set[str]] = {}
+    zero = (0, 0, 0.0, 0.0, 0.0)  # a side with no row that day
     for n, read in enumerate(reads):
         days = {day for lo, hi in read.runs for day in _days(lo, hi)}
         cached = _day_checksums_rollup(conn, read)
-        zero = (0, 0, 0.0, 0.0, 0.0)
         suspect[read.name] = {
             day for day in days if not _checksums_agree(ledger.get(day, {}).get(n, zero), cached.get(day, zero), tolerance / 2)
         }
